@@ -1,0 +1,233 @@
+"""Typed configuration: one schema holds every default; YAML presets and ``key=value`` overrides only change it.
+
+Why dataclasses and not a dict: a typo in a YAML key or an override must fail loudly with the key's
+name, not silently train the wrong model. ``load_config`` is the only way configs enter the program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from vito.errors import VitoError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(VitoError, ValueError):
+    """A config file or override is invalid; the message names the offending key."""
+
+
+@dataclass
+class DataConfig:
+    """How views are cut out of videos (paper §3.1, spec §10)."""
+
+    window_seconds: float = 2.56  # clip window T; a shorter video uses its whole length
+    num_views: int = 3  # V frames per clip
+    sampling: Literal["marginal", "uniform", "delta", "same"] = "marginal"  # "same": every view from one frame (MoCLR)
+    delta_seconds: float = 1.0  # gap between consecutive views for "delta" sampling
+    image_size: int = 224  # side of each augmented view
+    crop_min_scale: float = 0.4  # random-resized-crop minimum area (BYOL: 0.08)
+    decode_short_side: int = 256  # frames are resized to this short side while decoding (speed)
+    batch_size: int = 256  # global batch, in clips, summed over all processes
+    num_workers: int = 4  # DataLoader workers per process
+    clips_per_video: int = 1  # samples drawn from each video per pass over the data
+
+
+@dataclass
+class ModelConfig:
+    """Encoder, multi-scale attention pooling and heads (paper §3.1, spec §10)."""
+
+    backbone: str = "resnet50"  # any timm model that supports features_only
+    stages: list[int] = field(default_factory=lambda: [-2, -1])  # feature stages to pool (negative = from the end)
+    attention: bool = True  # False: global average pooling at each stage
+    attention_hidden: int = 0  # hidden width of each attention MLP; 0 = that stage's channel width
+    projector_hidden: int = 4096
+    projector_dim: int = 256
+    predictor: bool = True  # online-branch predictor (BYOL/MoCLR)
+
+
+@dataclass
+class LossConfig:
+    temperature: float = 0.1
+
+
+@dataclass
+class OptimConfig:
+    """LARS with linear warm-up and cosine decay; EMA target with BYOL's cosine tau schedule."""
+
+    base_lr: float = 0.3  # lr = base_lr * global_batch / 256
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    trust_coefficient: float = 0.001
+    warmup_steps: int = 1000
+    ema_base: float = 0.996
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 100_000
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    seed: int = 0
+    precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast where the device supports it
+    channels_last: bool = True
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading, overriding, validating
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A path to a YAML file, or the name of a shipped preset (``vito_r50``, ``moclr_r50``, ``demo``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    preset = PRESET_DIR / f"{Path(str(name_or_path)).stem}.yaml"
+    if preset.is_file():
+        return preset
+    presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+    raise ConfigError(f"config {name_or_path!r} is neither a file nor a preset (presets: {presets})")
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Schema defaults <- YAML file (if any) <- ``section.key=value`` overrides, then validated."""
+    raw: dict[str, Any] = {}
+    if name_or_path is not None:
+        path = resolve_config_path(name_or_path)
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        raw = loaded
+    for item in overrides:
+        _apply_override(raw, item)
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    config = _build(Config, raw, prefix="")
+    validate(config)
+    return config
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    *sections, leaf = key.strip().split(".")
+    node = raw
+    for section in sections:
+        node = node.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {section!r} is not a section")
+    node[leaf] = yaml.safe_load(value)
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r} (valid: {', '.join(sorted(names))})")
+    values = {}
+    for name in raw:
+        hint = hints[name]
+        key = prefix + name
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, raw[name], prefix=key + ".")
+        else:
+            values[name] = _coerce(raw[name], hint, key)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
+        return value
+    if origin in (list, typing.List):
+        (item_type,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            if option is type(None) and value is None:
+                return None
+        return _coerce(value, next(a for a in typing.get_args(hint) if a is not type(None)), key)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {hint!r}")  # pragma: no cover - schema bug
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def validate(config: Config) -> None:
+    """Value checks that types alone cannot express."""
+    d, m, o, t = config.data, config.model, config.optim, config.train
+    _check(d.window_seconds > 0, "data.window_seconds", "must be > 0")
+    _check(d.num_views >= 2, "data.num_views", "a contrastive objective needs at least 2 views")
+    _check(d.delta_seconds >= 0, "data.delta_seconds", "must be >= 0")
+    _check(d.image_size >= 16, "data.image_size", "must be >= 16")
+    _check(0 < d.crop_min_scale <= 1, "data.crop_min_scale", "must be in (0, 1]")
+    _check(d.decode_short_side >= d.image_size // 2, "data.decode_short_side", "must be >= image_size / 2")
+    _check(d.batch_size >= 2, "data.batch_size", "InfoNCE needs >= 2 clips for negatives")
+    _check(d.num_workers >= 0, "data.num_workers", "must be >= 0")
+    _check(d.clips_per_video >= 1, "data.clips_per_video", "must be >= 1")
+    _check(len(m.stages) >= 1, "model.stages", "name at least one stage")
+    _check(len(set(m.stages)) == len(m.stages), "model.stages", "stages must be distinct")
+    _check(m.attention_hidden >= 0, "model.attention_hidden", "must be >= 0")
+    _check(m.projector_hidden > 0 and m.projector_dim > 0, "model.projector_dim", "widths must be > 0")
+    _check(config.loss.temperature > 0, "loss.temperature", "must be > 0")
+    _check(o.base_lr > 0, "optim.base_lr", "must be > 0")
+    _check(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    _check(0 <= o.ema_base <= 1, "optim.ema_base", "must be in [0, 1]")
+    _check(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
+    _check(t.max_steps >= 1, "train.max_steps", "must be >= 1")
+    _check(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+    _check(t.log_every >= 1, "train.log_every", "must be >= 1")
+
+
+def dump_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

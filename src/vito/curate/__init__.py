@@ -1,0 +1,1 @@
+"""VideoNet curation: title matching, duration and classifier filters, a resumable sharded pipeline."""

@@ -1,0 +1,1 @@
+"""Videos in, augmented views out: decoding, temporal sampling, augmentation, sources and shards."""

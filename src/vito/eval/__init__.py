@@ -1,0 +1,1 @@
+"""Evaluations of frozen or fine-tuned encoders, each matching its reference implementation."""

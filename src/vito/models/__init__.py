@@ -1,0 +1,1 @@
+"""Encoders, attention pooling, heads and the online/target VITO network."""

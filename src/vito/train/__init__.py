@@ -1,0 +1,1 @@
+"""The pretraining loop and what it needs: optimiser and schedules, checkpoints, distributed set-up."""

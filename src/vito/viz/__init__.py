@@ -1,0 +1,1 @@
+"""Pictures: attention overlays, curves, saliency panels."""
