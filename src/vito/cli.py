@@ -102,21 +102,27 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Evaluation (issues: evaluation suite I; human alignment and robustness)
+# Evaluation suite I: probes, DAVIS, UCF-101, attention pictures (helper D's section)
 
 
-def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
-    evaluate = sub.add_parser("eval", help="evaluate an encoder", description="Evaluate any encoder under one harness.")
-    evals = evaluate.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
-    del evals  # each evaluation registers itself below
+def _add_probe_video_commands(evals: argparse._SubParsersAction, sub: argparse._SubParsersAction) -> None:
+    """`vito eval knn|linear|davis|ucf101` and `vito attention`."""
 
 
 # --------------------------------------------------------------------------------------------------
-# Curation and shards (issue: VideoNet curation)
+# Human alignment and robustness (helper E's section)
+
+
+def _add_alignment_commands(evals: argparse._SubParsersAction) -> None:
+    """`vito eval model-vs-human|imagenet-a|imagenet-vid-robust|imagenet-3dcc|clickme`."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Curation and shards (helper F's section)
 
 
 def _add_curation_commands(sub: argparse._SubParsersAction) -> None:
-    del sub  # registered by the curation code below
+    """`vito curate` and `vito prepare`."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -130,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_pretraining_commands(sub)
-    _add_evaluation_commands(sub)
+    evaluate = sub.add_parser("eval", help="evaluate an encoder", description="Evaluate any encoder under one harness.")
+    evals = evaluate.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
+    _add_probe_video_commands(evals, sub)
+    _add_alignment_commands(evals)
     _add_curation_commands(sub)
     return parser
 
