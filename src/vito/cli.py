@@ -113,16 +113,194 @@ def _add_probe_video_commands(evals: argparse._SubParsersAction, sub: argparse._
 # Human alignment and robustness (helper E's section)
 
 
+def _add_inference_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image-size", type=int, default=224, help="evaluation resolution (default 224)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def _inference_kwargs(args: argparse.Namespace) -> dict:
+    return {"image_size": args.image_size, "batch_size": args.batch_size, "device": args.device}
+
+
+def _cmd_model_vs_human(args: argparse.Namespace) -> int:
+    from vito.eval.human import evaluate_model_vs_human
+
+    result = evaluate_model_vs_human(
+        args.out, args.raw_data, responses=args.responses, encoder=args.encoder, weights=args.weights,
+        classifier=args.classifier, stimuli=args.stimuli, **_inference_kwargs(args),
+    )
+    overall = result["overall"]
+    print(f"error consistency {overall['error_consistency']:.3f}, observed consistency "
+          f"{overall['observed_consistency']:.3f}, accuracy difference {overall['accuracy_difference']:.3f} -> {args.out}")
+    return 0
+
+
+def _cmd_robustness(args: argparse.Namespace) -> int:
+    from vito.eval.robustness import plot_3dcc, run_robustness
+
+    if args.evaluation == "imagenet-3dcc" and args.encoder is None:
+        if not args.compare:
+            raise SystemExit("vito eval imagenet-3dcc: give --encoder ENC, or --compare RESULTS... to plot only")
+        print(plot_3dcc(args.compare, args.out / "imagenet_3dcc_delta.png"))
+        return 0
+    if args.encoder is None or args.root is None:
+        raise SystemExit(f"vito eval {args.evaluation}: --encoder and --root are required")
+    extra = {}
+    if args.evaluation == "imagenet-3dcc":
+        extra = {"clean": args.clean_accuracy if args.clean_accuracy is not None else args.clean, "compare": args.compare}
+    result = run_robustness(args.evaluation, args.out, args.root, args.encoder, args.weights, args.classifier,
+                            **extra, **_inference_kwargs(args))
+    print({k: v for k, v in result.items() if not isinstance(v, dict)})
+    return 0
+
+
+def _cmd_clickme(args: argparse.Namespace) -> int:
+    from vito.eval.saliency import compare_clickme, run_clickme
+
+    if args.encoder is None:
+        if not args.compare:
+            raise SystemExit("vito eval clickme: give --encoder ENC, or --compare RUN_DIRS... to draw overlays only")
+        print(compare_clickme(args.compare, args.out / "clickme_overlays.png"))
+        return 0
+    if args.root is None:
+        raise SystemExit("vito eval clickme: --root DIR (ClickMe .npz files) is required")
+    result = run_clickme(args.out, args.root, args.encoder, args.weights, args.classifier, method=args.saliency,
+                         compare=args.compare, **_inference_kwargs(args))
+    print(f"ClickMe alignment {result['alignment']:.3f} ({result['saliency']} saliency, {result['images']} images)")
+    return 0
+
+
 def _add_alignment_commands(evals: argparse._SubParsersAction) -> None:
     """`vito eval model-vs-human|imagenet-a|imagenet-vid-robust|imagenet-3dcc|clickme`."""
+    head_help = "linear ImageNet head from `vito eval linear`, or `own` (the encoder's own classifier)"
+
+    mvh = evals.add_parser(
+        "model-vs-human",
+        help="accuracy difference, observed and error consistency with human observers",
+        description="Classify model-vs-human stimuli into 16 categories and compare trial by trial with every "
+        "human subject; or score an existing responses CSV (--responses) without a model.",
+    )
+    mvh.add_argument("--encoder", default=None, help=ENCODER_HELP)
+    mvh.add_argument("--weights", type=Path, default=None, help="local weights file for a timm:/torchvision: encoder")
+    mvh.add_argument("--classifier", default="own", help=head_help)
+    mvh.add_argument("--stimuli", type=Path, default=None, help="stimulus images (searched recursively)")
+    mvh.add_argument("--responses", type=Path, default=None, help="score this responses CSV instead of a model")
+    mvh.add_argument("--raw-data", type=Path, required=True, help="human raw-data root or one dataset's folder")
+    mvh.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_inference_args(mvh)
+    mvh.set_defaults(handler=_cmd_model_vs_human)
+
+    roots = {
+        "imagenet-a": "ImageNet-A release folder (imagenet-a/<wnid>/*.jpg)",
+        "imagenet-vid-robust": "ImageNet-Vid-Robust folder (metadata/*.json and the frames named in it)",
+        "imagenet-3dcc": "ImageNet-3DCC folder (<corruption>/<severity>/<wnid>/*.JPEG)",
+    }
+    for name, root_help in roots.items():
+        command = evals.add_parser(name, help=f"top-1 robustness on {name}", description=f"Evaluate on {root_help}.")
+        command.add_argument("--encoder", default=None, help=ENCODER_HELP)
+        command.add_argument("--weights", type=Path, default=None, help="local weights for a timm:/torchvision: encoder")
+        command.add_argument("--classifier", default="own", help=head_help)
+        command.add_argument("--root", type=Path, required=name != "imagenet-3dcc", help=root_help)
+        command.add_argument("--out", type=Path, required=True, help="output folder")
+        if name == "imagenet-3dcc":
+            command.add_argument("--clean", type=Path, default=None, help="ImageNet val folder (<wnid>/*.JPEG)")
+            command.add_argument("--clean-accuracy", type=float, default=None, help="clean top-1 as a fraction")
+            command.add_argument("--compare", type=Path, nargs="*", default=[],
+                                 help="earlier imagenet_3dcc.json files (or folders) to draw on the same plot")
+        _add_inference_args(command)
+        command.set_defaults(handler=_cmd_robustness)
+
+    clickme = evals.add_parser(
+        "clickme",
+        help="alignment of saliency with ClickMe human maps (normalised Spearman)",
+        description="VITO encoders use their attention maps; others gradient saliency of a classifier. "
+        "See docs/clickme.md for the expected data layout.",
+    )
+    clickme.add_argument("--encoder", default=None, help=ENCODER_HELP)
+    clickme.add_argument("--weights", type=Path, default=None, help="local weights for a timm:/torchvision: encoder")
+    clickme.add_argument("--classifier", default=None, help=head_help + " (needed for gradient saliency)")
+    clickme.add_argument("--saliency", choices=["auto", "attention", "gradient"], default="auto")
+    clickme.add_argument("--root", type=Path, default=None, help="folder of ClickMe .npz files")
+    clickme.add_argument("--out", type=Path, required=True, help="output folder")
+    clickme.add_argument("--compare", type=Path, nargs="*", default=[], help="earlier clickme output folders to draw beside")
+    _add_inference_args(clickme)
+    clickme.set_defaults(handler=_cmd_clickme)
 
 
 # --------------------------------------------------------------------------------------------------
 # Curation and shards (helper F's section)
 
 
+def _cmd_curate(args: argparse.Namespace) -> int:
+    from vito.curate.pipeline import CurationSettings, curate_from_spec
+
+    settings = CurationSettings(min_duration=args.min_duration, max_frames=args.max_frames,
+                                class_cap=args.class_cap, batch_size=args.batch_size, image_size=args.image_size)
+    summary = curate_from_spec(args.candidates, args.out, args.classifier, args.weights, settings,
+                               rank=args.rank, world_size=args.world_size, resume=args.resume, device=args.device)
+    if summary is None:
+        print(f"vito curate: this rank is done; the last rank to finish writes {args.out}/accepted.jsonl")
+    else:
+        print(f"vito curate: kept {summary['kept']} of {summary['candidates']} videos "
+              f"({summary['classes_kept']} classes); reasons {summary['reasons']} -> {args.out}")
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from vito.data.shards import ShardSettings, write_shards
+
+    settings = ShardSettings(fps=args.fps, short_side=args.short_side, quality=args.quality,
+                             max_seconds=args.max_seconds, shard_megabytes=args.shard_mb)
+    index = write_shards(args.manifest, args.out, settings, workers=args.workers)
+    print(f"vito prepare: {index['num_clips']} clips in {len(index['shards'])} shards -> {args.out} "
+          f"({index['skipped']} unreadable skipped)")
+    return 0
+
+
 def _add_curation_commands(sub: argparse._SubParsersAction) -> None:
     """`vito curate` and `vito prepare`."""
+    curate = sub.add_parser(
+        "curate",
+        help="VideoNet curation: keep candidate videos whose title and frames show an ImageNet class",
+        description="Filters candidates (CSV/JSONL with path and title, optional id and duration; relative "
+        "paths are resolved against the file's folder) in the paper's order: the title names an ImageNet "
+        "class or synonym, a per-class cap, duration, and an ImageNet classifier that must predict the class "
+        "top-1 on one of the first frames. Split the work with `torchrun --nproc-per-node K -m vito curate ...` "
+        "or --rank/--world-size; rerunning the same command continues where it stopped.",
+    )
+    curate.add_argument("--candidates", type=Path, required=True, help="CSV or JSONL file of candidate videos")
+    curate.add_argument("--classifier", required=True, help=f"ImageNet classifier: {SPEC_HELP}")
+    curate.add_argument("--weights", type=Path, default=None, help="local weights file of the classifier")
+    curate.add_argument("--out", type=Path, required=True, help="output folder (accepted.jsonl, rejected.jsonl, ...)")
+    curate.add_argument("--resume", action="store_true", help="continue the run in --out (fails if there is none)")
+    curate.add_argument("--min-duration", type=float, default=10.0, help="seconds (default 10, as in the paper)")
+    curate.add_argument("--max-frames", type=int, default=100, help="first frames classified (default 100)")
+    curate.add_argument("--class-cap", type=int, default=5000, help="videos retrieved per class (default 5000)")
+    curate.add_argument("--batch-size", type=int, default=32, help="frames per classifier batch")
+    curate.add_argument("--image-size", type=int, default=None, help="classifier crop (default: the model's)")
+    curate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    curate.add_argument("--rank", type=int, default=None, help="this machine's share (default: $RANK or 0)")
+    curate.add_argument("--world-size", type=int, default=None, help="number of shares (default: $WORLD_SIZE or 1)")
+    curate.set_defaults(handler=_cmd_curate)
+
+    prepare = sub.add_parser(
+        "prepare",
+        help="write curated videos as training shards (tar of JPEG frames, indexed for direct seeks)",
+        description="Decodes each video of a manifest (e.g. OUT/accepted.jsonl of `vito curate`, or any CSV/JSONL "
+        "with a path column) at a reduced frame rate and short side and stores the frames as JPEG in "
+        "WebDataset-compatible tar shards with an index (shards.json); `vito pretrain --data SHARDS_DIR` "
+        "trains from them.",
+    )
+    prepare.add_argument("--manifest", type=Path, required=True, help="accepted.jsonl or another CSV/JSONL manifest")
+    prepare.add_argument("--out", type=Path, required=True, help="shard folder")
+    prepare.add_argument("--fps", type=float, default=10.0, help="stored frames per second (default 10)")
+    prepare.add_argument("--short-side", type=int, default=256, help="stored short side in pixels (default 256)")
+    prepare.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    prepare.add_argument("--max-seconds", type=float, default=None, help="store at most this much of each video")
+    prepare.add_argument("--shard-mb", type=float, default=512.0, help="target shard size in MB (default 512)")
+    prepare.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: in this process)")
+    prepare.set_defaults(handler=_cmd_prepare)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,201 @@
+"""BYOL image augmentations for the views of a clip (paper §3.1, spec §10), split in two for speed.
+
+Measured on CPU (docs: /work/shared/design/measurements.md), the per-pixel colour and blur work is the
+bottleneck, while cropping is cheap. So:
+
+1. ``RandomResizedCropFlip`` runs per sample in the data loader on uint8 frames (CPU, cheap);
+2. ``PhotometricAugment`` runs batched on the training device on the whole batch of views (colour jitter,
+   grayscale, view-dependent blur and solarisation, then ImageNet normalisation), with per-sample random
+   parameters drawn from a ``torch.Generator`` so a run is reproducible.
+
+The colour operations follow BYOL's reference implementation: additive brightness, contrast around the
+mean, saturation around the grayscale image, hue rotation, applied in a random order per image, each
+clipped to [0, 1]. Kornia provides batched versions that accept one factor per image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import kornia
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """ImageNet mean/std normalisation of a batch [..., 3, H, W]: uint8 in [0, 255] or float in [0, 1]."""
+    if images.dtype == torch.uint8:
+        images = images.float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(3, 1, 1)
+    return (images - mean) / std
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. Geometry: per sample, uint8, in the data loader
+
+
+class RandomResizedCropFlip:
+    """Random-resized crop (area fraction in ``scale``, aspect in ``ratio``) to ``size``, then a flip p=0.5.
+
+    VITO uses a minimum area of 0.4 instead of BYOL's 0.08 (spec §10). The box is drawn as torchvision's
+    ``RandomResizedCrop`` does (10 attempts, then the largest centred crop within ``ratio``), but from a
+    numpy ``Generator`` passed in, so the data loader's crops are a pure function of its seed.
+    """
+
+    def __init__(self, size: int = 224, scale: tuple[float, float] = (0.4, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)):
+        self.size = size
+        self.scale = scale
+        self.ratio = ratio
+
+    def sample_box(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        """(top, left, box_height, box_width) of a crop whose area fraction lies in ``scale``."""
+        area = height * width
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            w = round(math.sqrt(target * aspect))
+            h = round(math.sqrt(target / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+        aspect = width / height  # fallback: centred crop, as large as the ratio allows
+        if aspect < self.ratio[0]:
+            w, h = width, round(width / self.ratio[0])
+        elif aspect > self.ratio[1]:
+            h, w = height, round(height * self.ratio[1])
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """uint8 [3, H, W] -> uint8 [3, size, size]."""
+        top, left, h, w = self.sample_box(image.shape[-2], image.shape[-1], rng)
+        crop = TF.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=True)
+        return TF.horizontal_flip(crop) if rng.random() < 0.5 else crop
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. Photometry: batched, on any device
+
+
+@dataclass(frozen=True)
+class PhotometricParams:
+    """Per-image random draws; kept separate from their application so they can be tested directly."""
+
+    jitter: torch.Tensor  # bool [N]: colour jitter applied
+    order: torch.Tensor  # int64 [N, 4]: order of (brightness, contrast, saturation, hue)
+    brightness: torch.Tensor  # float [N]: additive delta
+    contrast: torch.Tensor  # float [N]: factor
+    saturation: torch.Tensor  # float [N]: factor
+    hue: torch.Tensor  # float [N]: rotation as a fraction of the colour circle
+    grayscale: torch.Tensor  # bool [N]
+    blur: torch.Tensor  # bool [N]
+    sigma: torch.Tensor  # float [N]
+    solarize: torch.Tensor  # bool [N]
+
+
+class PhotometricAugment:
+    """BYOL colour jitter (p=0.8), grayscale (p=0.2), blur and solarisation with per-view probabilities.
+
+    ``blur_p`` and ``solarize_p`` list the probabilities for views 0, 1, ...; views beyond the list use
+    the last entry of ``*_extra`` (BYOL defines two views; VITO's third view gets blur 0.5, solarise 0).
+    """
+
+    def __init__(
+        self,
+        size: int = 224,
+        jitter_p: float = 0.8,
+        brightness: float = 0.4,
+        contrast: float = 0.4,
+        saturation: float = 0.2,
+        hue: float = 0.1,
+        grayscale_p: float = 0.2,
+        blur_p: Sequence[float] = (1.0, 0.1),
+        blur_extra: float = 0.5,
+        sigma: tuple[float, float] = (0.1, 2.0),
+        solarize_p: Sequence[float] = (0.0, 0.2),
+        solarize_extra: float = 0.0,
+    ):
+        self.jitter_p, self.grayscale_p = jitter_p, grayscale_p
+        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+        self.blur_p, self.blur_extra = tuple(blur_p), blur_extra
+        self.solarize_p, self.solarize_extra = tuple(solarize_p), solarize_extra
+        self.sigma = sigma
+        self.kernel_size = blur_kernel_size(size)
+
+    def sample_params(self, view_index: torch.Tensor, generator: torch.Generator) -> PhotometricParams:
+        """Draw every random decision for N images on the generator's device (CPU by default)."""
+        n = view_index.numel()
+        device = generator.device
+        view_index = view_index.to(device)
+
+        def uniform(low: float, high: float) -> torch.Tensor:
+            return torch.rand(n, generator=generator, device=device) * (high - low) + low
+
+        def coin(p: torch.Tensor | float) -> torch.Tensor:
+            return torch.rand(n, generator=generator, device=device) < p
+
+        return PhotometricParams(
+            jitter=coin(self.jitter_p),
+            order=torch.argsort(torch.rand(n, 4, generator=generator, device=device), dim=1),
+            brightness=uniform(-self.brightness, self.brightness),
+            contrast=uniform(1 - self.contrast, 1 + self.contrast),
+            saturation=uniform(1 - self.saturation, 1 + self.saturation),
+            hue=uniform(-self.hue, self.hue),
+            grayscale=coin(self.grayscale_p),
+            blur=coin(_per_view(self.blur_p, self.blur_extra, view_index)),
+            sigma=uniform(*self.sigma),
+            solarize=coin(_per_view(self.solarize_p, self.solarize_extra, view_index)),
+        )
+
+    def __call__(self, images: torch.Tensor, view_index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """uint8 or float [N, 3, H, W] (float in [0, 1]) -> normalised float [N, 3, H, W]."""
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)
+        params = self.sample_params(view_index, generator)
+        return normalize(self.apply(images, params))
+
+    def apply(self, images: torch.Tensor, params: PhotometricParams) -> torch.Tensor:
+        """Apply drawn parameters to float images in [0, 1] (no normalisation)."""
+        p = {k: v.to(images.device) for k, v in vars(params).items()}
+        x = images.clone()
+        colour_ops = (
+            lambda img, rows: kornia.enhance.adjust_brightness(img, p["brightness"][rows]),
+            lambda img, rows: kornia.enhance.adjust_contrast_with_mean_subtraction(img, p["contrast"][rows]),
+            lambda img, rows: kornia.enhance.adjust_saturation_with_gray_subtraction(img, p["saturation"][rows]),
+            lambda img, rows: kornia.enhance.adjust_hue(img, p["hue"][rows] * 2 * math.pi),
+        )
+        for position in range(4):  # each image visits the four operations in its own order
+            for op_index, op in enumerate(colour_ops):
+                rows = torch.nonzero(p["jitter"] & (p["order"][:, position] == op_index)).flatten()
+                if rows.numel():
+                    x[rows] = op(x[rows], rows).clamp_(0.0, 1.0)
+        rows = torch.nonzero(p["grayscale"]).flatten()
+        if rows.numel():
+            x[rows] = kornia.color.rgb_to_grayscale(x[rows]).expand(-1, 3, -1, -1)
+        rows = torch.nonzero(p["blur"]).flatten()
+        if rows.numel():
+            sigma = p["sigma"][rows, None].expand(-1, 2).to(x.dtype)
+            x[rows] = kornia.filters.gaussian_blur2d(x[rows], self.kernel_size, sigma, border_type="reflect")
+        rows = torch.nonzero(p["solarize"]).flatten()
+        if rows.numel():
+            x[rows] = torch.where(x[rows] < 0.5, x[rows], 1.0 - x[rows])
+        return x
+
+
+def blur_kernel_size(size: int) -> int:
+    """BYOL's 23-pixel kernel at 224 px, scaled to ``size`` and kept odd."""
+    k = max(3, round(23 * size / 224))
+    return k if k % 2 == 1 else k + 1
+
+
+def _per_view(probabilities: tuple[float, ...], extra: float, view_index: torch.Tensor) -> torch.Tensor:
+    table = torch.tensor([*probabilities, extra], device=view_index.device)
+    return table[view_index.clamp(max=len(probabilities))]

@@ -1,0 +1,316 @@
+"""Frame-exact random access into video files with PyAV.
+
+Training samples a few frames at random times from each clip, so the reader must answer "which frame is on
+screen at time t?" exactly, also for B-frames (decode order != display order) and variable frame rates, and
+cheaply: it seeks to the keyframe before the earliest wanted time, decodes forward in display order and
+converts to RGB only the frames it keeps (the colour conversion costs as much as the decode), resizing in
+the same call. Times are seconds since the first frame's timestamp.
+
+Every failure to read a file (missing, empty, truncated, not a video, undecodable) is a ``DataError`` that
+names the file and the reason, so callers can skip bad videos and count them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from vito.errors import DataError
+
+# Times further apart than this are read with separate seeks instead of decoding through the gap.
+SEEK_GAP_SECONDS = 2.0
+# Measured with benchmarks/bench_loader.py on 2 cores: frame threading ("AUTO") adds start-up and
+# synchronisation cost for the few frames a clip needs; one thread per worker process was faster.
+THREAD_TYPE = "SLICE"
+THREAD_COUNT = 1
+# Packets read to find the first displayed timestamp (B-frames reorder at most a few frames).
+START_PACKETS = 16
+# A stream whose packets end this much before the header's duration is treated as truncated.
+TRUNCATION_TOLERANCE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    duration: float  # seconds, from the first frame's timestamp to the end of the last frame
+    fps: float
+    num_frames: int | None  # from the header; None when the container does not say
+    width: int
+    height: int
+
+
+class VideoReader:
+    """One open video file. Use as a context manager so the container is always closed."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        if not Path(self.path).is_file():
+            raise DataError(f"{self.path}: file not found")
+        if Path(self.path).stat().st_size == 0:
+            raise DataError(f"{self.path}: empty file (0 bytes)")
+        try:
+            self._container = av.open(self.path, metadata_errors="ignore")
+        except (av.FFmpegError, UnicodeDecodeError) as exc:
+            raise DataError(f"{self.path}: not a readable video ({_reason(exc)})") from None
+        try:
+            if not self._container.streams.video:
+                raise DataError(f"{self.path}: no video stream")
+            if _is_image_format(self._container.format.name):
+                raise DataError(f"{self.path}: a still image ({self._container.format.name}), not a video")
+            self._stream = self._container.streams.video[0]
+            self._stream.thread_type = THREAD_TYPE
+            self._stream.codec_context.thread_count = THREAD_COUNT
+            self._time_base = float(self._stream.time_base)
+            self._info: VideoInfo | None = None
+            self._start_pts: int | None = None
+            self._use_dts = False  # see _decode_until
+        except BaseException:
+            self._container.close()
+            raise
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    # ----------------------------------------------------------------------------------------------
+    # Metadata
+
+    @property
+    def start_pts(self) -> int:
+        """Timestamp of the first frame in stream units (the origin of all times).
+
+        The header's start time is not always the first frame's (AVI files with packed B-frames), so it is
+        read from the first packets: the smallest timestamp among them is the first one displayed.
+        """
+        if self._start_pts is None:
+            self._start_pts = self._first_packet_pts()
+        return self._start_pts
+
+    def _first_packet_pts(self) -> int:
+        header = self._stream.start_time
+        try:
+            self._container.seek(header or 0, stream=self._stream, backward=True, any_frame=False)
+            stamps = []
+            for packet in self._container.demux(self._stream):
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                if stamp is not None and not packet.is_discard:
+                    stamps.append(stamp)
+                if len(stamps) >= START_PACKETS:
+                    break
+        except av.FFmpegError as exc:
+            raise DataError(f"{self.path}: unreadable data ({_reason(exc)})") from None
+        if not stamps:
+            raise DataError(f"{self.path}: video stream holds no packets")
+        return int(min(stamps))
+
+    @property
+    def info(self) -> VideoInfo:
+        if self._info is None:
+            self._info = self._probe()
+        return self._info
+
+    def _probe(self) -> VideoInfo:
+        stream = self._stream
+        header = _header_duration(self._container, stream)
+        end = self._data_end(header)
+        if header is not None and end < header - TRUNCATION_TOLERANCE_SECONDS:
+            raise DataError(f"{self.path}: truncated (data ends at {end:.2f} s, header says {header:.2f} s)")
+        duration = header if header is not None else end
+        if not duration > 0:
+            raise DataError(f"{self.path}: no decodable video frames")
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not width or not height:
+            raise DataError(f"{self.path}: video stream has no frame size")
+        return VideoInfo(self.path, duration, fps, int(stream.frames) or None, width, height)
+
+    def _data_end(self, header: float | None) -> float:
+        """End time of the last packet actually present: demux (no decoding) the tail of the stream.
+
+        Why: a file cut short often keeps a complete index, so only reading its last packets reveals the
+        truncation; and WebM files may lack a duration field entirely.
+        """
+        self._seek(0.0 if header is None else max(0.0, header - 2 * TRUNCATION_TOLERANCE_SECONDS))
+        end = -math.inf
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.pts is None:
+                    continue
+                length = packet.duration or 0
+                end = max(end, (packet.pts + length - self.start_pts) * self._time_base)
+        except av.FFmpegError as exc:
+            raise DataError(f"{self.path}: unreadable data ({_reason(exc)})") from None
+        return end
+
+    # ----------------------------------------------------------------------------------------------
+    # Frames
+
+    def frames_at(self, times: Sequence[float] | np.ndarray, short_side: int | None = None) -> torch.Tensor:
+        """uint8 [N, H, W, 3]: for each time, the frame on screen then (last frame with timestamp <= t)."""
+        times = np.clip(np.asarray(times, dtype=np.float64).reshape(-1), 0.0, None)
+        if times.size == 0:
+            raise ValueError("frames_at needs at least one time")
+        self.info  # validates the file (truncation) before any decoding
+        wanted = np.unique(times)
+        picked: dict[float, av.VideoFrame] = {}
+        for group in _seek_groups(wanted, SEEK_GAP_SECONDS):
+            picked.update(self._read_group(group))
+        size = self._output_size(short_side)
+        rgb: dict[int, np.ndarray] = {}  # one conversion per distinct frame, resized in the same call
+        for frame in picked.values():
+            if id(frame) not in rgb:
+                rgb[id(frame)] = frame.reformat(*size, format="rgb24").to_ndarray()
+        return torch.from_numpy(np.stack([rgb[id(picked[t])] for t in times]))
+
+    def _read_group(self, times: np.ndarray) -> dict[float, av.VideoFrame]:
+        """Decode forward from the keyframe before ``times[0]``; keep the frame shown at each time."""
+        back_off = 0.0
+        while True:
+            used_dts = self._use_dts
+            self._seek(max(0.0, times[0] - back_off))
+            picked, complete = self._decode_until(times)
+            if complete:
+                return picked
+            if not picked and self._use_dts and not used_dts:
+                continue  # timestamps switched to decode stamps: same seek again
+            # The keyframe found by the seek is displayed after times[0] (B-frame delay): go back further.
+            if times[0] - back_off <= 0:
+                raise DataError(f"{self.path}: first decodable frame is later than the stream start")
+            back_off = max(1.0, 2 * back_off)
+
+    def _decode_until(self, times: np.ndarray) -> tuple[dict[float, av.VideoFrame], bool]:
+        picked: dict[float, av.VideoFrame] = {}
+        previous: av.VideoFrame | None = None
+        index = 0
+        last_t = -math.inf
+        try:
+            for frame in self._container.decode(self._stream):
+                t = self._frame_time(frame)
+                if t is None:
+                    continue
+                if t < last_t:
+                    # The decoder emits frames in display order, so these presentation stamps are wrong
+                    # (AVI with packed B-frames). Like FFmpeg's "best effort" stamps, fall back to the
+                    # decode stamps, which are monotone, and read this group again.
+                    if self._use_dts:
+                        raise DataError(f"{self.path}: frame timestamps are not monotone")
+                    self._use_dts = True
+                    return {}, False
+                last_t = t
+                while index < len(times) and times[index] < t - 1e-9:
+                    if previous is None:
+                        if self._is_first(frame):  # a time before the first frame: clamp to it
+                            picked[times[index]] = frame
+                            index += 1
+                            continue
+                        return picked, False
+                    picked[times[index]] = previous
+                    index += 1
+                if index == len(times):
+                    return picked, True
+                previous = frame
+        except av.FFmpegError as exc:
+            raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
+        if previous is None:
+            raise DataError(f"{self.path}: no decodable frame after {times[0]:.3f} s")
+        for t in times[index:]:  # past the last frame: clamp to it
+            picked[t] = previous
+        return picked, True
+
+    def iter_frames(self, max_frames: int, short_side: int | None = None) -> Iterator[torch.Tensor]:
+        """The first ``max_frames`` frames in display order, each uint8 [H, W, 3]."""
+        size = self._output_size(short_side)
+        self._seek(0.0)
+        try:
+            for count, frame in enumerate(self._container.decode(self._stream)):
+                if count >= max_frames:
+                    return
+                yield torch.from_numpy(frame.reformat(*size, format="rgb24").to_ndarray())
+        except av.FFmpegError as exc:
+            raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
+
+    # ----------------------------------------------------------------------------------------------
+    # Helpers
+
+    def _seek(self, seconds: float) -> None:
+        target = self.start_pts + int(math.floor(seconds / self._time_base))
+        try:
+            self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+        except av.FFmpegError as exc:
+            raise DataError(f"{self.path}: seek failed ({_reason(exc)})") from None
+
+    def _stamp(self, frame: av.VideoFrame) -> int | None:
+        first, second = (frame.dts, frame.pts) if self._use_dts else (frame.pts, frame.dts)
+        return first if first is not None else second
+
+    def _frame_time(self, frame: av.VideoFrame) -> float | None:
+        stamp = self._stamp(frame)
+        return None if stamp is None else (stamp - self.start_pts) * self._time_base
+
+    def _is_first(self, frame: av.VideoFrame) -> bool:
+        stamp = self._stamp(frame)
+        return stamp is not None and stamp <= self.start_pts
+
+    def _output_size(self, short_side: int | None) -> tuple[int, int]:
+        width, height = self.info.width, self.info.height
+        if short_side is None:
+            return width, height
+        scale = short_side / min(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _header_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """Duration in seconds from the stream header, else the container header, else None."""
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return None
+
+
+def _is_image_format(name: str) -> bool:
+    """FFmpeg opens single images as one-frame "videos"; its image demuxers are image2 and *_pipe."""
+    return name == "image2" or name.endswith("_pipe")
+
+
+def _seek_groups(sorted_times: np.ndarray, gap: float) -> list[np.ndarray]:
+    """Split sorted times where consecutive ones are more than ``gap`` apart (one seek per group)."""
+    cuts = np.nonzero(np.diff(sorted_times) > gap)[0] + 1
+    return np.split(sorted_times, cuts)
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------------
+# Functional interface
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    with VideoReader(path) as reader:
+        return reader.info
+
+
+def read_frames(path: str | Path, times: Sequence[float] | np.ndarray, short_side: int | None = None) -> torch.Tensor:
+    """uint8 [N, H, W, 3], the frames on screen at ``times`` (seconds from the first frame), in that order."""
+    with VideoReader(path) as reader:
+        return reader.frames_at(times, short_side)
+
+
+def iter_frames(path: str | Path, max_frames: int, short_side: int | None = None) -> Iterator[torch.Tensor]:
+    """Yield the first ``max_frames`` frames (uint8 [H, W, 3]); the file is closed when the loop ends."""
+    with VideoReader(path) as reader:
+        yield from reader.iter_frames(max_frames, short_side)

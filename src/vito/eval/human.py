@@ -1,0 +1,537 @@
+"""Model-vs-human: trial-by-trial agreement between a classifier and human observers (spec §1, paper §4.2, A.9).
+
+The benchmark of Geirhos et al. shows the same stimuli (edge drawings, cue-conflict images, low-pass filtered
+or noisy photos) to people and to models, in 16 coarse categories. Accuracy alone cannot tell *how* a model
+decides; error consistency (Cohen's kappa on "correct or not") asks whether the model errs on the same images
+as people, beyond what two independent observers of the same accuracies would share by chance.
+
+Everything here is plain bookkeeping on response tables and works without a model: a model's responses, or a
+human subject's, are scored against the human raw data the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vito.errors import DataError
+
+log = logging.getLogger(__name__)
+
+# The 16 categories in the benchmark's (alphabetical) order and their ImageNet-1k members (spec §1.1).
+CATEGORY_INDICES: dict[str, tuple[int, ...]] = {
+    "airplane": (404,),
+    "bear": (294, 295, 296, 297),
+    "bicycle": (444, 671),
+    "bird": (8, *range(10, 17), 18, 19, 20, 22, 23, 24, 80, 81, 82, 83, *range(87, 97), 98, 99, 100,
+             *range(127, 134), *range(135, 146)),
+    "boat": (472, 554, 625, 814, 914),
+    "bottle": (440, 720, 737, 898, 899, 901, 907),
+    "car": (436, 511, 817),
+    "cat": (281, 282, 283, 284, 285, 286),
+    "chair": (423, 559, 765, 857),
+    "clock": (409, 530, 892),
+    "dog": (*range(152, 192), *range(193, 204), *range(205, 227), *range(228, 242), *range(243, 251),
+            *range(252, 258), 259, 261, 262, 263, 265, 266, 267, 268),
+    "elephant": (385, 386),
+    "keyboard": (508, 878),
+    "knife": (499,),
+    "oven": (766,),
+    "truck": (555, 569, 656, 675, 717, 734, 864, 867),
+}
+CATEGORIES: tuple[str, ...] = tuple(CATEGORY_INDICES)
+
+# The paper's shape-biased subset (A.9) and the benchmark's excluded conditions (spec §1.3): controls that are
+# not out-of-distribution, and conditions on which people are below 20 % correct.
+SHAPE_DATASETS = ("edge", "cue-conflict", "low-pass", "uniform-noise")
+EXCLUDED_CONDITIONS: dict[str, frozenset[str]] = {
+    "colour": frozenset({"cr"}),
+    "contrast": frozenset({"c100", "c03", "c01"}),
+    "high-pass": frozenset({"inf", "0.55", "0.45", "0.4"}),
+    "low-pass": frozenset({"0", "15", "40"}),
+    "phase-scrambling": frozenset({"0", "150", "180"}),
+    "power-equalisation": frozenset({"0"}),
+    "false-colour": frozenset({"True"}),
+    "rotation": frozenset({"0"}),
+    "eidolonI": frozenset({"1-10-10", "64-10-10", "128-10-10"}),
+    "eidolonII": frozenset({"1-3-10", "32-3-10", "64-3-10", "128-3-10"}),
+    "eidolonIII": frozenset({"1-0-10", "16-0-10", "32-0-10", "64-0-10", "128-0-10"}),
+    "uniform-noise": frozenset({"0.0", "0.6", "0.9"}),
+}
+
+# Harmonised "which ceiling is which" names, used as JSON keys and table headers.
+METRICS = (
+    "accuracy",
+    "human_accuracy",
+    "accuracy_difference",
+    "observed_consistency",
+    "error_consistency",
+    "error_consistency_ceiled_accuracy_bound",
+)
+REQUIRED_COLUMNS = ("imagename", "object_response", "category", "condition")
+
+
+# --------------------------------------------------------------------------------------------------
+# From ImageNet logits to one of 16 categories
+
+
+def sixteen_class_scores(logits: torch.Tensor) -> torch.Tensor:
+    """``[B, 1000]`` logits → ``[B, 16]``: softmax, then the *mean* probability of each category's members.
+
+    Mean, not sum: with sum, categories with many ImageNet members (109 dogs, 49 birds) would win by count.
+    """
+    probabilities = logits.float().softmax(dim=-1)
+    columns = [probabilities[:, list(members)].mean(dim=-1) for members in CATEGORY_INDICES.values()]
+    return torch.stack(columns, dim=-1)
+
+
+def sixteen_class_decisions(logits: torch.Tensor) -> list[str]:
+    """The benchmark's decision: the category with the highest mean member probability."""
+    return [CATEGORIES[i] for i in sixteen_class_scores(logits).argmax(dim=-1).tolist()]
+
+
+# --------------------------------------------------------------------------------------------------
+# Response tables
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One decision on one stimulus."""
+
+    image_id: str
+    category: str
+    response: str
+    condition: str
+
+    @property
+    def correct(self) -> bool:
+        return self.response == self.category  # a human "na" (no answer) is simply wrong
+
+
+Session = dict[str, Trial]  # image_id → trial: one decision maker on one dataset
+HumanData = dict[str, dict[str, Session]]  # dataset → subject → session
+
+
+def short_image_name(imagename: str) -> str:
+    """The stimulus part of a trial's image name, without the experiment's prefix (trial, session, ...).
+
+    ``0001_edg_s01_0_oven_00_oven10.png`` → ``oven10.png``;
+    ``0001_lp_s01_40_chair_10_n04099969_7577.png`` → ``n04099969_7577.png`` (ImageNet names keep their wnid).
+    """
+    parts = Path(imagename).name.split("_")
+    if len(parts) == 1:
+        return parts[0]
+    if parts[-2].startswith("n0"):
+        return f"{parts[-2]}_{parts[-1]}"
+    return parts[-1]
+
+
+def normalise_condition(raw: str) -> str:
+    """Write a condition as the benchmark does after ``pandas.read_csv(...).astype(str)``: "0.60" → "0.6"."""
+    text = str(raw).strip()
+    if re.fullmatch(r"[+-]?\d+", text):
+        return str(int(text))
+    if re.fullmatch(r"[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?", text):
+        return str(float(text))
+    if text.lower() in ("true", "false"):
+        return text.capitalize()
+    return text
+
+
+def read_response_rows(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a responses CSV (the human raw-data format) with lower-case column names."""
+    path = Path(path)
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = [name.strip().lower() for name in reader.fieldnames or []]
+        missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)} (need {', '.join(REQUIRED_COLUMNS)})")
+        return [{key.strip().lower(): (value or "").strip() for key, value in row.items() if key} for row in reader]
+
+
+def trial_from_row(row: Mapping[str, str]) -> Trial:
+    return Trial(
+        image_id=short_image_name(row["imagename"]),
+        category=row["category"],
+        response=row["object_response"],
+        condition=normalise_condition(row["condition"]),
+    )
+
+
+def load_human_data(raw_dir: str | Path) -> HumanData:
+    """Human sessions from one dataset folder (``raw-data/edge``) or the ``raw-data`` root (one folder each)."""
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise DataError(f"human raw-data folder not found: {raw_dir}")
+    folders = [raw_dir] if any(raw_dir.glob("*.csv")) else sorted(p for p in raw_dir.iterdir() if p.is_dir())
+    data: HumanData = {}
+    for folder in folders:
+        subjects: dict[str, Session] = {}
+        for path in sorted(folder.glob("*.csv")):
+            for row in read_response_rows(path):
+                subject = row.get("subj") or path.stem
+                trial = trial_from_row(row)
+                subjects.setdefault(subject, {})[trial.image_id] = trial
+        if subjects:
+            data[folder.name] = subjects
+    if not data:
+        raise DataError(f"no human response CSVs found in {raw_dir} or its sub-folders")
+    return data
+
+
+def assign_to_datasets(rows: Iterable[Mapping[str, str]], humans: HumanData) -> tuple[dict[str, Session], int]:
+    """Sort a decision maker's trials into the human datasets they belong to; returns (sessions, unmatched).
+
+    A row's ``dataset`` column, when present, decides. Otherwise a trial belongs to every dataset whose people
+    saw the same stimulus (short image name) in the same condition.
+    """
+    keys = {name: {(t.image_id, t.condition) for s in subjects.values() for t in s.values()}
+            for name, subjects in humans.items()}
+    sessions: dict[str, Session] = {}
+    unmatched = 0
+    for row in rows:
+        trial = trial_from_row(row)
+        named = row.get("dataset")
+        targets = [named] if named in humans else [n for n, k in keys.items() if (trial.image_id, trial.condition) in k]
+        for name in targets:
+            sessions.setdefault(name, {})[trial.image_id] = trial
+        unmatched += not targets
+    return sessions, unmatched
+
+
+# --------------------------------------------------------------------------------------------------
+# Pairwise metrics (spec §1.2, §1.4)
+
+
+@dataclass(frozen=True)
+class PairScores:
+    """Agreement of decision makers A and B on the same trials."""
+
+    accuracy_a: float
+    accuracy_b: float
+    expected_consistency: float
+    observed_consistency: float
+    error_consistency: float  # Cohen's kappa on correctness
+    accuracy_difference: float  # (p_A - p_B)^2, the benchmark's default (squared) norm
+    kappa_max: float  # largest kappa attainable at these two accuracies
+    error_consistency_ceiled_accuracy_bound: float  # kappa / kappa_max (nan when kappa_max is 0)
+    trials: int
+
+
+def compare(correct_a: np.ndarray, correct_b: np.ndarray) -> PairScores:
+    """Cohen's kappa and friends for two boolean "was correct" vectors over the same trials."""
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError("compare needs two non-empty correctness vectors of equal length")
+    p_a, p_b = float(a.mean()), float(b.mean())
+    expected = p_a * p_b + (1 - p_a) * (1 - p_b)
+    observed = float((a == b).mean())
+    if observed == 1.0:
+        kappa = 1.0  # covers 0/0 when both are always (or never) right
+    else:
+        kappa = (observed - expected) / (1 - expected)
+    best_observed = 1 - abs(p_a - p_b)  # errors can overlap at most this much
+    kappa_max = 1.0 if expected == 1.0 else (best_observed - expected) / (1 - expected)
+    ceiled = kappa / kappa_max if abs(kappa_max) > 1e-12 else math.nan
+    return PairScores(p_a, p_b, expected, observed, kappa, (p_a - p_b) ** 2, kappa_max, ceiled, int(a.size))
+
+
+def compare_sessions(a: Session, b: Session, excluded: Iterable[str] = ()) -> dict[str, PairScores]:
+    """Per-condition scores of A against B on the stimuli both saw (trials aligned by image id)."""
+    excluded = set(excluded)
+    by_condition: dict[str, list[str]] = {}
+    for image_id in sorted(a.keys() & b.keys()):
+        condition = b[image_id].condition
+        if condition not in excluded:
+            by_condition.setdefault(condition, []).append(image_id)
+    return {
+        condition: compare(np.array([a[i].correct for i in ids]), np.array([b[i].correct for i in ids]))
+        for condition, ids in sorted(by_condition.items())
+    }
+
+
+def nested_mean(tree: Mapping | float) -> float:
+    """Mean of means down a tree (dataset → subject → condition → value), ignoring nan leaves.
+
+    This is the benchmark's aggregation: mean over conditions, then over subjects, then over datasets.
+    """
+    if not isinstance(tree, Mapping):
+        return float(tree)
+    values = [nested_mean(child) for child in tree.values()]
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def condition_means(scores: Mapping[str, PairScores]) -> dict[str, float]:
+    """The headline metrics of one pair, averaged over conditions."""
+    columns = {
+        "accuracy": [s.accuracy_a for s in scores.values()],
+        "human_accuracy": [s.accuracy_b for s in scores.values()],
+        "accuracy_difference": [s.accuracy_difference for s in scores.values()],
+        "observed_consistency": [s.observed_consistency for s in scores.values()],
+        "error_consistency": [s.error_consistency for s in scores.values()],
+        "error_consistency_ceiled_accuracy_bound": [s.error_consistency_ceiled_accuracy_bound for s in scores.values()],
+    }
+    return {name: nested_mean(dict(enumerate(values))) for name, values in columns.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Shape bias (cue-conflict)
+
+
+def texture_category(image_id: str) -> str:
+    """``bird3-clock2.png`` → ``clock``: the category of the style (texture) source."""
+    texture = Path(image_id).stem.split("-")[-1]
+    return "".join(c for c in texture if not c.isdigit())
+
+
+def shape_bias(session: Session) -> dict[str, float]:
+    """Fraction of shape decisions among shape-or-texture decisions, same-class images dropped (spec)."""
+    trials = [t for t in session.values() if t.category != texture_category(t.image_id)]
+    if not trials:
+        return {"shape_bias": math.nan, "shape_fraction": math.nan, "texture_fraction": math.nan, "trials": 0}
+    shape = sum(t.response == t.category for t in trials) / len(trials)
+    texture = sum(t.response == texture_category(t.image_id) for t in trials) / len(trials)
+    bias = shape / (shape + texture) if shape + texture > 0 else math.nan
+    return {"shape_bias": bias, "shape_fraction": shape, "texture_fraction": texture, "trials": len(trials)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring a decision maker against every human subject
+
+
+def human_pairs(subjects: Mapping[str, Session], excluded: Iterable[str]) -> dict[str, dict[str, PairScores]]:
+    """Scores of every unordered pair of human subjects: the "humans" reference row and the noise ceiling."""
+    return {
+        f"{first}|{second}": compare_sessions(subjects[first], subjects[second], excluded)
+        for first, second in itertools.combinations(sorted(subjects), 2)
+    }
+
+
+def score_dataset(model: Session, subjects: Mapping[str, Session], dataset: str) -> dict:
+    """Per-subject and averaged metrics of ``model`` on one dataset, plus its two ceiled forms."""
+    excluded = EXCLUDED_CONDITIONS.get(dataset, frozenset())
+    per_subject = {name: compare_sessions(model, session, excluded) for name, session in sorted(subjects.items())}
+    per_subject = {name: scores for name, scores in per_subject.items() if scores}
+    if not per_subject:
+        return {}
+    pairs = {name: scores for name, scores in human_pairs(subjects, excluded).items() if scores}
+    raw_kappa = nested_mean({s: {c: v.error_consistency for c, v in sc.items()} for s, sc in per_subject.items()})
+    ceiling = nested_mean({p: {c: v.error_consistency for c, v in sc.items()} for p, sc in pairs.items()})
+    noise_ceiled = min(max(abs(raw_kappa) / abs(ceiling), 0.0), 1.0) if pairs and ceiling else math.nan
+    subject_means = {name: condition_means(scores) for name, scores in per_subject.items()}
+    result = {
+        "trials_compared": sum(s.trials for s in next(iter(per_subject.values())).values()),
+        "human_trials": len(next(iter(subjects.values()))),
+        "excluded_conditions": sorted(excluded),
+        "mean": {m: nested_mean({s: v[m] for s, v in subject_means.items()}) for m in METRICS},
+        "humans": {m: nested_mean({p: condition_means(sc)[m] for p, sc in pairs.items()}) for m in METRICS},
+        "human_noise_ceiling_kappa": ceiling,
+        "error_consistency_ceiled_noise": noise_ceiled,
+        "subjects": {
+            name: {**subject_means[name], "conditions": {c: asdict(v) for c, v in per_subject[name].items()}}
+            for name in per_subject
+        },
+    }
+    if dataset == "cue-conflict":
+        result["shape_bias"] = shape_bias(model)
+    return result
+
+
+def score_decision_maker(sessions: Mapping[str, Session], humans: HumanData, exclude_subject: str | None = None) -> dict:
+    """Score one decision maker's sessions against the human data of each dataset it took part in.
+
+    ``exclude_subject`` leaves that subject out of the comparison (scoring a person against the *others*).
+    Returns ``{"datasets": {...}, "overall": {...}}``; overall values are means over datasets (spec §1.3).
+    """
+    datasets = {}
+    for name, session in sorted(sessions.items()):
+        subjects = {s: v for s, v in humans.get(name, {}).items() if s != exclude_subject}
+        scored = score_dataset(session, subjects, name)
+        if scored:
+            datasets[name] = scored
+        else:
+            log.warning("dataset %s: no trials in common with any human subject; skipped", name)
+    if not datasets:
+        raise DataError("the responses share no stimulus with the human raw data (check image names / conditions)")
+    overall = {m: nested_mean({d: r["mean"][m] for d, r in datasets.items()}) for m in METRICS}
+    overall["error_consistency_ceiled_noise"] = nested_mean({d: r["error_consistency_ceiled_noise"] for d, r in datasets.items()})
+    humans_row = {m: nested_mean({d: r["humans"][m] for d, r in datasets.items()}) for m in METRICS}
+    return {"datasets": datasets, "overall": overall, "humans": humans_row, "ceiling_definitions": CEILING_NOTES}
+
+
+CEILING_NOTES = {
+    "error_consistency": "raw Cohen's kappa on correctness, mean over conditions, then subjects, then datasets",
+    "error_consistency_ceiled_accuracy_bound": "per pair kappa / kappa_max, kappa_max = (1-|pA-pB|-c_exp)/(1-c_exp) "
+    "(largest kappa the two accuracies allow), aggregated like raw kappa",
+    "error_consistency_ceiled_noise": "Brain-Score style: per dataset clip(|mean model-human kappa| / |mean "
+    "human-human kappa|, 0, 1), then mean over datasets",
+    "accuracy_difference": "squared difference (p_model - p_human)^2, the benchmark's default norm",
+}
+
+
+def score_responses_file(responses: str | Path, raw_data: str | Path) -> dict:
+    """``vito eval model-vs-human --responses FILE``: score an existing responses CSV without a model."""
+    rows = read_response_rows(responses)
+    humans = load_human_data(raw_data)
+    sessions, unmatched = assign_to_datasets(rows, humans)
+    if unmatched:
+        log.warning("%d of %d trials match no human stimulus and were skipped", unmatched, len(rows))
+    names = {row.get("subj") for row in rows}
+    exclude = names.pop() if len(names) == 1 else None  # a human subject is scored against the others only
+    result = score_decision_maker(sessions, humans, exclude_subject=exclude)
+    result["responses"] = {"file": str(responses), "trials": len(rows), "unmatched_trials": unmatched,
+                           "decision_maker": exclude}
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Running a classifier on the stimuli
+
+
+def stimulus_rows(stimuli_dir: str | Path, humans: HumanData) -> tuple[list[dict[str, str]], list[Path], int]:
+    """Match each stimulus image to the human datasets that showed it; returns (rows, paths, unmatched).
+
+    A stimulus belongs to every dataset whose trials used its short image name; when a folder on its path is
+    named after a dataset (``.../low-pass/...``), only that dataset. Category and condition come from the
+    human trials, so the model is scored on exactly what people saw.
+    """
+    from vito.eval.robustness import list_images
+
+    stimuli_dir = Path(stimuli_dir)
+    if not stimuli_dir.is_dir():
+        raise DataError(f"stimulus folder not found: {stimuli_dir}")
+    lookup: dict[str, dict[str, Trial]] = {}
+    for name, subjects in humans.items():
+        for session in subjects.values():
+            for image_id, trial in session.items():
+                lookup.setdefault(image_id, {}).setdefault(name, trial)
+    rows, paths, unmatched = [], [], 0
+    for path in list_images(stimuli_dir):
+        matches = lookup.get(short_image_name(path.name), {})
+        named = [d for d in matches if d in path.relative_to(stimuli_dir).parts]
+        for dataset in named or list(matches):
+            trial = matches[dataset]
+            rows.append({"imagename": path.name, "category": trial.category, "condition": trial.condition,
+                         "dataset": dataset})
+            paths.append(path)
+        unmatched += not matches
+    if not rows:
+        raise DataError(f"{stimuli_dir}: no image matches a stimulus of the human data ({', '.join(humans)})")
+    return rows, paths, unmatched
+
+
+def run_model_vs_human(
+    classifier: torch.nn.Module,
+    stimuli_dir: str | Path,
+    raw_data: str | Path,
+    name: str = "model",
+    **predict_kwargs,
+) -> tuple[dict, list[dict[str, str]]]:
+    """Classify the stimuli into the 16 categories and score the decisions; returns (results, responses)."""
+    from vito.eval.robustness import predict_logits
+
+    humans = load_human_data(raw_data)
+    rows, paths, unmatched = stimulus_rows(stimuli_dir, humans)
+    if unmatched:
+        log.warning("%d images under %s match no human stimulus and were skipped", unmatched, stimuli_dir)
+    unique = sorted(set(paths))
+    logits = predict_logits(classifier, unique, desc="model-vs-human", **predict_kwargs)
+    decision = dict(zip(unique, sixteen_class_decisions(logits)))
+    responses = [{"subj": name, "trial": str(i + 1), **row, "object_response": decision[path]}
+                 for i, (row, path) in enumerate(zip(rows, paths))]
+    sessions, _ = assign_to_datasets(responses, humans)
+    result = score_decision_maker(sessions, humans)
+    result["responses"] = {"decision_maker": name, "trials": len(responses), "unmatched_images": unmatched}
+    return result, responses
+
+
+RESPONSE_COLUMNS = ("subj", "trial", "object_response", "category", "condition", "imagename", "dataset")
+
+
+def save_results(result: dict, out_dir: str | Path, responses: list[dict[str, str]] | None = None) -> Path:
+    """``OUT/model_vs_human.json``, ``OUT/model_vs_human.md`` and (for a model run) ``OUT/responses.csv``."""
+    from vito.io import atomic_write, write_json
+
+    out_dir = Path(out_dir)
+    write_json(out_dir / "model_vs_human.json", result)
+    name = result.get("responses", {}).get("decision_maker") or "model"
+    with atomic_write(out_dir / "model_vs_human.md") as handle:
+        handle.write(markdown_table({name: result}, include_humans=True))
+    if responses:
+        with atomic_write(out_dir / "responses.csv") as handle:
+            writer = csv.DictWriter(handle, fieldnames=RESPONSE_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(responses)
+    return out_dir / "model_vs_human.json"
+
+
+TABLE_COLUMNS = (
+    ("accuracy_difference", "accuracy diff. (sq.) ↓"),
+    ("observed_consistency", "obs. consistency ↑"),
+    ("error_consistency", "error consistency (raw κ) ↑"),
+    ("error_consistency_ceiled_accuracy_bound", "κ/κ_max ↑"),
+    ("error_consistency_ceiled_noise", "κ / human ceiling ↑"),
+    ("accuracy", "accuracy"),
+)
+
+
+def markdown_table(results: Mapping[str, dict], include_humans: bool = False) -> str:
+    """Paper Table 3 style: one row per decision maker, overall (dataset-averaged) metrics."""
+    header = "| decision maker | " + " | ".join(title for _, title in TABLE_COLUMNS) + " |"
+    lines = [header, "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
+    for name, result in results.items():
+        values = [result["overall"].get(key, math.nan) for key, _ in TABLE_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(_cell(v) for v in values) + " |")
+    if include_humans and results:
+        humans_row = next(iter(results.values()))["humans"]
+        values = [humans_row.get(key, math.nan) for key, _ in TABLE_COLUMNS]
+        lines.append("| humans (subject pairs) | " + " | ".join(_cell(v) for v in values) + " |")
+    datasets = sorted({d for r in results.values() for d in r["datasets"]})
+    lines.append(f"\nDatasets: {', '.join(datasets)}. " + "; ".join(f"{k}: {v}" for k, v in CEILING_NOTES.items()))
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.3f}"
+
+
+def evaluate_model_vs_human(
+    out: str | Path,
+    raw_data: str | Path,
+    responses: str | Path | None = None,
+    encoder: str | None = None,
+    weights: str | Path | None = None,
+    classifier: str | None = None,
+    stimuli: str | Path | None = None,
+    **predict_kwargs,
+) -> dict:
+    """``vito eval model-vs-human``: score a responses file, or run ENC + HEAD on the stimuli and score it."""
+    from vito.viz.human import plot_consistency_table
+
+    rows = None
+    if responses is not None:
+        result = score_responses_file(responses, raw_data)
+    else:
+        if encoder is None or stimuli is None:
+            raise DataError("model-vs-human needs either --responses FILE or --encoder ENC and --stimuli DIR")
+        from vito.eval.encoders import pick_device
+        from vito.eval.robustness import load_classifier
+
+        predict_kwargs["device"] = pick_device(str(predict_kwargs.get("device", "auto")))
+        model = load_classifier(encoder, weights, classifier)
+        result, rows = run_model_vs_human(model, stimuli, raw_data, name=model.encoder.name, **predict_kwargs)
+    save_results(result, out, rows)
+    plot_consistency_table({result["responses"]["decision_maker"] or "responses": result}, Path(out) / "model_vs_human.png")
+    return result

@@ -1,0 +1,329 @@
+"""The training loop: one readable function, DINO style, no framework.
+
+``pretrain(config, data, run_dir, resume)`` reads top to bottom as the method does:
+
+    set up processes and device → data → model → optimiser → for each step:
+        photometric views on the device → forward (contrastive loss) → backward → LARS step
+        → EMA update of the target → logging, checkpoints
+
+Determinism: the data batch of step ``s`` on rank ``r`` is a pure function of ``(seed, s, r)``, and so are the
+photometric augmentations (a generator seeded from the same triple). With the model, optimiser and RNG
+states in the checkpoint, a resumed run on CPU repeats the uninterrupted run bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from vito.config import Config
+from vito.errors import VitoError
+from vito.io import atomic_write
+from vito.train import distributed
+from vito.train.checkpoint import FORMAT, check_resumable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+log = logging.getLogger("vito.train")
+
+
+@dataclass
+class RunResult:
+    """What a finished (or cleanly interrupted) run reports."""
+
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    stopped_by: str | None = None  # "SIGTERM"/"SIGINT" when a signal ended the run early
+    skipped_videos: int = 0
+    last_loss: float = math.nan
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def pretrain(config: Config, data: str | Path | None, run_dir: str | Path, resume: bool = False) -> RunResult:
+    """Pretrain VITO (or MoCLR) from videos in ``data``; everything the run writes goes to ``run_dir``."""
+    run_dir = Path(run_dir)
+    t = config.train
+    context = distributed.setup(t.device)
+    try:
+        return _train(config, data, run_dir, resume, context)
+    finally:
+        distributed.cleanup()
+
+
+def _train(config: Config, data: str | Path | None, run_dir: Path, resume: bool,
+           context: distributed.Context) -> RunResult:
+    from vito.data.augment import PhotometricAugment
+    from vito.models.vito import Vito
+    from vito.train.optim import LARS, ema_tau, learning_rate, param_groups
+
+    t, o = config.train, config.optim
+    checkpoint = load_checkpoint(run_dir) if resume else None
+    if checkpoint is not None:
+        check_resumable(checkpoint["config"], config.to_dict())
+        data = data if data is not None else checkpoint["data_path"]
+    if data is None:
+        raise VitoError("no training data given (--data)")
+    start_step = checkpoint["step"] if checkpoint is not None else 0
+    per_rank_batch = _per_rank_batch(config.data.batch_size, context.world_size)
+    if context.is_main:
+        _prepare_run_dir(run_dir, config, start_step)
+    _setup_logging(run_dir if context.is_main else None)
+    log.info("%s run in %s: steps %d..%d, %d process(es) x %d clips on %s",
+             "resuming" if resume else "starting", run_dir, start_step, t.max_steps, context.world_size,
+             per_rank_batch, context.device)
+
+    # Model: identical initialisation on every process (DDP also broadcasts rank 0's weights).
+    torch.manual_seed(t.seed)
+    model = Vito(config.model, config.loss).to(context.device)
+    if t.channels_last:  # channels_last weights make every convolution run (and return) NHWC
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = LARS(param_groups(model, o.weight_decay), lr=0.0, momentum=o.momentum,
+                     weight_decay=o.weight_decay, trust_coefficient=o.trust_coefficient)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        set_rng_state(checkpoint["rng"])
+    network = distributed.wrap_for_training(model, context)
+    if t.compile:
+        network = torch.compile(network)
+    augment = PhotometricAugment(size=config.data.image_size)
+    autocast = _autocast(t.precision, context.device)
+
+    batches = _batches(config, data, context, start_step)
+    stop = _StopSignal()
+    skipped: dict[str, str] = {}  # unusable videos met so far: name -> reason
+    result = RunResult(run_dir=run_dir, step=start_step, checkpoint=None)
+    last_good = Path(checkpoint["path"]) if checkpoint is not None else None
+    writer = _tensorboard(run_dir) if context.is_main else None
+    bar = tqdm(total=t.max_steps, initial=start_step, desc="pretrain", unit="step", disable=not context.is_main,
+               dynamic_ncols=True)
+    tick, clips_since_tick = time.perf_counter(), 0
+    with stop.installed():
+        for step in range(start_step, t.max_steps):
+            batch = next(batches)
+            for name, reason in batch["skipped"]:
+                if name not in skipped:
+                    skipped[name] = reason
+                    log.warning("skipping unusable video (%d so far): %s", len(skipped), reason)
+            result.skipped_videos = len(skipped)
+
+            # 1. views: crops came from the loader, photometry is drawn here, on the device
+            views = batch["views"].to(context.device, non_blocking=True)
+            images = _photometric_views(augment, views, _generator(t.seed, step, context.rank, context.device))
+
+            # 2. loss; all processes agree on its value and on whether to stop after this step
+            with autocast:
+                out = network(images, gather=distributed.gather_keys)
+            loss, stop_now = _agree(out["loss"], stop.requested)
+            if not math.isfinite(loss):
+                raise VitoError(_non_finite_message(step + 1, loss, last_good))
+
+            # 3. gradients, LARS step (lr from the warm-up + cosine schedule), EMA update of the target
+            lr = learning_rate(step, o.base_lr, config.data.batch_size, o.warmup_steps, t.max_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            optimizer.step()
+            tau = ema_tau(step, t.max_steps, o.ema_base)
+            model.update_target(tau)
+            result.step, result.last_loss = step + 1, loss
+            clips_since_tick += config.data.batch_size
+
+            # 4. logging and checkpoints (rank 0 writes every file)
+            if result.step % t.log_every == 0 or result.step == t.max_steps or stop_now:
+                now = time.perf_counter()
+                record = {"step": result.step, "loss": loss, "lr": lr, "tau": tau,
+                          "clips_per_s": clips_since_tick / max(now - tick, 1e-9),
+                          "skipped": result.skipped_videos, **_attention_entropy(out)}
+                tick, clips_since_tick = now, 0
+                result.history.append(record)
+                if context.is_main:
+                    _log_record(run_dir, writer, record)
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}", clips_s=f"{record['clips_per_s']:.1f}",
+                                skipped=result.skipped_videos)
+            bar.update(1)
+            if result.step % t.checkpoint_every == 0 or result.step == t.max_steps or stop_now:
+                if context.is_main:
+                    last_good = save_checkpoint(run_dir, _checkpoint_state(result.step, config, model, optimizer,
+                                                                           data, context.world_size))
+                result.checkpoint = last_good
+            if stop_now:
+                result.stopped_by = stop.name or "a signal on another process"
+                log.info("received %s: finished step %d, checkpoint saved at %s; continue with "
+                         "`vito pretrain --resume %s`; exiting cleanly", result.stopped_by, result.step,
+                         last_good, run_dir)
+                break
+    bar.close()
+    if writer is not None:
+        writer.close()
+    if result.stopped_by is None:
+        log.info("finished %d steps, final loss %.4f, %d video(s) skipped; checkpoint %s",
+                 result.step, result.last_loss, result.skipped_videos, result.checkpoint)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Pieces of the loop
+
+
+def _per_rank_batch(global_batch: int, world_size: int) -> int:
+    if global_batch % world_size:
+        raise VitoError(f"data.batch_size={global_batch} is not divisible by the {world_size} processes")
+    return global_batch // world_size
+
+
+def _batches(config: Config, data: str | Path, context: distributed.Context, start_step: int):
+    """Iterator over the batches of steps start_step, start_step + 1, ... for this rank."""
+    from vito.data.sources import build_pretrain_loader
+
+    loader = build_pretrain_loader(data, config.data, config.train.seed, rank=context.rank,
+                                   world_size=context.world_size, start_step=start_step)
+    return iter(loader)
+
+
+def _generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """A generator that depends only on (seed, step, rank): augmentations survive a resume unchanged."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(((seed * 1_000_003 + step) * 1_009 + rank) % (2**63 - 1))
+    return generator
+
+
+def _photometric_views(augment, views: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """uint8 [B, V, 3, S, S] → normalised float [B, V, 3, S, S], each view with its view-specific blur/solarize."""
+    b, v = views.shape[:2]
+    view_index = torch.arange(v, device=views.device).repeat(b)
+    images = augment(views.flatten(0, 1), view_index, generator)
+    return images.unflatten(0, (b, v))
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast where the device has it (CUDA with bf16 support, or any CPU); fp32 otherwise."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        log.warning("this GPU has no bf16: training in fp32")
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _agree(loss: torch.Tensor, stop_requested: bool) -> tuple[float, bool]:
+    """Mean loss over processes, and whether any process was asked to stop (so all stop at the same step)."""
+    values = torch.stack([loss.detach().float(), torch.tensor(float(stop_requested), device=loss.device)])
+    values = distributed.mean_over_processes(values)
+    return float(values[0]), bool(values[1] > 0)
+
+
+def _non_finite_message(step: int, loss: float, last_good: Path | None) -> str:
+    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+    return (f"the loss became {loss} at step {step}: training stopped and {where} (left untouched). "
+            "Lower optim.base_lr or raise optim.warmup_steps, then resume or start again.")
+
+
+def _attention_entropy(out: dict[str, Any]) -> dict[str, float]:
+    """Entropy of each stage's attention mask over log(h·w): 1 = uniform, 0 = a single position."""
+    return {f"attention_entropy/stage{s + 1}": float(e) for s, e in enumerate(out.get("mask_entropy", []))}
+
+
+def _checkpoint_state(step: int, config: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                      data: str | Path, world_size: int) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "step": step,
+        "config": config.to_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng_state(),
+        "data_path": str(data),
+        "world_size": world_size,
+    }
+
+
+class _StopSignal:
+    """SIGTERM/SIGINT set a flag; the loop finishes its step, saves a checkpoint and returns."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.name: str | None = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested, self.name = True, signal.Signals(signum).name
+
+    @contextlib.contextmanager
+    def installed(self):
+        try:
+            previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        except ValueError:  # not the main thread: signals cannot be caught here
+            previous = {}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+# --------------------------------------------------------------------------------------------------
+# Files of a run: config.yaml, train.log, metrics.jsonl, tb/
+
+
+def _prepare_run_dir(run_dir: Path, config: Config, start_step: int) -> None:
+    """Write the resolved config; on resume, drop metrics logged after the checkpoint (they are redone)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(run_dir / "config.yaml") as handle:
+        yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
+    metrics = run_dir / "metrics.jsonl"
+    kept = []
+    if start_step > 0 and metrics.is_file():
+        kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= start_step]
+    with atomic_write(metrics) as handle:
+        handle.writelines(line + "\n" for line in kept)
+
+
+def _setup_logging(run_dir: Path | None) -> None:
+    """train.log in the run folder (rank 0 only), and messages printed above the progress bar."""
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    if run_dir is not None:
+        file_handler = logging.FileHandler(run_dir / "train.log")
+        file_handler.setFormatter(formatter)
+        log.addHandler(file_handler)
+        log.addHandler(_TqdmHandler())
+
+
+class _TqdmHandler(logging.Handler):
+    """Prints above the progress bar; per-step lines stay in train.log (the bar already shows them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not getattr(record, "file_only", False):
+            tqdm.write(record.getMessage())
+
+
+def _tensorboard(run_dir: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def _log_record(run_dir: Path, writer, record: dict[str, Any]) -> None:
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    for key, value in record.items():
+        if key != "step":
+            writer.add_scalar(key if "/" in key else f"train/{key}", value, record["step"])
+    writer.flush()
+    log.info("step %d loss %.4f lr %.4g tau %.5f %.1f clips/s skipped %d", record["step"], record["loss"],
+             record["lr"], record["tau"], record["clips_per_s"], record["skipped"], extra={"file_only": True})

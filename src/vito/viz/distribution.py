@@ -1,0 +1,49 @@
+"""Class-distribution picture for a curated dataset: how far is it from ImageNet's (near-)uniform classes?
+
+VideoNet's point (paper §3.2, §4.3) is to align the class distribution of video data with ImageNet's, so
+the picture shows the share of each class, sorted from most to least frequent, against the uniform share.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vito.io import atomic_write
+
+
+def kl_to_uniform(counts: np.ndarray) -> float:
+    """KL(p || uniform) in nats of the class shares ``p``; 0 for a perfectly balanced dataset."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    if total == 0:
+        return float("nan")
+    p = counts[counts > 0] / total
+    return float(np.sum(p * np.log(p * len(counts))))
+
+
+def plot_class_distribution(counts: np.ndarray, path: str | Path, title: str = "Class distribution") -> None:
+    """Write a PNG of the sorted class shares of ``counts`` against the uniform distribution."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(counts, dtype=np.float64)
+    total = max(counts.sum(), 1.0)
+    shares = np.sort(counts)[::-1] / total
+    ranks = np.arange(1, len(counts) + 1)
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
+    ax.bar(ranks, shares, width=1.0, color="tab:blue", label=f"curated ({int(counts.sum())} videos)")
+    ax.axhline(1.0 / len(counts), color="tab:red", linestyle="--", label=f"uniform ImageNet (1/{len(counts)})")
+    ax.set_xlim(0, len(counts) + 1)
+    ax.set_xlabel("class rank (most to least frequent)")
+    ax.set_ylabel("share of videos")
+    covered = int((counts > 0).sum())
+    ax.set_title(f"{title}: {covered}/{len(counts)} classes, KL to uniform {kl_to_uniform(counts):.2f} nats")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", metadata={"Software": None})
+    plt.close(fig)

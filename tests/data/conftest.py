@@ -1,0 +1,57 @@
+"""Video fixtures rendered on the fly: every frame shows its own index as 8 black/white stripes (a binary
+number robust to H.264 compression and resizing), so a test can tell exactly which frame it got."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+BITS = 8
+
+
+def index_image(index: int, width: int = 128, height: int = 96) -> np.ndarray:
+    """uint8 [H, W, 3] showing ``index`` as BITS vertical stripes, most significant bit left."""
+    bits = [(index >> (BITS - 1 - j)) & 1 for j in range(BITS)]
+    row = np.repeat(np.array(bits, dtype=np.uint8) * 255, width // BITS)
+    return np.broadcast_to(row[None, :, None], (height, width, 3)).copy()
+
+
+def decode_index(frame: np.ndarray) -> int:
+    """Inverse of ``index_image`` for a (possibly resized) decoded frame [H, W, 3]."""
+    height, width = frame.shape[:2]
+    centres = ((np.arange(BITS) + 0.5) * width / BITS).astype(int)
+    bits = frame[height // 2, centres].mean(axis=-1) > 127
+    return int(sum(int(b) << (BITS - 1 - j) for j, b in enumerate(bits)))
+
+
+def render_video(path: Path, pts_ms: Sequence[int], b_frames: int = 2, gop: int = 12, size=(128, 96)) -> Path:
+    """H.264 MP4 whose frame k has presentation time ``pts_ms[k]`` milliseconds (any, e.g. variable, rate)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.options = {"bf": str(b_frames), "g": str(gop), "crf": "20", "preset": "ultrafast" if not b_frames else "fast"}
+        for k, pts in enumerate(pts_ms):
+            frame = av.VideoFrame.from_ndarray(index_image(k, *size), format="rgb24")
+            frame.pts, frame.time_base = int(pts), Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture
+def make_video(tmp_path: Path) -> Callable[..., Path]:
+    """``make_video(name, num_frames=50, fps=25, pts_ms=None, **kw)`` renders an index video in tmp_path."""
+
+    def make(name: str = "video.mp4", num_frames: int = 50, fps: float = 25, pts_ms=None, **kwargs) -> Path:
+        if pts_ms is None:
+            pts_ms = [round(k * 1000 / fps) for k in range(num_frames)]
+        return render_video(tmp_path / name, pts_ms, **kwargs)
+
+    return make

@@ -1,0 +1,71 @@
+"""kNN and linear probe: the spec's test vector, separable data, random labels, head round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vito.errors import VitoError
+from vito.eval.probes import (
+    LinearProbeSettings,
+    knn_classify,
+    knn_scores,
+    load_linear_head,
+    save_linear_head,
+    topk_accuracy,
+    train_linear_probe,
+)
+
+
+def test_knn_weighted_vote_matches_spec_vector_9a() -> None:
+    train = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]])
+    labels = torch.tensor([0, 1, 1, 2])
+    test = torch.tensor([[0.96, 0.28]])
+    scores = knn_scores(train, labels, test, num_classes=3, k=3, temperature=0.07)
+    assert scores[0].tolist() == pytest.approx([0.552047, 0.447953, 0.0], abs=1e-6)
+    assert knn_classify(train, labels, test, num_classes=3, k=3).item() == 0  # majority vote would say 1
+
+
+def _clusters(n_per_class: int, num_classes: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(num_classes, dim, generator=torch.Generator().manual_seed(123)) * 3
+    labels = torch.arange(num_classes).repeat_interleave(n_per_class)
+    return centres[labels] + 0.5 * torch.randn(len(labels), dim, generator=generator), labels
+
+
+def test_knn_separable_is_perfect_and_random_labels_are_chance() -> None:
+    train_x, train_y = _clusters(40, 5, 16, seed=0)
+    test_x, test_y = _clusters(20, 5, 16, seed=1)
+    assert topk_accuracy(knn_scores(train_x, train_y, test_x, 5), test_y)["top1"] == 1.0
+    shuffled = train_y[torch.randperm(len(train_y), generator=torch.Generator().manual_seed(0))]
+    chance = topk_accuracy(knn_scores(train_x, shuffled, test_x, 5), test_y)["top1"]
+    assert chance < 0.45
+
+
+def test_linear_probe_sweep_separable_and_random() -> None:
+    train_x, train_y = _clusters(40, 4, 8, seed=0)
+    val_x, val_y = _clusters(20, 4, 8, seed=1)
+    settings = LinearProbeSettings(lrs=(0.4, 0.05), epochs=20, batch_size=64)
+    result = train_linear_probe(train_x, train_y, val_x, val_y, 4, settings)
+    assert set(result.sweep) == {0.4, 0.05}
+    assert result.val_metrics["top1"] == 1.0
+    assert result.best_lr in (0.4, 0.05)
+    random_y = torch.randint(0, 4, train_y.shape, generator=torch.Generator().manual_seed(2))
+    random_val_y = torch.randint(0, 4, val_y.shape, generator=torch.Generator().manual_seed(3))
+    held = train_linear_probe(train_x, random_y, val_x, random_val_y, 4, LinearProbeSettings(
+        lrs=(0.1,), epochs=20, batch_size=64, holdout_fraction=0.25))
+    assert held.selection == "holdout"
+    assert held.val_metrics["top1"] < 0.5
+
+
+def test_linear_head_round_trip(tmp_path) -> None:
+    head = torch.nn.Linear(6, 3)
+    path = tmp_path / "head.pt"
+    save_linear_head(path, head, {"classes": ["a", "b", "c"]})
+    loaded = load_linear_head(path)
+    x = torch.randn(4, 6)
+    assert torch.allclose(loaded(x), head(x))
+    assert loaded.meta["classes"] == ["a", "b", "c"]
+    (tmp_path / "bad.pt").write_bytes(b"not a head")
+    with pytest.raises(VitoError):
+        load_linear_head(tmp_path / "bad.pt")

@@ -1,0 +1,134 @@
+"""ImageNet-A slicing, Vid-Robust pm-k and 3DCC Δ-accuracy against the spec, plus small end-to-end runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from vito.errors import DataError
+from vito.eval import robustness
+
+
+def test_vector_5a_imagenet_a_slicing():
+    logits = torch.zeros(1, 1000)
+    logits[0, 1], logits[0, 6], logits[0, 11] = 5.0, 3.0, 4.0
+    assert logits.argmax().item() == 1  # not an ImageNet-A class
+    assert robustness.imagenet_a_predictions(logits).tolist() == [1]  # subset position 1 = ImageNet class 11
+
+
+def test_imagenet_a_class_list_equals_the_shared_table(shared_data):
+    indices, wnids = robustness.imagenet_a_classes()
+    with open(shared_data / "imagenet" / "imagenet_a_classes.tsv") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [int(r["imagenet_a_index"]) for r in rows] == list(range(200))
+    assert [int(r["imagenet_1k_index"]) for r in rows] == indices
+    assert [r["wnid"] for r in rows] == wnids
+    assert [robustness.imagenet_synsets()[i] for i in indices] == wnids
+
+
+def test_vector_4a_superclass_uses_max_of_member_logits(shared_data):
+    meta = robustness.VidRobustMetadata(shared_data / "imagenet-vid-robust")
+    logits = torch.zeros(1, 1000)
+    logits[0, 404], logits[0, 207] = 2.0, 3.0
+    assert robustness.superclass_predictions(logits, meta.members).tolist() == [8]
+    assert len(meta.members) == 30 and sum(len(m) for m in meta.members) == 288
+
+
+def test_vector_4b_pm_k():
+    labels = {"a1": [4], "n1": [4], "n2": [4, 8], "a2": [8], "n3": [8], "a3": [27]}
+    pmsets = {"a1": ["n1", "n2"], "a2": ["n3"], "a3": []}
+    predictions = {"a1": 4, "n1": 4, "n2": 8, "a2": 8, "n3": 11, "a3": 27}
+    scores = robustness.pm_k_accuracy(predictions, labels, pmsets)
+    assert scores["pm0"] == 1.0 and scores["pm10"] == pytest.approx(2 / 3)
+
+
+def test_pm_k_on_the_real_metadata_with_made_up_predictions(shared_data):
+    meta = robustness.VidRobustMetadata(shared_data / "imagenet-vid-robust")
+    predictions = {frame: classes[0] for frame, classes in meta.labels.items()}
+    assert robustness.pm_k_accuracy(predictions, meta.labels, meta.pmsets) == {"pm0": 1.0, "pm10": 1.0, "anchors": 1109}
+    anchors = sorted(a for a, n in meta.pmsets.items() if n)
+    wrong = lambda frame: next(c for c in range(30) if c not in meta.labels[frame])  # noqa: E731
+    predictions[meta.pmsets[anchors[0]][0]] = wrong(meta.pmsets[anchors[0]][0])  # a neighbour fails: pm10 only
+    predictions[anchors[1]] = wrong(anchors[1])  # an anchor fails: both
+    scores = robustness.pm_k_accuracy(predictions, meta.labels, meta.pmsets)
+    assert scores["pm0"] == pytest.approx(1108 / 1109)
+    assert scores["pm10"] == pytest.approx(1107 / 1109)
+
+
+def test_vector_6a_delta_accuracy():
+    accuracy = {"near_focus": dict(zip(range(1, 6), [0.70, 0.66, 0.62, 0.58, 0.54]))}
+    delta = robustness.delta_accuracy(0.76, accuracy)
+    assert delta["per_corruption"]["near_focus"] == pytest.approx(0.14)
+    assert delta["mean"] == pytest.approx(0.14)
+    assert delta["per_severity"][5] == pytest.approx(0.22)
+    two = robustness.delta_accuracy(0.76, {**accuracy, "fog_3d": dict(zip(range(1, 6), [0.76] * 5))})
+    assert two["per_severity"][1] == pytest.approx((0.06 + 0.0) / 2) and two["mean"] == pytest.approx(0.07)
+
+
+class _ConstantEncoder(torch.nn.Module):
+    """A stand-in encoder whose embedding is the mean colour: enough to drive the pipeline deterministically."""
+
+    name = "constant"
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return images.mean(dim=(2, 3))
+
+
+def _favouring(index: int) -> torch.nn.Linear:
+    head = torch.nn.Linear(3, 1000)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    head.bias.data[index] = 1.0
+    return head
+
+
+def test_vid_robust_end_to_end_on_the_real_frames(shared_data):
+    turtle = robustness.ImageNetClassifier(_ConstantEncoder(), _favouring(35))  # a turtle class: superclass 26
+    result = robustness.evaluate_vid_robust(turtle, shared_data / "imagenet-vid-robust", image_size=32, batch_size=21)
+    assert result["anchors"] == 1 and result["frames"] == 21 and result["anchors_skipped"] == 1108
+    assert (result["pm0"], result["pm10"]) == (100.0, 100.0)
+    dog = robustness.ImageNetClassifier(_ConstantEncoder(), _favouring(207))
+    result = robustness.evaluate_vid_robust(dog, shared_data / "imagenet-vid-robust", image_size=32, batch_size=21)
+    assert (result["pm0"], result["pm10"]) == (0.0, 0.0)
+
+
+def _imagenet_a_folder(shared_data: Path, root: Path, count: int = 3) -> list[str]:
+    _, wnids = robustness.imagenet_a_classes()
+    for wnid in wnids[:count]:
+        (root / wnid).mkdir(parents=True)
+        source = next((shared_data / "imagenet-sample-images").glob(f"{wnid}_*"))
+        shutil.copy(source, root / wnid / source.name)
+    return wnids[:count]
+
+
+def test_imagenet_a_end_to_end_on_real_images(shared_data, tmp_path):
+    indices, _ = robustness.imagenet_a_classes()
+    _imagenet_a_folder(shared_data, tmp_path / "imagenet-a")
+    model = robustness.ImageNetClassifier(_ConstantEncoder(), _favouring(indices[1]))
+    result = robustness.evaluate_imagenet_a(model, tmp_path / "imagenet-a", image_size=32)
+    assert result["images"] == 3 and result["top1"] == pytest.approx(100 / 3)
+    (tmp_path / "imagenet-a" / "not-a-wnid").mkdir()
+    with pytest.raises(DataError, match="not-a-wnid"):
+        robustness.evaluate_imagenet_a(model, tmp_path / "imagenet-a", image_size=32)
+
+
+def test_3dcc_end_to_end_on_a_made_up_layout(shared_data, tmp_path):
+    for corruption in ("near_focus", "fog_3d"):
+        for severity in (1, 2):
+            _imagenet_a_folder(shared_data, tmp_path / "3dcc" / corruption / str(severity), count=2)
+    first = robustness.imagenet_a_classes()[0][0]
+    model = robustness.ImageNetClassifier(_ConstantEncoder(), _favouring(first))
+    result = robustness.evaluate_3dcc(model, tmp_path / "3dcc", clean=0.9, image_size=32)
+    assert result["accuracy"] == {"near_focus": {1: 0.5, 2: 0.5}, "fog_3d": {1: 0.5, 2: 0.5}}
+    assert result["delta_accuracy"]["mean"] == pytest.approx(0.4)
+    assert "view_jitter" in result["missing_corruptions"] and "flash" in result["missing_corruptions"]
+    path = tmp_path / "out" / "imagenet_3dcc.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({**result, "encoder": "a"}))
+    figure = robustness.plot_3dcc([path, path], tmp_path / "out" / "fig.png")
+    assert figure.stat().st_size > 1000
