@@ -1,16 +1,17 @@
 """Clip loading throughput: vito's seeking reader against a naive decoder and OpenCV, in one run.
 
 Every method loads the same clips (V=3 marginal-sampled frames from a 2.56 s window of each video, decoded
-at a 256-px short side, cropped to 224 with flip) in one process and one thread, like one DataLoader worker:
+at a 256-px short side, cropped to 224 with flip) in one process (torch and OpenCV limited to one thread),
+like one DataLoader worker:
 
 - ``vito``: ``vito.data.sources.VideoFolderSource.read_clip`` (seek, decode, convert only kept frames);
-- ``vito_auto_threads``: the same with FFmpeg's automatic (frame + slice) threading;
+- ``vito_auto_threads``: the same with FFmpeg's automatic (frame + slice) decoder threading (default: one);
 - ``naive``: decode from the first frame up to the last needed one, converting every frame to RGB (what a
   ``read_video``-style loader does), then pick the frames;
 - ``naive_keep_only``: the same decode from the start, but converting only the kept frames (isolates seeking);
-- ``opencv``: ``cv2.VideoCapture`` seek (``CAP_PROP_POS_MSEC``) + read per frame, then resize.
+- ``opencv``: ``cv2.VideoCapture`` seek (``CAP_PROP_POS_FRAMES`` = t x fps) + read per frame, then resize.
 
-    VITO_DATA=/work/shared/data .venv/bin/python -m benchmarks.bench_loader [--clips-per-video 2]
+    VITO_DATA=/work/shared/data .venv/bin/python -m benchmarks.bench_loader [--clips-per-video 1]
 
 Writes benchmarks/results/loader.json and loader.md. OpenCV is optional (``pip install vito[bench]``).
 """
@@ -79,11 +80,13 @@ def load_opencv(path: str, times: np.ndarray) -> torch.Tensor:
     capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
     try:
         frames = []
-        for t in times:
-            capture.set(cv2.CAP_PROP_POS_MSEC, float(t) * 1000)
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        for t in times:  # seeking by milliseconds fails on WebM here; frame numbers work everywhere
+            capture.set(cv2.CAP_PROP_POS_FRAMES, int(float(t) * fps + 1e-6))
             ok, bgr = capture.read()
-            if not ok:
-                raise RuntimeError(f"OpenCV could not read {path} at {t:.2f} s")
+            if not ok:  # OpenCV cannot seek in some files (WebM here): grab from the start instead
+                OPENCV_SEEK_FAILURES.append(path)
+                bgr = opencv_sequential(path, int(float(t) * fps + 1e-6))
             size = resize_size(bgr.shape[1], bgr.shape[0])
             frames.append(cv2.cvtColor(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
         return torch.from_numpy(np.stack(frames))
@@ -91,23 +94,62 @@ def load_opencv(path: str, times: np.ndarray) -> torch.Tensor:
         capture.release()
 
 
-def measure(name: str, load: Callable[[int, np.ndarray], torch.Tensor], clips: list[tuple[int, np.ndarray]]) -> dict:
+OPENCV_SEEK_FAILURES: list[str] = []
+
+
+def opencv_sequential(path: str, frame_number: int) -> np.ndarray:
+    import cv2
+
+    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    try:
+        for _ in range(frame_number):
+            capture.grab()
+        ok, bgr = capture.read()
+        if not ok:
+            raise RuntimeError(f"OpenCV could not read {path} at frame {frame_number}")
+        return bgr
+    finally:
+        capture.release()
+
+
+def measure(methods: dict[str, Callable[[int, np.ndarray], torch.Tensor]], clips: list[tuple[int, np.ndarray]]) -> dict:
+    """Seconds per method, interleaving the methods clip by clip so load changes on a shared machine hit
+    all of them alike."""
     crop = RandomResizedCropFlip(SIZE, scale=(0.4, 1.0))
-    rng = np.random.default_rng(0)
-    load(*clips[0])  # warm-up (imports, first file open)
-    begin = time.perf_counter()
-    for index, times in clips:
-        frames = load(index, times).permute(0, 3, 1, 2)
-        torch.stack([crop(f, rng) for f in frames])
-    seconds = time.perf_counter() - begin
-    print(f"{name:>20}: {len(clips) / seconds:6.2f} clips/s")
-    return {"clips": len(clips), "seconds": seconds, "clips_per_s": len(clips) / seconds}
+    seconds = dict.fromkeys(methods, 0.0)
+    for name, load in methods.items():
+        load(*clips[0])  # warm-up (imports, first file open)
+    for number, (index, times) in enumerate(clips):
+        names = list(methods)
+        names = names[number % len(names) :] + names[: number % len(names)]  # rotate who goes first
+        for name in names:
+            rng = np.random.default_rng(number)
+            begin = time.perf_counter()
+            frames = methods[name](index, times).permute(0, 3, 1, 2)
+            torch.stack([crop(f, rng) for f in frames])
+            seconds[name] += time.perf_counter() - begin
+    results = {name: {"clips": len(clips), "seconds": s, "clips_per_s": len(clips) / s} for name, s in seconds.items()}
+    for name, r in results.items():
+        print(f"{name:>20}: {r['clips_per_s']:6.2f} clips/s")
+    return results
+
+
+def threaded(thread_type: str, count: int, load: Callable[[int, np.ndarray], torch.Tensor]) -> Callable:
+    def run(index: int, times: np.ndarray) -> torch.Tensor:
+        default = video.THREAD_TYPE, video.THREAD_COUNT
+        video.THREAD_TYPE, video.THREAD_COUNT = thread_type, count
+        try:
+            return load(index, times)
+        finally:
+            video.THREAD_TYPE, video.THREAD_COUNT = default
+
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=Path, default=Path(os.environ.get("VITO_DATA", "../shared/data")) / "videos")
-    parser.add_argument("--clips-per-video", type=int, default=2)
+    parser.add_argument("--clips-per-video", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(1)
     source = VideoFolderSource(find_videos(args.videos))
@@ -117,24 +159,28 @@ def main() -> None:
         for i in range(len(source))
         for _ in range(args.clips_per_video)
     ]
-    results = {"vito": measure("vito", lambda i, t: load_vito(source, i, t), clips)}
-    results["naive"] = measure("naive", lambda i, t: load_naive(source.name(i), t), clips)
-    results["naive_keep_only"] = measure("naive_keep_only", lambda i, t: load_naive(source.name(i), t, False), clips)
+    vito = lambda i, t: load_vito(source, i, t)  # noqa: E731
+    methods = {
+        "vito": vito,
+        "vito_auto_threads": threaded("AUTO", 0, vito),
+        "naive": lambda i, t: load_naive(source.name(i), t),
+        "naive_keep_only": lambda i, t: load_naive(source.name(i), t, False),
+    }
     try:
         import cv2
 
         cv2.setNumThreads(1)
-        results["opencv"] = measure("opencv", lambda i, t: load_opencv(source.name(i), t), clips)
+        methods["opencv"] = lambda i, t: load_opencv(source.name(i), t)
     except ImportError:
         print("opencv-python-headless is not installed: skipping the OpenCV comparison")
-    video.THREAD_TYPE, video.THREAD_COUNT = "AUTO", 0
-    results["vito_auto_threads"] = measure("vito_auto_threads", lambda i, t: load_vito(source, i, t), clips)
-    video.THREAD_TYPE, video.THREAD_COUNT = "SLICE", 1
+    results = measure(methods, clips)
+    if "opencv" in results:
+        results["opencv"]["seek_failures_fell_back_to_sequential"] = len(set(OPENCV_SEEK_FAILURES))
     base = results["vito"]["clips_per_s"]
     ratios = {f"vito_over_{k}": base / v["clips_per_s"] for k, v in results.items() if k != "vito"}
     report = {
         "setup": {"videos": len(source), "clips": len(clips), "views": VIEWS, "window_s": WINDOW,
-                  "decode_short_side": SHORT_SIDE, "crop": SIZE, "threads": 1, "cpus": os.cpu_count(),
+                  "decode_short_side": SHORT_SIDE, "crop": SIZE, "torch_threads": 1, "cpus": os.cpu_count(),
                   "python": platform.python_version(), "av": av.__version__, "torch": torch.__version__},
         "results": results,
         "ratios": ratios,
@@ -149,7 +195,7 @@ def main() -> None:
 def markdown(report: dict) -> str:
     s = report["setup"]
     lines = [
-        "# Clip loading throughput (one process, one thread)",
+        "# Clip loading throughput (one process; methods interleaved clip by clip)",
         "",
         f"{s['clips']} clips from {s['videos']} videos; each clip = {s['views']} frames from a {s['window_s']} s "
         f"window, decoded at {s['decode_short_side']} px short side, random-resized-crop to {s['crop']}. "

@@ -105,8 +105,156 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
 # Evaluation suite I: probes, DAVIS, UCF-101, attention pictures (helper D's section)
 
 
+def _load_encoder_arg(args: argparse.Namespace):
+    from vito.eval.encoders import load_encoder, pick_device
+
+    return load_encoder(args.encoder, weights=args.weights, device=pick_device(args.device))
+
+
+def _cmd_eval_knn(args: argparse.Namespace) -> int:
+    from vito.eval.probes import run_knn
+
+    report = run_knn(_load_encoder_arg(args), args.train, args.val, args.out, k=args.k, temperature=args.temperature,
+                     image_size=args.image_size, batch_size=args.batch_size, num_workers=args.num_workers,
+                     cache_dir=args.cache_dir)
+    print(f"kNN top-1 {100 * report['top1']:.2f} %  ->  {args.out}/knn.json")
+    return 0
+
+
+def _cmd_eval_linear(args: argparse.Namespace) -> int:
+    from vito.eval.probes import LinearProbeSettings, run_linear
+
+    settings = LinearProbeSettings(lrs=tuple(args.lrs), epochs=args.epochs, batch_size=args.probe_batch_size,
+                                   holdout_fraction=args.holdout_fraction)
+    report = run_linear(_load_encoder_arg(args), args.train, args.val, args.out, settings, image_size=args.image_size,
+                        batch_size=args.batch_size, num_workers=args.num_workers, cache_dir=args.cache_dir)
+    print(f"linear probe top-1 {100 * report['top1']:.2f} % (base lr {report['best_lr']})  ->  {args.out}/linear.json")
+    return 0
+
+
+def _cmd_eval_davis(args: argparse.Namespace) -> int:
+    from vito.eval.davis import PropagationSettings, propagate_davis, score_davis
+
+    sequences = args.sequences.split(",") if args.sequences else None
+    if args.results is not None:
+        report = score_davis(args.davis_root, args.results, args.out, sequences, args.resolution, args.layout)
+    elif args.encoder is None:
+        raise SystemExit("vito eval davis: give --encoder ENC (propagate and score) or --results DIR (score only)")
+    else:
+        settings = PropagationSettings(stage=args.stage, stride8=not args.keep_stride, context=args.context,
+                                       topk=args.topk, temperature=args.temperature,
+                                       radius=None if args.radius <= 0 else args.radius, max_frames=args.max_frames)
+        report = propagate_davis(_load_encoder_arg(args), args.davis_root, args.out, settings, sequences,
+                                 args.resolution, args.layout)
+    print(f"DAVIS J&F-Mean {report['global']['J&F-Mean']:.3f}  ->  {args.out}/davis.json")
+    return 0
+
+
+def _cmd_eval_ucf101(args: argparse.Namespace) -> int:
+    from vito.eval.encoders import pick_device
+    from vito.eval.ucf101 import ClipSettings, FinetuneSettings, run_ucf101
+
+    settings = FinetuneSettings(mode=args.mode, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                num_workers=args.num_workers, max_videos=args.max_videos)
+    clips = ClipSettings(image_size=args.image_size, test_clips=args.test_clips)
+    report = run_ucf101(_load_encoder_arg(args), args.root, args.splits, args.split, args.pooling, args.out,
+                        settings, clips, device=pick_device(args.device))
+    print(f"UCF-101 split {args.split} top-1 {100 * report['top1']:.2f} %  ->  {args.out}/ucf101.json")
+    return 0
+
+
+def _cmd_attention(args: argparse.Namespace) -> int:
+    from vito.eval.attention_cli import save_attention_pictures
+
+    report = save_attention_pictures(_load_encoder_arg(args), args.inputs, args.out, args.image_size,
+                                     args.frames_per_video)
+    print(f"{len(report['pictures'])} attention pictures  ->  {args.out}")
+    return 0
+
+
+def _add_common_eval_args(parser: argparse.ArgumentParser, encoder_required: bool = True) -> None:
+    if encoder_required:
+        _add_encoder_args(parser)
+    else:
+        parser.add_argument("--encoder", default=None, help=ENCODER_HELP)
+        parser.add_argument("--weights", type=Path, default=None, help="local weights file for a timm:/torchvision: encoder")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (JSON results + a short summary)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+
+
+def _add_probe_args(parser: argparse.ArgumentParser) -> None:
+    _add_common_eval_args(parser)
+    parser.add_argument("--train", type=Path, required=True, help="ImageFolder of training images (root/<class>/<img>)")
+    parser.add_argument("--val", type=Path, required=True, help="ImageFolder of validation images, same classes")
+    parser.add_argument("--image-size", type=int, default=224, help="side after the 224/256 centre crop")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    parser.add_argument("--num-workers", type=int, default=4, help="image-decoding worker processes")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: OUT/features)")
+
+
 def _add_probe_video_commands(evals: argparse._SubParsersAction, sub: argparse._SubParsersAction) -> None:
     """`vito eval knn|linear|davis|ucf101` and `vito attention`."""
+    knn = evals.add_parser("knn", help="weighted kNN classification on frozen features (DINO protocol)")
+    _add_probe_args(knn)
+    knn.add_argument("--k", type=int, default=20, help="neighbours (default 20)")
+    knn.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(sim / T) (default 0.07)")
+    knn.set_defaults(handler=_cmd_eval_knn)
+
+    linear = evals.add_parser("linear", help="linear probe on frozen features with a learning-rate sweep",
+                              description="SGD with Nesterov momentum 0.9, no weight decay, cosine decay; the base "
+                              "lr is swept and the best head (on validation, or on a held-out part of train) is "
+                              "saved as OUT/linear_head.pt for --classifier options of other evaluations.")
+    _add_probe_args(linear)
+    linear.add_argument("--lrs", type=float, nargs="+", default=[0.4, 0.3, 0.2, 0.1, 0.05], help="base lrs (batch 256)")
+    linear.add_argument("--epochs", type=int, default=80)
+    linear.add_argument("--probe-batch-size", type=int, default=1024, help="batch size of the probe's SGD")
+    linear.add_argument("--holdout-fraction", type=float, default=0.0,
+                        help="choose the lr on this fraction of train instead of on --val (BYOL: 10k images)")
+    linear.set_defaults(handler=_cmd_eval_linear)
+
+    davis = evals.add_parser("davis", help="DAVIS video object segmentation by label propagation, scored with J&F",
+                             description="With --encoder: propagate the first-frame masks (VFS settings: res4 at "
+                             "stride 8, first + 20 preceding frames, top-10, T=0.07, radius 18) and score them. "
+                             "With --results: only score a results folder, like the official evaluation script.")
+    _add_common_eval_args(davis, encoder_required=False)
+    davis.add_argument("--davis-root", type=Path, required=True, help="folder with JPEGImages/ and Annotations/")
+    davis.add_argument("--results", type=Path, default=None, help="score this results folder (RESULTS/<seq>/<frame>.png)")
+    davis.add_argument("--sequences", default=None, help="comma-separated sequence names (default: all annotated)")
+    davis.add_argument("--resolution", default="480p")
+    davis.add_argument("--layout", choices=["auto", "2016", "2017"], default="auto",
+                       help="2016: grey 0/255 single-object masks; 2017: palette ids with 255 = void")
+    davis.add_argument("--stage", type=int, default=-2, help="feature stage (default -2 = res4)")
+    davis.add_argument("--keep-stride", action="store_true", help="do not remove that stage's stride")
+    davis.add_argument("--context", type=int, default=20, help="preceding frames used as context")
+    davis.add_argument("--topk", type=int, default=10)
+    davis.add_argument("--temperature", type=float, default=0.07)
+    davis.add_argument("--radius", type=float, default=18.0, help="spatial radius in feature cells (0: none)")
+    davis.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each sequence")
+    davis.set_defaults(handler=_cmd_eval_davis)
+
+    ucf = evals.add_parser("ucf101", help="UCF-101 action recognition: fine-tune (or frozen) with temporal pooling")
+    _add_common_eval_args(ucf)
+    ucf.add_argument("--root", type=Path, required=True, help="UCF-101 videos (root/<Class>/v_*.avi)")
+    ucf.add_argument("--splits", type=Path, required=True, help="folder with classInd.txt, trainlist0N.txt, testlist0N.txt")
+    ucf.add_argument("--split", type=int, choices=[1, 2, 3], default=1)
+    ucf.add_argument("--pooling", choices=["avg", "ms-avg", "ms-attn"], default="avg")
+    ucf.add_argument("--mode", choices=["finetune", "frozen"], default="finetune")
+    ucf.add_argument("--epochs", type=int, default=16)
+    ucf.add_argument("--lr", type=float, default=1e-4)
+    ucf.add_argument("--batch-size", type=int, default=8, help="clips per step")
+    ucf.add_argument("--num-workers", type=int, default=4)
+    ucf.add_argument("--image-size", type=int, default=224)
+    ucf.add_argument("--test-clips", type=int, default=10)
+    ucf.add_argument("--max-videos", type=int, default=None, help="only the first N videos of each list (quick runs)")
+    ucf.set_defaults(handler=_cmd_eval_ucf101)
+
+    attention = sub.add_parser("attention", help="attention pictures of a vito encoder for images or videos",
+                               description="One PNG per input: the picture, each stage's attention and their mean.")
+    _add_common_eval_args(attention)
+    attention.add_argument("inputs", nargs="+", help="image or video files")
+    attention.add_argument("--image-size", type=int, default=224)
+    attention.add_argument("--frames-per-video", type=int, default=4)
+    attention.set_defaults(handler=_cmd_attention)
 
 
 # --------------------------------------------------------------------------------------------------

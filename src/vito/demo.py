@@ -175,3 +175,121 @@ def render_videos(folder: Path, num_scenes: int = NUM_SCENES) -> tuple[list[Path
         train.append(write_video(folder / "train" / f"scene{k}.mp4", frames[:cut]))
         heldout.append(write_video(folder / "heldout" / f"scene{k}.mp4", frames[cut:]))
     return train, heldout
+
+
+# --------------------------------------------------------------------------------------------------
+# 2-3. Pretraining and the retrieval score
+
+
+def load_frames(paths: list[Path], every: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every ``every``-th frame of each video as uint8 [N, size, size, 3], with its video's index [N]."""
+    from vito.data.video import iter_frames
+
+    frames, labels = [], []
+    for label, path in enumerate(paths):
+        kept = [f for i, f in enumerate(iter_frames(path, max_frames=10_000)) if i % every == 0]
+        frames.append(_resize(torch.stack(kept), size))
+        labels.append(torch.full((len(kept),), label))
+    return torch.cat(frames), torch.cat(labels)
+
+
+def _resize(frames: torch.Tensor, size: int) -> torch.Tensor:
+    x = frames.permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+@torch.no_grad()
+def embed(backbone: torch.nn.Module, frames: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """L2-normalised global average pool of the last stage (no augmentation), [N, C]."""
+    from vito.data.augment import normalize
+
+    backbone.eval()
+    out = []
+    for chunk in frames.split(batch):
+        maps = backbone(normalize(chunk.permute(0, 3, 1, 2)))
+        out.append(F.normalize(maps[-1].float().mean(dim=(2, 3)), dim=1))
+    return torch.cat(out)
+
+
+def nearest_neighbour_accuracy(queries: torch.Tensor, query_labels: torch.Tensor,
+                               bank: torch.Tensor, bank_labels: torch.Tensor) -> float:
+    """Fraction of queries whose most similar (cosine) bank item has the same label (1-NN)."""
+    nearest = (queries @ bank.T).argmax(dim=1)
+    return float((bank_labels[nearest] == query_labels).float().mean())
+
+
+def retrieval_accuracy(backbone: torch.nn.Module, train_videos: list[Path], heldout_videos: list[Path],
+                       size: int) -> float:
+    """1-NN scene retrieval: held-out frames against training frames."""
+    bank, bank_labels = load_frames(train_videos, every=3, size=size)
+    queries, query_labels = load_frames(heldout_videos, every=3, size=size)
+    return nearest_neighbour_accuracy(embed(backbone, queries), query_labels, embed(backbone, bank), bank_labels)
+
+
+def save_attention_examples(network, heldout_videos: list[Path], size: int, path: Path) -> Path:
+    """Attention masks of the trained online network on one held-out frame per scene."""
+    from vito.data.augment import normalize
+    from vito.viz.attention import save_attention_grid
+
+    frames, _ = load_frames(heldout_videos, every=10_000, size=SIZE)  # the first frame of each segment
+    network.eval()
+    with torch.no_grad():
+        masks = network.attention_maps(normalize(_resize(frames, size).permute(0, 3, 1, 2)))
+    titles = [p.stem for p in heldout_videos]
+    return save_attention_grid(list(frames), [list(m) for m in masks], path, titles)
+
+
+# --------------------------------------------------------------------------------------------------
+# The command
+
+
+def run_demo(out_dir: str | Path = "runs/demo", max_steps: int | None = None,
+             overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Render, pretrain, evaluate; writes result.json, loss_curve.png, attention.png into ``out_dir``."""
+    from vito.config import load_config
+    from vito.train.checkpoint import load_checkpoint
+    from vito.train.loop import build_model, pretrain
+    from vito.viz.curves import plot_loss_curve
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    overrides = list(overrides) + ([f"train.max_steps={max_steps}"] if max_steps is not None else [])
+    config = load_config("demo", overrides)
+    size = config.data.image_size
+
+    print(f"[1/4] rendering {NUM_SCENES} videos ({TRAIN_SECONDS:g} s training part + {HELDOUT_SECONDS:g} s "
+          f"held-out segment each) into {out / 'videos'}")
+    train_videos, heldout_videos = render_videos(out / "videos")
+
+    print(f"[2/4] pretraining {config.model.backbone} at {size} px for {config.train.max_steps} steps")
+    initial = build_model(config)  # the same weights the run starts from
+    run = pretrain(config, data=out / "videos" / "train", run_dir=out)
+    trained = build_model(config)
+    trained.load_state_dict(load_checkpoint(out)["model"])
+
+    print("[3/4] scene retrieval: held-out frames vs training frames (1-NN, cosine)")
+    before = retrieval_accuracy(initial.online.backbone, train_videos, heldout_videos, size)
+    after = retrieval_accuracy(trained.online.backbone, train_videos, heldout_videos, size)
+
+    print("[4/4] pictures")
+    curve = plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png")
+    attention = save_attention_examples(trained.online, heldout_videos, size, out / "attention.png")
+    result = {
+        "metric": "1-NN scene retrieval accuracy, held-out segments vs training segments",
+        "random_init": before,
+        "trained": after,
+        "chance": 1.0 / NUM_SCENES,
+        "steps": run.step,
+        "final_loss": run.last_loss,
+        "checkpoint": str(run.checkpoint),
+        "loss_curve": str(curve),
+        "attention": str(attention),
+        "tensorboard": str(out / "tb"),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json(out / "result.json", result)
+    print(f"\nscene retrieval accuracy: random init {before:.1%} -> trained {after:.1%} (chance {1 / NUM_SCENES:.1%})")
+    print(f"  run folder   {out}\n  checkpoint   {run.checkpoint}\n  loss curve   {curve}\n  attention    {attention}")
+    print(f"  tensorboard  tensorboard --logdir {out / 'tb'}\n  result       {out / 'result.json'}")
+    return result

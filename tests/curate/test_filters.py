@@ -15,6 +15,7 @@ from vito.data.video import probe_video
 
 # The shared clips that reach 10 s (README: 02_cups 10.01 s, 05_default_juggle 10.29 s, cockatoo 14 s and
 # mmaction2's demo.mp4 / test.mp4 at exactly 10.00 s); 01_dog (9.64 s) and 03_blocks (9.74 s) do not.
+SMALL = Preprocess(crop=32)  # the mean-colour classifier needs no large input
 LONG_ENOUGH = {"02_cups.mp4", "05_default_juggle.mp4", "cockatoo.mp4", "demo.mp4", "test.mp4"}
 
 
@@ -41,17 +42,17 @@ def _judge(path: Path, title_class: int, classifier, duration=None, max_frames=1
 def test_unreadable_files_are_rejected_as_unreadable(tmp_path, content, colour_net):
     path = tmp_path / "broken.mp4"
     path.write_bytes(content)
-    record = _judge(path, RED_CLASS, FrameClassifier(colour_net))
+    record = _judge(path, RED_CLASS, FrameClassifier(colour_net, preprocess=SMALL))
     assert (record["decision"], record["reason"]) == ("rejected", "unreadable")
     assert "broken.mp4" in record["error"]
-    missing = _judge(tmp_path / "missing.mp4", RED_CLASS, FrameClassifier(colour_net))
+    missing = _judge(tmp_path / "missing.mp4", RED_CLASS, FrameClassifier(colour_net, preprocess=SMALL))
     assert missing["reason"] == "unreadable"
     # With a trusted duration the file is only opened by the classifier, which must also report unreadable.
-    assert _judge(path, RED_CLASS, FrameClassifier(colour_net), duration=30.0)["reason"] == "unreadable"
+    assert _judge(path, RED_CLASS, FrameClassifier(colour_net, preprocess=SMALL), duration=30.0)["reason"] == "unreadable"
 
 
 def test_classifier_keeps_exactly_the_videos_showing_the_query_class(tmp_path, colour_net):
-    classifier = FrameClassifier(colour_net, batch_size=4)
+    classifier = FrameClassifier(colour_net, batch_size=4, preprocess=SMALL)
     red = write_colour_video(tmp_path / "red.mp4", ["red"] * 110)
     mixed = write_colour_video(tmp_path / "mixed.mp4", ["green"] * 60 + ["blue"] * 3 + ["green"] * 47)
     late = write_colour_video(tmp_path / "late.mp4", ["green"] * 100 + ["red"] * 20)  # red only after frame 100

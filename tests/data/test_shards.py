@@ -117,3 +117,17 @@ def test_bad_inputs_are_clear_errors(tmp_path, shared_shards):
         ShardSource(tmp_path)
     with pytest.raises(IndexError):
         ShardSource(out).clip(3)
+
+
+def test_cli_prepare_from_a_curation_manifest(tmp_path, make_video):
+    from vito.cli import main
+
+    make_video("a.mp4", num_frames=30, fps=10)
+    (tmp_path / "accepted.jsonl").write_text(json.dumps({"path": "a.mp4", "id": "a", "class": 968}) + "\n")
+    args = ["prepare", "--manifest", str(tmp_path / "accepted.jsonl"), "--out", str(tmp_path / "shards"),
+            "--fps", "4", "--short-side", "48"]
+    assert main(args) == 0
+    source = open_source(tmp_path / "shards")
+    assert len(source) == 1 and source.clip(0)["class"] == 968 and source.clip(0)["num_frames"] == 12
+    assert source.read_clip(0, lambda duration: np.array([duration]), None).shape == (1, 48, 64, 3)
+    assert main(args) == 2  # an existing shard folder is a user error, not a traceback

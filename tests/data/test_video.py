@@ -72,7 +72,7 @@ def test_iter_frames_in_order(make_video):
     assert [decode_index(f.numpy()) for f in frames] == list(range(10))
 
 
-@pytest.mark.parametrize("name", ["sam2/01_dog.mp4", "imageio/test.webm", "mmaction2/demo.mp4"])
+@pytest.mark.parametrize("name", ["mmaction2/test.mp4", "imageio/test.webm", "mmaction2/demo.mp4"])
 def test_shared_video_matches_decode_from_start(shared_videos, name):
     path = shared_videos / name
     info = probe_video(path)

@@ -60,7 +60,9 @@ def test_exported_file_with_sidecar(tmp_path) -> None:
 def test_remove_stride_gives_stride_8_res4() -> None:
     encoder = load_encoder("timm:resnet18")
     encoder.remove_stride(-2)
+    encoder.remove_stride(-2)  # idempotent
     assert encoder.feature_maps(torch.randn(1, 3, 64, 96), [-2])[0].shape[-2:] == (8, 12)
+    assert encoder.feature_maps(torch.randn(1, 3, 64, 96), [-1])[0].shape[-2:] == (4, 6)  # res5 still strided
 
 
 def test_cached_features_reuse_the_cache(tmp_path) -> None:

@@ -69,3 +69,30 @@ def test_linear_head_round_trip(tmp_path) -> None:
     (tmp_path / "bad.pt").write_bytes(b"not a head")
     with pytest.raises(VitoError):
         load_linear_head(tmp_path / "bad.pt")
+
+
+def test_cli_knn_and_linear_write_results(tmp_path) -> None:
+    import json
+
+    from PIL import Image
+
+    from vito.cli import main
+
+    for split in ("train", "val"):
+        for c, colour in enumerate([(250, 10, 10), (10, 10, 250)]):
+            folder = tmp_path / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (36 + 4 * i, 32), tuple(v // (i + 1) for v in colour)).save(folder / f"{i}.png")
+    common = ["--encoder", "timm:resnet18", "--train", str(tmp_path / "train"), "--val", str(tmp_path / "val"),
+              "--image-size", "32", "--num-workers", "0", "--device", "cpu"]
+    assert main(["eval", "knn", *common, "--out", str(tmp_path / "knn"), "--k", "3"]) == 0
+    knn = json.loads((tmp_path / "knn" / "knn.json").read_text())
+    assert knn["num_train"] == 6 and knn["settings"]["k"] == 3 and 0 <= knn["top1"] <= 1
+    assert (tmp_path / "knn" / "knn.md").read_text().startswith("kNN")
+    assert main(["eval", "linear", *common, "--out", str(tmp_path / "lin"), "--lrs", "0.1", "0.05",
+                 "--epochs", "2", "--cache-dir", str(tmp_path / "knn" / "features")]) == 0
+    linear = json.loads((tmp_path / "lin" / "linear.json").read_text())
+    assert set(linear["sweep"]) == {"0.1", "0.05"}
+    assert load_linear_head(tmp_path / "lin" / "linear_head.pt").meta["classes"] == ["class0", "class1"]
+    assert not (tmp_path / "lin" / "features").exists()  # the kNN run's cached features were reused

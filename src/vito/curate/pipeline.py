@@ -174,7 +174,8 @@ def judge(candidate: Candidate, plan: Plan, classifier: FrameClassifier | None, 
     record.update(best_frame=best.best_frame, best_score=round(best.best_score, 6), best_class=best.class_index)
     if not hits:
         return _reject(record, "classifier_miss")
-    record.update(decision="kept", reason="kept", **{"class": best.class_index}, class_name=lexicon.name(best.class_index))
+    record.update({"decision": "kept", "reason": "kept", "class": best.class_index,
+                   "class_name": lexicon.name(best.class_index)})
     return record
 
 
@@ -309,7 +310,7 @@ def curate(candidates_file: str | Path, out_dir: str | Path, classifier: nn.Modu
         frame_classifier = FrameClassifier(classifier, settings.batch_size, model_device, preprocess)
     _process(run, todo, plans, frame_classifier, lexicon, progress)
     records = read_parts(run.out_dir)
-    if len(records) < len(candidates) or any(c.index not in records for c in candidates):
+    if any(c.index not in records for c in candidates):
         return None
     return merge(run, candidates, records, lexicon)
 
@@ -365,7 +366,7 @@ def merge(run: CurationRun, candidates: list[Candidate], records: dict[int, dict
         "reasons": {reason: reasons.get(reason, 0) for reason in REASONS},
         "classes_named": int((named > 0).sum()),
         "classes_kept": int((kept > 0).sum()),
-        "kl_to_uniform": kl_to_uniform(kept),
+        "kl_to_uniform": kl_to_uniform(kept) if kept.any() else None,  # nats; None when nothing was kept
         "per_class": {
             str(c): {"name": lexicon.name(c), "title_matches": int(named[c]), "kept": int(kept[c])}
             for c in np.nonzero(named)[0]

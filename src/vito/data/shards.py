@@ -92,10 +92,11 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def encode_clip(path: str, settings: ShardSettings) -> tuple[float, list[bytes]]:
-    """Decode a video at ``settings.fps`` and short side; return the stored duration and the JPEG frames."""
+def encode_clip(path: str, settings: ShardSettings) -> tuple[dict[str, Any], list[bytes]]:
+    """Decode a video at ``settings.fps`` and short side; return its metadata and the JPEG frames."""
     with VideoReader(path) as reader:
-        duration = reader.info.duration
+        info = reader.info
+        duration = info.duration
         if settings.max_seconds is not None:
             duration = min(duration, settings.max_seconds)
         times = np.arange(max(1, math.ceil(duration * settings.fps - 1e-9))) / settings.fps
@@ -103,10 +104,11 @@ def encode_clip(path: str, settings: ShardSettings) -> tuple[float, list[bytes]]
         for start in range(0, len(times), DECODE_CHUNK):
             frames = reader.frames_at(times[start : start + DECODE_CHUNK], settings.short_side).numpy()
             jpegs.extend(simplejpeg.encode_jpeg(np.ascontiguousarray(f), settings.quality, "rgb", "420") for f in frames)
-    return duration, jpegs
+    # The source size is kept so that reading at another short side rounds exactly like the video decoder.
+    return {"duration": duration, "width": info.width, "height": info.height}, jpegs
 
 
-def _encode_job(job: tuple[str, ShardSettings]) -> tuple[float, list[bytes]] | str:
+def _encode_job(job: tuple[str, ShardSettings]) -> tuple[dict[str, Any], list[bytes]] | str:
     """Worker entry: the encoded clip, or the error message of an unreadable video (counted, not fatal)."""
     try:
         return encode_clip(*job)
@@ -125,15 +127,15 @@ def write_shards(manifest: str | Path, out_dir: str | Path, settings: ShardSetti
     writer = _ShardWriter(out_dir, settings)
     skipped = []
     jobs = [(row["path"], settings) for row in rows]
-    with _results(jobs, workers) as results:
+    with _EncodedClips(jobs, workers) as results:
         for row, result in tqdm(zip(rows, results), total=len(rows), desc="prepare", unit="video",
                                 disable=not progress, dynamic_ncols=True):
             if isinstance(result, str):
                 log.warning("skipping unreadable video: %s", result)
                 skipped.append({"path": row["path"], "error": result})
                 continue
-            duration, jpegs = result
-            writer.add(row, duration, jpegs)
+            video, jpegs = result
+            writer.add(row, video, jpegs)
     writer.close()
     index = {
         "format": FORMAT,
@@ -147,13 +149,13 @@ def write_shards(manifest: str | Path, out_dir: str | Path, settings: ShardSetti
     return index
 
 
-class _results:
+class _EncodedClips:
     """Encoded clips in manifest order, from this process or a pool of worker processes."""
 
     def __init__(self, jobs: list[tuple[str, ShardSettings]], workers: int):
         self.jobs, self.workers, self.pool = jobs, workers, None
 
-    def __enter__(self) -> Iterator[tuple[float, list[bytes]] | str]:
+    def __enter__(self) -> Iterator[tuple[dict[str, Any], list[bytes]] | str]:
         if self.workers <= 0:
             return map(_encode_job, self.jobs)
         self.pool = get_context("spawn").Pool(self.workers)
@@ -174,13 +176,13 @@ class _ShardWriter:
         self._tar: tarfile.TarFile | None = None
         self._clips: list[dict[str, Any]] = []
 
-    def add(self, row: dict[str, Any], duration: float, jpegs: list[bytes]) -> None:
+    def add(self, row: dict[str, Any], video: dict[str, Any], jpegs: list[bytes]) -> None:
         if self._tar is None:
             self._open()
         key = f"{self.num_clips:09d}"
         meta = {
             "key": key, "id": str(row.get("id") or row["path"]), "source": row["path"],
-            "class": row.get("class"), "duration": duration, "fps": self.settings.fps, "num_frames": len(jpegs),
+            "class": row.get("class"), **video, "fps": self.settings.fps, "num_frames": len(jpegs),
         }
         self._member(f"{key}.json", json.dumps(meta).encode())
         for k, data in enumerate(jpegs):
@@ -276,16 +278,17 @@ class ShardSource:
         path = self.folder / clip["tar"]
         try:
             with open(path, "rb") as handle:
-                images = [self._decode(_read_at(handle, *clip["frames"][k]), short_side) for k in frames]
+                images = [self._decode(_read_at(handle, *clip["frames"][k]), clip, short_side) for k in frames]
         except (OSError, ValueError) as error:
             raise DataError(f"{path}: cannot read clip {clip['key']} ({error})") from None
         return torch.from_numpy(np.stack(images))
 
-    def _decode(self, data: bytes, short_side: int | None) -> np.ndarray:
+    def _decode(self, data: bytes, clip: dict[str, Any], short_side: int | None) -> np.ndarray:
         if short_side is None or short_side == self.settings.short_side:
             return simplejpeg.decode_jpeg(data, "rgb")
-        image = simplejpeg.decode_jpeg(data, "rgb", min_height=short_side, min_width=short_side)
-        return resize_short_side(image, short_side)
+        size = output_size(clip["width"], clip["height"], short_side)
+        image = simplejpeg.decode_jpeg(data, "rgb", min_height=size[1], min_width=size[0])
+        return resize(image, size)
 
 
 def frame_indices(times: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
@@ -293,13 +296,16 @@ def frame_indices(times: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
     return np.clip(np.floor(np.asarray(times) * fps + 1e-6).astype(np.int64), 0, num_frames - 1)
 
 
-def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
-    """Antialiased bilinear resize of uint8 [H, W, 3] to the given short side (rounded like the decoder)."""
-    height, width = image.shape[:2]
-    scale = short_side / min(height, width)
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) of a ``width x height`` video read at ``short_side``, rounded like ``vito.data.video``."""
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Antialiased bilinear resize of uint8 [H, W, 3] to ``size = (width, height)``."""
     tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    resized = F.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)
+    resized = F.interpolate(tensor, size=(size[1], size[0]), mode="bilinear", antialias=True, align_corners=False)
     return resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 

@@ -25,8 +25,9 @@ from vito.errors import DataError
 
 # Times further apart than this are read with separate seeks instead of decoding through the gap.
 SEEK_GAP_SECONDS = 2.0
-# Measured with benchmarks/bench_loader.py on 2 cores: frame threading ("AUTO") adds start-up and
-# synchronisation cost for the few frames a clip needs; one thread per worker process was faster.
+# FFmpeg decoder threading: one thread per reader. On 2 shared cores benchmarks/bench_loader.py found no
+# reliable gain from automatic (frame + slice) threading for the few frames a clip needs, and DataLoader
+# workers already occupy the cores (see benchmarks/results/loader.md).
 THREAD_TYPE = "SLICE"
 THREAD_COUNT = 1
 # Packets read to find the first displayed timestamp (B-frames reorder at most a few frames).

@@ -50,6 +50,7 @@ class Encoder(nn.Module):
         self.fingerprint = fingerprint or self.name  # identifies architecture + weights, for feature caches
         self.stage_names = _stage_module_names(model, library, arch)
         self._extractors: dict[tuple[int, ...], nn.Module] = {}
+        self._unstrided: set[int] = set()  # stages whose stride was removed
         self.eval().requires_grad_(False)
 
     @property
@@ -112,7 +113,11 @@ class Encoder(nn.Module):
         """Make ``stage`` keep its input resolution by setting its strided convs/pools to stride 1.
 
         No dilation is added, exactly as VFS's test-time ``strides=(1, 2, 1, 1)``: res4 then has stride 8.
+        Calling it again for the same stage changes nothing.
         """
+        index = self.resolve_stages([stage])[0]
+        if index in self._unstrided:
+            return
         changed = 0
         for module in self.stage_module(stage).modules():
             if isinstance(module, (nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d)) and _stride_of(module) != (1, 1):
@@ -120,6 +125,7 @@ class Encoder(nn.Module):
                 changed += 1
         if changed == 0:
             raise VitoError(f"stage {stage} of {self.name} has no strided layer to remove")
+        self._unstrided.add(index)
         self._extractors.clear()
         if hasattr(self, "_channels"):
             del self._channels

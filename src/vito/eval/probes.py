@@ -215,3 +215,57 @@ def load_linear_head(path: str | Path) -> nn.Linear:
         head.bias.copy_(bias)
     head.meta = state.get("meta", {})
     return head.eval().requires_grad_(False)
+
+
+# --------------------------------------------------------------------------------------------------
+# `vito eval knn|linear`: features of two ImageFolders, one classifier, a JSON and a summary
+
+
+def _feature_sets(encoder, train_dir, val_dir, out_dir, cache_dir, image_size, batch_size, num_workers):
+    from vito.eval.features import cached_features
+
+    cache = Path(cache_dir) if cache_dir is not None else Path(out_dir) / "features"
+    train = cached_features(encoder, train_dir, cache, image_size, batch_size, num_workers)
+    val = cached_features(encoder, val_dir, cache, image_size, batch_size, num_workers)
+    if train.classes != val.classes:
+        raise VitoError(f"{train_dir} and {val_dir} have different class folders")
+    return train, val
+
+
+def _write_report(out_dir: str | Path, name: str, report: dict[str, Any], summary: str) -> None:
+    from vito.io import write_json
+
+    write_json(Path(out_dir) / f"{name}.json", report)
+    with atomic_write(Path(out_dir) / f"{name}.md") as handle:
+        handle.write(summary + "\n")
+
+
+def run_knn(encoder, train_dir, val_dir, out_dir, k: int = 20, temperature: float = 0.07, image_size: int = 224,
+            batch_size: int = 64, num_workers: int = 0, cache_dir=None) -> dict[str, Any]:
+    """Weighted kNN accuracy of ``val_dir`` against ``train_dir``; writes ``OUT/knn.json`` and ``OUT/knn.md``."""
+    train, val = _feature_sets(encoder, train_dir, val_dir, out_dir, cache_dir, image_size, batch_size, num_workers)
+    scores = knn_scores(train.features, train.labels, val.features, len(train.classes), k, temperature)
+    metrics = topk_accuracy(scores, val.labels)
+    report = {"encoder": encoder.name, "train": str(train_dir), "val": str(val_dir), **metrics,
+              "settings": {"k": k, "temperature": temperature, "image_size": image_size},
+              "num_train": len(train.labels), "num_val": len(val.labels), "num_classes": len(train.classes)}
+    _write_report(out_dir, "knn", report, f"kNN (k={k}, T={temperature}) — {encoder.name}: "
+                  f"top-1 {100 * metrics['top1']:.2f} % on {len(val.labels)} images, {len(train.classes)} classes")
+    return report
+
+
+def run_linear(encoder, train_dir, val_dir, out_dir, settings: LinearProbeSettings | None = None,
+               image_size: int = 224, batch_size: int = 64, num_workers: int = 0, cache_dir=None) -> dict[str, Any]:
+    """Linear probe with the lr sweep; writes ``OUT/linear.json``, ``OUT/linear.md`` and ``OUT/linear_head.pt``."""
+    train, val = _feature_sets(encoder, train_dir, val_dir, out_dir, cache_dir, image_size, batch_size, num_workers)
+    result = train_linear_probe(train.features, train.labels, val.features, val.labels, len(train.classes), settings)
+    head_path = Path(out_dir) / "linear_head.pt"
+    save_linear_head(head_path, result.head, {"classes": train.classes, "encoder": encoder.name,
+                                              "base_lr": result.best_lr, "image_size": image_size})
+    report = {"encoder": encoder.name, "train": str(train_dir), "val": str(val_dir), **result.val_metrics,
+              "best_lr": result.best_lr, "sweep": {str(lr): acc for lr, acc in result.sweep.items()},
+              "lr_selected_on": result.selection, "settings": result.settings, "head": str(head_path),
+              "num_train": len(train.labels), "num_val": len(val.labels), "num_classes": len(train.classes)}
+    _write_report(out_dir, "linear", report, f"Linear probe — {encoder.name}: top-1 {100 * report['top1']:.2f} % "
+                  f"(base lr {result.best_lr}, chosen on {result.selection}); head saved to {head_path}")
+    return report

@@ -63,7 +63,6 @@ def pretrain(config: Config, data: str | Path | None, run_dir: str | Path, resum
 def _train(config: Config, data: str | Path | None, run_dir: Path, resume: bool,
            context: distributed.Context) -> RunResult:
     from vito.data.augment import PhotometricAugment
-    from vito.models.vito import Vito
     from vito.train.optim import LARS, ema_tau, learning_rate, param_groups
 
     t, o = config.train, config.optim
@@ -82,9 +81,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, resume: bool,
              "resuming" if resume else "starting", run_dir, start_step, t.max_steps, context.world_size,
              per_rank_batch, context.device)
 
-    # Model: identical initialisation on every process (DDP also broadcasts rank 0's weights).
-    torch.manual_seed(t.seed)
-    model = Vito(config.model, config.loss).to(context.device)
+    model = build_model(config).to(context.device)
     if t.channels_last:  # channels_last weights make every convolution run (and return) NHWC
         model = model.to(memory_format=torch.channels_last)
     optimizer = LARS(param_groups(model, o.weight_decay), lr=0.0, momentum=o.momentum,
@@ -177,6 +174,14 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, resume: bool,
 # Pieces of the loop
 
 
+def build_model(config: Config) -> torch.nn.Module:
+    """The run's ``Vito`` at its initialisation: a function of ``train.seed`` only, identical on every process."""
+    from vito.models.vito import Vito
+
+    torch.manual_seed(config.train.seed)
+    return Vito(config.model, config.loss)
+
+
 def _per_rank_batch(global_batch: int, world_size: int) -> int:
     if global_batch % world_size:
         raise VitoError(f"data.batch_size={global_batch} is not divisible by the {world_size} processes")
@@ -208,11 +213,19 @@ def _photometric_views(augment, views: torch.Tensor, generator: torch.Generator)
 
 
 def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast where the device has it (CUDA with bf16 support, or any CPU); fp32 otherwise."""
+    """bf16 autocast where the hardware computes in bf16; fp32 otherwise.
+
+    On a CPU without bf16 instructions (AVX512-BF16 or AMX) emulated bf16 is several times *slower* than fp32.
+    """
     if precision != "bf16":
         return contextlib.nullcontext()
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        log.warning("this GPU has no bf16: training in fp32")
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+    else:
+        supported = any(getattr(torch.cpu, name, lambda: False)()
+                        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    if not supported:
+        log.info("no bf16 arithmetic on this %s: training in fp32", device.type)
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 

@@ -41,24 +41,29 @@ class LARS(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is not None:
-                    self._update(param, group)
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self._update(params, group)
         return loss
 
-    def _update(self, param: torch.Tensor, group: dict[str, Any]) -> None:
-        update = param.grad
+    def _update(self, params: list[torch.Tensor], group: dict[str, Any]) -> None:
+        """One group at once with ``torch._foreach`` ops (a few kernels instead of a Python loop of many)."""
+        updates = [p.grad for p in params]
         if not group["exclude"]:
-            update = update.add(param, alpha=group["weight_decay"])
-            param_norm, update_norm = torch.linalg.vector_norm(param), torch.linalg.vector_norm(update)
-            ratio = group["trust_coefficient"] * param_norm / update_norm
-            ratio = torch.where((param_norm > 0) & (update_norm > 0), ratio, torch.ones_like(ratio))
-            update = update.mul(ratio)
-        state = self.state[param]
-        if "momentum" not in state:
-            state["momentum"] = torch.zeros_like(param)
-        momentum = state["momentum"].mul_(group["momentum"]).add_(update)
-        param.add_(momentum, alpha=-group["lr"])
+            updates = torch._foreach_add(updates, params, alpha=group["weight_decay"])
+            torch._foreach_mul_(updates, trust_ratios(params, updates, group["trust_coefficient"]))
+        momenta = [self.state[p].setdefault("momentum", torch.zeros_like(p)) for p in params]
+        torch._foreach_mul_(momenta, group["momentum"])
+        torch._foreach_add_(momenta, updates)
+        torch._foreach_add_(params, momenta, alpha=-group["lr"])
+
+
+def trust_ratios(params: list[torch.Tensor], updates: list[torch.Tensor], eta: float) -> list[torch.Tensor]:
+    """``eta * |p| / |update|`` per tensor, or 1 where either norm is zero."""
+    param_norms = torch.stack(torch._foreach_norm(params))
+    update_norms = torch.stack(torch._foreach_norm(updates))
+    ratios = torch.where((param_norms > 0) & (update_norms > 0), eta * param_norms / update_norms, 1.0)
+    return list(ratios.unbind())
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -1,0 +1,191 @@
+"""The curation run: expected decisions, per-class cap, crash safety (SIGKILL + rerun), ranks, merge, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.curate.conftest import BLUE_CLASS, GREEN_CLASS, RED_CLASS, write_colour_video
+from vito.curate.pipeline import CurationSettings, RecordLog, curate, read_parts, read_records
+from vito.errors import VitoError
+
+SETTINGS = CurationSettings(class_cap=4, batch_size=32, image_size=32)
+OUTPUTS = ("accepted.jsonl", "rejected.jsonl", "summary.json")
+
+# (file, colours, title, id, expected reason, expected class)
+CASES = [
+    ("red.mp4", ["red"] * 120, "Red cup on a table", "a", "kept", RED_CLASS),
+    ("green.mp4", ["green"] * 120, "A cup of green tea", "b", "classifier_miss", None),
+    ("broken.mp4", None, "broken cup", "c", "unreadable", None),
+    ("short.mp4", ["red"] * 50, "Tiny cup", "d", "too_short", None),
+    ("red2.mp4", ["red"] * 120, "Another cup", "e", "class_cap", None),  # cup already has 4 videos
+    ("ball.mp4", ["green"] * 120, "Soccer balls: juggling tricks", "f", "kept", GREEN_CLASS),
+    ("blue.mp4", ["blue"] * 120, "A cup and a sulphur-crested cockatoo", "g", "kept", BLUE_CLASS),
+    ("red.mp4", None, "Red cup on a table (again)", "a", "duplicate", None),
+    ("holiday.mp4", ["red"] * 120, "Our summer holiday", "h", "no_title_match", None),
+]
+
+
+@pytest.fixture
+def candidates(tmp_path) -> Path:
+    """Synthetic videos in tmp/videos and a candidate CSV in tmp with paths relative to it."""
+    for name, colours, *_ in CASES:
+        if colours is not None:
+            write_colour_video(tmp_path / "videos" / name, colours)
+    (tmp_path / "videos" / "broken.mp4").write_bytes(b"\x00" * 1000)
+    path = tmp_path / "candidates.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "title", "id"])
+        for name, _, title, key, *_ in CASES:
+            writer.writerow([f"videos/{name}", title, key])
+    return path
+
+
+def outputs(out: Path) -> dict[str, str]:
+    return {name: (out / name).read_text() for name in OUTPUTS}
+
+
+def test_decisions_summary_and_outputs(candidates, tmp_path, colour_net):
+    summary = curate(candidates, tmp_path / "out", colour_net, SETTINGS, classifier_name="mean-colour", progress=False)
+    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    accepted = [json.loads(line) for line in (tmp_path / "out" / "accepted.jsonl").read_text().splitlines()]
+    by_index = {r["index"]: r for r in rejected + accepted}
+    assert sorted(by_index) == list(range(len(CASES)))
+    for index, (name, _, _, _, reason, cls) in enumerate(CASES):
+        assert (by_index[index]["reason"], by_index[index]["class"]) == (reason, cls), name
+    assert [r["index"] for r in accepted] == [0, 5, 6]  # candidate order
+    assert by_index[0]["path"] == str(tmp_path / "videos" / "red.mp4")  # resolved against the CSV's folder
+    assert by_index[6]["title_classes"] == [RED_CLASS, BLUE_CLASS] and by_index[6]["retrieved_classes"] == [BLUE_CLASS]
+    assert by_index[0]["best_frame"] == 0 and by_index[0]["best_score"] > 0.99 and by_index[0]["frames"] == 100
+    assert summary["reasons"] == {"kept": 3, "no_title_match": 1, "duplicate": 1, "class_cap": 1,
+                                  "unreadable": 1, "too_short": 1, "classifier_miss": 1}
+    assert summary["per_class"][str(RED_CLASS)] == {"name": "cup", "title_matches": 7, "kept": 1}
+    assert summary["classes_kept"] == 3
+    assert (tmp_path / "out" / "class_distribution.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_video_naming_two_verified_classes_is_kept_once_under_the_best(tmp_path, colour_net):
+    write_colour_video(tmp_path / "mix.mp4", ["red"] * 40 + ["blue"] * 80)
+    (tmp_path / "c.jsonl").write_text(json.dumps({"path": "mix.mp4", "title": "Red cup, Cacatua galerita"}) + "\n")
+    summary = curate(tmp_path / "c.jsonl", tmp_path / "out", colour_net, SETTINGS, progress=False)
+    accepted = [json.loads(line) for line in (tmp_path / "out" / "accepted.jsonl").read_text().splitlines()]
+    assert summary["kept"] == 1 and accepted[0]["verified_classes"] == [RED_CLASS, BLUE_CLASS]
+    assert accepted[0]["class"] == BLUE_CLASS  # equal best scores (~1.0): the lower class index
+    assert summary["per_class"][str(RED_CLASS)]["kept"] == 0
+
+
+def test_two_ranks_cover_every_candidate_once_and_merge_to_the_single_run(candidates, tmp_path, colour_net):
+    curate(candidates, tmp_path / "single", colour_net, SETTINGS, classifier_name="m", progress=False)
+    assert curate(candidates, tmp_path / "two", colour_net, SETTINGS, classifier_name="m", rank=0, world_size=2,
+                  progress=False) is None  # rank 1 has not run yet
+    assert not (tmp_path / "two" / "accepted.jsonl").exists()
+    summary = curate(candidates, tmp_path / "two", colour_net, SETTINGS, classifier_name="m", rank=1, world_size=2,
+                     progress=False)
+    assert summary is not None
+    for rank in range(2):
+        indices = [r["index"] for r in read_records(tmp_path / "two" / "parts" / f"rank-{rank:05d}.jsonl")]
+        assert indices == list(range(rank, len(CASES), 2))
+    assert outputs(tmp_path / "two") == outputs(tmp_path / "single")
+
+
+SLOW_RUN = """
+import sys, time
+from conftest import MeanColourNet
+from vito.curate.pipeline import CurationSettings, curate
+
+class Slow(MeanColourNet):
+    def forward(self, images):
+        time.sleep(0.4)
+        return super().forward(images)
+
+settings = CurationSettings(class_cap=4, batch_size=32, image_size=32)
+curate(sys.argv[1], sys.argv[2], Slow(), settings, classifier_name="mean-colour", progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_loss_or_repeats(candidates, tmp_path, colour_net):
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    process = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(candidates), str(out)], env=env)
+    part = out / "parts" / "rank-00000.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if part.exists() and part.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = len(read_records(part))
+    assert 2 <= done < len(CASES), "the run must be killed part-way"
+    assert not (out / "accepted.jsonl").exists()
+    with pytest.raises(VitoError, match="other settings"):  # a rerun with other settings must not mix results
+        curate(candidates, out, colour_net, CurationSettings(), classifier_name="mean-colour", progress=False)
+    curate(candidates, out, colour_net, SETTINGS, classifier_name="mean-colour", resume=True, progress=False)
+    records = read_records(part)
+    assert sorted(r["index"] for r in records) == list(range(len(CASES)))  # nothing lost, nothing repeated
+    assert records[:done] == read_records(part)[:done]  # the first records were kept, not redone
+    curate(candidates, tmp_path / "clean", colour_net, SETTINGS, classifier_name="mean-colour", progress=False)
+    assert outputs(out) == outputs(tmp_path / "clean")
+
+
+def test_partial_last_line_is_ignored_and_cut_before_appending(tmp_path):
+    path = tmp_path / "rank-00000.jsonl"
+    path.write_text('{"index": 0}\n{"index": 1}\n{"ind')
+    assert read_records(path) == [{"index": 0}, {"index": 1}]
+    with RecordLog(path) as log:
+        log.append({"index": 2})
+    assert read_records(path) == [{"index": 0}, {"index": 1}, {"index": 2}]
+    (tmp_path / "parts").mkdir()
+    path.rename(tmp_path / "parts" / path.name)
+    assert sorted(read_parts(tmp_path)) == [0, 1, 2]
+
+
+def test_resume_needs_a_run_and_bad_candidates_are_clear(tmp_path, colour_net):
+    (tmp_path / "c.csv").write_text("path,title\nv.mp4,a cup\n")
+    with pytest.raises(VitoError, match="nothing to resume"):
+        curate(tmp_path / "c.csv", tmp_path / "out", colour_net, resume=True, progress=False)
+    (tmp_path / "bad.csv").write_text("file,name\nv.mp4,a cup\n")
+    with pytest.raises(VitoError, match="lacks path, title"):
+        curate(tmp_path / "bad.csv", tmp_path / "out2", colour_net, progress=False)
+
+
+@pytest.mark.slow
+def test_cli_on_the_shared_videos_with_a_weights_file(tmp_path, shared_videos):
+    """`vito curate` end to end: a timm classifier from a weights file whose head always says "cup"."""
+    import timm
+    import torch
+
+    from vito.cli import main
+
+    model = timm.create_model("test_resnet", pretrained=False)
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.zero_()
+        model.fc.bias[RED_CLASS] = 10.0
+    torch.save(model.state_dict(), tmp_path / "cup.pt")
+    rows = list(csv.DictReader(open(Path(__file__).parent / "data" / "shared_candidates.csv", newline="")))
+    with open(tmp_path / "candidates.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "id", "title"])
+        writer.writeheader()
+        writer.writerows({**row, "path": str(shared_videos / row["path"])} for row in rows)
+    args = ["curate", "--candidates", str(tmp_path / "candidates.csv"), "--classifier", "timm:test_resnet",
+            "--weights", str(tmp_path / "cup.pt"), "--out", str(tmp_path / "out"), "--max-frames", "8",
+            "--image-size", "64", "--device", "cpu"]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["reasons"] == {"kept": 1, "no_title_match": 7, "duplicate": 0, "class_cap": 0,
+                                  "unreadable": 0, "too_short": 2, "classifier_miss": 2}
+    accepted = [json.loads(line) for line in (tmp_path / "out" / "accepted.jsonl").read_text().splitlines()]
+    assert [(Path(r["path"]).name, r["class_name"]) for r in accepted] == [("02_cups.mp4", "cup")]
+    assert main(args) == 0  # rerunning the finished command changes nothing
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
