@@ -46,8 +46,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         config = resume_config(args.resume, overrides)
         out = args.resume
     else:
-        if args.out is None:
-            raise SystemExit("vito pretrain: --out RUN_DIR is required (or --resume RUN_DIR)")
+        if args.out is None or args.data is None:
+            raise SystemExit("vito pretrain: --data and --out RUN_DIR are required (or --resume RUN_DIR)")
         config = load_config(args.config, overrides)
         out = args.out
     pretrain(config, data=args.data, run_dir=out, resume=args.resume is not None)
@@ -82,7 +82,8 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
         "`torchrun --nproc-per-node K -m vito pretrain ...`.",
     )
     pretrain.add_argument("--config", default="vito_r50", help="YAML file or preset name (vito_r50, moclr_r50, demo)")
-    pretrain.add_argument("--data", type=Path, required=True, help="video folder, manifest file, or shard folder")
+    pretrain.add_argument("--data", type=Path, default=None,
+                          help="video folder, manifest file, or shard folder (on --resume: the run's own)")
     pretrain.add_argument("--out", type=Path, default=None, help="run folder for checkpoints, logs, TensorBoard")
     pretrain.add_argument("--resume", type=Path, default=None, help="continue the stopped run in this folder")
     pretrain.add_argument("--max-steps", type=int, default=None, help="shortcut for train.max_steps=N")

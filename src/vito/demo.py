@@ -5,7 +5,7 @@
    segment is held out.
 2. Pretrain a small VITO model (ResNet-18, 64 px, attention pooling) on the training parts.
 3. Ask one question: given a frame from a held-out segment, is its nearest training frame (cosine, 1-NN on
-   pooled features) from the same scene? Answer it for the trained encoder and for the same encoder at its
+   the attention-pooled features) from the same scene? Answer it for the trained encoder and for the same encoder at its
    random initialisation. Video pretraining should raise the score: the model has learned what stays the
    same about a scene while objects move, the camera pans and the light changes.
 """
@@ -200,15 +200,18 @@ def _resize(frames: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def embed(backbone: torch.nn.Module, frames: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """L2-normalised global average pool of the last stage (no augmentation), [N, C]."""
+def embed(network: torch.nn.Module, frames: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """L2-normalised pooled features (VITO's multi-scale attention pooling, before the projector), [N, C].
+
+    Frames are only resized and normalised: no augmentation at evaluation.
+    """
     from vito.data.augment import normalize
 
-    backbone.eval()
+    network.eval()
     out = []
     for chunk in frames.split(batch):
-        maps = backbone(normalize(chunk.permute(0, 3, 1, 2)))
-        out.append(F.normalize(maps[-1].float().mean(dim=(2, 3)), dim=1))
+        pooled, _ = network.pool(network.backbone(normalize(chunk.permute(0, 3, 1, 2))))
+        out.append(F.normalize(pooled.float(), dim=1))
     return torch.cat(out)
 
 
@@ -219,12 +222,12 @@ def nearest_neighbour_accuracy(queries: torch.Tensor, query_labels: torch.Tensor
     return float((bank_labels[nearest] == query_labels).float().mean())
 
 
-def retrieval_accuracy(backbone: torch.nn.Module, train_videos: list[Path], heldout_videos: list[Path],
+def retrieval_accuracy(network: torch.nn.Module, train_videos: list[Path], heldout_videos: list[Path],
                        size: int) -> float:
     """1-NN scene retrieval: held-out frames against training frames."""
     bank, bank_labels = load_frames(train_videos, every=3, size=size)
     queries, query_labels = load_frames(heldout_videos, every=3, size=size)
-    return nearest_neighbour_accuracy(embed(backbone, queries), query_labels, embed(backbone, bank), bank_labels)
+    return nearest_neighbour_accuracy(embed(network, queries), query_labels, embed(network, bank), bank_labels)
 
 
 def save_attention_examples(network, heldout_videos: list[Path], size: int, path: Path) -> Path:
@@ -269,8 +272,8 @@ def run_demo(out_dir: str | Path = "runs/demo", max_steps: int | None = None,
     trained.load_state_dict(load_checkpoint(out)["model"])
 
     print("[3/4] scene retrieval: held-out frames vs training frames (1-NN, cosine)")
-    before = retrieval_accuracy(initial.online.backbone, train_videos, heldout_videos, size)
-    after = retrieval_accuracy(trained.online.backbone, train_videos, heldout_videos, size)
+    before = retrieval_accuracy(initial.online, train_videos, heldout_videos, size)
+    after = retrieval_accuracy(trained.online, train_videos, heldout_videos, size)
 
     print("[4/4] pictures")
     curve = plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png")

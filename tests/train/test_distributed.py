@@ -44,6 +44,19 @@ def _bn_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((net(x) - y) ** 2).mean()
 
 
+def _vito():
+    from vito.config import load_config
+    from vito.train.loop import build_model
+
+    config = load_config("demo", ["model.backbone=resnet18", "model.projector_hidden=32", "model.projector_dim=16"])
+    return build_model(config)
+
+
+def _views() -> torch.Tensor:
+    """A global batch of 4 clips x 3 views, already augmented and normalised."""
+    return torch.randn(4, 3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+
+
 def _grads(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: p.grad.detach().clone() for k, p in module.named_parameters() if p.grad is not None}
 
@@ -67,6 +80,13 @@ def _worker(rank: int, port: int, out: str) -> None:
     results["bn_loss"] = distributed.mean_over_processes(loss.detach())
     results["bn_grads"] = _grads(net.module)
     results["bn_buffers"] = {k: v.clone() for k, v in net.module.state_dict().items() if "running" in k}
+    # the whole VITO model: loss and gradients of online network and predictor
+    vito = distributed.wrap_for_training(_vito(), context)
+    views = _views()[rank * 2 : rank * 2 + 2]
+    loss = vito(views, gather=distributed.gather_keys)["loss"]
+    loss.backward()
+    results["vito_loss"] = distributed.mean_over_processes(loss.detach())
+    results["vito_grads"] = _grads(vito.module)
     torch.save(results, Path(out) / f"rank{rank}.pt")
     distributed.cleanup()
 
@@ -119,3 +139,20 @@ def test_cpu_sync_batch_norm_without_a_group_is_batch_norm() -> None:
     x = torch.randn(5, 4, 3, 3)
     assert torch.allclose(converted(x), reference(x))
     assert torch.allclose(converted.running_var, reference.running_var)
+
+
+@pytest.mark.ddp
+def test_vito_loss_and_gradients_match_one_process(ranks: list[dict]) -> None:
+    """Keys gathered across processes + synchronised batch norm + DDP averaging = one process, whole batch."""
+    vito = _vito()
+    loss = vito(_views())["loss"]
+    loss.backward()
+    expected = _grads(vito)
+    assert expected and all(k.startswith(("online.", "predictor.")) for k in expected)
+    # absolute tolerance relative to the largest gradient: biases before a batch norm have exact gradient 0
+    atol = 1e-5 * max(float(g.abs().max()) for g in expected.values())
+    for result in ranks:
+        assert torch.allclose(result["vito_loss"], loss.detach(), rtol=1e-5, atol=1e-6)
+        assert expected.keys() == result["vito_grads"].keys()
+        for key, grad in expected.items():
+            assert torch.allclose(result["vito_grads"][key], grad, rtol=1e-4, atol=atol), key

@@ -1,0 +1,155 @@
+"""The training loop: exact resume, clean stop on SIGTERM, a clear stop on a non-finite loss, run files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vito.config import load_config
+from vito.demo import render_videos
+from vito.errors import VitoError
+from vito.models.vito import Vito
+from vito.train.checkpoint import load_checkpoint
+from vito.train.loop import pretrain
+
+TINY = [
+    "model.backbone=resnet18", "model.projector_hidden=64", "model.projector_dim=32",
+    "data.image_size=32", "data.decode_short_side=48", "data.batch_size=4", "data.num_workers=0",
+    "optim.warmup_steps=1", "train.precision=fp32", "train.log_every=1", "train.checkpoint_every=2",
+]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    """A few short rendered videos (the demo's renderer): training parts only."""
+    folder = tmp_path_factory.mktemp("videos")
+    render_videos(folder, num_scenes=3)
+    return folder / "train"
+
+
+def _config(*extra: str):
+    return load_config("demo", [*TINY, *extra])
+
+
+def _tensors_equal(a, b, where: str = "") -> None:
+    """Recursive torch.equal over nested dicts/lists of tensors and numbers."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _tensors_equal(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _tensors_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def _interrupt_during_step(monkeypatch, step: int) -> None:
+    """Send this process SIGTERM while step ``step`` (1-based) computes its loss."""
+    forward = Vito.forward
+    calls = {"n": 0}
+
+    def forward_then_signal(self, views, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return forward(self, views, **kwargs)
+
+    monkeypatch.setattr(Vito, "forward", forward_then_signal)
+
+
+def test_resume_reproduces_an_uninterrupted_run_exactly(videos: Path, tmp_path: Path, monkeypatch) -> None:
+    config = _config("train.max_steps=4", "train.checkpoint_every=100")
+    straight = pretrain(config, videos, tmp_path / "straight")
+    with monkeypatch.context() as patch:
+        _interrupt_during_step(patch, step=2)
+        stopped = pretrain(config, videos, tmp_path / "split")
+    assert (stopped.step, stopped.stopped_by) == (2, "SIGTERM")
+    resumed = pretrain(config, None, tmp_path / "split", resume=True)  # the data path comes from the checkpoint
+    assert straight.step == resumed.step == 4 and resumed.stopped_by is None
+    a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split")
+    assert any(k.startswith("target.") for k in a["model"]) and any(k.startswith("predictor.") for k in a["model"])
+    _tensors_equal(a["model"], b["model"], "model")
+    _tensors_equal(a["optimizer"], b["optimizer"], "optimizer")
+    initial = load_checkpoint(tmp_path / "split" / "checkpoints" / "step_0000002.pt")["model"]
+    assert not torch.equal(initial["online.backbone.body.conv1.weight"], a["model"]["online.backbone.body.conv1.weight"])
+    # metrics of the split run read like those of the straight run, one line per step
+    lines = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4]
+    assert [r["loss"] for r in lines] == [r["loss"] for r in straight.history]
+
+
+def test_run_folder_contents(videos: Path, tmp_path: Path) -> None:
+    run = pretrain(_config("train.max_steps=2"), videos, tmp_path)
+    assert math.isfinite(run.last_loss) and run.skipped_videos == 0
+    assert load_config(tmp_path / "config.yaml") == _config("train.max_steps=2")
+    assert "finished 2 steps" in (tmp_path / "train.log").read_text()
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"loss", "lr", "tau", "clips_per_s", "skipped", "attention_entropy/stage1",
+            "attention_entropy/stage2"} <= record.keys()
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 2 and state["world_size"] == 1 and state["data_path"] == str(videos)
+
+
+def test_non_finite_loss_stops_and_names_the_last_good_checkpoint(videos, tmp_path, monkeypatch) -> None:
+    forward = Vito.forward
+    calls = {"n": 0}
+
+    def poisoned(self, views, **kwargs):
+        out = forward(self, views, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third step goes wrong, after the checkpoint of step 2
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(Vito, "forward", poisoned)
+    last = tmp_path / "checkpoints" / "last.pt"
+    with pytest.raises(VitoError, match=f"loss became nan at step 3.*last good checkpoint is {last}"):
+        pretrain(_config("train.max_steps=5"), videos, tmp_path)
+    assert load_checkpoint(tmp_path)["step"] == 2  # not overwritten
+
+
+def test_indivisible_batch_is_a_user_error(videos, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    from vito.train.loop import _per_rank_batch
+
+    with pytest.raises(VitoError, match="not divisible"):
+        _per_rank_batch(4, 3)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes(videos: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "vito", "pretrain", "--config", "demo", "--data", str(videos),
+               "--out", str(run), "--max-steps", "1000", *TINY, "train.checkpoint_every=1000"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().strip()) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0]
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 0, output
+    state = load_checkpoint(run)
+    assert 1 <= state["step"] < 1000
+    assert "received SIGTERM" in (run / "train.log").read_text()
+
+    from vito.cli import main
+
+    assert main(["pretrain", "--resume", str(run), "--max-steps", str(state["step"] + 1)]) == 0
+    assert load_checkpoint(run)["step"] == state["step"] + 1
