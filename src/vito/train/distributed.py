@@ -7,13 +7,20 @@ never branches on the world size. Launch K processes with ``torchrun --nproc-per
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import nn
+
+# The differentiable all-reduce of torch.distributed.nn is deprecated in favour of private functional
+# collectives; it is still the only public one whose backward all-reduces gradients, so keep it, quietly.
+warnings.filterwarnings("ignore", message=r".*distributed\.nn\.functional\.all_reduce is deprecated",
+                        category=FutureWarning)
 
 
 @dataclass(frozen=True)
@@ -166,4 +173,13 @@ def wrap_for_training(model: nn.Module, context: Context) -> nn.Module:
         return model
     convert_sync_batchnorm(model, context.device)
     device_ids = [context.device.index] if context.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, **_no_buffer_sync())
+
+
+def _no_buffer_sync() -> dict[str, bool]:
+    """Buffers (batch-norm statistics) are identical on every process by construction: no per-step broadcast.
+
+    Newer PyTorch renamed DDP's ``broadcast_buffers`` to ``forward_sync_buffers`` and warns on the old name.
+    """
+    parameters = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers" if "forward_sync_buffers" in parameters else "broadcast_buffers": False}
