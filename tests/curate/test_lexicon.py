@@ -34,6 +34,7 @@ def test_lexicon_holds_the_1000_imagenet_classes_with_synonyms(lexicon):
         ("sulphur-crested cockatoo", ["sulphur-crested cockatoo"]),
         ("jack o lanterns for halloween", ["jack-o'-lantern"]),  # apostrophe + plural
         ("Yellow lady's-slipper in bloom", ["yellow lady's slipper"]),
+        ("Consommé au naturel", ["consomme"]),  # accents fold away
     ],
 )
 def test_synonyms_phrases_case_and_punctuation(lexicon, title, expected):
@@ -61,6 +62,12 @@ def test_whole_words_only(lexicon, title):
     assert lexicon.classes_in(title) == []
 
 
+@pytest.mark.parametrize("title", ["Dames at the ball", "The Hayes family", "pines and cones"])
+def test_es_is_not_stripped_where_english_adds_only_s(lexicon, title):
+    """"dames" is not a plural of *dam* (nor "Hayes" of *hay*): -es is only stripped after s/x/z/ch/sh/o."""
+    assert lexicon.classes_in(title) == []
+
+
 def test_word_boundaries_with_a_toy_lexicon():
     toy = Lexicon([["cat"], ["category"], ["hot pot"], ["pot"], ["crane"], ["crane"]])
     assert toy.classes_in("Cat") == [0]
@@ -81,3 +88,5 @@ def test_normal_form_helpers():
     assert singular_forms("puppies") >= {"puppy"}
     assert singular_forms("wolves") >= {"wolf"}
     assert singular_forms("glass") == {"glass"}
+    assert singular_forms("boxes") >= {"box"} and "dam" not in singular_forms("dames")
+    assert normalize_words("Crème BRÛLÉE") == ("creme", "brulee")

@@ -5,11 +5,12 @@ come from what timm ships (``timm.data.ImageNetInfo``: the WordNet lemmas of eac
 no separate copy of the class list is needed.
 
 Matching rules, applied identically to lemmas and titles so that both sides meet in one normal form:
-- case-insensitive; apostrophes are dropped ("lady's" -> "ladys"), every other non-alphanumeric character
-  separates words ("sulphur-crested" == "sulphur crested", "pug-dog" == "pug dog");
+- case- and accent-insensitive ("Consommé" == "consomme"); apostrophes are dropped ("lady's" -> "ladys"),
+  every other non-alphanumeric character separates words ("sulphur-crested" == "sulphur crested");
 - whole words and phrases only: "cat" does not match "category";
-- simple English plurals of the last word of a phrase: -s, -es, -ies -> -y, -ves -> -f / -fe
-  ("soccer balls", "boxes", "puppies", "wolves"); irregular plurals (mice, geese) are not handled;
+- simple English plurals of the last word of a phrase: -s, -es after s/x/z/ch/sh/o, -ies -> -y,
+  -ves -> -f / -fe ("soccer balls", "boxes", "puppies", "wolves"); "-es" is not stripped after other letters,
+  so "dames" and "Hayes" do not name *dam* and *hay*; irregular plurals (mice, geese) are not handled;
 - maximal matches: a match lying strictly inside a longer matched phrase is dropped, so "hot pot" names
   class *hot pot* and not also class *pot* and "coffee mug" does not name a bare "mug";
 - a phrase shared by several classes (WordNet has two *crane* and two *maillot* synsets) names all of them,
@@ -19,29 +20,32 @@ Matching rules, applied identically to lemmas and titles so that both sides meet
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 _APOSTROPHES = re.compile(r"['\u2019\u2018`]")
 _NON_WORD = re.compile(r"[^0-9a-z]+")
+_ES_PLURAL = ("ses", "xes", "zes", "ches", "shes", "oes")  # the endings after which English adds -es
 
 
 def normalize_words(text: str) -> tuple[str, ...]:
-    """Lower-case words of ``text`` with punctuation removed (the one normal form for titles and lemmas)."""
-    text = _APOSTROPHES.sub("", text.lower())
+    """Lower-case, accent-free words of ``text`` without punctuation (the one normal form for titles and lemmas)."""
+    text = unicodedata.normalize("NFKD", text.lower())
+    text = _APOSTROPHES.sub("", "".join(c for c in text if not unicodedata.combining(c)))
     return tuple(word for word in _NON_WORD.split(text) if word)
 
 
 def singular_forms(word: str) -> set[str]:
-    """``word`` and the singulars it may be a simple plural of (over-generation is harmless: only real
-    lemmas match)."""
+    """``word`` and the singulars it may be a simple plural of (a form only counts where it is a lemma, but a
+    loose rule would still let "dames" name *dam*, hence -es only after the letters that take it)."""
     forms = {word}
     if len(word) > 3 and word.endswith("ies"):
         forms.add(word[:-3] + "y")
     if len(word) > 3 and word.endswith("ves"):
         forms.update({word[:-3] + "f", word[:-3] + "fe"})
-    if len(word) > 2 and word.endswith("es"):
+    if len(word) > 3 and word.endswith(_ES_PLURAL):
         forms.add(word[:-2])
     if len(word) > 1 and word.endswith("s") and not word.endswith("ss"):
         forms.add(word[:-1])
