@@ -277,8 +277,12 @@ def _cmd_model_vs_human(args: argparse.Namespace) -> int:
 
     result = evaluate_model_vs_human(
         args.out, args.raw_data, responses=args.responses, encoder=args.encoder, weights=args.weights,
-        classifier=args.classifier, stimuli=args.stimuli, **_inference_kwargs(args),
+        classifier=args.classifier, stimuli=args.stimuli, humans=args.humans, compare=args.compare,
+        **_inference_kwargs(args),
     )
+    if result is None:
+        print(f"consistency table of {len(args.compare)} results -> {args.out}")
+        return 0
     overall = result["overall"]
     print(f"error consistency {overall['error_consistency']:.3f}, observed consistency "
           f"{overall['observed_consistency']:.3f}, accuracy difference {overall['accuracy_difference']:.3f} -> {args.out}")
@@ -334,9 +338,15 @@ def _add_alignment_commands(evals: argparse._SubParsersAction) -> None:
     mvh.add_argument("--weights", type=Path, default=None, help="local weights file for a timm:/torchvision: encoder")
     mvh.add_argument("--classifier", default="own", help=head_help)
     mvh.add_argument("--stimuli", type=Path, default=None, help="stimulus images (searched recursively)")
-    mvh.add_argument("--responses", type=Path, default=None, help="score this responses CSV instead of a model")
-    mvh.add_argument("--raw-data", type=Path, required=True, help="human raw-data root or one dataset's folder")
+    mvh.add_argument("--responses", type=Path, default=None,
+                     help="score this responses CSV instead of a model (a human subject's own CSV is scored "
+                     "against the other subjects only)")
+    mvh.add_argument("--humans", action="store_true",
+                     help="score every human subject against the others (leave one out) instead of a model")
+    mvh.add_argument("--raw-data", type=Path, default=None, help="human raw-data root or one dataset's folder")
     mvh.add_argument("--out", type=Path, required=True, help="output folder")
+    mvh.add_argument("--compare", type=Path, nargs="*", default=[],
+                     help="earlier model_vs_human.json files (or folders) to put in the same table")
     _add_inference_args(mvh)
     mvh.set_defaults(handler=_cmd_model_vs_human)
 

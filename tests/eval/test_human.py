@@ -23,6 +23,36 @@ def test_category_lists_match_the_spec_table():
     assert list(human.CATEGORIES) == sorted(human.CATEGORIES)
 
 
+# Spec §1.1's table, copied verbatim (ranges inclusive).
+SPEC_INDICES = {
+    "airplane": "404", "bear": "294-297", "bicycle": "444, 671",
+    "bird": "8, 10-16, 18-20, 22-24, 80-83, 87-96, 98-100, 127-133, 135-145",
+    "boat": "472, 554, 625, 814, 914", "bottle": "440, 720, 737, 898-899, 901, 907", "car": "436, 511, 817",
+    "cat": "281-286", "chair": "423, 559, 765, 857", "clock": "409, 530, 892",
+    "dog": "152-191, 193-203, 205-226, 228-241, 243-250, 252-257, 259, 261-263, 265-268",
+    "elephant": "385-386", "keyboard": "508, 878", "knife": "499", "oven": "766",
+    "truck": "555, 569, 656, 675, 717, 734, 864, 867",
+}
+
+
+def _expand(ranges: str) -> tuple[int, ...]:
+    parts = [part.split("-") for part in ranges.split(", ")]
+    return tuple(i for part in parts for i in range(int(part[0]), int(part[-1]) + 1))
+
+
+def test_category_members_are_exactly_the_spec_indices():
+    assert {name: _expand(text) for name, text in SPEC_INDICES.items()} == human.CATEGORY_INDICES
+
+
+def test_excluded_conditions_are_spelled_like_the_real_raw_data(shared_data):
+    """A condition excluded under a spelling the data never uses (e.g. "0.60" vs "0.6") would silently count."""
+    raw = shared_data / "model-vs-human" / "raw-data"
+    for dataset, excluded in human.EXCLUDED_CONDITIONS.items():
+        first = sorted((raw / dataset).glob("*.csv"))[0]
+        conditions = {human.normalise_condition(row["condition"]) for row in human.read_response_rows(first)}
+        assert excluded <= conditions, dataset
+
+
 def test_vector_1a_mean_not_sum_aggregation():
     probabilities = torch.zeros(1000)
     probabilities[404], probabilities[281], probabilities[282], probabilities[152], probabilities[0] = 0.3, 0.2, 0.2, 0.25, 0.05
@@ -67,6 +97,7 @@ def test_vector_1b_both_ceiled_forms():
     assert result["error_consistency_ceiled_noise"] == pytest.approx(0.297713, abs=1e-6)
     assert result["mean"]["error_consistency_ceiled_accuracy_bound"] == pytest.approx((0.444444 + 0.166667) / 2, abs=1e-6)
     assert result["humans"]["error_consistency"] == pytest.approx(0.736842, abs=1e-6)
+    assert result["humans"]["accuracy"] == pytest.approx((0.7 + 0.8) / 2)  # both subjects, not h1 alone
 
 
 def test_kappa_is_one_when_decision_makers_agree_completely():
@@ -153,6 +184,73 @@ def test_human_vs_human_matches_a_direct_computation(shared_data, dataset):
     pairs = [_direct_kappa(*(np.array([a[i] for i in sorted(a)]) for a in (_correct_by_image(p), _correct_by_image(q))))[0]
              for p, q in itertools.combinations(files[1:], 2)]
     assert result["datasets"][dataset]["human_noise_ceiling_kappa"] == pytest.approx(np.mean(pairs), abs=1e-12)
+
+
+def _subject(path: Path) -> str:
+    return "subject-" + path.stem.split("subject-")[1][:2]
+
+
+@pytest.mark.parametrize("dataset", ["edge", "cue-conflict"])
+def test_leave_one_subject_out_through_the_cli(shared_data, tmp_path, dataset):
+    """`--humans`: each subject against the others, written out with a direct kappa; means over subjects."""
+    import json
+
+    from vito.cli import main
+
+    folder = shared_data / "model-vs-human" / "raw-data" / dataset
+    assert main(["eval", "model-vs-human", "--humans", "--raw-data", str(folder), "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "model_vs_human.json").read_text())
+    correct = {_subject(path): _correct_by_image(path) for path in sorted(folder.glob("*.csv"))}
+    ids = sorted(next(iter(correct.values())))
+    kappa = {(a, b): _direct_kappa(np.array([correct[a][i] for i in ids]), np.array([correct[b][i] for i in ids]))[0]
+             for a in correct for b in correct if a != b}
+    scored = result["datasets"][dataset]["subjects"]
+    for name in correct:
+        others = [kappa[name, other] for other in correct if other != name]
+        ceiling = np.mean([kappa[a, b] for a, b in itertools.combinations(sorted(correct), 2) if name not in (a, b)])
+        assert scored[name]["error_consistency"] == pytest.approx(np.mean(others), abs=1e-12)
+        assert scored[name]["error_consistency_ceiled_noise"] == pytest.approx(min(abs(np.mean(others)) / ceiling, 1))
+    all_pairs = np.mean([kappa[a, b] for a, b in itertools.combinations(sorted(correct), 2)])
+    assert result["overall"]["error_consistency"] == pytest.approx(all_pairs, abs=1e-12)  # kappa is symmetric
+    assert result["humans"]["error_consistency"] == pytest.approx(all_pairs, abs=1e-12)
+    accuracy = np.mean([np.mean(list(c.values())) for c in correct.values()])
+    assert result["overall"]["accuracy"] == pytest.approx(accuracy) and result["humans"]["accuracy"] == pytest.approx(accuracy)
+    assert "humans (leave one subject out)" in (tmp_path / "model_vs_human.md").read_text()
+
+
+def test_a_model_responses_file_is_compared_with_every_subject(shared_data, tmp_path):
+    folder = shared_data / "model-vs-human" / "raw-data" / "edge"
+    rows = human.read_response_rows(sorted(folder.glob("*.csv"))[0])
+    path = _write_csv(tmp_path / "model.csv", [{**row, "subj": "my-model", "object_response": "dog"} for row in rows])
+    result = human.score_responses_file(path, folder)
+    assert result["responses"]["decision_maker"] == "my-model" and result["responses"]["excluded_subject"] is None
+    assert len(result["datasets"]["edge"]["subjects"]) == 10
+    assert result["overall"]["accuracy"] == pytest.approx(10 / 160)  # 10 dog drawings
+
+
+def test_bad_inputs_are_clear_errors(shared_data, tmp_path, capsys):
+    from vito.cli import main
+
+    raw = shared_data / "model-vs-human" / "raw-data" / "edge"
+    with pytest.raises(human.DataError, match="not found"):
+        human.score_responses_file(tmp_path / "missing.csv", raw)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(human.DataError, match="no human response CSVs"):
+        human.load_human_data(tmp_path / "empty")
+    assert main(["eval", "model-vs-human", "--humans", "--raw-data", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    assert "raw-data folder not found" in capsys.readouterr().err
+    assert main(["eval", "model-vs-human", "--out", str(tmp_path)]) == 2  # nothing to score
+
+
+def test_consistency_table_of_several_results(shared_data, tmp_path):
+    folder = shared_data / "model-vs-human" / "raw-data" / "edge"
+    files = sorted(folder.glob("*.csv"))
+    for path in files[:2]:
+        human.evaluate_model_vs_human(tmp_path / path.stem, folder, responses=path)
+    assert human.evaluate_model_vs_human(tmp_path / "table", compare=[tmp_path / p.stem for p in files[:2]]) is None
+    table = (tmp_path / "table" / "model_vs_human.md").read_text()
+    assert "| subject-01 |" in table and "| subject-02 |" in table
+    assert (tmp_path / "table" / "model_vs_human.png").stat().st_size > 1000
 
 
 def test_responses_are_matched_to_datasets_by_image_name(shared_data, tmp_path):

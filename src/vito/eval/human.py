@@ -150,6 +150,8 @@ def normalise_condition(raw: str) -> str:
 def read_response_rows(path: str | Path) -> list[dict[str, str]]:
     """Rows of a responses CSV (the human raw-data format) with lower-case column names."""
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"responses file not found: {path}")
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = [name.strip().lower() for name in reader.fieldnames or []]
@@ -286,6 +288,19 @@ def condition_means(scores: Mapping[str, PairScores]) -> dict[str, float]:
     return {name: nested_mean(dict(enumerate(values))) for name, values in columns.items()}
 
 
+def mean_row(scores_by_name: Mapping[str, Mapping[str, PairScores]]) -> dict[str, float]:
+    """One table row: each pair's metrics averaged over conditions, then over the pairs (subjects)."""
+    means = {name: condition_means(scores) for name, scores in scores_by_name.items()}
+    return {metric: nested_mean({name: row[metric] for name, row in means.items()}) for metric in METRICS}
+
+
+def humans_row(pairs: Mapping[str, Mapping[str, PairScores]]) -> dict[str, float]:
+    """The reference row over unordered subject pairs. Its accuracy is the mean over both members of each
+    pair, i.e. the subjects' mean accuracy (the first member alone would overweight early subject names)."""
+    both = nested_mean({p: {c: (v.accuracy_a + v.accuracy_b) / 2 for c, v in sc.items()} for p, sc in pairs.items()})
+    return {**mean_row(pairs), "accuracy": both, "human_accuracy": both}
+
+
 # --------------------------------------------------------------------------------------------------
 # Shape bias (cue-conflict)
 
@@ -330,18 +345,17 @@ def score_dataset(model: Session, subjects: Mapping[str, Session], dataset: str)
     raw_kappa = nested_mean({s: {c: v.error_consistency for c, v in sc.items()} for s, sc in per_subject.items()})
     ceiling = nested_mean({p: {c: v.error_consistency for c, v in sc.items()} for p, sc in pairs.items()})
     noise_ceiled = min(max(abs(raw_kappa) / abs(ceiling), 0.0), 1.0) if pairs and ceiling else math.nan
-    subject_means = {name: condition_means(scores) for name, scores in per_subject.items()}
     result = {
         "trials_compared": sum(s.trials for s in next(iter(per_subject.values())).values()),
         "human_trials": len(next(iter(subjects.values()))),
         "excluded_conditions": sorted(excluded),
-        "mean": {m: nested_mean({s: v[m] for s, v in subject_means.items()}) for m in METRICS},
-        "humans": {m: nested_mean({p: condition_means(sc)[m] for p, sc in pairs.items()}) for m in METRICS},
+        "mean": mean_row(per_subject),
+        "humans": humans_row(pairs),
         "human_noise_ceiling_kappa": ceiling,
         "error_consistency_ceiled_noise": noise_ceiled,
         "subjects": {
-            name: {**subject_means[name], "conditions": {c: asdict(v) for c, v in per_subject[name].items()}}
-            for name in per_subject
+            name: {**condition_means(scores), "conditions": {c: asdict(v) for c, v in scores.items()}}
+            for name, scores in per_subject.items()
         },
     }
     if dataset == "cue-conflict":
@@ -365,10 +379,49 @@ def score_decision_maker(sessions: Mapping[str, Session], humans: HumanData, exc
             log.warning("dataset %s: no trials in common with any human subject; skipped", name)
     if not datasets:
         raise DataError("the responses share no stimulus with the human raw data (check image names / conditions)")
+    return summarise_datasets(datasets)
+
+
+def summarise_datasets(datasets: Mapping[str, dict]) -> dict:
+    """Benchmark values: each dataset's ``mean`` (and ``humans``) row averaged over datasets (spec §1.3)."""
     overall = {m: nested_mean({d: r["mean"][m] for d, r in datasets.items()}) for m in METRICS}
     overall["error_consistency_ceiled_noise"] = nested_mean({d: r["error_consistency_ceiled_noise"] for d, r in datasets.items()})
     humans_row = {m: nested_mean({d: r["humans"][m] for d, r in datasets.items()}) for m in METRICS}
-    return {"datasets": datasets, "overall": overall, "humans": humans_row, "ceiling_definitions": CEILING_NOTES}
+    return {"datasets": dict(datasets), "overall": overall, "humans": humans_row, "ceiling_definitions": CEILING_NOTES}
+
+
+def score_humans_leave_one_out(raw_data: str | Path) -> dict:
+    """Every human subject in turn as the "model", scored against the *other* subjects of its dataset.
+
+    This is the human-vs-human reference for a model's numbers: per dataset, each metric is averaged over
+    the subjects-as-model. Kappa, observed consistency and accuracy difference are symmetric, so these means
+    equal the all-pairs ``humans`` row; the noise-ceiled form differs, because the scored subject also leaves
+    the ceiling.
+    """
+    humans = load_human_data(raw_data)
+    datasets = {}
+    for dataset, subjects in sorted(humans.items()):
+        if len(subjects) < 2:
+            log.warning("dataset %s: a single human subject, nobody to compare with; skipped", dataset)
+            continue
+        scored = {name: score_dataset(session, {s: v for s, v in subjects.items() if s != name}, dataset)
+                  for name, session in sorted(subjects.items())}
+        per_subject = {name: {**r["mean"], "error_consistency_ceiled_noise": r["error_consistency_ceiled_noise"],
+                              **({"shape_bias": r["shape_bias"]["shape_bias"]} if "shape_bias" in r else {})}
+                       for name, r in scored.items()}
+        keys = next(iter(per_subject.values())).keys()
+        datasets[dataset] = {
+            "mean": {key: nested_mean({name: row[key] for name, row in per_subject.items()}) for key in keys},
+            "error_consistency_ceiled_noise": nested_mean({n: r["error_consistency_ceiled_noise"] for n, r in per_subject.items()}),
+            "humans": humans_row(human_pairs(subjects, EXCLUDED_CONDITIONS.get(dataset, ()))),
+            "excluded_conditions": sorted(EXCLUDED_CONDITIONS.get(dataset, ())),
+            "subjects": per_subject,
+        }
+    if not datasets:
+        raise DataError(f"{raw_data}: no dataset with two or more human subjects")
+    result = summarise_datasets(datasets)
+    result["responses"] = {"decision_maker": "humans (leave one subject out)", "raw_data": str(raw_data)}
+    return result
 
 
 CEILING_NOTES = {
@@ -382,17 +435,22 @@ CEILING_NOTES = {
 
 
 def score_responses_file(responses: str | Path, raw_data: str | Path) -> dict:
-    """``vito eval model-vs-human --responses FILE``: score an existing responses CSV without a model."""
+    """``vito eval model-vs-human --responses FILE``: score an existing responses CSV without a model.
+
+    When the file's ``subj`` column names one of the human subjects (a human raw-data CSV), that subject is
+    left out of the comparison, so a person is scored against the *other* people only.
+    """
     rows = read_response_rows(responses)
     humans = load_human_data(raw_data)
     sessions, unmatched = assign_to_datasets(rows, humans)
     if unmatched:
         log.warning("%d of %d trials match no human stimulus and were skipped", unmatched, len(rows))
     names = {row.get("subj") for row in rows}
-    exclude = names.pop() if len(names) == 1 else None  # a human subject is scored against the others only
-    result = score_decision_maker(sessions, humans, exclude_subject=exclude)
+    name = names.pop() if len(names) == 1 else None
+    excluded = name if any(name in subjects for subjects in humans.values()) else None
+    result = score_decision_maker(sessions, humans, exclude_subject=excluded)
     result["responses"] = {"file": str(responses), "trials": len(rows), "unmatched_trials": unmatched,
-                           "decision_maker": exclude}
+                           "decision_maker": name, "excluded_subject": excluded}
     return result
 
 
@@ -460,21 +518,49 @@ def run_model_vs_human(
 RESPONSE_COLUMNS = ("subj", "trial", "object_response", "category", "condition", "imagename", "dataset")
 
 
+def decision_maker(result: Mapping) -> str:
+    """The row label of a result: the model's name, the responding subject, or the leave-one-out humans."""
+    return result.get("responses", {}).get("decision_maker") or "responses"
+
+
 def save_results(result: dict, out_dir: str | Path, responses: list[dict[str, str]] | None = None) -> Path:
-    """``OUT/model_vs_human.json``, ``OUT/model_vs_human.md`` and (for a model run) ``OUT/responses.csv``."""
+    """``OUT/model_vs_human.json`` and (for a model run) the model's decisions ``OUT/responses.csv``."""
     from vito.io import atomic_write, write_json
 
     out_dir = Path(out_dir)
     write_json(out_dir / "model_vs_human.json", result)
-    name = result.get("responses", {}).get("decision_maker") or "model"
-    with atomic_write(out_dir / "model_vs_human.md") as handle:
-        handle.write(markdown_table({name: result}, include_humans=True))
     if responses:
         with atomic_write(out_dir / "responses.csv") as handle:
             writer = csv.DictWriter(handle, fieldnames=RESPONSE_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(responses)
     return out_dir / "model_vs_human.json"
+
+
+def load_results(items: Iterable[str | Path]) -> dict[str, dict]:
+    """Earlier ``model_vs_human.json`` files (or the output folders holding one), by decision maker."""
+    import json
+
+    loaded: dict[str, dict] = {}
+    for item in items:
+        path = Path(item) / "model_vs_human.json" if Path(item).is_dir() else Path(item)
+        if not path.is_file():
+            raise DataError(f"no model-vs-human result at {path}")
+        result = json.loads(path.read_text())
+        name = decision_maker(result)
+        loaded[name if name not in loaded else f"{name} ({path.parent.name})"] = result
+    return loaded
+
+
+def write_tables(results: Mapping[str, dict], out_dir: str | Path) -> Path:
+    """The consistency table of one or several decision makers: ``OUT/model_vs_human.md`` and ``.png``."""
+    from vito.io import atomic_write
+    from vito.viz.human import plot_consistency_table
+
+    out_dir = Path(out_dir)
+    with atomic_write(out_dir / "model_vs_human.md") as handle:
+        handle.write(markdown_table(results, include_humans=True))
+    return plot_consistency_table(results, out_dir / "model_vs_human.png")
 
 
 TABLE_COLUMNS = (
@@ -509,29 +595,44 @@ def _cell(value: float) -> str:
 
 def evaluate_model_vs_human(
     out: str | Path,
-    raw_data: str | Path,
+    raw_data: str | Path | None = None,
     responses: str | Path | None = None,
     encoder: str | None = None,
     weights: str | Path | None = None,
     classifier: str | None = None,
     stimuli: str | Path | None = None,
+    humans: bool = False,
+    compare: Iterable[str | Path] = (),
     **predict_kwargs,
-) -> dict:
-    """``vito eval model-vs-human``: score a responses file, or run ENC + HEAD on the stimuli and score it."""
-    from vito.viz.human import plot_consistency_table
+) -> dict | None:
+    """``vito eval model-vs-human``: score a responses file, every human against the others (``humans``), or
+    ENC + HEAD on the stimuli; the table also shows the earlier results in ``compare``.
 
-    rows = None
-    if responses is not None:
-        result = score_responses_file(responses, raw_data)
-    else:
-        if encoder is None or stimuli is None:
-            raise DataError("model-vs-human needs either --responses FILE or --encoder ENC and --stimuli DIR")
-        from vito.eval.encoders import pick_device
-        from vito.eval.robustness import load_classifier
+    With only ``compare``, just the table of those results is drawn (and None returned).
+    """
+    earlier = load_results(compare)
+    result, rows = None, None
+    if responses is not None or humans or encoder is not None:
+        if raw_data is None:
+            raise DataError("model-vs-human needs --raw-data DIR (the human raw-data CSVs)")
+        if humans:
+            result = score_humans_leave_one_out(raw_data)
+        elif responses is not None:
+            result = score_responses_file(responses, raw_data)
+        else:
+            if stimuli is None:
+                raise DataError("scoring a model needs --stimuli DIR (the stimulus images)")
+            from vito.eval.encoders import pick_device
+            from vito.eval.robustness import load_classifier
 
-        predict_kwargs["device"] = pick_device(str(predict_kwargs.get("device", "auto")))
-        model = load_classifier(encoder, weights, classifier)
-        result, rows = run_model_vs_human(model, stimuli, raw_data, name=model.encoder.name, **predict_kwargs)
-    save_results(result, out, rows)
-    plot_consistency_table({result["responses"]["decision_maker"] or "responses": result}, Path(out) / "model_vs_human.png")
+            predict_kwargs["device"] = pick_device(str(predict_kwargs.get("device", "auto")))
+            model = load_classifier(encoder, weights, classifier)
+            result, rows = run_model_vs_human(model, stimuli, raw_data, name=model.encoder.name, **predict_kwargs)
+        save_results(result, out, rows)
+    elif not earlier:
+        raise DataError("model-vs-human needs --responses FILE, --humans, --encoder ENC, or --compare RESULTS")
+    if result is not None:
+        name = decision_maker(result)
+        earlier = {name if name not in earlier else f"{name} (this run)": result, **earlier}
+    write_tables(earlier, out)
     return result
