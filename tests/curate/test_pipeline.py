@@ -15,7 +15,7 @@ import pytest
 
 from tests.curate.conftest import BLUE_CLASS, GREEN_CLASS, RED_CLASS, write_colour_video
 from vito.curate.pipeline import CurationSettings, RecordLog, curate, read_parts, read_records
-from vito.errors import VitoError
+from vito.errors import DataError, VitoError
 
 SETTINGS = CurationSettings(class_cap=4, batch_size=32, image_size=32)
 OUTPUTS = ("accepted.jsonl", "rejected.jsonl", "summary.json")
@@ -54,8 +54,10 @@ def outputs(out: Path) -> dict[str, str]:
     return {name: (out / name).read_text() for name in OUTPUTS}
 
 
-def test_decisions_summary_and_outputs(candidates, tmp_path, colour_net):
-    summary = curate(candidates, tmp_path / "out", colour_net, SETTINGS, classifier_name="mean-colour", progress=False)
+def test_decisions_summary_and_outputs(candidates, tmp_path, colour_net, capsys):
+    summary = curate(candidates, tmp_path / "out", colour_net, SETTINGS, classifier_name="mean-colour", progress=True)
+    bar = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "9/9" in bar and "videos_per_s=" in bar and "frames_per_s=" in bar  # the progress bar's rates
     rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
     accepted = [json.loads(line) for line in (tmp_path / "out" / "accepted.jsonl").read_text().splitlines()]
     by_index = {r["index"]: r for r in rejected + accepted}
@@ -150,13 +152,38 @@ def test_partial_last_line_is_ignored_and_cut_before_appending(tmp_path):
     assert sorted(read_parts(tmp_path)) == [0, 1, 2]
 
 
-def test_resume_needs_a_run_and_bad_candidates_are_clear(tmp_path, colour_net):
+def test_resume_needs_a_run(tmp_path, colour_net):
     (tmp_path / "c.csv").write_text("path,title\nv.mp4,a cup\n")
     with pytest.raises(VitoError, match="nothing to resume"):
         curate(tmp_path / "c.csv", tmp_path / "out", colour_net, resume=True, progress=False)
-    (tmp_path / "bad.csv").write_text("file,name\nv.mp4,a cup\n")
-    with pytest.raises(VitoError, match="lacks path, title"):
-        curate(tmp_path / "bad.csv", tmp_path / "out2", colour_net, progress=False)
+
+
+BAD_CANDIDATES = [
+    ("missing.csv", None, "file not found"),
+    ("c.txt", "path,title\nv.mp4,a cup\n", "expected a .csv or .jsonl"),
+    ("c.csv", "", "missing column path, title"),
+    ("c.csv", "file,name\nv.mp4,a cup\n", "missing column path, title"),
+    ("c.csv", "path,title\n", "no rows"),
+    ("c.csv", "path,title\nv.mp4,a cup\nw.mp4,\n", r"c\.csv:3: empty title"),
+    ("c.csv", "path,title,duration\nv.mp4,a cup,12 s\n", r"c\.csv:2: duration '12 s' is not a number"),
+    ("c.csv", "path,title,duration\nv.mp4,a cup,-3\n", "is not a number of seconds"),
+    ("c.csv", b"path,title\nv.mp4,caf\xe9\n", "not UTF-8"),
+    ("c.jsonl", '{"path": "v.mp4", "title": "a cup"}\n{"path": "w.mp4", "title"\n', r"c\.jsonl:2: not valid JSON"),
+    ("c.jsonl", '["v.mp4", "a cup"]\n', "expected a JSON object, got list"),
+    ("c.jsonl", '{"path": "v.mp4"}\n', r"c\.jsonl:1: empty title"),
+]
+
+
+@pytest.mark.parametrize("name, content, message", BAD_CANDIDATES)
+def test_bad_candidate_files_are_clear_errors_before_any_output(tmp_path, colour_net, name, content, message):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        curate(path, tmp_path / "out", colour_net, progress=False)
+    assert not (tmp_path / "out").exists()  # nothing written for a run that cannot start
 
 
 @pytest.mark.slow

@@ -11,8 +11,9 @@ import torch
 
 from tests.data.conftest import decode_index
 from vito.config import DataConfig
+from vito.data.sampling import sample_times
 from vito.data.shards import ShardSettings, ShardSource, frame_indices, write_shards
-from vito.data.sources import PretrainBatches, open_source
+from vito.data.sources import PretrainBatches, VideoFolderSource, build_pretrain_loader, find_videos, open_source
 from vito.data.video import read_frames
 from vito.errors import DataError, VitoError
 
@@ -109,6 +110,50 @@ def test_pretraining_reads_shards_through_open_source(shared_shards):
     assert sorted(indices[:3]) == [0, 1, 2]  # ranks split one shuffled epoch
 
 
+@pytest.fixture
+def index_shards(tmp_path, make_video):
+    """Four 2-s index videos (25 fps, 128x96) in tmp/videos and their shards at 25 fps and the native 96 px,
+    so stored frame k is video frame k and shards and videos must give the same frames."""
+    (tmp_path / "videos").mkdir()
+    videos = [make_video(f"videos/v{k}.mp4", num_frames=50, fps=25) for k in range(4)]
+    (tmp_path / "m.csv").write_text("path\n" + "".join(f"{video}\n" for video in videos))
+    write_shards(tmp_path / "m.csv", tmp_path / "shards", ShardSettings(fps=25.0, short_side=96), progress=False)
+    return tmp_path / "videos", tmp_path / "shards"
+
+
+@pytest.mark.parametrize("sampling", ["marginal", "uniform", "delta", "same"])
+def test_shards_and_raw_videos_give_the_same_frames_and_batches(index_shards, sampling):
+    """Same sampling scheme, same seed: the same clips, view times and frames from both sources."""
+    videos, shards = index_shards
+    data = DataConfig(num_views=3, sampling=sampling, delta_seconds=0.5, image_size=64, decode_short_side=96,
+                      batch_size=4, num_workers=0)
+    raw_source, shard_source = VideoFolderSource(find_videos(videos)), ShardSource(shards)
+    for i in range(4):
+        rngs = [np.random.default_rng(i), np.random.default_rng(i)]
+        clips = [source.read_clip(i, lambda d, rng=rng: sample_times(d, 3, 2.56, sampling, 0.5, rng), 96)
+                 for source, rng in zip((raw_source, shard_source), rngs)]
+        assert [decode_index(f) for f in clips[0].numpy()] == [decode_index(f) for f in clips[1].numpy()]
+    raw, sharded = PretrainBatches(raw_source, data, seed=5), PretrainBatches(shard_source, data, seed=5)
+    for step in range(2):
+        a, b = raw.batch(step), sharded.batch(step)
+        assert torch.equal(a["video_index"], b["video_index"])
+        assert (a["views"].float() - b["views"].float()).abs().mean() < 3.0  # JPEG q90 only
+
+
+def test_loader_splits_shard_clips_across_ranks_and_workers(index_shards):
+    """2 ranks x 2 DataLoader workers, 1 clip per rank and step: every epoch (2 steps) holds each clip once."""
+    _, shards = index_shards
+    data = DataConfig(num_views=2, image_size=32, decode_short_side=48, batch_size=2, num_workers=2)
+    seen: dict[int, list[int]] = {}  # step -> clips of both ranks
+    for rank in range(2):
+        loader = build_pretrain_loader(shards, data, seed=3, rank=rank, world_size=2)
+        for batch, expected_step in zip(loader, range(6)):
+            assert batch["step"] == expected_step and batch["skipped"] == []
+            seen.setdefault(expected_step, []).extend(batch["video_index"].tolist())
+    for epoch in range(3):
+        assert sorted(seen[2 * epoch] + seen[2 * epoch + 1]) == [0, 1, 2, 3], seen
+
+
 def test_bad_inputs_are_clear_errors(tmp_path, shared_shards):
     out, _ = shared_shards
     with pytest.raises(VitoError, match="already holds prepared shards"):
@@ -117,6 +162,22 @@ def test_bad_inputs_are_clear_errors(tmp_path, shared_shards):
         ShardSource(tmp_path)
     with pytest.raises(IndexError):
         ShardSource(out).clip(3)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "no rows"),  # an empty accepted.jsonl (nothing was kept)
+        ('{"path": "a.mp4"}\n{"path": \n', r"m\.jsonl:2: not valid JSON"),
+        ('{"id": "a"}\n', r"m\.jsonl:1: empty path"),
+        ('{"path": "missing.mp4"}\n', "no readable video among 1"),
+    ],
+)
+def test_bad_manifests_are_clear_errors(tmp_path, content, message):
+    (tmp_path / "m.jsonl").write_text(content)
+    with pytest.raises(DataError, match=message):
+        write_shards(tmp_path / "m.jsonl", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "shards.json").exists()
 
 
 def test_cli_prepare_from_a_curation_manifest(tmp_path, make_video):

@@ -21,6 +21,7 @@ loaded lazily, once per worker.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import logging
@@ -69,27 +70,57 @@ def is_shard_folder(path: str | Path) -> bool:
 # Writing
 
 
-def read_manifest(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a CSV/JSONL manifest with a ``path`` column (relative paths resolved against its folder)."""
-    import csv
+def read_manifest(path: str | Path, required: tuple[str, ...] = ("path",)) -> list[tuple[int, dict[str, Any]]]:
+    """``(line, row)`` of a CSV or JSONL table whose rows all have ``required`` values; ``path`` is resolved
+    against the table's folder.
 
+    One reader for `vito prepare` manifests and `vito curate` candidate files, so that a missing file or
+    column, a malformed line or an empty table is a ``DataError`` naming the file and line before any work.
+    """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"manifest not found: {path}")
-    if path.suffix.lower() == ".csv":
-        with open(path, encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    elif path.suffix.lower() in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8") as handle:
-            rows = [json.loads(line) for line in handle if line.strip()]
-    else:
-        raise DataError(f"{path}: manifest must be .csv or .jsonl")
-    for number, row in enumerate(rows, start=1):
-        if not row.get("path"):
-            raise DataError(f"{path}: row {number} has no path")
-        video = Path(row["path"])
+        raise DataError(f"{path}: file not found")
+    try:
+        rows = list(_table_rows(path, required))
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    for line, row in rows:
+        missing = [key for key in required if not str(row.get(key) or "").strip()]
+        if missing:
+            raise DataError(f"{path}:{line}: empty {', '.join(missing)}")
+        video = Path(str(row["path"]))
         row["path"] = str(video if video.is_absolute() else path.parent / video)
     return rows
+
+
+def _table_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
+    if path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = [key for key in required if key not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{path}: missing column {', '.join(missing)} (header: {reader.fieldnames})")
+            for row in reader:
+                yield reader.line_num, row
+    elif path.suffix.lower() in (".jsonl", ".ndjson"):
+        with open(path, encoding="utf-8") as handle:
+            for line, text in enumerate(handle, start=1):
+                if text.strip():
+                    yield line, _json_object(text, f"{path}:{line}")
+    else:
+        raise DataError(f"{path}: expected a .csv or .jsonl file")
+
+
+def _json_object(text: str, where: str) -> dict[str, Any]:
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{where}: not valid JSON ({error.msg})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    return row
 
 
 def encode_clip(path: str, settings: ShardSettings) -> tuple[dict[str, Any], list[bytes]]:
@@ -122,7 +153,7 @@ def write_shards(manifest: str | Path, out_dir: str | Path, settings: ShardSetti
     out_dir = Path(out_dir)
     if is_shard_folder(out_dir):
         raise VitoError(f"{out_dir} already holds prepared shards; choose another --out")
-    rows = read_manifest(manifest)
+    rows = [row for _, row in read_manifest(manifest)]
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = _ShardWriter(out_dir, settings)
     skipped = []
@@ -137,6 +168,8 @@ def write_shards(manifest: str | Path, out_dir: str | Path, settings: ShardSetti
             video, jpegs = result
             writer.add(row, video, jpegs)
     writer.close()
+    if writer.num_clips == 0:
+        raise DataError(f"{manifest}: no readable video among {len(rows)} ({skipped[0]['error']})")
     index = {
         "format": FORMAT,
         "settings": asdict(settings),
