@@ -290,7 +290,7 @@ def _cmd_model_vs_human(args: argparse.Namespace) -> int:
 
 
 def _cmd_robustness(args: argparse.Namespace) -> int:
-    from vito.eval.robustness import plot_3dcc, run_robustness
+    from vito.eval.robustness import plot_3dcc, run_robustness, summary
 
     if args.evaluation == "imagenet-3dcc" and args.encoder is None:
         if not args.compare:
@@ -304,7 +304,7 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
         extra = {"clean": args.clean_accuracy if args.clean_accuracy is not None else args.clean, "compare": args.compare}
     result = run_robustness(args.evaluation, args.out, args.root, args.encoder, args.weights, args.classifier,
                             **extra, **_inference_kwargs(args))
-    print({k: v for k, v in result.items() if not isinstance(v, dict)})
+    print(f"{summary(result)} -> {args.out}")
     return 0
 
 

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -132,3 +133,80 @@ def test_3dcc_end_to_end_on_a_made_up_layout(shared_data, tmp_path):
     path.write_text(json.dumps({**result, "encoder": "a"}))
     figure = robustness.plot_3dcc([path, path], tmp_path / "out" / "fig.png")
     assert figure.stat().st_size > 1000
+
+
+def test_own_head_runs_the_whole_architecture(tmp_path):
+    """`--classifier own`: a supervised torchvision model from a local weights file gives its own logits, and
+    architectures that normalise before their classifier (ConvNeXt) are not cut short at the last layer."""
+    import torchvision
+
+    from vito.eval.encoders import load_encoder
+
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18(num_classes=1000).eval()
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    images = torch.randn(2, 3, 64, 64)
+    supervised = robustness.load_classifier("torchvision:resnet18", tmp_path / "resnet18.pth", "own")
+    with torch.no_grad():
+        assert torch.allclose(supervised(images), reference(images), atol=1e-5)
+        convnext = load_encoder("timm:convnext_atto")
+        assert torch.allclose(robustness.ImageNetClassifier(convnext)(images), convnext.model(images), atol=1e-5)
+
+
+def test_linear_head_from_vito_eval_linear(tmp_path, caplog):
+    from vito.eval.probes import save_linear_head
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(512, 1000)
+    save_linear_head(tmp_path / "head.pt", linear, {"classes": robustness.imagenet_synsets()})
+    model = robustness.load_classifier("timm:resnet18", None, tmp_path / "head.pt")
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(images), linear(model.encoder.embed(images)), atol=1e-5)
+    assert "not the ImageNet-1k wnids" not in caplog.text
+    save_linear_head(tmp_path / "renamed.pt", linear, {"classes": [f"class{i}" for i in range(1000)]})
+    robustness.attach_head(model.encoder, tmp_path / "renamed.pt")
+    assert "not the ImageNet-1k wnids" in caplog.text
+    save_linear_head(tmp_path / "small.pt", torch.nn.Linear(512, 10))
+    with pytest.raises(robustness.VitoError, match="1000 ImageNet classes"):
+        robustness.attach_head(model.encoder, tmp_path / "small.pt")
+
+
+def test_images_in_odd_modes_are_read_and_unreadable_ones_are_clear_errors(shared_data, tmp_path):
+    from PIL import Image
+
+    wnid = _imagenet_a_folder(shared_data, tmp_path / "imagenet-a", count=1)[0]
+    source = Image.open(next((tmp_path / "imagenet-a" / wnid).iterdir())).convert("RGB")
+    for mode in ("L", "P", "RGBA", "CMYK", "1"):
+        source.convert(mode).save(tmp_path / "imagenet-a" / wnid / f"{mode}.{'jpg' if mode == 'CMYK' else 'png'}")
+    Image.fromarray(np.full((40, 30), 40000, dtype=np.uint16)).save(tmp_path / "imagenet-a" / wnid / "sixteen.png")
+    model = robustness.ImageNetClassifier(_ConstantEncoder(), _favouring(robustness.imagenet_a_classes()[0][0]))
+    result = robustness.evaluate_imagenet_a(model, tmp_path / "imagenet-a", image_size=32)
+    assert result["images"] == 7 and result["top1"] == 100.0
+    (tmp_path / "imagenet-a" / wnid / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="broken.jpg"):
+        robustness.evaluate_imagenet_a(model, tmp_path / "imagenet-a", image_size=32)
+    with pytest.raises(DataError, match="not found"):
+        robustness.evaluate_imagenet_a(model, tmp_path / "nowhere", image_size=32)
+
+
+def test_cli_writes_json_and_summary(shared_data, tmp_path):
+    from vito.cli import main
+    from vito.eval.probes import save_linear_head
+
+    save_linear_head(tmp_path / "head.pt", torch.nn.Linear(512, 1000))
+    _imagenet_a_folder(shared_data, tmp_path / "imagenet-a", count=2)
+    common = ["--encoder", "timm:resnet18", "--classifier", str(tmp_path / "head.pt"), "--image-size", "32",
+              "--device", "cpu"]
+    assert main(["eval", "imagenet-a", *common, "--root", str(tmp_path / "imagenet-a"), "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "imagenet_a.json").read_text())["images"] == 2
+    assert (tmp_path / "a" / "imagenet_a.md").read_text().startswith("ImageNet-A — timm:resnet18")
+    for severity in (1, 2):
+        _imagenet_a_folder(shared_data, tmp_path / "3dcc" / "flash" / str(severity), count=2)
+    assert main(["eval", "imagenet-3dcc", *common, "--root", str(tmp_path / "3dcc"), "--clean-accuracy", "0.5",
+                 "--out", str(tmp_path / "c"), "--compare", str(tmp_path / "nothing")]) == 2
+    assert not (tmp_path / "c").exists()  # a bad --compare fails before evaluating
+    assert main(["eval", "imagenet-3dcc", *common, "--root", str(tmp_path / "3dcc"), "--clean-accuracy", "0.5",
+                 "--out", str(tmp_path / "c")]) == 0
+    assert "over 1 corruptions" in (tmp_path / "c" / "imagenet_3dcc.md").read_text()
+    assert (tmp_path / "c" / "imagenet_3dcc_delta.png").stat().st_size > 1000

@@ -36,22 +36,26 @@ SEVERITIES = (1, 2, 3, 4, 5)
 
 
 class ImageNetClassifier(nn.Module):
-    """Frozen encoder embedding → linear ImageNet head (a trained probe, or the encoder's own head).
+    """Frozen encoder → 1000 ImageNet logits, through a linear head on its embedding (a probe from
+    ``vito eval linear``) or, without one, through the encoder's own architecture end to end.
 
-    Every robustness and alignment evaluation reads its 1000 logits from this one module, so VITO and the
-    baselines are scored through the same path.
+    Every robustness and alignment evaluation reads its logits from this one module, so VITO and the
+    baselines are scored through the same path. The own-head path runs the whole model rather than its
+    last layer on ``embed``: many architectures (ConvNeXt, EfficientNet) normalise or project the pooled
+    features before their classifier.
     """
 
     def __init__(self, encoder: nn.Module, head: nn.Module | None = None) -> None:
         super().__init__()
-        head = head if head is not None else getattr(encoder, "classifier", None)
-        if head is None:
+        if head is None and getattr(encoder, "classifier", None) is None:
             raise VitoError("this encoder has no ImageNet head of its own: pass a linear head from `vito eval linear`")
         self.encoder = encoder
         self.head = head
         self.eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.head is None:
+            return self.encoder.model(images)
         return self.head(self.encoder.embed(images))
 
 
@@ -59,16 +63,24 @@ def load_classifier(encoder: str, weights: str | Path | None, head: str | Path |
     """``--encoder ENC [--weights W] --classifier HEAD``; HEAD is a linear-head file or ``own``."""
     from vito.eval.encoders import load_encoder
 
-    model = load_encoder(encoder, weights=weights)
+    return attach_head(load_encoder(encoder, weights=weights), head)
+
+
+def attach_head(encoder: nn.Module, head: str | Path | None) -> ImageNetClassifier:
+    """The encoder with its own head (``None`` or ``own``) or a saved linear head that fits its features."""
     if head is None or str(head) == "own":
-        return ImageNetClassifier(model)  # e.g. a supervised torchvision:resnet50 with its weights file
+        return ImageNetClassifier(encoder)  # e.g. a supervised torchvision:resnet50 with its weights file
     from vito.eval.probes import load_linear_head
 
     linear = load_linear_head(head)
-    if linear.out_features != 1000 or linear.in_features != model.feature_dim:
+    if linear.out_features != 1000 or linear.in_features != encoder.feature_dim:
         raise VitoError(f"{head}: a {linear.in_features}→{linear.out_features} head does not map this encoder's "
-                        f"{model.feature_dim}-d features to the 1000 ImageNet classes")
-    return ImageNetClassifier(model, linear)
+                        f"{encoder.feature_dim}-d features to the 1000 ImageNet classes")
+    classes = list(getattr(linear, "meta", {}).get("classes", []))
+    if classes and classes != imagenet_synsets():
+        log.warning("%s was trained on class folders that are not the ImageNet-1k wnids (%s, ...); its outputs "
+                    "are read in ImageNet index order", head, ", ".join(classes[:3]))
+    return ImageNetClassifier(encoder, linear)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -142,8 +154,10 @@ def imagenet_a_predictions(logits: torch.Tensor) -> torch.Tensor:
 
 def labelled_folder(root: Path, wnids: Sequence[str]) -> tuple[list[Path], list[int]]:
     """``root/<wnid>/<image>`` files and their class positions in ``wnids``; other folders are an error."""
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
     position = {wnid: i for i, wnid in enumerate(wnids)}
-    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
     if not folders:
         raise DataError(f"{root}: expected one sub-folder per class (named by wnid)")
     unknown = [f.name for f in folders if f.name not in position]
@@ -305,11 +319,14 @@ def run_robustness(
     compare: Sequence[str | Path] = (),
     **predict_kwargs,
 ) -> dict:
-    """``vito eval imagenet-a|imagenet-vid-robust|imagenet-3dcc``: evaluate, write ``OUT/<benchmark>.json``
-    (and for 3DCC the Δ-accuracy plot with any earlier results passed in ``compare``)."""
+    """``vito eval imagenet-a|imagenet-vid-robust|imagenet-3dcc``: evaluate, write ``OUT/<benchmark>.json`` and
+    a one-line ``OUT/<benchmark>.md`` (and for 3DCC the Δ-accuracy plot with the earlier results in ``compare``)."""
     from vito.eval.encoders import pick_device
-    from vito.io import write_json
+    from vito.io import atomic_write, write_json
 
+    missing = [str(item) for item in compare if not result_path(item).is_file()]
+    if missing:  # before the evaluation, not after hours of it
+        raise DataError(f"no ImageNet-3DCC result to compare with at {', '.join(missing)}")
     predict_kwargs["device"] = pick_device(str(predict_kwargs.get("device", "auto")))
     model = load_classifier(encoder, weights, classifier)
     if benchmark == "imagenet-a":
@@ -325,9 +342,30 @@ def run_robustness(
     result["encoder"] = model.encoder.name
     out = Path(out)
     write_json(out / f"{benchmark.replace('-', '_')}.json", result)
+    with atomic_write(out / f"{benchmark.replace('-', '_')}.md") as handle:
+        handle.write(summary(result) + "\n")
     if benchmark == "imagenet-3dcc":
         plot_3dcc([out / "imagenet_3dcc.json", *compare], out / "imagenet_3dcc_delta.png")
     return result
+
+
+def summary(result: Mapping) -> str:
+    """One line for the terminal and ``OUT/<benchmark>.md``."""
+    name, benchmark = result.get("encoder", "model"), result["benchmark"]
+    if benchmark == "imagenet-a":
+        return f"ImageNet-A — {name}: top-1 {result['top1']:.2f} % on {result['images']} images"
+    if benchmark == "imagenet-vid-robust":
+        return (f"ImageNet-Vid-Robust — {name}: pm0 {result['pm0']:.2f} %, pm10 {result['pm10']:.2f} % on "
+                f"{result['anchors']} anchors ({result['anchors_skipped']} skipped: frames missing)")
+    delta = result["delta_accuracy"]
+    per_severity = ", ".join(f"{100 * v:.2f}" for _, v in sorted(delta["per_severity"].items(), key=lambda kv: int(kv[0])))
+    return (f"ImageNet-3DCC — {name}: clean top-1 {100 * result['clean_accuracy']:.2f} %, Δ-accuracy (points) "
+            f"{100 * delta['mean']:.2f} over {len(delta['per_corruption'])} corruptions; per severity {per_severity}")
+
+
+def result_path(item: str | Path) -> Path:
+    """An ``imagenet_3dcc.json`` named directly or through the output folder that holds it."""
+    return Path(item) / "imagenet_3dcc.json" if Path(item).is_dir() else Path(item)
 
 
 def plot_3dcc(result_files: Sequence[str | Path], out: str | Path) -> Path:
@@ -336,7 +374,7 @@ def plot_3dcc(result_files: Sequence[str | Path], out: str | Path) -> Path:
 
     results = {}
     for item in result_files:
-        path = Path(item) / "imagenet_3dcc.json" if Path(item).is_dir() else Path(item)
+        path = result_path(item)
         if not path.is_file():
             raise DataError(f"no ImageNet-3DCC result at {path}")
         result = json.loads(path.read_text())
