@@ -309,7 +309,7 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def _cmd_clickme(args: argparse.Namespace) -> int:
-    from vito.eval.saliency import compare_clickme, run_clickme
+    from vito.eval.saliency import compare_clickme, run_clickme, summary
 
     if args.encoder is None:
         if not args.compare:
@@ -320,7 +320,7 @@ def _cmd_clickme(args: argparse.Namespace) -> int:
         raise SystemExit("vito eval clickme: --root DIR (ClickMe .npz files) is required")
     result = run_clickme(args.out, args.root, args.encoder, args.weights, args.classifier, method=args.saliency,
                          compare=args.compare, **_inference_kwargs(args))
-    print(f"ClickMe alignment {result['alignment']:.3f} ({result['saliency']} saliency, {result['images']} images)")
+    print(f"{summary(result)} -> {args.out}")
     return 0
 
 

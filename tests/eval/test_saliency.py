@@ -62,8 +62,9 @@ def test_gradient_saliency_is_max_abs_gradient_of_the_true_logit():
 
     maps = saliency.gradient_saliency(classifier, torch.randn(2, 3, 4, 4), torch.tensor([1, 3]))
     assert maps.shape == (2, 4, 4)
-    assert torch.allclose(maps[0], weights[1].abs().max().expand(4, 4))
-    assert torch.allclose(maps[1], weights[3].abs().max().expand(4, 4))
+    std = torch.tensor(saliency.IMAGENET_STD)  # the gradient w.r.t. un-normalised pixels
+    assert torch.allclose(maps[0], (weights[1].abs() / std).max().expand(4, 4))
+    assert torch.allclose(maps[1], (weights[3].abs() / std).max().expand(4, 4))
 
 
 class _AttentionEncoder(torch.nn.Module):
@@ -121,3 +122,80 @@ def test_overlay_picture_with_two_models(tmp_path):
     maps = np.random.default_rng(0).random((2, 16, 16))
     out = plot_saliency_overlays(pixels, maps, {"vito": maps, "supervised": maps[:, ::-1]}, tmp_path / "fig.png")
     assert out.stat().st_size > 1000
+
+
+def _save(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def test_clickme_files_in_odd_shapes_and_modes(tmp_path):
+    generator = np.random.default_rng(0)
+    rgb = generator.integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
+    maps = generator.random((2, 16, 16))
+    single = saliency.read_clickme_file(_save(tmp_path / "one.npz", image=rgb[0], heatmap=maps[0], label=np.int64(3)))
+    assert single["image"].shape == (1, 16, 16, 3) and single["label"].tolist() == [3]
+    grey = saliency.read_clickme_file(_save(tmp_path / "grey.npz", image=rgb[..., 0], heatmap=maps, label=np.arange(2)))
+    assert grey["image"].shape == (2, 16, 16, 3) and (grey["image"][..., 2] == rgb[..., 0]).all()
+    rgba = np.concatenate([rgb, np.full((2, 16, 16, 1), 255, np.uint8)], axis=-1)
+    assert (saliency.read_clickme_file(_save(tmp_path / "rgba.npz", image=rgba, heatmap=maps[..., None],
+                                             label=np.arange(2)))["image"] == rgb).all()
+    with pytest.raises(saliency.DataError, match="label"):
+        saliency.read_clickme_file(_save(tmp_path / "count.npz", image=rgb, heatmap=maps, label=np.arange(3)))
+    with pytest.raises(saliency.DataError, match="0..999"):
+        saliency.read_clickme_file(_save(tmp_path / "range.npz", image=rgb, heatmap=maps, label=np.array([1, 1000])))
+    with pytest.raises(saliency.DataError, match="image, heatmap and label"):
+        saliency.read_clickme_file(_save(tmp_path / "keys.npz", image=rgb, label=np.arange(2)))
+    with pytest.raises(saliency.DataError, match="docs/clickme.md"):
+        saliency.clickme_files(tmp_path / "nowhere")
+
+
+class _UniformEncoder(torch.nn.Module):
+    """Average pooling reports flat "attention" maps: there is nothing to show, so gradients are needed."""
+
+    def attention_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.full((len(images), 2, 2), 0.25)]
+
+
+def test_flat_attention_maps_fall_back_to_gradient_saliency(tmp_path):
+    root = _write_clickme(tmp_path / "clickme")
+    with pytest.raises(saliency.VitoError, match="gradient saliency needs"):
+        saliency.evaluate_clickme(_UniformEncoder(), root, image_size=32)
+
+
+@pytest.fixture(scope="module")
+def tiny_vito_run(tmp_path_factory):
+    from vito.config import load_config
+    from vito.models.vito import Vito
+    from vito.train.checkpoint import save_checkpoint
+
+    run = tmp_path_factory.mktemp("run")
+    config = load_config(None, ["model.backbone=resnet18", "model.projector_hidden=32", "model.projector_dim=16",
+                                "model.attention_hidden=8"])
+    save_checkpoint(run, {"format": "vito-checkpoint/1", "step": 1, "config": config.to_dict(),
+                          "model": Vito(config.model, config.loss).state_dict(), "optimizer": {}, "rng": {}, "data": {}})
+    return run
+
+
+def test_cli_attention_and_gradient_runs_side_by_side(tiny_vito_run, tmp_path):
+    """A vito checkpoint (attention) and a ResNet-18 with a linear head (gradient), then one Fig. 3 picture."""
+    import json
+
+    from vito.cli import main
+    from vito.eval.probes import save_linear_head
+
+    root = _write_clickme(tmp_path / "clickme", count=3, size=64)
+    save_linear_head(tmp_path / "head.pt", torch.nn.Linear(512, 1000))
+    common = ["--root", str(root), "--image-size", "64", "--device", "cpu"]
+    assert main(["eval", "clickme", "--encoder", str(tiny_vito_run), "--out", str(tmp_path / "vito"), *common]) == 0
+    assert main(["eval", "clickme", "--encoder", "timm:resnet18", "--classifier", str(tmp_path / "head.pt"),
+                 "--out", str(tmp_path / "resnet"), "--compare", str(tmp_path / "vito"), *common]) == 0
+    vito = json.loads((tmp_path / "vito" / "clickme.json").read_text())
+    resnet = json.loads((tmp_path / "resnet" / "clickme.json").read_text())
+    assert (vito["saliency"], resnet["saliency"]) == ("attention", "gradient")
+    assert vito["images"] == resnet["images"] == 3 and resnet["undefined_spearman"] == 0
+    assert (tmp_path / "resnet" / "clickme.md").read_text().startswith("ClickMe — timm:resnet18")
+    assert (tmp_path / "resnet" / "clickme_overlays.png").stat().st_size > 1000
+    assert main(["eval", "clickme", "--encoder", "timm:resnet18", "--classifier", str(tmp_path / "head.pt"),
+                 "--out", str(tmp_path / "again"), "--compare", str(tmp_path / "nothing"), *common]) == 2
+    assert not (tmp_path / "again").exists()

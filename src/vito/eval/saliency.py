@@ -22,16 +22,16 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import rankdata
 from torch import nn
+from tqdm import tqdm
 
 from vito.errors import DataError, VitoError
+from vito.eval.features import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
 HUMAN_SPEARMAN_CEILING = 0.65753  # mean Spearman between human raters (Harmonization); scores may exceed 1
 MAP_SIZE = 224
 BLUR_SIZE, BLUR_SIGMA = 10, 10.0
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,14 +114,21 @@ def alignment_score(spearman: np.ndarray) -> float:
 # Model saliency
 
 
-def gradient_saliency(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``max_c |d logit[label] / d image[c]|`` → ``[B, H, W]`` (one backward pass for the whole batch)."""
+def gradient_saliency(
+    classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, std: tuple[float, ...] = IMAGENET_STD
+) -> torch.Tensor:
+    """``max_c |d logit[label] / d pixel[c]|`` → ``[B, H, W]`` (one backward pass for the whole batch).
+
+    ``images`` are mean/std normalised; the gradient is taken w.r.t. the un-normalised pixels, as in the
+    reference (whose models normalise inside), i.e. divided by each channel's std before the max over channels.
+    """
     images = images.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         logits = classifier(images)
         chosen = logits.gather(1, labels.view(-1, 1).to(logits.device)).sum()
         (gradient,) = torch.autograd.grad(chosen, images)
-    return gradient.abs().amax(dim=1).detach()
+    scale = torch.tensor(std, dtype=gradient.dtype, device=gradient.device).view(1, -1, 1, 1)
+    return (gradient.abs() / scale).amax(dim=1).detach()
 
 
 @torch.no_grad()
@@ -136,8 +143,10 @@ def attention_saliency(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor
 
 
 def has_attention(encoder: nn.Module, probe: torch.Tensor) -> bool:
+    """Whether ``encoder`` pools with attention: its maps vary over positions (average pooling gives flat ones)."""
     attention = getattr(encoder, "attention_maps", None)
-    return attention is not None and bool(attention(probe[:1]))
+    maps = attention(probe[:1]) if attention is not None else None
+    return bool(maps) and any(bool(m.amax() > m.amin()) for m in maps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -162,18 +171,30 @@ def clickme_files(root: str | Path) -> list[Path]:
 
 
 def read_clickme_file(path: Path) -> dict[str, np.ndarray]:
-    """Arrays ``image`` ([N,]H,W,3 uint8), ``heatmap`` ([N,]H,W) and ``label`` ([N] or scalar int)."""
+    """Arrays ``image`` ``[N, H, W, 3]``, ``heatmap`` ``[N, H, W]`` and ``label`` ``[N]`` of one ``.npz``.
+
+    One example may be stored without its batch axis. Grey images (no or one channel) are repeated to RGB and
+    an alpha channel is dropped, so odd image modes read like RGB; anything else is a ``DataError``.
+    """
     try:
         with np.load(path) as data:
-            arrays = {key: data[key] for key in ("image", "heatmap", "label")}
+            image, heatmap, label = (data[key] for key in ("image", "heatmap", "label"))
     except (OSError, ValueError, KeyError) as error:
         raise DataError(f"{path}: not a ClickMe .npz with image, heatmap and label arrays ({error})") from error
-    if arrays["image"].ndim == 3:
-        arrays = {"image": arrays["image"][None], "heatmap": arrays["heatmap"][None],
-                  "label": np.atleast_1d(arrays["label"])}
-    if arrays["heatmap"].ndim == 4:
-        arrays["heatmap"] = arrays["heatmap"].mean(-1)
-    return arrays
+    if label.ndim == 0 or (label.size == 1 and image.ndim == 3 and image.shape[-1] in (3, 4)):
+        image, heatmap, label = image[None], heatmap[None], label.reshape(1)
+    if heatmap.ndim == 4:
+        heatmap = heatmap.mean(-1)
+    if image.ndim == 3:
+        image = image[..., None]
+    if (image.ndim != 4 or image.shape[-1] not in (1, 3, 4) or heatmap.ndim != 3 or label.ndim != 1
+            or not len(image) == len(heatmap) == len(label)):
+        raise DataError(f"{path}: expected image [N,H,W,3], heatmap [N,H,W] and label [N]; got "
+                        f"{list(image.shape)}, {list(heatmap.shape)} and {list(label.shape)}")
+    if label.size and not (np.issubdtype(label.dtype, np.integer) and 0 <= label.min() and label.max() < 1000):
+        raise DataError(f"{path}: labels must be ImageNet-1k class indices 0..999")
+    image = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+    return {"image": image, "heatmap": heatmap, "label": label.astype(np.int64)}
 
 
 def iter_clickme(root: str | Path, batch_size: int = 64, image_size: int = MAP_SIZE) -> Iterator[ClickMeBatch]:
@@ -214,7 +235,7 @@ def evaluate_clickme(
     encoder = encoder.to(device).eval()
     spearman, dice, iou = [], [], []
     examples: dict[str, list[np.ndarray]] = {"pixels": [], "human": [], "model": [], "names": []}
-    for batch in iter_clickme(root, batch_size, image_size):
+    for batch in tqdm(iter_clickme(root, batch_size, image_size), desc="clickme", unit="batch", leave=False):
         images = batch.images.to(device)
         if method == "auto":
             method = "attention" if has_attention(encoder, images) else "gradient"
@@ -267,29 +288,36 @@ def run_clickme(
     compare: list[str | Path] | tuple = (),
     **kwargs,
 ) -> dict:
-    """``vito eval clickme``: ``OUT/clickme.json``, example maps ``OUT/clickme_examples.npz`` and the overlay
-    picture ``OUT/clickme_overlays.png`` (with the maps of earlier runs passed in ``compare``)."""
+    """``vito eval clickme``: ``OUT/clickme.json``, a one-line ``OUT/clickme.md``, example maps
+    ``OUT/clickme_examples.npz`` and the overlay picture ``OUT/clickme_overlays.png`` (with the maps of
+    earlier runs passed in ``compare``)."""
     from vito.eval.encoders import load_encoder, pick_device
-    from vito.eval.robustness import ImageNetClassifier
+    from vito.eval.robustness import attach_head
     from vito.io import atomic_write, write_json
 
+    missing = [str(folder) for folder in compare if not (Path(folder) / "clickme_examples.npz").is_file()]
+    if missing:  # before the evaluation, not after it
+        raise DataError(f"no ClickMe examples to compare with in {', '.join(missing)}")
     device = pick_device(str(kwargs.pop("device", "auto")))
     model = load_encoder(encoder, weights=weights)
-    head = None
-    if classifier == "own":
-        head = ImageNetClassifier(model)
-    elif classifier is not None:
-        from vito.eval.probes import load_linear_head
-
-        head = ImageNetClassifier(model, load_linear_head(classifier))
+    head = attach_head(model, classifier) if classifier is not None else None
     result, examples = evaluate_clickme(model, root, head, method=method, device=device, **kwargs)
     result["encoder"] = model.name
     out = Path(out)
     write_json(out / "clickme.json", result)
+    with atomic_write(out / "clickme.md") as handle:
+        handle.write(summary(result) + "\n")
     with atomic_write(out / "clickme_examples.npz", "wb") as handle:
         np.savez_compressed(handle, **examples, model_name=np.array(model.name))
     compare_clickme([out, *compare], out / "clickme_overlays.png")
     return result
+
+
+def summary(result: dict) -> str:
+    """One line for the terminal and ``OUT/clickme.md``."""
+    return (f"ClickMe — {result.get('encoder', 'model')}: alignment {result['alignment']:.3f} (mean Spearman "
+            f"{result['spearman_mean']:.3f} / {result['human_ceiling']}), {result['saliency']} saliency, "
+            f"{result['images']} images ({result['undefined_spearman']} with a flat map left out)")
 
 
 def compare_clickme(run_dirs: list[str | Path] | tuple, out: str | Path) -> Path:
