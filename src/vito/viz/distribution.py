@@ -31,14 +31,16 @@ def plot_class_distribution(counts: np.ndarray, path: str | Path, title: str = "
     import matplotlib.pyplot as plt
 
     counts = np.asarray(counts, dtype=np.float64)
-    total = max(counts.sum(), 1.0)
-    shares = np.sort(counts)[::-1] / total
-    ranks = np.arange(1, len(counts) + 1)
+    shares = np.sort(counts)[::-1] / max(counts.sum(), 1.0)
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
-    ax.bar(ranks, shares, width=1.0, color="tab:blue", label=f"curated ({int(counts.sum())} videos)")
+    # Rank k spans [k, k + 1) on a log axis: the head of a skewed set stays wide enough to see even when a
+    # handful of classes hold everything (one bar of 1/1000 of a linear axis is under one pixel).
+    ax.stairs(shares, np.arange(1, len(counts) + 2), fill=True, color="tab:blue",
+              label=f"curated ({int(counts.sum())} videos)")
     ax.axhline(1.0 / len(counts), color="tab:red", linestyle="--", label=f"uniform ImageNet (1/{len(counts)})")
-    ax.set_xlim(0, len(counts) + 1)
-    ax.set_xlabel("class rank (most to least frequent)")
+    ax.set_xscale("log")
+    ax.set_xlim(1, len(counts) + 1)
+    ax.set_xlabel("class rank, most to least frequent (log scale)")
     ax.set_ylabel("share of videos")
     covered = int((counts > 0).sum())
     ax.set_title(f"{title}: {covered}/{len(counts)} classes, KL to uniform {kl_to_uniform(counts):.2f} nats")
