@@ -185,6 +185,9 @@ def test_human_vs_human_matches_a_direct_computation(shared_data, dataset):
              for p, q in itertools.combinations(files[1:], 2)]
     assert result["datasets"][dataset]["human_noise_ceiling_kappa"] == pytest.approx(np.mean(pairs), abs=1e-12)
 
+    from_root = human.score_responses_file(files[0], folder.parent)  # the raw-data root: matched by image name
+    assert list(from_root["datasets"]) == [dataset] and from_root["overall"] == result["overall"]
+
 
 def _subject(path: Path) -> str:
     return "subject-" + path.stem.split("subject-")[1][:2]

@@ -404,24 +404,28 @@ def score_humans_leave_one_out(raw_data: str | Path) -> dict:
         if len(subjects) < 2:
             log.warning("dataset %s: a single human subject, nobody to compare with; skipped", dataset)
             continue
-        scored = {name: score_dataset(session, {s: v for s, v in subjects.items() if s != name}, dataset)
-                  for name, session in sorted(subjects.items())}
-        per_subject = {name: {**r["mean"], "error_consistency_ceiled_noise": r["error_consistency_ceiled_noise"],
-                              **({"shape_bias": r["shape_bias"]["shape_bias"]} if "shape_bias" in r else {})}
-                       for name, r in scored.items()}
-        keys = next(iter(per_subject.values())).keys()
-        datasets[dataset] = {
-            "mean": {key: nested_mean({name: row[key] for name, row in per_subject.items()}) for key in keys},
-            "error_consistency_ceiled_noise": nested_mean({n: r["error_consistency_ceiled_noise"] for n, r in per_subject.items()}),
-            "humans": humans_row(human_pairs(subjects, EXCLUDED_CONDITIONS.get(dataset, ()))),
-            "excluded_conditions": sorted(EXCLUDED_CONDITIONS.get(dataset, ())),
-            "subjects": per_subject,
-        }
+        datasets[dataset] = leave_one_out(dataset, subjects)
     if not datasets:
         raise DataError(f"{raw_data}: no dataset with two or more human subjects")
     result = summarise_datasets(datasets)
     result["responses"] = {"decision_maker": "humans (leave one subject out)", "raw_data": str(raw_data)}
     return result
+
+
+def leave_one_out(dataset: str, subjects: Mapping[str, Session]) -> dict:
+    """One dataset of ``score_humans_leave_one_out``: each subject against the others, and the mean over them."""
+    excluded = EXCLUDED_CONDITIONS.get(dataset, frozenset())
+    per_subject = {}
+    for name, session in sorted(subjects.items()):
+        scored = score_dataset(session, {s: v for s, v in subjects.items() if s != name}, dataset)
+        per_subject[name] = {**scored["mean"], "error_consistency_ceiled_noise": scored["error_consistency_ceiled_noise"]}
+        if "shape_bias" in scored:
+            per_subject[name]["shape_bias"] = scored["shape_bias"]["shape_bias"]
+    keys = next(iter(per_subject.values()))
+    mean = {key: nested_mean({name: row[key] for name, row in per_subject.items()}) for key in keys}
+    return {"mean": mean, "error_consistency_ceiled_noise": mean["error_consistency_ceiled_noise"],
+            "humans": humans_row(human_pairs(subjects, excluded)), "excluded_conditions": sorted(excluded),
+            "subjects": per_subject}
 
 
 CEILING_NOTES = {
