@@ -1,9 +1,11 @@
 """Prepared training shards: curated videos stored as JPEG frames in tar files, read by direct seeks.
 
-Why this format (docs/design measurements, benchmarks/bench_shards.py): sampling 3 frames out of a web
-video costs 50-500 ms of seeking and decoding, 3 JPEG frames ~1.5 ms. So ``vito prepare`` decodes each
-video once at a reduced frame rate and short side, and stores frame ``k`` (the frame on screen at
-``t_k = k / fps``) as one JPEG.
+Why this format (measured by benchmarks/bench_shards.py, results/shards.md): a training clip is V frames at
+random times, so what counts is the cost of one random frame. On the shared videos (V=3, 224, one thread)
+the training loader makes ~55x the clips/s of raw web video from these JPEG tars, and ~6x what the other
+candidate, the same frames re-encoded as short-GOP or all-intra H.264, gives (that one still seeks and
+sets up a decoder per clip), for ~2-4x its disk. So ``vito prepare`` decodes each video once at a reduced
+frame rate and short side, and stores frame ``k`` (the frame on screen at ``t_k = k / fps``) as one JPEG.
 
 Layout of a shard folder:
 - ``shard-000000.tar`` ...: WebDataset-compatible tars (sample key = clip number; members ``KEY.json``
@@ -46,7 +48,7 @@ from vito.io import atomic_write, write_json
 
 FORMAT = "vito-shards/1"
 INDEX_NAME = "shards.json"
-# Frames decoded per read_frames call while preparing: bounds memory for long videos (one seek per chunk).
+# Frames decoded per frames_at call while preparing: bounds memory for long videos (one seek per chunk).
 DECODE_CHUNK = 64
 
 log = logging.getLogger(__name__)
@@ -123,20 +125,28 @@ def _json_object(text: str, where: str) -> dict[str, Any]:
     return row
 
 
+def stored_duration(duration: float, settings: ShardSettings) -> float:
+    """How much of a video of ``duration`` seconds is stored (all of it unless ``max_seconds`` cuts it)."""
+    return duration if settings.max_seconds is None else min(duration, settings.max_seconds)
+
+
+def stored_frames(reader: VideoReader, settings: ShardSettings) -> Iterator[np.ndarray]:
+    """uint8 [H, W, 3] frames to store: frame ``k`` is the one on screen at ``k / fps``, at the stored short side
+    (decoded ``DECODE_CHUNK`` at a time to bound memory on long videos)."""
+    duration = stored_duration(reader.info.duration, settings)
+    times = np.arange(max(1, math.ceil(duration * settings.fps - 1e-9))) / settings.fps
+    for start in range(0, len(times), DECODE_CHUNK):
+        yield from reader.frames_at(times[start : start + DECODE_CHUNK], settings.short_side).numpy()
+
+
 def encode_clip(path: str, settings: ShardSettings) -> tuple[dict[str, Any], list[bytes]]:
     """Decode a video at ``settings.fps`` and short side; return its metadata and the JPEG frames."""
     with VideoReader(path) as reader:
         info = reader.info
-        duration = info.duration
-        if settings.max_seconds is not None:
-            duration = min(duration, settings.max_seconds)
-        times = np.arange(max(1, math.ceil(duration * settings.fps - 1e-9))) / settings.fps
-        jpegs = []
-        for start in range(0, len(times), DECODE_CHUNK):
-            frames = reader.frames_at(times[start : start + DECODE_CHUNK], settings.short_side).numpy()
-            jpegs.extend(simplejpeg.encode_jpeg(np.ascontiguousarray(f), settings.quality, "rgb", "420") for f in frames)
+        jpegs = [simplejpeg.encode_jpeg(np.ascontiguousarray(f), settings.quality, "rgb", "420")
+                 for f in stored_frames(reader, settings)]
     # The source size is kept so that reading at another short side rounds exactly like the video decoder.
-    return {"duration": duration, "width": info.width, "height": info.height}, jpegs
+    return {"duration": stored_duration(info.duration, settings), "width": info.width, "height": info.height}, jpegs
 
 
 def _encode_job(job: tuple[str, ShardSettings]) -> tuple[dict[str, Any], list[bytes]] | str:
