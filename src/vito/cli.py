@@ -17,9 +17,11 @@ ENCODER_HELP = (
 )
 
 
-def _add_encoder_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--encoder", required=True, help=ENCODER_HELP)
+def _add_encoder_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--encoder", required=required, help=ENCODER_HELP)
     parser.add_argument("--weights", type=Path, default=None, help="local weights file for a timm:/torchvision: encoder")
+    parser.add_argument("--random-init", action="store_true",
+                        help="evaluate a timm:/torchvision: encoder at its (seeded) random initialisation, no --weights")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -107,8 +109,15 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_encoder_arg(args: argparse.Namespace):
+    """The --encoder; an outside architecture without --weights only with an explicit --random-init."""
+    from vito.errors import VitoError
     from vito.eval.encoders import load_encoder, pick_device
 
+    outside = args.encoder.startswith(("timm:", "torchvision:"))
+    if args.random_init and (not outside or args.weights is not None):
+        raise VitoError("--random-init is for a timm:NAME / torchvision:NAME encoder given without --weights")
+    if outside and args.weights is None and not args.random_init:
+        raise VitoError(f"{args.encoder} needs --weights FILE (or --random-init for a randomly initialised baseline)")
     return load_encoder(args.encoder, weights=args.weights, device=pick_device(args.device))
 
 
@@ -174,11 +183,7 @@ def _cmd_attention(args: argparse.Namespace) -> int:
 
 
 def _add_common_eval_args(parser: argparse.ArgumentParser, encoder_required: bool = True) -> None:
-    if encoder_required:
-        _add_encoder_args(parser)
-    else:
-        parser.add_argument("--encoder", default=None, help=ENCODER_HELP)
-        parser.add_argument("--weights", type=Path, default=None, help="local weights file for a timm:/torchvision: encoder")
+    _add_encoder_args(parser, required=encoder_required)
     parser.add_argument("--out", type=Path, required=True, help="output folder (JSON results + a short summary)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
 

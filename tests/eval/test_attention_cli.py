@@ -43,6 +43,6 @@ def test_attention_pictures_for_image_and_video(tiny_run, tmp_path, shared_data)
 def test_attention_needs_a_vito_encoder(tmp_path, capsys) -> None:
     image = tmp_path / "x.png"
     Image.new("RGB", (40, 40)).save(image)
-    assert main(["attention", "--encoder", "timm:resnet18", str(image), "--out", str(tmp_path / "o"),
+    assert main(["attention", "--encoder", "timm:resnet18", "--random-init", str(image), "--out", str(tmp_path / "o"),
                  "--device", "cpu"]) == 2
     assert "no attention pooling" in capsys.readouterr().err

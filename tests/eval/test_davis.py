@@ -163,7 +163,7 @@ def test_cli_propagates_and_scores_a_toy_sequence(tmp_path) -> None:
 
     _tiny_davis(tmp_path / "davis")
     out = tmp_path / "out"
-    assert main(["eval", "davis", "--encoder", "timm:resnet18", "--davis-root", str(tmp_path / "davis"),
+    assert main(["eval", "davis", "--encoder", "timm:resnet18", "--random-init", "--davis-root", str(tmp_path / "davis"),
                  "--out", str(out), "--device", "cpu", "--radius", "6"]) == 0
     report = json.loads((out / "davis.json").read_text())
     assert set(report["per_object"]) == {"toy_1", "toy_2"}

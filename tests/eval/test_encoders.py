@@ -65,13 +65,19 @@ def test_remove_stride_gives_stride_8_res4() -> None:
     assert encoder.feature_maps(torch.randn(1, 3, 64, 96), [-1])[0].shape[-2:] == (4, 6)  # res5 still strided
 
 
-def test_cached_features_reuse_the_cache(tmp_path) -> None:
+def _tiny_image_folder(root) -> None:
     from PIL import Image
 
     for cls in ("a", "b"):
-        (tmp_path / "data" / cls).mkdir(parents=True)
+        (root / cls).mkdir(parents=True)
         for i in range(2):
-            Image.new("RGB", (40 + i, 30), (i * 90, 20, 200 if cls == "a" else 0)).save(tmp_path / "data" / cls / f"{i}.png")
+            Image.new("RGB", (40 + i, 30), (i * 90, 20, 200 if cls == "a" else 0)).save(root / cls / f"{i}.png")
+
+
+def test_cached_features_reuse_the_cache(tmp_path) -> None:
+    from PIL import Image
+
+    _tiny_image_folder(tmp_path / "data")
     encoder = load_encoder("timm:resnet18")
     first = cached_features(encoder, tmp_path / "data", tmp_path / "cache", image_size=32, batch_size=3)
     assert first.features.shape == (4, 512) and first.labels.tolist() == [0, 0, 1, 1]
@@ -99,3 +105,76 @@ def test_vito_checkpoint_loads_with_attention(tmp_path) -> None:
     masks = encoder.attention_maps(images)
     assert [m.shape for m in masks] == [(2, 4, 4), (2, 2, 2)]
     assert encoder.classifier is None and "step 7" in encoder.name
+
+
+def test_random_init_is_seeded_so_caches_stay_valid() -> None:
+    first, second = load_encoder("timm:resnet18"), load_encoder("timm:resnet18")
+    assert first.fingerprint == second.fingerprint
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    load_encoder("timm:resnet18")
+    assert torch.equal(torch.rand(1), expected)  # the caller's random stream is left alone
+
+
+def test_feature_cache_is_read_not_recomputed_and_keyed_by_weights(tmp_path, monkeypatch) -> None:
+    import vito.eval.features as features
+
+    _tiny_image_folder(tmp_path / "data")
+    weights = tmp_path / "w.pt"
+    torch.save(create_architecture("timm:resnet18").state_dict(), weights)
+    encoder = load_encoder("timm:resnet18", weights=weights)
+    first = cached_features(encoder, tmp_path / "data", tmp_path / "cache", image_size=32)
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features were recomputed although they are cached")
+
+    monkeypatch.setattr(features, "extract_features", no_extraction)
+    assert torch.equal(cached_features(encoder, tmp_path / "data", tmp_path / "cache", image_size=32).features,
+                       first.features)
+    monkeypatch.undo()
+    torch.save(create_architecture("timm:resnet18").state_dict(), weights)  # other weights, same file name
+    other = cached_features(load_encoder("timm:resnet18", weights=weights), tmp_path / "data", tmp_path / "cache",
+                            image_size=32)
+    assert not torch.equal(other.features, first.features)
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_exported_file_that_does_not_fit_its_sidecar(tmp_path) -> None:
+    path = tmp_path / "backbone.pt"
+    torch.save(create_architecture("timm:resnet18").state_dict(), path)
+    (tmp_path / "backbone.pt.json").write_text(json.dumps({"library": "vito", "name": "resnet34", "format": "timm"}))
+    with pytest.raises(VitoError, match="do not fit timm:resnet34"):
+        load_encoder(path)
+
+
+def test_vito_checkpoint_that_does_not_fit_its_architecture(tmp_path) -> None:
+    from vito.config import load_config
+    from vito.models.vito import Vito
+    from vito.train.checkpoint import save_checkpoint
+
+    small = ["model.projector_hidden=32", "model.projector_dim=16", "model.attention_hidden=8"]
+    trained = load_config(None, ["model.backbone=resnet18", *small])
+    claimed = load_config(None, ["model.backbone=resnet34", *small])
+    save_checkpoint(tmp_path / "run", {"format": "vito-checkpoint/1", "step": 1, "config": claimed.to_dict(),
+                                       "model": Vito(trained.model, trained.loss).state_dict(), "optimizer": {},
+                                       "rng": {}, "data": {}})
+    with pytest.raises(VitoError, match="does not fit model resnet34"):
+        load_encoder(tmp_path / "run")
+
+
+def test_cli_asks_for_weights_or_an_explicit_random_init(tmp_path, capsys) -> None:
+    from vito.cli import main
+
+    _tiny_image_folder(tmp_path / "data")
+    common = ["eval", "knn", "--train", str(tmp_path / "data"), "--val", str(tmp_path / "data"), "--out",
+              str(tmp_path / "out"), "--image-size", "32", "--num-workers", "0", "--device", "cpu", "--k", "2"]
+    assert main([*common, "--encoder", "timm:resnet18"]) == 2
+    assert "needs --weights FILE (or --random-init" in capsys.readouterr().err
+    weights = tmp_path / "w.pt"
+    torch.save(create_architecture("timm:resnet18").state_dict(), weights)
+    assert main([*common, "--encoder", "timm:resnet18", "--weights", str(weights), "--random-init"]) == 2
+    assert "--random-init is for" in capsys.readouterr().err
+    assert main([*common, "--encoder", "timm:resnet18", "--random-init"]) == 0
+    assert json.loads((tmp_path / "out" / "knn.json").read_text())["encoder"] == "timm:resnet18 (random init)"

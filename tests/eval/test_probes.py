@@ -1,6 +1,8 @@
-"""kNN and linear probe: the spec's test vector, separable data, random labels, head round trip."""
+"""kNN and linear probe: the spec's test vector, separable data, random labels, head round trip, bad input."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,7 +86,7 @@ def test_cli_knn_and_linear_write_results(tmp_path) -> None:
             folder.mkdir(parents=True)
             for i in range(3):
                 Image.new("RGB", (36 + 4 * i, 32), tuple(v // (i + 1) for v in colour)).save(folder / f"{i}.png")
-    common = ["--encoder", "timm:resnet18", "--train", str(tmp_path / "train"), "--val", str(tmp_path / "val"),
+    common = ["--encoder", "timm:resnet18", "--random-init", "--train", str(tmp_path / "train"), "--val", str(tmp_path / "val"),
               "--image-size", "32", "--num-workers", "0", "--device", "cpu"]
     assert main(["eval", "knn", *common, "--out", str(tmp_path / "knn"), "--k", "3"]) == 0
     knn = json.loads((tmp_path / "knn" / "knn.json").read_text())
@@ -96,3 +98,45 @@ def test_cli_knn_and_linear_write_results(tmp_path) -> None:
     assert set(linear["sweep"]) == {"0.1", "0.05"}
     assert load_linear_head(tmp_path / "lin" / "linear_head.pt").meta["classes"] == ["class0", "class1"]
     assert not (tmp_path / "lin" / "features").exists()  # the kNN run's cached features were reused
+
+
+def test_cli_reads_any_image_mode_and_skips_unreadable_files(tmp_path) -> None:
+    """Grey, RGBA and palette images are converted; a corrupt file is skipped and listed, not fatal."""
+    import json
+
+    from PIL import Image
+
+    from vito.cli import main
+
+    for split in ("train", "val"):
+        for c in range(2):
+            folder = tmp_path / split / f"class{c}"
+            folder.mkdir(parents=True)
+            Image.new("L", (40, 32), 60 + 100 * c).save(folder / "grey.png")
+            Image.new("RGBA", (40, 32), (200 * c, 30, 90, 128)).save(folder / "rgba.png")
+            Image.new("P", (40, 32), 3 + c).save(folder / "palette.png")
+    (tmp_path / "train" / "class0" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "knn"
+    assert main(["eval", "knn", "--encoder", "timm:resnet18", "--random-init", "--train", str(tmp_path / "train"),
+                 "--val", str(tmp_path / "val"), "--out", str(out), "--image-size", "32", "--num-workers", "0",
+                 "--device", "cpu", "--k", "3"]) == 0
+    report = json.loads((out / "knn.json").read_text())
+    assert report["num_train"] == 6 and report["num_val"] == 6
+    assert [Path(p).name for p in report["skipped_images"]["train"]] == ["corrupt.jpg"]
+    assert "1 unreadable images skipped" in (out / "knn.md").read_text()
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty", "no-images"])
+def test_cli_names_a_bad_image_folder(tmp_path, capsys, problem: str) -> None:
+    from vito.cli import main
+
+    train = tmp_path / "train"
+    if problem != "missing":
+        train.mkdir()
+    if problem == "no-images":
+        (train / "class0").mkdir()
+        (train / "class0" / "notes.txt").write_text("no image here")
+    assert main(["eval", "knn", "--encoder", "timm:resnet18", "--random-init", "--train", str(train),
+                 "--val", str(train), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert str(train) in error and ("not found" in error or "is not an ImageFolder" in error)

@@ -112,7 +112,7 @@ def test_finetune_and_test_end_to_end(tmp_path, shared_data) -> None:
     (splits / "testlist01.txt").write_text(
         "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\r\nArchery/v_Archery_g01_c01.avi\r\nArchery/v_missing.avi\r\n")
     out = tmp_path / "out"
-    assert main(["eval", "ucf101", "--encoder", "timm:resnet18", "--root", str(tmp_path / "videos"),
+    assert main(["eval", "ucf101", "--encoder", "timm:resnet18", "--random-init", "--root", str(tmp_path / "videos"),
                  "--splits", str(splits), "--pooling", "ms-attn", "--epochs", "1", "--batch-size", "2",
                  "--num-workers", "0", "--image-size", "32", "--test-clips", "2", "--out", str(out),
                  "--device", "cpu"]) == 0
@@ -120,3 +120,27 @@ def test_finetune_and_test_end_to_end(tmp_path, shared_data) -> None:
     assert report["test_videos"] == 2 and len(report["skipped_videos"]["test"]) == 1
     assert report["top1"] == 0.5  # identical videos with different labels: exactly one is right
     assert len(report["history"]) == 1 and (out / "classifier.pt").is_file()
+
+
+def test_test_clips_get_the_imagenet_evaluation_view() -> None:
+    from vito.eval.features import EvalTransform
+    from vito.eval.ucf101 import transform_clip
+
+    frames = torch.randint(0, 256, (3, 40, 60, 3), dtype=torch.uint8)
+    clip = transform_clip(frames, 32, train=False)
+    assert clip.shape == (3, 3, 32, 32)
+    assert torch.allclose(clip[1], EvalTransform(32)(frames[1].permute(2, 0, 1)), atol=1e-6)
+
+
+def test_missing_or_unreadable_videos_are_a_clear_error(tmp_path, shared_data) -> None:
+    from vito.errors import DataError
+    from vito.eval.encoders import load_encoder
+    from vito.eval.ucf101 import FinetuneSettings, run_ucf101
+
+    splits = shared_data / "ucf101" / "ucfTrainTestlist"
+    encoder = load_encoder("timm:resnet18")
+    with pytest.raises(DataError, match="video folder not found"):
+        run_ucf101(encoder, tmp_path / "nope", splits, 1, "avg", tmp_path / "out")
+    settings = FinetuneSettings(epochs=3, num_workers=0, max_videos=3)
+    with pytest.raises(DataError, match="no training video could be read"):  # at once, not after 16 epochs
+        run_ucf101(encoder, tmp_path, splits, 1, "avg", tmp_path / "out", settings)

@@ -158,11 +158,15 @@ def _stage_module_names(model: nn.Module, library: str, name: str) -> list[str]:
 # Loading
 
 
+RANDOM_INIT_SEED = 0  # random-init baselines are the same network in every run (and so can share feature caches)
+
+
 def load_encoder(spec: str | Path, weights: str | Path | None = None, device: str | torch.device = "cpu") -> Encoder:
     """An ``Encoder`` from a vito run folder/checkpoint, an exported file, or ``timm:NAME``/``torchvision:NAME``.
 
-    ``weights`` is only for ``timm:``/``torchvision:`` specs; without it the architecture keeps its random
-    initialisation (a baseline). Weights that do not fit the architecture raise ``VitoError``.
+    ``weights`` is only for ``timm:``/``torchvision:`` specs; without it the architecture keeps a random
+    initialisation drawn with a fixed seed (a reproducible baseline). Weights that do not fit the
+    architecture raise ``VitoError``.
     """
     text = str(spec)
     if text.startswith(("timm:", "torchvision:")):
@@ -198,10 +202,12 @@ def _head_of(model: nn.Module, library: str) -> nn.Module | None:
 
 def _load_outside_model(spec: str, weights: str | Path | None) -> Encoder:
     library, name = parse_spec(spec)
-    model = create_architecture(spec)
+    with torch.random.fork_rng(devices=[]):  # a seeded init that leaves the caller's random stream alone
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = create_architecture(spec)
     if weights is not None:
         _load_strict(model, read_state_dict(weights), f"weights in {weights}", spec)
-    identity = _file_identity(weights) if weights is not None else "random-init"
+    identity = _file_identity(weights) if weights is not None else f"random-init seed {RANDOM_INIT_SEED}"
     label = f"{spec} ({Path(weights).name})" if weights is not None else f"{spec} (random init)"
     return Encoder(
         model, library, name, label, classifier=_head_of(model, library), fingerprint=_fingerprint(spec, identity)
@@ -265,9 +271,7 @@ def _load_vito_checkpoint(path: Path) -> Encoder:
     from vito.models.vito import VitoNetwork
     from vito.train.checkpoint import load_checkpoint
 
-    checkpoint = load_checkpoint(path)
-    if checkpoint.get("format") != "vito-checkpoint/1":
-        raise VitoError(f"{path} is not a vito checkpoint (format {checkpoint.get('format')!r})")
+    checkpoint = load_checkpoint(path)  # checks the format
     config = config_from_dict(checkpoint["config"])
     network = VitoNetwork(config.model)
     online = {k[len("online."):]: v for k, v in checkpoint["model"].items() if k.startswith("online.")}
@@ -279,25 +283,26 @@ def _load_vito_checkpoint(path: Path) -> Encoder:
     model = create_architecture(spec)
     _load_strict(model, backbone_state_dict(network.backbone, "timm"), f"backbone of {path}", spec)
     step = checkpoint.get("step", 0)
-    fingerprint = _fingerprint("vito", _file_identity(_checkpoint_file(path)), step)
+    fingerprint = _fingerprint("vito", _file_identity(checkpoint["path"]), step)
     label = f"vito {config.model.backbone} step {step} ({path})"
     return Encoder(model, "timm", config.model.backbone, label, network=network.eval(), fingerprint=fingerprint)
 
-
-def _checkpoint_file(path: Path) -> Path:
-    return path / "checkpoints" / "last.pt" if path.is_dir() else path
 
 
 # --------------------------------------------------------------------------------------------------
 # Inference precision
 
 
+def uses_bf16(device: torch.device | str) -> bool:
+    """Whether evaluation on ``device`` runs in bf16 (CUDA with bf16 support) rather than fp32."""
+    return torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported()
+
+
 @contextlib.contextmanager
 def inference_mode(device: torch.device | str) -> Iterator[None]:
     """``torch.inference_mode`` with bf16 autocast where the device supports it (CUDA with bf16)."""
     device = torch.device(device)
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device)):
         yield
 
 

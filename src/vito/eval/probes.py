@@ -232,9 +232,18 @@ def _feature_sets(encoder, train_dir, val_dir, out_dir, cache_dir, image_size, b
     return train, val
 
 
+def _data_counts(train, val) -> dict[str, Any]:
+    """Image and class counts, and the unreadable files that were skipped (listed, so they can be fixed)."""
+    return {"num_train": len(train.labels), "num_val": len(val.labels), "num_classes": len(train.classes),
+            "skipped_images": {"train": train.skipped, "val": val.skipped}}
+
+
 def _write_report(out_dir: str | Path, name: str, report: dict[str, Any], summary: str) -> None:
     from vito.io import write_json
 
+    skipped = sum(len(paths) for paths in report["skipped_images"].values())
+    if skipped:
+        summary += f" ({skipped} unreadable images skipped, listed in {name}.json)"
     write_json(Path(out_dir) / f"{name}.json", report)
     with atomic_write(Path(out_dir) / f"{name}.md") as handle:
         handle.write(summary + "\n")
@@ -247,8 +256,7 @@ def run_knn(encoder, train_dir, val_dir, out_dir, k: int = 20, temperature: floa
     scores = knn_scores(train.features, train.labels, val.features, len(train.classes), k, temperature)
     metrics = topk_accuracy(scores, val.labels)
     report = {"encoder": encoder.name, "train": str(train_dir), "val": str(val_dir), **metrics,
-              "settings": {"k": k, "temperature": temperature, "image_size": image_size},
-              "num_train": len(train.labels), "num_val": len(val.labels), "num_classes": len(train.classes)}
+              "settings": {"k": k, "temperature": temperature, "image_size": image_size}, **_data_counts(train, val)}
     _write_report(out_dir, "knn", report, f"kNN (k={k}, T={temperature}) — {encoder.name}: "
                   f"top-1 {100 * metrics['top1']:.2f} % on {len(val.labels)} images, {len(train.classes)} classes")
     return report
@@ -265,7 +273,7 @@ def run_linear(encoder, train_dir, val_dir, out_dir, settings: LinearProbeSettin
     report = {"encoder": encoder.name, "train": str(train_dir), "val": str(val_dir), **result.val_metrics,
               "best_lr": result.best_lr, "sweep": {str(lr): acc for lr, acc in result.sweep.items()},
               "lr_selected_on": result.selection, "settings": result.settings, "head": str(head_path),
-              "num_train": len(train.labels), "num_val": len(val.labels), "num_classes": len(train.classes)}
+              **_data_counts(train, val)}
     _write_report(out_dir, "linear", report, f"Linear probe — {encoder.name}: top-1 {100 * report['top1']:.2f} % "
                   f"(base lr {result.best_lr}, chosen on {result.selection}); head saved to {head_path}")
     return report

@@ -33,8 +33,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from vito.errors import DataError, VitoError
-from vito.eval.encoders import Encoder, inference_mode
-from vito.eval.features import CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD
+from vito.eval.encoders import Encoder, inference_mode, uses_bf16
+from vito.eval.features import CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, EvalTransform, collate_readable
 from vito.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
@@ -123,21 +123,17 @@ def transform_clip(
 ) -> torch.Tensor:
     """uint8 ``[T, H, W, 3]`` → normalised ``[T, 3, size, size]``, the same crop (and flip) for every frame.
 
-    Test: the ImageNet evaluation crop (centre, 224/256 of the short side). Train: a random resized crop
-    (area 8-100 %, aspect 3/4-4/3) and a horizontal flip with probability 1/2.
+    Test: the ImageNet evaluation view (``EvalTransform``: centre 224/256 crop, bicubic). Train: a random
+    resized crop (area 8-100 %, aspect 3/4-4/3) and a horizontal flip with probability 1/2.
     """
     clip = frames.permute(0, 3, 1, 2)
-    height, width = clip.shape[-2:]
-    if train:
-        top, left, h, w = _random_crop_box(height, width, generator)
-        clip = TF.resized_crop(clip, top, left, h, w, [size, size], antialias=True)
-        if torch.rand(1, generator=generator).item() < 0.5:
-            clip = clip.flip(-1)
-    else:
-        side = math.floor(CROP_FRACTION * min(height, width))
-        clip = TF.resize(TF.center_crop(clip, [side, side]), [size, size], antialias=True)
-    clip = clip.float() / 255
-    return TF.normalize(clip, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    if not train:
+        return EvalTransform(size)(clip)
+    top, left, h, w = _random_crop_box(*clip.shape[-2:], generator)
+    clip = TF.resized_crop(clip, top, left, h, w, [size, size], antialias=True)
+    if torch.rand(1, generator=generator).item() < 0.5:
+        clip = clip.flip(-1)
+    return TF.normalize(clip.float() / 255, list(IMAGENET_MEAN), list(IMAGENET_STD))
 
 
 def _random_crop_box(height: int, width: int, generator: torch.Generator | None) -> tuple[int, int, int, int]:
@@ -157,7 +153,7 @@ def _random_crop_box(height: int, width: int, generator: torch.Generator | None)
 class UCF101Clips(Dataset):
     """``(clips [K, T, 3, S, S], label)``: one random clip (train) or the 10 test clips of a video.
 
-    Unreadable videos yield ``None``; ``collate_clips`` drops and counts them.
+    Unreadable videos yield ``None``; ``collate_readable`` drops and counts them.
     """
 
     def __init__(self, root: str | Path, entries: Sequence[VideoEntry], train: bool, settings: ClipSettings,
@@ -189,15 +185,6 @@ class UCF101Clips(Dataset):
         clips = frames.view(len(starts), self.settings.num_frames, *frames.shape[1:])
         return torch.stack([transform_clip(c, self.settings.image_size, self.train, generator) for c in clips]), \
             entry.label, str(path)
-
-
-def collate_clips(batch: list) -> tuple[torch.Tensor | None, torch.Tensor, list[str]]:
-    """Stack the readable videos; the skipped ones come back as their paths (third element)."""
-    kept = [(c, y) for c, y, _ in batch if c is not None]
-    skipped = [p for c, _, p in batch if c is None]
-    if not kept:
-        return None, torch.empty(0, dtype=torch.long), skipped
-    return torch.stack([c for c, _ in kept]), torch.tensor([y for _, y in kept]), skipped
 
 
 # --------------------------------------------------------------------------------------------------
@@ -297,7 +284,6 @@ def train_video_classifier(model: VideoClassifier, dataset: UCF101Clips, setting
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=settings.lr)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=settings.milestones, gamma=0.1)
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     history, skipped = [], set()
     for epoch in range(settings.epochs):
         dataset.epoch = epoch
@@ -305,21 +291,23 @@ def train_video_classifier(model: VideoClassifier, dataset: UCF101Clips, setting
         if frozen:
             model.encoder.eval()  # frozen = inference-mode batch-norm statistics too
         loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=settings.num_workers,
-                            collate_fn=collate_clips, generator=torch.Generator().manual_seed(settings.seed + epoch))
+                            collate_fn=collate_readable, generator=torch.Generator().manual_seed(settings.seed + epoch))
         losses = []
         for clips, labels, bad in tqdm(loader, desc=f"UCF-101 epoch {epoch + 1}/{settings.epochs}", unit="batch"):
             skipped.update(bad)
             if clips is None:
                 continue
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device)):
                 logits = model(clips[:, 0].to(device, non_blocking=True))
             loss = F.cross_entropy(logits.float(), labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
+        if not losses:
+            raise DataError(f"no training video could be read under {dataset.root} ({len(skipped)} unreadable)")
         schedule.step()
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)),
                         "lr": optimizer.param_groups[0]["lr"]})
     model.eval()
     return {"history": history, "skipped_videos": sorted(skipped)}
@@ -331,7 +319,7 @@ def evaluate_video_classifier(model: VideoClassifier, dataset: UCF101Clips, sett
     """Top-1/top-5 of the mean softmax over each video's test clips."""
     model.eval()
     loader = DataLoader(dataset, batch_size=max(1, settings.batch_size // 4), shuffle=False,
-                        num_workers=settings.num_workers, collate_fn=collate_clips)
+                        num_workers=settings.num_workers, collate_fn=collate_readable)
     probabilities, targets, skipped = [], [], []
     with inference_mode(device):
         for clips, labels, bad in tqdm(loader, desc="UCF-101 test", unit="batch"):
@@ -362,6 +350,8 @@ def run_ucf101(
     settings, clips, device = settings or FinetuneSettings(), clips or ClipSettings(), torch.device(device)
     if settings.mode not in ("finetune", "frozen"):
         raise VitoError(f"UCF-101 mode {settings.mode!r} is not 'finetune' or 'frozen'")
+    if not Path(root).is_dir():
+        raise DataError(f"UCF-101 video folder not found: {root}")
     names = read_class_names(splits_dir)
     train_entries = read_split(splits_dir, split, "train")[: settings.max_videos]
     test_entries = read_split(splits_dir, split, "test")[: settings.max_videos]
