@@ -153,7 +153,8 @@ def _cmd_eval_davis(args: argparse.Namespace) -> int:
     else:
         settings = PropagationSettings(stage=args.stage, stride8=not args.keep_stride, context=args.context,
                                        topk=args.topk, temperature=args.temperature,
-                                       radius=None if args.radius <= 0 else args.radius, max_frames=args.max_frames)
+                                       radius=None if args.radius <= 0 else args.radius,
+                                       short_side=args.short_side or None, max_frames=args.max_frames)
         report = propagate_davis(_load_encoder_arg(args), args.davis_root, args.out, settings, sequences,
                                  args.resolution, args.layout)
     print(f"DAVIS J&F-Mean {report['global']['J&F-Mean']:.3f}  ->  {args.out}/davis.json")
@@ -235,6 +236,7 @@ def _add_probe_video_commands(evals: argparse._SubParsersAction, sub: argparse._
     davis.add_argument("--topk", type=int, default=10)
     davis.add_argument("--temperature", type=float, default=0.07)
     davis.add_argument("--radius", type=float, default=18.0, help="spatial radius in feature cells (0: none)")
+    davis.add_argument("--short-side", type=int, default=480, help="resize frames to this short side (0: native)")
     davis.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each sequence")
     davis.set_defaults(handler=_cmd_eval_davis)
 

@@ -196,3 +196,66 @@ def test_tiled_propagation_equals_masking_every_cell(radius) -> None:
     brute = propagate_top_k(query.flatten(1).T, torch.cat([c.flatten(1).T for c in context]),
                             torch.cat([v.flatten(1).T for v in labels]), 5, 0.07, allowed)
     assert torch.allclose(tiled.flatten(1).T, brute, atol=1e-6)
+
+
+def test_grey_annotations_with_several_ids_are_2017_ids(tmp_path) -> None:
+    ids = np.array([[0, 1, 2, 255]] * 4, np.uint8)  # a DAVIS-2017 mask saved as grey instead of palette
+    Image.fromarray(ids, mode="L").save(tmp_path / "grey_ids.png")
+    assert read_object_ids(tmp_path / "grey_ids.png")[0].tolist() == [0, 1, 2, 0]
+    assert read_object_ids(tmp_path / "grey_ids.png", layout="2016")[0].tolist() == [0, 0, 0, 1]
+
+
+def _results_like_gt(root, out) -> None:
+    """The toy sequence's ground truth (void as background) written as a results folder."""
+    from vito.eval.davis import save_palette_png
+
+    for path in sorted((root / "Annotations" / "480p" / "toy").glob("*.png")):
+        save_palette_png(out / "toy" / path.name, read_object_ids(path))
+
+
+def test_scoring_reads_only_the_scored_frames_as_the_official_code(tmp_path) -> None:
+    from vito.eval.davis import save_palette_png
+
+    _tiny_davis(tmp_path / "davis", frames=5)
+    results = tmp_path / "results"
+    _results_like_gt(tmp_path / "davis", results)
+    (results / "toy" / "00004.png").unlink()  # the last frame is never scored
+    save_palette_png(results / "toy" / "00000.png", np.full((64, 96), 7, np.uint8))  # nor is the first
+    report = score_results(tmp_path / "davis", results)
+    assert report["global"]["J-Mean"] == 1.0 and report["global"]["F-Mean"] == 1.0
+    assert len(report["per_frame"]["toy"]["1"]["J"]) == 3
+
+
+@pytest.mark.parametrize("problem", ["missing", "rgb", "size", "corrupt"])
+def test_scoring_names_a_bad_result_file(tmp_path, problem: str) -> None:
+    from vito.errors import DataError
+
+    _tiny_davis(tmp_path / "davis", frames=4)
+    results = tmp_path / "results"
+    _results_like_gt(tmp_path / "davis", results)
+    bad = results / "toy" / "00001.png"
+    if problem == "missing":
+        bad.unlink()
+    elif problem == "rgb":
+        Image.new("RGB", (96, 64)).save(bad)
+    elif problem == "size":
+        Image.new("P", (48, 32)).save(bad)
+    else:
+        bad.write_bytes(b"\x89PNG broken")
+    with pytest.raises(DataError, match="00001.png"):
+        score_results(tmp_path / "davis", results)
+
+
+def test_frames_are_resized_to_the_short_side_and_masks_come_back_full_size(tmp_path) -> None:
+    from vito.eval.davis import find_sequences, propagate_sequence, read_frame
+    from vito.eval.encoders import load_encoder
+
+    _tiny_davis(tmp_path / "davis", frames=3)
+    frame = tmp_path / "davis" / "JPEGImages" / "480p" / "toy" / "00000.jpg"
+    assert read_frame(frame, 32).shape == (3, 32, 48)
+    assert read_frame(frame, None).shape == (3, 64, 96)
+    encoder = load_encoder("timm:resnet18")
+    encoder.remove_stride(-2)
+    sequence = find_sequences(tmp_path / "davis")[0]
+    predictions = propagate_sequence(encoder, sequence, PropagationSettings(short_side=32, radius=4.0))
+    assert [p.shape for p in predictions] == [(64, 96)] * 3

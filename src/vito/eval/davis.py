@@ -3,12 +3,12 @@
 Two halves that meet at a results folder in the official layout (``RESULTS/<sequence>/<frame>.png``,
 palette PNGs whose indices are object ids):
 
-* ``propagate_davis`` encodes every frame with a frozen encoder (ResNet res4 at stride 8, VFS test-time
-  strides (1, 2, 1, 1), no dilation) and carries the first frame's labels forward by top-k attention over
+* ``propagate_davis`` encodes every frame, at a short side of 480 pixels, with a frozen encoder (ResNet res4
+  at stride 8, VFS test-time strides (1, 2, 1, 1), no dilation) and carries the first frame's labels forward by top-k attention over
   the first frame and the 20 preceding frames (spec §3).
 * ``score_results`` computes J (region IoU) and F (boundary F-measure) with the semantics of the official
-  davis2017-evaluation code (spec §2): first and last frames dropped, objects weighted equally, GT void
-  counted as background.
+  davis2017-evaluation code (spec §2): first and last frames dropped (and never read from the results),
+  objects weighted equally, GT void counted as background.
 
 Both DAVIS-2017 (palette PNGs, 255 = void) and DAVIS-2016 (grey PNGs, 0/255 for one object) are read.
 """
@@ -73,19 +73,29 @@ def find_sequences(
     return sequences
 
 
+def read_png_ids(path: Path) -> tuple[np.ndarray, str]:
+    """The ``[H, W]`` values and the PIL mode of a single-channel PNG; anything else is a ``DataError``."""
+    try:
+        with Image.open(path) as image:
+            ids, mode = np.array(image), image.mode
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error}") from error
+    if ids.ndim != 2 or ids.max(initial=0) > 255:
+        raise DataError(f"{path}: expected a single-channel 8-bit PNG (palette or grey), got mode {mode}")
+    return ids.astype(np.uint8), mode
+
+
 def read_object_ids(path: str | Path, layout: str = "auto") -> np.ndarray:
     """An annotation as ``uint8 [H, W]`` object ids (0 = background).
 
-    DAVIS-2017 palette PNGs hold the ids directly and 255 is void, which the official semi-supervised
-    evaluation treats as background. DAVIS-2016 grey PNGs hold one object as 255 (``auto``: mode "L").
+    DAVIS-2017 PNGs hold the ids directly and 255 is void, which the official semi-supervised evaluation
+    treats as background. DAVIS-2016 grey PNGs hold one object as 255. ``auto`` takes a grey PNG whose
+    values are only 0 and 255 as DAVIS-2016 and every other PNG (palette, or grey ids 0, 1, 2...) as DAVIS-2017.
     """
-    image = Image.open(path)
-    ids = np.array(image)
-    if ids.ndim != 2:
-        raise DataError(f"{path}: annotations must be single-channel (palette or grey) PNGs")
-    if layout == "2016" or (layout == "auto" and image.mode in ("L", "1")):
-        return (ids > 127).astype(np.uint8) if ids.max() > 1 else ids.astype(np.uint8)
-    ids = ids.astype(np.uint8)
+    ids, mode = read_png_ids(Path(path))
+    binary_2016 = mode in ("L", "1") and not np.isin(ids, (0, VOID), invert=True).any()
+    if layout == "2016" or (layout == "auto" and binary_2016):
+        return (ids > 127).astype(np.uint8) if ids.max() > 1 else ids
     ids[ids == VOID] = 0
     return ids
 
@@ -176,13 +186,22 @@ def per_object_statistics(values: Sequence[float]) -> dict[str, float]:
 def evaluate_sequence(gt_ids: np.ndarray, pred_ids: np.ndarray) -> dict[int, dict[str, list[float]]]:
     """Per-object, per-kept-frame J and F of one sequence: ``{object: {"J": [...], "F": [...]}}``.
 
-    ``gt_ids``/``pred_ids`` are ``[T, H, W]`` id maps. Objects are ``1..max(first GT frame)``; the first and
-    last frames are dropped; a predicted id above the number of objects is an error, as in the official code.
+    ``gt_ids``/``pred_ids`` are ``[T, H, W]`` id maps of the whole sequence. Objects are
+    ``1..max(first GT frame)``; the first and last frames are dropped, as in the official code.
     """
-    num_objects = int(gt_ids[0].max())
-    if int(pred_ids.max()) > num_objects:
+    return evaluate_kept_frames(gt_ids[1:-1], pred_ids[1:-1], num_objects=int(gt_ids[0].max()))
+
+
+def evaluate_kept_frames(
+    gt_ids: np.ndarray, pred_ids: np.ndarray, num_objects: int
+) -> dict[int, dict[str, list[float]]]:
+    """J and F per object over frames that are already the scored ones (the official ``[1:-1]``).
+
+    A predicted id above ``num_objects`` in these frames is an error, as in the official code (which never
+    reads the first and last results, so ids there do not matter).
+    """
+    if int(pred_ids.max(initial=0)) > num_objects:
         raise VitoError(f"the results hold object id {int(pred_ids.max())} but the ground truth has {num_objects}")
-    gt_ids, pred_ids = gt_ids[1:-1], pred_ids[1:-1]
     scores = {}
     for obj in range(1, num_objects + 1):
         pairs = [(g == obj, p == obj) for g, p in zip(gt_ids, pred_ids)]
@@ -211,6 +230,16 @@ def summarize(per_sequence: dict[str, dict[int, dict[str, list[float]]]]) -> dic
     return {"global": overall, "per_object": per_object}
 
 
+def read_result(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A result PNG's object ids, which must be an index map of the annotation's size."""
+    if not path.is_file():
+        raise DataError(f"missing result {path} (every scored frame needs a prediction)")
+    ids, _ = read_png_ids(path)
+    if ids.shape != shape:
+        raise DataError(f"{path} is {ids.shape[1]}x{ids.shape[0]}, its annotation {shape[1]}x{shape[0]}")
+    return ids
+
+
 def score_results(
     davis_root: str | Path,
     results_dir: str | Path,
@@ -221,22 +250,20 @@ def score_results(
 ) -> dict[str, Any]:
     """Score a results folder against the ground truth, like the official ``evaluation_method.py``.
 
+    As there, only the scored frames (all annotated frames but the first and the last) need a result PNG.
     ``max_frames`` scores only the first frames of each sequence (for quick propagation runs).
     """
     results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise DataError(f"results folder not found: {results_dir}")
     per_sequence = {}
     for sequence in tqdm(find_sequences(davis_root, resolution, sequences), desc="J&F", unit="seq"):
         annotations = sequence.annotations[:max_frames]
+        if len(annotations) < 3:
+            raise DataError(f"{sequence.name}: J&F needs 3 or more annotated frames (the first and last are not scored)")
         gt = np.stack([read_object_ids(p, layout) for p in annotations])
-        preds = []
-        for annotation in annotations:
-            path = results_dir / sequence.name / annotation.name
-            if not path.is_file():
-                raise DataError(f"missing result {path} (every annotated frame needs a prediction)")
-            preds.append(np.array(Image.open(path)).astype(np.uint8))
-        if preds[0].shape != gt.shape[1:]:
-            raise DataError(f"{sequence.name}: results are {preds[0].shape}, annotations {gt.shape[1:]}")
-        per_sequence[sequence.name] = evaluate_sequence(gt, np.stack(preds))
+        preds = np.stack([read_result(results_dir / sequence.name / a.name, gt.shape[1:]) for a in annotations[1:-1]])
+        per_sequence[sequence.name] = evaluate_kept_frames(gt[1:-1], preds, num_objects=int(gt[0].max()))
     summary = summarize(per_sequence)
     summary["per_frame"] = {name: {str(o): v for o, v in s.items()} for name, s in per_sequence.items()}
     return summary
@@ -254,6 +281,7 @@ class PropagationSettings:
     topk: int = 10
     temperature: float = 0.07
     radius: float | None = 18.0  # feature cells; VFS neighbor_range 36 (strict <), also on the first frame
+    short_side: int | None = 480  # frames are resized to this short side before encoding (VFS); None: native
     batch_size: int = 8  # frames per encoder forward pass
     max_frames: int | None = None  # only the first N frames per sequence (quick runs, benchmarks)
 
@@ -336,8 +364,18 @@ def first_frame_labels(ids: np.ndarray, size: tuple[int, int], num_classes: int)
     return F.one_hot(torch.from_numpy(small).long(), num_classes).permute(2, 0, 1).float()
 
 
-def _frame_tensor(path: Path) -> torch.Tensor:
-    image = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255
+def read_frame(path: Path, short_side: int | None) -> torch.Tensor:
+    """A normalised ``[3, H, W]`` frame; resized (bilinear, as mmcv/VFS) when its short side is not ``short_side``."""
+    try:
+        with Image.open(path) as frame:
+            image = torch.from_numpy(np.array(frame.convert("RGB"))).permute(2, 0, 1).float() / 255
+    except OSError as error:
+        raise DataError(f"cannot read frame {path}: {error}") from error
+    height, width = image.shape[1:]
+    if short_side and min(height, width) != short_side:
+        scale = short_side / min(height, width)
+        size = (int(height * scale + 0.5), int(width * scale + 0.5))
+        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
     mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
     return (image - mean) / std
 
@@ -346,7 +384,8 @@ def frame_features(encoder: Encoder, frames: Sequence[Path], settings: Propagati
     """L2-normalised ``[C, h, w]`` features per frame, computed ``batch_size`` frames at a time."""
     device = next(encoder.parameters()).device
     for start in range(0, len(frames), settings.batch_size):
-        batch = torch.stack([_frame_tensor(p) for p in frames[start : start + settings.batch_size]]).to(device)
+        batch = [read_frame(p, settings.short_side) for p in frames[start : start + settings.batch_size]]
+        batch = torch.stack(batch).to(device)
         with inference_mode(device):
             maps = encoder.feature_maps(batch, [settings.stage])[0]
         yield from F.normalize(maps.float(), dim=1)
@@ -386,7 +425,9 @@ def propagate_sequence(
     """Predicted object ids for every frame of a sequence (the first is the given annotation)."""
     frames = sequence.frames[: settings.max_frames] if settings.max_frames else sequence.frames
     first = read_object_ids(sequence.annotations[0], layout)
-    return propagate_features(frame_features(encoder, frames, settings), first, settings)
+    features = tqdm(frame_features(encoder, frames, settings), total=len(frames), desc=sequence.name, unit="frame",
+                    leave=False)
+    return propagate_features(features, first, settings)
 
 
 def propagate_davis(
