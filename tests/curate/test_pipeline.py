@@ -99,14 +99,14 @@ def test_two_ranks_cover_every_candidate_once_and_merge_to_the_single_run(candid
     assert outputs(tmp_path / "two") == outputs(tmp_path / "single")
 
 
-SLOW_RUN = """
+RUN = """
 import sys, time
 from conftest import MeanColourNet
 from vito.curate.pipeline import CurationSettings, curate
 
 class Slow(MeanColourNet):
     def forward(self, images):
-        time.sleep(0.4)
+        time.sleep(float(sys.argv[3]))
         return super().forward(images)
 
 settings = CurationSettings(class_cap=4, batch_size=32, image_size=32)
@@ -114,11 +114,26 @@ curate(sys.argv[1], sys.argv[2], Slow(), settings, classifier_name="mean-colour"
 """
 
 
+def start_run(candidates: Path, out: Path, delay: float, **env: str) -> subprocess.Popen:
+    """A curation run in its own process (rank and world size from ``env``, as torchrun sets them)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), **env}
+    return subprocess.Popen([sys.executable, "-c", RUN, str(candidates), str(out), str(delay)], env=env)
+
+
+@pytest.mark.slow
+def test_concurrent_ranks_from_torchrun_variables_cover_every_candidate_once(candidates, tmp_path, colour_net):
+    ranks = [start_run(candidates, tmp_path / "two", 0.0, RANK=str(r), WORLD_SIZE="2") for r in range(2)]
+    assert [process.wait(timeout=300) for process in ranks] == [0, 0]
+    records = [read_records(tmp_path / "two" / "parts" / f"rank-{r:05d}.jsonl") for r in range(2)]
+    assert [[r["index"] for r in part] for part in records] == [[0, 2, 4, 6, 8], [1, 3, 5, 7]]
+    curate(candidates, tmp_path / "single", colour_net, SETTINGS, classifier_name="mean-colour", progress=False)
+    assert outputs(tmp_path / "two") == outputs(tmp_path / "single")  # whichever rank merged, or both
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_without_loss_or_repeats(candidates, tmp_path, colour_net):
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    process = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(candidates), str(out)], env=env)
+    process = start_run(candidates, out, 0.4)
     part = out / "parts" / "rank-00000.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
