@@ -154,6 +154,16 @@ def test_loader_splits_shard_clips_across_ranks_and_workers(index_shards):
         assert sorted(seen[2 * epoch] + seen[2 * epoch + 1]) == [0, 1, 2, 3], seen
 
 
+@pytest.mark.slow
+def test_parallel_prepare_writes_the_same_shards(index_shards, tmp_path):
+    """--workers N decodes in N processes but writes clips in manifest order: byte-identical shards."""
+    _, serial = index_shards
+    write_shards(tmp_path / "m.csv", tmp_path / "parallel", ShardSettings(fps=25.0, short_side=96), workers=2,
+                 progress=False)
+    for name in ("shards.json", "shard-000000.json", "shard-000000.tar"):
+        assert (tmp_path / "parallel" / name).read_bytes() == (serial / name).read_bytes(), name
+
+
 def test_bad_inputs_are_clear_errors(tmp_path, shared_shards):
     out, _ = shared_shards
     with pytest.raises(VitoError, match="already holds prepared shards"):
