@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -28,14 +29,19 @@ def tiny_run(tmp_path_factory):
 def test_attention_pictures_for_image_and_video(tiny_run, tmp_path, shared_data) -> None:
     image = tmp_path / "square.png"
     Image.new("RGB", (80, 64), (30, 120, 200)).save(image)
+    grey, rgba, corrupt = tmp_path / "grey.png", tmp_path / "rgba.png", tmp_path / "corrupt.png"
+    Image.new("L", (70, 64), 90).save(grey)
+    Image.new("RGBA", (64, 70), (200, 30, 30, 100)).save(rgba)
+    corrupt.write_bytes(b"\x89PNG not an image")
     video = shared_data / "videos" / "imageio" / "realshort.mp4"
     out = tmp_path / "pictures"
-    assert main(["attention", "--encoder", str(tiny_run), str(image), str(video), str(tmp_path / "nope.png"),
+    inputs = [image, grey, rgba, video, corrupt, tmp_path / "nope.png"]
+    assert main(["attention", "--encoder", str(tiny_run), *map(str, inputs),
                  "--out", str(out), "--image-size", "64", "--frames-per-video", "2", "--device", "cpu"]) == 0
     report = json.loads((out / "attention.json").read_text())
-    assert [p["rows"] for p in report["pictures"]] == [1, 2]
+    assert [p["rows"] for p in report["pictures"]] == [1, 1, 1, 2]
     assert report["pictures"][0]["stage_shapes"] == [[4, 4], [2, 2]]
-    assert len(report["skipped"]) == 1
+    assert [Path(s["input"]).name for s in report["skipped"]] == ["corrupt.png", "nope.png"]
     assert Image.open(out / "square_attention.png").size[0] > 0
     assert (out / "realshort_attention.png").is_file()
 
