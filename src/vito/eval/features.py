@@ -40,7 +40,7 @@ class EvalTransform:
         self.size = size
 
     def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
-        """A PIL image or a uint8 ``[3, H, W]`` tensor in, a normalised float ``[3, size, size]`` out."""
+        """A PIL image or a uint8 ``[..., 3, H, W]`` tensor (e.g. a clip) in, normalised ``[..., 3, size, size]`` out."""
         if isinstance(image, Image.Image):
             image = TF.pil_to_tensor(image.convert("RGB"))
         height, width = image.shape[-2:]
