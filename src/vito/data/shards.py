@@ -2,7 +2,7 @@
 
 Why this format (measured by benchmarks/bench_shards.py, results/shards.md): a training clip is V frames at
 random times, so what counts is the cost of one random frame. On the shared videos (V=3, 224, one thread)
-the training loader makes ~55x the clips/s of raw web video from these JPEG tars, and ~6x what the other
+the training loader makes 45-55x the clips/s of raw web video from these JPEG tars, and ~6x what the other
 candidate, the same frames re-encoded as short-GOP or all-intra H.264, gives (that one still seeks and
 sets up a decoder per clip), for ~2-4x its disk. So ``vito prepare`` decodes each video once at a reduced
 frame rate and short side, and stores frame ``k`` (the frame on screen at ``t_k = k / fps``) as one JPEG.
