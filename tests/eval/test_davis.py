@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -105,6 +107,12 @@ def test_propagation_vectors_3a_to_3d() -> None:
     assert propagate_top_k(q, KEYS, VALUES, 2, 0.07)[0].tolist() == pytest.approx([0.998356, 0.001644], abs=1e-6)
     duplicated_k, duplicated_v = torch.cat([KEYS[:1], KEYS]), torch.cat([VALUES[:1], VALUES])
     assert propagate_top_k(q, duplicated_k, duplicated_v, 2, 0.07)[0].tolist() == [1.0, 0.0]
+    # the same with the context in groups (frames): frame 0 twice, as VFS's context holds it for t <= m
+    two_frames_k, two_frames_v = torch.stack([KEYS, KEYS]), torch.stack([VALUES, VALUES])
+    assert propagate_top_k(q, two_frames_k, two_frames_v, 2, 0.07)[0].tolist() == [1.0, 0.0]
+    three = propagate_top_k(q, two_frames_k, two_frames_v, 3, 0.07, allowed)[0]  # k2 masked: k1, k1, k3
+    e = math.exp(-1 / 0.07)
+    assert three.tolist() == pytest.approx([2 / (2 + e), e / (2 + e)], rel=1e-4)
 
 
 def _square_video(frames: int = 8, size: int = 24, side: int = 6, dim: int = 64, shuffle: bool = False):

@@ -15,6 +15,7 @@ Both DAVIS-2017 (palette PNGs, 255 = void) and DAVIS-2016 (grey PNGs, 0/255 for 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -298,19 +299,43 @@ def propagate_top_k(
 
     ``query [Q, C]`` and ``keys [N, C]`` are L2-normalised features, ``values [N, L]`` the keys' labels,
     ``allowed [Q, N]`` optionally excludes keys (the spatial radius). Queries with no allowed key get 0.
+    Keys may come in ``G`` groups (``keys [G, N, C]``, ``values [G, N, L]``, e.g. one per context frame) that
+    share ``allowed``: the top-k over all groups is taken from each group's own top-k, which spares copying
+    the groups into one matrix.
     """
-    affinity = query @ keys.T / temperature
+    if keys.dim() == 2:
+        keys, values = keys[None], values[None]
+    groups, per_group = keys.shape[:2]
+    affinity = torch.matmul(query, keys.transpose(1, 2)).div_(temperature)  # [G, Q, N]; in place: the big one
     if allowed is not None:
-        affinity = affinity.masked_fill(~allowed, float("-inf"))
-    top_value, top_index = affinity.topk(min(topk, keys.shape[0]), dim=1)
+        affinity.masked_fill_(~allowed, float("-inf"))
+    group_value, group_index = affinity.topk(min(topk, per_group), dim=2)  # the overall top-k is among these
+    offsets = per_group * torch.arange(groups, device=query.device)[:, None, None]
+    candidates = group_value.permute(1, 0, 2).flatten(1)  # [Q, G * k]
+    candidate_index = (group_index + offsets).permute(1, 0, 2).flatten(1)
+    top_value, pick = candidates.topk(min(topk, candidates.shape[1]), dim=1)
     weights = torch.nan_to_num(top_value.softmax(dim=1), nan=0.0)
-    return (weights.unsqueeze(2) * values[top_index]).sum(dim=1)
+    chosen = values.reshape(groups * per_group, -1)[candidate_index.gather(1, pick)]  # [Q, k, L]
+    return (weights.unsqueeze(2) * chosen).sum(dim=1)
 
 
 def _grid(y0: int, y1: int, x0: int, x1: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column of every cell of the box ``[y0, y1) x [x0, x1)``, row-major."""
     ys, xs = torch.meshgrid(torch.arange(y0, y1, device=device), torch.arange(x0, x1, device=device), indexing="ij")
     return ys.flatten(), xs.flatten()
+
+
+@functools.lru_cache(maxsize=512)
+def _within_radius(
+    query_box: tuple[int, int, int, int], key_box: tuple[int, int, int, int], radius: float, device: torch.device
+) -> torch.Tensor:
+    """``[Q, B]``: which key cells lie strictly within ``radius`` of each query cell (VFS ``spatial_neighbor``).
+
+    Cached: every frame of a sequence has the same tiles, so each mask is computed once.
+    """
+    qy, qx = _grid(*query_box, device)
+    ky, kx = _grid(*key_box, device)
+    return ((qy[:, None] - ky[None]) ** 2 + (qx[:, None] - kx[None]) ** 2).float().sqrt() < radius
 
 
 def propagate_frame(
@@ -324,10 +349,10 @@ def propagate_frame(
     times less work at 480p. Without a radius every context cell is a candidate.
     """
     channels, height, width = query.shape
-    num_labels = context_labels[0].shape[0]
+    frames, num_labels = len(context_features), context_labels[0].shape[0]
+    keys, labels = torch.stack(context_features), torch.stack(context_labels)  # [G, C, h, w], [G, L, h, w]
     if settings.radius is None:  # whole rows of queries, as many as keep the affinity matrix near 2^25 entries
-        keys_per_frame = height * width
-        reach, tile_h, tile_w = height + width, max(1, 2**25 // (len(context_features) * keys_per_frame * width)), width
+        reach, tile_h, tile_w = height + width, max(1, 2**25 // (frames * height * width * width)), width
     else:
         reach, tile_h, tile_w = max(math.ceil(settings.radius) - 1, 0), tile, tile  # |dy| < radius
     out = query.new_zeros(num_labels, height, width)
@@ -336,15 +361,12 @@ def propagate_frame(
             y1, x1 = min(y0 + tile_h, height), min(x0 + tile_w, width)
             ky0, ky1, kx0, kx1 = max(y0 - reach, 0), min(y1 + reach, height), max(x0 - reach, 0), min(x1 + reach, width)
             queries = query[:, y0:y1, x0:x1].reshape(channels, -1).T
-            keys = torch.cat([f[:, ky0:ky1, kx0:kx1].reshape(channels, -1).T for f in context_features])
-            values = torch.cat([v[:, ky0:ky1, kx0:kx1].reshape(num_labels, -1).T for v in context_labels])
+            box_keys = keys[:, :, ky0:ky1, kx0:kx1].reshape(frames, channels, -1).transpose(1, 2)  # [G, B, C]
+            box_labels = labels[:, :, ky0:ky1, kx0:kx1].reshape(frames, num_labels, -1).transpose(1, 2)
             allowed = None
             if settings.radius is not None:
-                qy, qx = _grid(y0, y1, x0, x1, query.device)
-                ky, kx = _grid(ky0, ky1, kx0, kx1, query.device)
-                dist = ((qy[:, None] - ky[None]) ** 2 + (qx[:, None] - kx[None]) ** 2).float().sqrt()
-                allowed = (dist < settings.radius).repeat(1, len(context_features))
-            mixed = propagate_top_k(queries, keys, values, settings.topk, settings.temperature, allowed)
+                allowed = _within_radius((y0, y1, x0, x1), (ky0, ky1, kx0, kx1), settings.radius, query.device)
+            mixed = propagate_top_k(queries, box_keys, box_labels, settings.topk, settings.temperature, allowed)
             out[:, y0:y1, x0:x1] = mixed.T.reshape(num_labels, y1 - y0, x1 - x0)
     return out
 
