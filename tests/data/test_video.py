@@ -1,12 +1,39 @@
 from __future__ import annotations
 
+from fractions import Fraction
+
 import av
 import numpy as np
 import pytest
 
-from tests.data.conftest import decode_index
-from vito.data.video import iter_frames, probe_video, read_frames
+from tests.data.conftest import decode_index, index_image
+from vito.data import video
+from vito.data.sources import find_videos
+from vito.data.video import VideoReader, iter_frames, probe_video, read_frames
 from vito.errors import DataError
+
+
+@pytest.fixture(params=["skipping", "full"])
+def decode_path(request, monkeypatch) -> str:
+    """Run a test with the frame-skipping decode and again with every frame decoded (its fallback)."""
+    if request.param == "full":
+        monkeypatch.setattr(video, "SKIPPING_CODECS", frozenset())
+    return request.param
+
+
+@pytest.fixture
+def decode_calls(monkeypatch) -> dict[str, int]:
+    """Counts of the frame-skipping decodes ("skipping") and the every-frame decodes ("full")."""
+    calls = {"skipping": 0, "full": 0}
+    for name, method in [("skipping", "_decode_stamps"), ("full", "_decode_until")]:
+        original = getattr(VideoReader, method)
+
+        def counted(self, *args, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(VideoReader, method, counted)
+    return calls
 
 
 def expected_index(pts_ms: list[int], t: float) -> int:
@@ -29,7 +56,7 @@ def off_boundary(times, pts_ms):
     return [t for t in times if np.min(np.abs(stamps - t)) > 2e-3]
 
 
-def test_b_frames_random_times_exact(make_video):
+def test_b_frames_random_times_exact(make_video, decode_path):
     pts = [k * 40 for k in range(60)]  # 25 fps, 2.4 s, keyframe every 12 frames, 2 B-frames
     path = make_video("bframes.mp4", pts_ms=pts, b_frames=2, gop=12)
     with av.open(str(path)) as container:  # the fixture really has B-frames (decode order != display order)
@@ -41,7 +68,16 @@ def test_b_frames_random_times_exact(make_video):
     check_times(path, pts, [2.3, 0.01, 2.3, 1.21, 0.5])
 
 
-def test_variable_frame_rate_exact(make_video):
+def test_matroska_b_frames_fall_back_to_decoding_every_frame(make_video, decode_calls):
+    """Matroska stores no decode stamps and FFmpeg cannot infer the first packets' ones, so the reader
+    cannot bound which packets hold the wanted frames: it decodes every frame instead, still exactly."""
+    pts = [k * 40 for k in range(60)]
+    path = make_video("bframes.mkv", pts_ms=pts, b_frames=2, gop=12)
+    check_times(path, pts, off_boundary(np.random.default_rng(4).uniform(0, 2.5, 30), pts))
+    assert decode_calls["full"] > 0
+
+
+def test_variable_frame_rate_exact(make_video, decode_path):
     gaps = np.random.default_rng(1).choice([20, 40, 100, 250], size=59)  # ms, irregular
     pts = [0, *np.cumsum(gaps).tolist()]
     path = make_video("vfr.mp4", pts_ms=pts, b_frames=2, gop=10)
@@ -51,7 +87,7 @@ def test_variable_frame_rate_exact(make_video):
     assert frames.shape[1:] == (48, 64, 3)  # short side resized, aspect kept
 
 
-def test_clamps_outside_the_video(make_video):
+def test_clamps_outside_the_video(make_video, decode_path):
     pts = [k * 40 for k in range(25)]
     path = make_video("clamp.mp4", pts_ms=pts)
     frames = read_frames(path, [-1.0, 0.0, 100.0])
@@ -88,6 +124,57 @@ def test_shared_video_matches_decode_from_start(shared_videos, name):
         reference = [f for stamp, f in decoded if stamp <= t + 1e-9][-1]
         expected = reference.reformat(frame.shape[1], frame.shape[0], format="rgb24").to_ndarray()
         assert np.array_equal(frame.numpy(), expected), f"{name} at {t:.3f} s"
+
+
+def test_skipping_is_bit_identical_to_decoding_from_the_start(shared_videos, decode_calls):
+    """Every shared video (H.264 with and without B-frames, MP4 and WebM, x264 4:4:4 that needs the stream
+    start): frames picked by packet stamps and decoded with unneeded non-reference frames skipped equal, bit
+    for bit, the frames shown at those times in a plain decode of the whole stream, for many random times."""
+    rng = np.random.default_rng(0)
+    entries = find_videos(shared_videos)
+    for entry in entries:
+        info = probe_video(entry.path)
+        scale = 48 / min(info.width, info.height)
+        stamps, reference = decode_all(str(entry.path), (round(info.width * scale), round(info.height * scale)))
+        calls = [np.sort(rng.uniform(0, info.duration, 3)) for _ in range(4)]
+        calls.append(np.array([-1.0, 0.0, stamps[len(stamps) // 2], info.duration + 1.0]))  # clamps, a stamp
+        for times in calls:
+            got = read_frames(entry.path, times, short_side=48).numpy()
+            for t, frame in zip(times, got):
+                shown = max(int(np.searchsorted(stamps, t + 1e-9, side="right")) - 1, 0)
+                assert np.array_equal(frame, reference[shown]), f"{entry.path.name} at {t:.4f} s"
+    assert decode_calls["skipping"] >= 5 * len(entries) and decode_calls["full"] == 0  # all done by skipping
+
+
+def decode_all(path: str, size: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Seconds since the first frame and RGB pixels of every frame, decoded in one pass from the start."""
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type, stream.codec_context.thread_count = "SLICE", 1
+        frames = [(f.pts, f.reformat(*size, format="rgb24").to_ndarray()) for f in container.decode(stream)]
+        time_base = float(stream.time_base)
+    pts = np.array([stamp for stamp, _ in frames])
+    return (pts - pts[0]) * time_base, [image for _, image in frames]
+
+
+def test_hevc_b_frames_use_the_skipping_path(tmp_path, decode_calls):
+    pts = [k * 40 for k in range(48)]
+    path = tmp_path / "hevc.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx265", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.options = {"x265-params": "bframes=3:keyint=24:log-level=error", "crf": "20"}
+        for k, stamp in enumerate(pts):
+            frame = av.VideoFrame.from_ndarray(index_image(k), format="rgb24")
+            frame.pts, frame.time_base = stamp, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with av.open(str(path)) as container:  # B-frames: decode order != display order
+        assert any(p.pts != p.dts for p in container.demux(container.streams.video[0]) if p.pts is not None)
+    times = off_boundary(np.random.default_rng(3).uniform(0, 2.0, 30), pts)
+    check_times(path, pts, times)
+    assert decode_calls["skipping"] > 0 and decode_calls["full"] == 0
 
 
 def test_bad_files_raise_data_error(tmp_path, shared_videos):

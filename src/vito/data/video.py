@@ -2,9 +2,17 @@
 
 Training samples a few frames at random times from each clip, so the reader must answer "which frame is on
 screen at time t?" exactly, also for B-frames (decode order != display order) and variable frame rates, and
-cheaply: it seeks to the keyframe before the earliest wanted time, decodes forward in display order and
-converts to RGB only the frames it keeps (the colour conversion costs as much as the decode), resizing in
-the same call. Times are seconds since the first frame's timestamp.
+cheaply: it seeks to the keyframe before the earliest wanted time, decodes forward and converts to RGB only
+the frames it keeps (the colour conversion costs as much as the decode), resizing in the same call. Times
+are seconds since the first frame's timestamp.
+
+Keyframes are rare in typical H.264 files (every ~8 s in the shared videos), so most of a clip's cost is
+decoding the frames between the keyframe and the wanted ones. For H.264/HEVC in MP4 or Matroska (which store
+presentation timestamps), the reader first demuxes the packets (cheap) to learn which packets hold the
+wanted frames, then has FFmpeg skip every other frame that no later frame references (``skip_frame``
+"NONREF", mostly B-frames: about half the frames of the shared videos) and stops after the last wanted
+packet. Anything unexpected falls back to decoding every frame, which defines the results. A frame that
+the decoder flags as corrupt after a seek makes the reader retry with the state of the stream start.
 
 Every failure to read a file (missing, empty, truncated, not a video, undecodable) is a ``DataError`` that
 names the file and the reason, so callers can skip bad videos and count them.
@@ -30,10 +38,21 @@ SEEK_GAP_SECONDS = 2.0
 # workers already occupy the cores (see benchmarks/results/loader.md).
 THREAD_TYPE = "SLICE"
 THREAD_COUNT = 1
+# Decoders that honour ``skip_frame`` per packet and put one frame in each packet, and containers whose
+# packets carry the stored presentation stamps (in AVI or raw streams FFmpeg guesses them from decode order,
+# which cannot say which packet holds the frame shown at t): only these use the frame-skipping path.
+SKIPPING_CODECS = frozenset({"h264", "hevc"})
+SKIPPING_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
+# Frame times within this of a wanted time count as on screen at it (float rounding of stamp * time base).
+TIME_EPSILON = 1e-9
 # Packets read to find the first displayed timestamp (B-frames reorder at most a few frames).
 START_PACKETS = 16
 # A stream whose packets end this much before the header's duration is treated as truncated.
 TRUNCATION_TOLERANCE_SECONDS = 1.0
+
+
+class _CorruptAfterSeek(Exception):
+    """A frame decoded after a seek is flagged corrupt: decode from the stream start instead."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,9 @@ class VideoReader:
             self._info: VideoInfo | None = None
             self._start_pts: int | None = None
             self._use_dts = False  # see _decode_until
+            self._from_start = True  # whether decoding began at the stream start (see _read_group)
+            self._can_skip = (self._stream.codec_context.name in SKIPPING_CODECS
+                              and self._container.format.name in SKIPPING_FORMATS)
         except BaseException:
             self._container.close()
             raise
@@ -176,20 +198,141 @@ class VideoReader:
         return torch.from_numpy(np.stack([rgb[id(picked[t])] for t in times]))
 
     def _read_group(self, times: np.ndarray) -> dict[float, av.VideoFrame]:
-        """Decode forward from the keyframe before ``times[0]``; keep the frame shown at each time."""
+        """The frame shown at each time, decoded from the keyframe before ``times[0]``.
+
+        If the decoder flags a frame decoded after that seek as corrupt, the decoder is first given the
+        stream's first packet and the seek is tried again, then the group is decoded from the stream start.
+        Why: a decoder may need state that only the stream start holds. FFmpeg applies its workarounds for
+        old x264 bugs only after reading x264's version note in the first packet, so imageio/cockatoo.mp4
+        (x264, 4:4:4) decodes to green garbage after any seek unless that packet was decoded first.
+        """
+        try:
+            return self._read_from(times[0], times)
+        except _CorruptAfterSeek:
+            self._decode_first_packet()
+        try:
+            return self._read_from(times[0], times)
+        except _CorruptAfterSeek:
+            return self._read_from(0.0, times)
+
+    def _decode_first_packet(self) -> None:
+        """Decode the stream's first packet: the decoder keeps what it learns there across seeks."""
+        self._seek(0.0)
+        try:
+            for packet in self._container.demux(self._stream):
+                self._stream.codec_context.decode(packet)
+                return
+        except av.FFmpegError as exc:
+            raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
+
+    def _read_from(self, seek_time: float, times: np.ndarray) -> dict[float, av.VideoFrame]:
+        """Decode forward from the keyframe before ``seek_time``; keep the frame shown at each time."""
         back_off = 0.0
         while True:
             used_dts = self._use_dts
-            self._seek(max(0.0, times[0] - back_off))
-            picked, complete = self._decode_until(times)
+            start = max(0.0, seek_time - back_off)
+            picked, complete = self._decode_from(start, times)
             if complete:
                 return picked
             if not picked and self._use_dts and not used_dts:
                 continue  # timestamps switched to decode stamps: same seek again
             # The keyframe found by the seek is displayed after times[0] (B-frame delay): go back further.
-            if times[0] - back_off <= 0:
+            if start <= 0:
                 raise DataError(f"{self.path}: first decodable frame is later than the stream start")
             back_off = max(1.0, 2 * back_off)
+
+    def _decode_from(self, start: float, times: np.ndarray) -> tuple[dict[float, av.VideoFrame], bool]:
+        """Seek to ``start`` and pick the frames for ``times``: skipping unneeded frames where the packet
+        stamps allow it, else decoding every frame. ``complete`` False: the seek must go further back."""
+        self._seek(start)
+        if self._can_skip and not self._use_dts:
+            result = self._decode_planned(times)
+            if result is not None:
+                return result
+            self._seek(start)
+        return self._decode_until(times)
+
+    def _decode_planned(self, times: np.ndarray) -> tuple[dict[float, av.VideoFrame], bool] | None:
+        """Pick the frames for ``times`` from packet stamps, then decode only what they need (see
+        ``_decode_stamps``). None where the stamps or the decoder's output are not as expected."""
+        packets = self._packets_through(times[-1])
+        if packets is None:
+            return None
+        plan = self._plan(packets, times)
+        if plan is None:
+            return {}, False
+        frames = self._decode_stamps(packets, set(plan.values()))
+        if frames is None:
+            return None
+        return {t: frames[stamp] for t, stamp in plan.items()}, True
+
+    def _packets_through(self, last_time: float) -> list[av.Packet] | None:
+        """Demux (no decoding) from the seek point until the decode stamps pass ``last_time``: a frame is
+        never presented before it is decoded, so every frame shown up to ``last_time`` is in these packets.
+
+        None where the stamps cannot identify the frames: a packet without stamps, no frame to show, or a
+        stream with B-frames whose presentation stamps equal its decode stamps (so not really stored).
+        """
+        packets = []
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.size == 0:  # the end-of-stream marker
+                    continue
+                if packet.pts is None or packet.dts is None:
+                    return None
+                packets.append(packet)
+                if self._seconds(packet.dts) > last_time + TIME_EPSILON:
+                    break
+        except av.FFmpegError as exc:
+            raise DataError(f"{self.path}: unreadable data ({_reason(exc)})") from None
+        reordered = any(p.pts != p.dts for p in packets)
+        if all(p.is_discard for p in packets) or (self._stream.codec_context.has_b_frames and not reordered):
+            return None
+        return packets
+
+    def _plan(self, packets: list[av.Packet], times: np.ndarray) -> dict[float, int] | None:
+        """For each sorted time the stamp of the frame on screen (the largest stamp <= t); times before the
+        stream's first frame get that frame. None if ``times[0]`` is before the first frame here but not
+        before the stream's (open GOP: the seek must go further back)."""
+        stamps = np.unique([p.pts for p in packets if not p.is_discard])
+        shown = np.searchsorted(self._seconds(stamps), times + TIME_EPSILON, side="right") - 1
+        if shown[0] < 0 and stamps[0] > self.start_pts:
+            return None
+        return dict(zip(times.tolist(), stamps[np.maximum(shown, 0)].tolist()))
+
+    def _decode_stamps(self, packets: list[av.Packet], needed: set[int]) -> dict[int, av.VideoFrame] | None:
+        """The frames stamped ``needed``, decoded from ``packets`` up to the last needed one with the others
+        skipped where no later frame references them (see ``_decode_skipping``). None unless every needed
+        frame came out and all came out in display order (then the caller decodes everything)."""
+        last = max(i for i, packet in enumerate(packets) if packet.pts in needed)
+        stamps: list[int | None] = []
+        found: dict[int, av.VideoFrame] = {}
+        for frame in self._decode_skipping(packets[: last + 1], needed):
+            stamps.append(frame.pts)
+            if frame.pts in needed:
+                found[frame.pts] = frame  # only these are kept: holding every frame costs fresh buffers
+        if len(found) < len(needed) or None in stamps or stamps != sorted(stamps):
+            return None
+        return found
+
+    def _decode_skipping(self, packets: list[av.Packet], needed: set[int]) -> Iterator[av.VideoFrame]:
+        """Decode ``packets`` and drain the decoder, letting it skip unneeded non-reference frames.
+
+        Why per packet: H.264/HEVC decoders read ``skip_frame`` at each slice, so a needed non-reference
+        frame is decoded ("DEFAULT") while its unneeded neighbours are skipped ("NONREF"). Reference frames
+        are always decoded, so the needed frames come out exactly as in a full decode.
+        """
+        context = self._stream.codec_context
+        try:
+            for packet in packets:
+                context.skip_frame = "DEFAULT" if packet.pts in needed else "NONREF"
+                yield from self._checked(context.decode(packet))
+            context.skip_frame = "DEFAULT"
+            yield from self._checked(context.decode(None))  # drain the frames held back for reordering
+        except av.FFmpegError as exc:
+            raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
+        finally:
+            context.skip_frame = "DEFAULT"
 
     def _decode_until(self, times: np.ndarray) -> tuple[dict[float, av.VideoFrame], bool]:
         picked: dict[float, av.VideoFrame] = {}
@@ -198,6 +341,7 @@ class VideoReader:
         last_t = -math.inf
         try:
             for frame in self._container.decode(self._stream):
+                self._checked([frame])
                 t = self._frame_time(frame)
                 if t is None:
                     continue
@@ -210,7 +354,7 @@ class VideoReader:
                     self._use_dts = True
                     return {}, False
                 last_t = t
-                while index < len(times) and times[index] < t - 1e-9:
+                while index < len(times) and times[index] < t - TIME_EPSILON:
                     if previous is None:
                         if self._is_first(frame):  # a time before the first frame: clamp to it
                             picked[times[index]] = frame
@@ -251,6 +395,13 @@ class VideoReader:
             self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
         except av.FFmpegError as exc:
             raise DataError(f"{self.path}: seek failed ({_reason(exc)})") from None
+        self._from_start = seconds <= 0
+
+    def _checked(self, frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
+        """``frames``, unless one is flagged corrupt after a seek past the start (see ``_read_group``)."""
+        if not self._from_start and any(frame.is_corrupt for frame in frames):
+            raise _CorruptAfterSeek
+        return frames
 
     def _stamp(self, frame: av.VideoFrame) -> int | None:
         first, second = (frame.dts, frame.pts) if self._use_dts else (frame.pts, frame.dts)
@@ -258,7 +409,11 @@ class VideoReader:
 
     def _frame_time(self, frame: av.VideoFrame) -> float | None:
         stamp = self._stamp(frame)
-        return None if stamp is None else (stamp - self.start_pts) * self._time_base
+        return None if stamp is None else self._seconds(stamp)
+
+    def _seconds(self, stamp: int | np.ndarray) -> float | np.ndarray:
+        """Stream timestamp(s) as seconds since the first frame."""
+        return (stamp - self.start_pts) * self._time_base
 
     def _is_first(self, frame: av.VideoFrame) -> bool:
         stamp = self._stamp(frame)
