@@ -178,3 +178,26 @@ def test_cli_asks_for_weights_or_an_explicit_random_init(tmp_path, capsys) -> No
     assert "--random-init is for" in capsys.readouterr().err
     assert main([*common, "--encoder", "timm:resnet18", "--random-init"]) == 0
     assert json.loads((tmp_path / "out" / "knn.json").read_text())["encoder"] == "timm:resnet18 (random init)"
+
+
+@pytest.mark.parametrize("fmt", ["timm", "torchvision", "detectron2"])
+def test_files_written_by_vito_export_are_encoders(tmp_path, fmt: str) -> None:
+    from vito.config import load_config
+    from vito.models.vito import Vito
+    from vito.train.checkpoint import save_checkpoint
+    from vito.train.export import export_backbone
+
+    config = load_config(None, ["model.backbone=resnet18", "model.projector_hidden=32", "model.projector_dim=16",
+                                "model.attention_hidden=8"])
+    save_checkpoint(tmp_path / "run", {"format": "vito-checkpoint/1", "step": 3, "config": config.to_dict(),
+                                       "model": Vito(config.model, config.loss).state_dict(), "optimizer": {},
+                                       "rng": {}, "data": {}})
+    exported = export_backbone(tmp_path / "run", fmt=fmt, out=tmp_path / f"backbone-{fmt}.pt")
+    if fmt == "detectron2":
+        with pytest.raises(VitoError, match="detectron2 export"):
+            load_encoder(exported)
+        return
+    encoder, run = load_encoder(exported), load_encoder(tmp_path / "run")
+    images = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(encoder.feature_maps(images, [-2])[0], run.feature_maps(images, [-2])[0], atol=1e-5)
+    assert encoder.classifier is None  # the export's head is all zeros: not a classifier
