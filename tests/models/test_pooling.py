@@ -23,7 +23,7 @@ def test_spec_10a_through_the_module() -> None:
     pool = AttentionPool(channels=3, hidden=1)
     with torch.no_grad():
         first, _, last = pool.score
-        first.weight.copy_(torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1))
+        first.weight.copy_(torch.tensor([[0.0, 0.0, 1.0]]))
         first.bias.zero_()
         last.weight.fill_(1.0)
         last.bias.zero_()
@@ -75,3 +75,25 @@ def test_multiscale_concatenates_stages(attention: bool) -> None:
     first, _ = pool.pools[0](maps[0])
     assert torch.allclose(pooled[:, :4], first)
     assert math.isclose(float(masks[1].detach().sum()), 2.0, rel_tol=1e-5)
+
+
+def _conv_reference(features: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scoring MLP as 1x1 convolutions (its former form), for the layout checks below."""
+    hidden = torch.relu(torch.nn.functional.conv2d(features, state["score.0.weight"], state["score.0.bias"]))
+    logits = torch.nn.functional.conv2d(hidden, state["score.2.weight"], state["score.2.bias"])
+    mask = logits.flatten(1).softmax(dim=1).view(features.shape[0], *features.shape[2:])
+    return (features * mask.unsqueeze(1)).sum(dim=(2, 3)), mask
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_same_pooling_for_either_memory_format_and_old_conv_checkpoints(memory_format: torch.memory_format) -> None:
+    torch.manual_seed(0)
+    conv_state = {"score.0.weight": torch.randn(5, 6, 1, 1), "score.0.bias": torch.randn(5),
+                  "score.2.weight": torch.randn(1, 5, 1, 1), "score.2.bias": torch.randn(1)}
+    pool = AttentionPool(6, hidden=5)
+    pool.load_state_dict(conv_state)  # a checkpoint written while the MLP was 1x1 convolutions
+    features = torch.randn(3, 6, 4, 5).contiguous(memory_format=memory_format)
+    pooled, mask = pool(features)
+    expected_pooled, expected_mask = _conv_reference(features, conv_state)
+    assert torch.allclose(mask, expected_mask, atol=1e-6)
+    assert torch.allclose(pooled, expected_pooled, atol=1e-5)

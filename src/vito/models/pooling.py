@@ -15,7 +15,10 @@ from torch import nn
 
 
 def weighted_sum(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``sum_ij mask[b,i,j] * features[b,:,i,j]`` -> ``[B, C]``; one batched matrix product."""
+    """``sum_ij mask[b,i,j] * features[b,:,i,j]`` -> ``[B, C]``; one batched matrix product.
+
+    ``features.flatten(2)`` is a view for channels_last maps too (their H and W stay adjacent), so no copy.
+    """
     weights = mask.flatten(1).to(features.dtype).unsqueeze(2)  # [B, HW, 1]
     return torch.bmm(features.flatten(2), weights).squeeze(2)
 
@@ -23,7 +26,9 @@ def weighted_sum(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class AttentionPool(nn.Module):
     """Softmax attention over positions, scored by a 2-layer MLP applied at each position.
 
-    The MLP is two 1x1 convolutions, so it runs as two matrix products over all positions at once. The
+    The MLP runs as ``nn.Linear`` layers on the ``[B, H, W, C]`` view of the map: for the channels_last maps
+    of training that view is contiguous, so each layer is one plain matrix product over all positions, with
+    no copy (1x1 convolutions compute the same thing but reorder their weights in every backward pass). The
     softmax is computed in fp32 even under bf16 autocast: masks of large maps have tiny entries that bf16
     would round away.
     """
@@ -31,17 +36,20 @@ class AttentionPool(nn.Module):
     def __init__(self, channels: int, hidden: int = 0) -> None:
         super().__init__()
         hidden = hidden or channels  # default width = the stage's channel width (spec §10)
-        self.score = nn.Sequential(
-            nn.Conv2d(channels, hidden, kernel_size=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, 1, kernel_size=1),
-        )
+        self.score = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+        self.register_load_state_dict_pre_hook(_conv_weights_as_linear)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, _, height, width = features.shape
-        logits = self.score(features).flatten(1).float()  # [B, HW]
-        mask = logits.softmax(dim=1).view(batch, height, width)
+        logits = self.score(features.permute(0, 2, 3, 1)).squeeze(3)  # [B, H, W]
+        mask = logits.flatten(1).float().softmax(dim=1).view_as(logits)
         return weighted_sum(features, mask), mask
+
+
+def _conv_weights_as_linear(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
+    """Loads checkpoints written when the scoring MLP was 1x1 convolutions: ``[out, in, 1, 1]`` -> ``[out, in]``."""
+    for key in (f"{prefix}score.0.weight", f"{prefix}score.2.weight"):
+        if key in state_dict and state_dict[key].ndim == 4:
+            state_dict[key] = state_dict[key].flatten(1)
 
 
 class AveragePool(nn.Module):

@@ -87,5 +87,5 @@ class Vito(nn.Module):
 def normalised_entropy(masks: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of ``H(mask) / log(h*w)`` for masks ``[B, h, w]``, in [0, 1]."""
     probs = masks.flatten(1).float()
-    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
+    entropy = torch.special.entr(probs).sum(dim=1)  # -p log p, 0 where p = 0: one kernel
     return entropy.mean() / max(math.log(probs.shape[1]), 1e-12)
