@@ -91,7 +91,8 @@ def markdown(result: dict) -> str:
         f"| largest single process (ru_maxrss) | {result['largest_process_gib']:.3f} |",
         "",
         f"Upper bound {result['peak_rss_gib']:.3f} GiB: {verdict} the target <= {result['target_gib']} GiB. Pages "
-        "a worker shares with its parent (libraries, the model) are counted in each process, so the true figure is lower.",
+        "a worker shares with its parent (libraries, the model) are counted in each process, so the true figure "
+        "is lower.",
         "",
     ])
 
