@@ -121,7 +121,8 @@ def _open_voc(root: Path, split: str) -> SegmentationDataset:
     folders = [base / f for f in folders if (base / f).is_dir()]
     if not folders:
         raise DataError(f"{base} has neither SegmentationClass/ nor SegmentationClassAug/")
-    items = tuple(Item(i, base / "JPEGImages" / f"{i}.jpg", _first_file([f / f"{i}.png" for f in folders])) for i in ids)
+    items = tuple(Item(i, base / "JPEGImages" / f"{i}.jpg", _first_file([f / f"{i}.png" for f in folders]))
+                  for i in ids)
     return SegmentationDataset("voc", base, split, items, VOC_CLASSES, reduce_zero_label=False)
 
 
