@@ -112,18 +112,40 @@ class FakeDavis(base.Evaluation):
         CALLS.append((self.name, None if encoder is None else encoder.name, settings))
         if encoder is None and settings.results is None:
             raise VitoError("give an encoder or --results")
+        if not Path(settings.davis_root).is_dir():
+            raise DataError(f"DAVIS root not found: {settings.davis_root}")
         return base.Result(self.name, {"J&F-Mean": base.Metric(_score(encoder, "davis"), "proportion", "J&F")},
                            {"davis_root": str(settings.davis_root),
                             "results": None if settings.results is None else str(settings.results)},
                            base.Coverage(3, 3))
 
 
-FAKES = (FakeLinear, FakeKnn, FakeRobust, FakeDavis)
+@dataclass
+class ScoresSettings:
+    predictions: Path = field(metadata={"help": "a method's predictions"})
+
+
+class FakeScores(base.Evaluation):
+    """Scoring only, like `vito eval segment --predictions`: no encoder rows, reference rows only."""
+
+    name = "fake-scores"
+    Settings = ScoresSettings
+    needs_encoder = False
+    group = "dense"
+
+    def run(self, encoder, settings, out_dir):
+        CALLS.append((self.name, encoder, settings))
+        return base.Result(self.name, {"mIoU": base.Metric(0.5, "proportion", "mIoU")},
+                           {"predictions": str(settings.predictions)}, base.Coverage(1, 1))
+
+
+FAKES = (FakeLinear, FakeKnn, FakeRobust, FakeDavis, FakeScores)
 
 
 @pytest.fixture
 def fakes(monkeypatch):
     """The fake evaluations under the real names, and encoders that 'load' without building a network."""
+    base.discover()  # the real ones register first; the fakes then replace them for this test only
     for cls in FAKES:
         monkeypatch.setitem(base.REGISTRY, cls.name, cls)
     loads = []

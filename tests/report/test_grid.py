@@ -47,7 +47,8 @@ def test_every_cell_is_computed_once_and_written(tmp_path, fakes) -> None:
     out = tmp_path / "report"
     run = make_report(_suite(tmp_path, TWO), out, echo=lambda _: None)
     assert len(run.computed) == 6 and not run.failed
-    assert sorted(fakes.loads) == ["timm:resnet18", "timm:resnet34"]  # each row's encoder loaded once
+    # loaded afresh for each cell, as `vito eval` does: an evaluation may change its encoder (DAVIS unstrides res4)
+    assert sorted(fakes.loads) == ["timm:resnet18"] * 3 + ["timm:resnet34"] * 3
     document = _results(out)
     assert {(c["row"], c["evaluation"]) for c in document["cells"]} == {
         (r, e) for r in "ab" for e in ("linear", "imagenet-a", "knn")}
@@ -183,16 +184,21 @@ def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path, fakes, capsys) -> N
 
 def test_reference_rows_use_the_scoring_only_mode(tmp_path, fakes) -> None:
     (tmp_path / "osvos").mkdir()
-    suite = _suite(tmp_path, {"a": TWO["a"]}, {"davis": {"davis_root": "data"}, "knn": {"train": "data"}},
-                   references={"osvos": {"davis": {"results": "osvos"}}})
+    suite = _suite(tmp_path, {"a": TWO["a"]}, {"davis": {"davis_root": "data"}, "knn": {"train": "data"},
+                                               "fake-scores": {}},
+                   references={"osvos": {"davis": {"results": "osvos"}},
+                               "psp": {"fake-scores": {"predictions": "psp"}}})
     out = tmp_path / "report"
     make_report(suite, out, echo=lambda _: None)
     davis = {encoder: settings for name, encoder, settings in fakes.calls.of("davis")}
     assert davis[None].results == tmp_path / "osvos" and davis["timm:resnet18"].results is None
     document = _results(out)
-    assert [r["kind"] for r in document["rows"]] == ["encoder", "reference"]
-    assert {(c["row"], c["evaluation"]) for c in document["cells"]} == {("a", "davis"), ("a", "knn"),
-                                                                         ("osvos", "davis")}
+    assert [r["kind"] for r in document["rows"]] == ["encoder", "reference", "reference"]
+    assert {(c["row"], c["evaluation"]) for c in document["cells"]} == {  # scoring-only: no encoder cell
+        ("a", "davis"), ("a", "knn"), ("osvos", "davis"), ("psp", "fake-scores")}
+    assert [g["title"] for g in document["groups"]] == [
+        "Scene understanding", "Scene understanding: dense transfer", "Video understanding"]
+    assert fakes.calls.of("fake-scores")[0][2].predictions == tmp_path / "psp"
     assert "*osvos* (reference)" in (out / "report.md").read_text()
 
 
@@ -224,6 +230,10 @@ def test_partial_coverage_and_undefined_values_are_flagged(tmp_path, fakes) -> N
     ("encoders: [a]\nevaluations: {knn: {train: d}}\n", "encoders: expected a mapping"),
     ("encoders: {a: {encoder: 'timm:resnet18', random_init: true}}\n", "names no evaluations"),
     ("{{{", "cannot read suite"),
+    ("references: {r: {fake-scores: {}}}\nevaluations: {fake-scores: {predicton: p}}\n",
+     "evaluations.fake-scores: unknown key 'predicton'"),
+    ("references: {r: {fake-scores: {}}}\nevaluations: {fake-scores: {}}\n",
+     "references.r.fake-scores: .*missing setting.*predictions"),
 ])
 def test_bad_suite_is_refused_naming_the_key(tmp_path, fakes, capsys, text, message) -> None:
     suite = tmp_path / "suite.yaml"

@@ -15,12 +15,13 @@ from typing import Any
 from vito.eval import base
 from vito.io import write_json
 from vito.report.grid import CACHED, COMPUTED, FAILED, Cell, GridRun
-from vito.report.suite import Suite, settings_record
+from vito.report.suite import Suite
 
 FORMAT = "vito-report/1"
 # The paper's grouping (Table 1: scene / video / OOD; Tables 2-3: human alignment), in its order.
 GROUPS: dict[str, tuple[str, str]] = {
     "scene": ("Table 1", "Scene understanding"),
+    "dense": ("Table 1", "Scene understanding: dense transfer"),
     "video": ("Table 1", "Video understanding"),
     "ood": ("Table 1", "OOD recognition"),
     "human": ("Tables 2–3", "Human alignment"),
@@ -35,8 +36,9 @@ class Column:
     kind: str
 
 
-def format_value(value: float | None, kind: str) -> str:
-    """How every table shows a metric: proportions in percent, signed values with their sign, counts whole."""
+def table_value(value: float | None, kind: str) -> str:
+    """A metric as the report's tables show it, compactly: proportions in percent with one decimal, signed
+    values with their sign, counts whole (``base.format_value`` is the longer form of each cell's result.md)."""
     if value is None:
         return "n/a"
     if kind == "proportion":
@@ -91,7 +93,7 @@ def cell_record(cell: Cell, out: Path) -> dict[str, Any]:
         "folder": _relative(cell.folder, out), "error": cell.error, "traceback": cell.details or None,
         "metrics": {}, "kinds": {}, "coverage": None, "seconds": None, "versions": {}, "pictures": [],
         "skipped": 0, "summary": None,
-        "settings": settings_record(cell.settings) if cell.settings is not None else dict(cell.options),
+        "settings": base.settings_dict(cell.settings) if cell.settings is not None else dict(cell.options),
     }
     result = cell.result
     if result is None:
@@ -163,7 +165,7 @@ def display(cell: dict[str, Any] | None, column: dict[str, Any]) -> tuple[str, s
         return "—", MISSING
     if metric not in cell["metrics"]:
         return "", ABSENT
-    text = format_value(cell["metrics"][metric], kind)
+    text = table_value(cell["metrics"][metric], kind)
     coverage = cell["coverage"]
     if coverage and coverage["partial"]:
         return f"{text} †", PARTIAL

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,9 +25,8 @@ from typing import Any
 
 from vito.errors import VitoError
 from vito.eval import base
-from vito.eval.encoders import Encoder
 from vito.io import write_json
-from vito.report.suite import EncoderEntry, Suite, make_settings, settings_record
+from vito.report.suite import EncoderEntry, Suite, make_settings
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +36,6 @@ HEAD_ARTIFACT = "head"
 # Settings that say where or how fast, not what is computed: a cell computed with other values is still current.
 NON_RESULT_SETTINGS = frozenset({"cache_dir", "num_workers"})
 ERROR_FILE = "error.json"
-RESULT_FILE = "result.json"
 
 # Cell states.
 CACHED, COMPUTED, FAILED, NOT_RUN, PLANNED = "cached", "computed", "failed", "not run", "planned"
@@ -81,6 +78,8 @@ def plan_cells(suite: Suite, out: Path) -> list[Cell]:
     order = sorted(suite.evaluations, key=lambda name: name != HEAD_SOURCE)  # stable: suite order otherwise
     for name, entry in suite.encoders.items():
         for evaluation in order:
+            if base.get(evaluation).needs_encoder is False:
+                continue  # scoring only: reference rows
             options = dict(suite.evaluations[evaluation].options)
             needs_head = False
             if base.get(evaluation).uses_classifier:
@@ -146,25 +145,28 @@ def matches(stored: dict[str, Any], identity: str | None, stored_identity: str |
     if stored_identity != identity:
         return False
     paths = _path_fields(settings)
-    expected = _comparable(settings_record(settings), paths)
-    found = _comparable({name: stored.get(name, "<absent>") for name in settings_record(settings)}, paths)
+    expected = _comparable(base.settings_dict(settings), paths)
+    found = _comparable({name: stored.get(name, "<absent>") for name in base.settings_dict(settings)}, paths)
     return found == expected
 
 
 def read_current(cell: Cell, head: Path | None) -> base.Result | None:
     """The cell's stored Result when it is current (same identity and settings; newer than its head)."""
-    path = cell.folder / RESULT_FILE
+    path = cell.folder / base.RESULT_JSON
     if not path.is_file():
         return None
     try:
         result = base.read_result(cell.folder)
-    except (OSError, ValueError, KeyError, TypeError, VitoError) as error:
+    except (OSError, VitoError) as error:
         log.warning("%s: unreadable %s is recomputed: %s", cell.label, path, error)
         return None
     if result.evaluation != cell.evaluation:
         return None
     if not matches(result.settings, cell.identity, result.encoder.get("identity"), cell.settings):
         return None
+    if cell.encoder is not None and result.encoder.get("precision", cell.encoder.spec.precision) != \
+            cell.encoder.spec.precision:
+        return None  # bf16 and fp32 features differ
     if head is not None and path.stat().st_mtime_ns < head.stat().st_mtime_ns:
         return None  # computed with an older head of the linear cell
     return result
@@ -193,53 +195,24 @@ def _fail(cell: Cell, error: BaseException, details: str = "") -> None:
     cell.folder.mkdir(parents=True, exist_ok=True)
     write_json(cell.folder / ERROR_FILE, {
         "row": cell.row, "evaluation": cell.evaluation, "error": cell.error, "traceback": details,
-        "identity": cell.identity, "settings": settings_record(cell.settings) if cell.settings is not None else {},
+        "identity": cell.identity, "settings": base.settings_dict(cell.settings) if cell.settings is not None else {},
     })
 
 
-def _encoder_record(entry: EncoderEntry, identity: str | None) -> dict[str, Any]:
-    spec = entry.spec
-    return {"spec": spec.encoder, "weights": str(spec.weights) if spec.weights else None,
-            "random_init": spec.random_init, "identity": identity}
-
-
-def compute_cell(cell: Cell, encoder: Encoder | None) -> None:
-    """Run the cell's evaluation into its folder; an exception becomes the cell's error, never the grid's."""
+def compute_cell(cell: Cell) -> None:
+    """Run the cell's evaluation into its folder exactly as ``vito eval`` does (``base.run_evaluation``: the same
+    checks, stamping and a freshly loaded encoder, since an evaluation may change its encoder in place, as
+    DAVIS removes the stride of res4); an exception becomes the cell's error, never the grid's."""
     cell.folder.mkdir(parents=True, exist_ok=True)
-    for stale in (RESULT_FILE, "result.md", ERROR_FILE):
+    for stale in (base.RESULT_JSON, base.RESULT_MD, ERROR_FILE):
         (cell.folder / stale).unlink(missing_ok=True)
-    start = time.perf_counter()
+    spec = cell.encoder.spec if cell.encoder is not None else None
     try:
-        result = base.get(cell.evaluation)().run(encoder, cell.settings, cell.folder)
+        cell.result = base.run_evaluation(cell.evaluation, cell.settings, cell.folder, spec)
     except Exception as error:  # noqa: BLE001 - one failing evaluation must not stop the others
         _fail(cell, error, "" if isinstance(error, VitoError) else traceback.format_exc())
         return
-    if not result.seconds:
-        result.seconds = time.perf_counter() - start
-    if cell.encoder is not None and not result.encoder:
-        result.encoder = _encoder_record(cell.encoder, cell.identity)
-    base.write_result(result, cell.folder)
-    cell.status, cell.result = COMPUTED, result
-
-
-class _RowEncoder:
-    """The current row's encoder, loaded on first need (a row of cached cells loads nothing), one at a time."""
-
-    def __init__(self) -> None:
-        self.row: str | None = None
-        self.encoder: Encoder | None = None
-        self.error: BaseException | None = None
-
-    def get(self, cell: Cell) -> Encoder:
-        if cell.row != self.row:
-            self.row, self.encoder, self.error = cell.row, None, None
-            try:
-                self.encoder = cell.encoder.spec.load()
-            except Exception as error:  # noqa: BLE001 - a row whose encoder fails to load is a row of marked cells
-                self.error = error
-        if self.error is not None:
-            raise self.error
-        return self.encoder
+    cell.status = COMPUTED
 
 
 def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = False,
@@ -250,7 +223,6 @@ def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = 
     run = GridRun(cells)
     by_key = {(cell.row, cell.evaluation): cell for cell in cells}
     identities: dict[str, str] = {}
-    encoders = _RowEncoder()
     for index, cell in enumerate(cells):
         chosen = index in selected
         source = by_key.get((cell.row, HEAD_SOURCE)) if cell.needs_head else None
@@ -274,12 +246,7 @@ def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = 
             echo(f"{cell.label}: would compute -> {cell.folder}")
             continue
         echo(f"{cell.label}: computing -> {cell.folder}")
-        try:
-            encoder = encoders.get(cell) if cell.encoder is not None else None
-        except Exception as error:  # noqa: BLE001 - reported in every cell of the row
-            _fail(cell, error, "" if isinstance(error, VitoError) else traceback.format_exc())
-        else:
-            compute_cell(cell, encoder)
+        compute_cell(cell)
         if cell.status == FAILED:
             run.failed.append(cell)
             echo(f"{cell.label}: FAILED: {cell.error}")

@@ -189,8 +189,8 @@ def render(document: dict[str, Any], out: Path) -> str:
              f"{_e(document['generated'])}. {counts['cells']} cells: {counts['computed']} computed in this run, "
              f"{counts['cached']} reused, {counts['marked_failed']} failed.</p>"
              '<p class="legend">Proportions in percent (%). <span class="flag">†</span> partial coverage (fewer '
-             "items than the benchmark lists; see Cells), ✗ failed (hover for the error), — not computed. Each value "
-             "links to its cell's folder; hover for the unrounded value.</p></header>")
+             "items than the benchmark lists; see Cells), ✗ failed (hover for the error), — not computed. "
+             "Each value links to its cell's folder; hover for the unrounded value.</p></header>")
     body = [group_table(document, group) for group in document["groups"]]
     body += [gallery(document, out), cells_table(document), settings_section(document)]
     return head + intro + "\n".join(part for part in body if part) + "\n</body></html>\n"

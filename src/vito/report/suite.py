@@ -20,7 +20,7 @@ import yaml
 
 from vito.errors import VitoError
 from vito.eval import base
-from vito.eval.encoders import EncoderSpec
+from vito.eval.encoders import EncoderSpec, is_outside
 
 TOP_LEVEL_KEYS = ("encoders", "evaluations", "references")
 ENCODER_KEYS = ("encoder", "weights", "random_init", "classifier", "device", "precision")
@@ -89,6 +89,7 @@ def parse_suite(raw: Any, path: Path) -> Suite:
     _refuse_unknown(top, TOP_LEVEL_KEYS, f"{path}")
     folder = path.resolve().parent
     suite = Suite(path=path.resolve())
+    base.discover()
     for name, value in _mapping(top.get("encoders") or {}, f"{path}: encoders").items():
         suite.encoders[_row_name(name, path)] = _encoder_entry(name, value, folder, path)
     for name, value in _mapping(top.get("evaluations") or {}, f"{path}: evaluations").items():
@@ -135,19 +136,15 @@ def _encoder_entry(name: str, value: Any, folder: Path, path: Path) -> EncoderEn
     _refuse_unknown(options, ENCODER_KEYS, where)
     if not isinstance(options.get("encoder"), str):
         raise VitoError(f"{where}: 'encoder' is required (a vito run or checkpoint, an export, timm:NAME ...)")
-    text = options["encoder"]
-    outside = text.startswith(("timm:", "torchvision:"))
-    random_init = options.get("random_init", False)
-    if not isinstance(random_init, bool):
-        raise VitoError(f"{where}: random_init must be true or false, got {random_init!r}")
-    spec = EncoderSpec(
-        encoder=text if outside else str(_resolve(text, folder)),
-        weights=_resolve(options["weights"], folder) if options.get("weights") is not None else None,
-        random_init=random_init,
-        device=str(options.get("device", "auto")),
-        precision=str(options.get("precision", "auto")),
-    )
+    if not isinstance(options.get("random_init", False), bool):
+        raise VitoError(f"{where}: random_init must be true or false, got {options['random_init']!r}")
+    values = {key: v for key, v in options.items() if key != "classifier" and v is not None}
+    if not is_outside(values["encoder"]):
+        values["encoder"] = str(_resolve(values["encoder"], folder))
+    if "weights" in values:
+        values["weights"] = str(_resolve(values["weights"], folder))
     try:
+        spec = EncoderSpec.from_mapping(values)
         spec.check()
     except VitoError as error:
         raise VitoError(f"{where}: {error}") from None
@@ -184,7 +181,13 @@ def _resolve_paths(parsed: Any, folder: Path, given: Any) -> Any:
 def _evaluation_entry(name: str, value: Any, folder: Path, path: Path) -> EvaluationEntry:
     if name not in base.REGISTRY:
         raise VitoError(f"{path}: evaluations.{name}: no such evaluation (known: {', '.join(sorted(base.REGISTRY))})")
-    return EvaluationEntry(name, _options(base.get(name), value, folder, f"{path}: evaluations.{name}"))
+    cls, where = base.get(name), f"{path}: evaluations.{name}"
+    if cls.needs_encoder is False:  # scoring only: these options are shared defaults of its reference rows
+        mapping = _mapping(value if value is not None else {}, where)
+        _refuse_unknown({k.replace("-", "_"): v for k, v in mapping.items()},
+                        tuple(f.name for f in dataclasses.fields(cls.Settings)), where)
+        return EvaluationEntry(name, {k.replace("-", "_"): v for k, v in mapping.items()})
+    return EvaluationEntry(name, _options(cls, value, folder, where))
 
 
 def _reference_entry(name: str, value: Any, suite: Suite, folder: Path, path: Path) -> ReferenceEntry:
@@ -206,18 +209,3 @@ def _reference_entry(name: str, value: Any, suite: Suite, folder: Path, path: Pa
 def make_settings(evaluation: str, options: dict[str, Any]) -> Any:
     """The Settings of ``evaluation`` for ``options``; a ``None`` value drops an option (the default applies)."""
     return base.settings_from_mapping(base.get(evaluation), {k: v for k, v in options.items() if v is not None})
-
-
-def settings_record(settings: Any) -> dict[str, Any]:
-    """A Settings dataclass as plain JSON values (paths as strings): what a Result records and a cache compares."""
-    return {f.name: _plain(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
