@@ -14,9 +14,9 @@ from vito.data.sources import (
     SkipCounter,
     VideoFolderSource,
     build_pretrain_loader,
-    check_readable,
     find_videos,
     open_source,
+    scan_source,
 )
 from vito.errors import DataError
 
@@ -89,7 +89,7 @@ def test_all_bad_folder_fails_at_once(tmp_path):
     (tmp_path / "b.mkv").write_text("nothing")
     source = open_source(tmp_path)
     with pytest.raises(DataError, match="no usable video among 2 files"):
-        check_readable(source)
+        scan_source(source)
     with pytest.raises(DataError, match="no usable video among 2 files"):
         PretrainBatches(source, CFG, seed=0).batch(0)
     with pytest.raises(DataError, match="no usable video"):
@@ -113,7 +113,7 @@ def test_manifests_warn_about_missing_rows_with_line_numbers(tmp_path, make_vide
     assert [e.path.name for e in csv_entries] == ["a.mp4"] and csv_entries[0].line == 2
     assert [e.path.name for e in jsonl_entries] == ["a.mp4"]
     assert "m.csv line 3" in caplog.text and "missing.mp4" in caplog.text
-    assert "m.jsonl line 3" in caplog.text and "1 of 2 listed files are missing" in caplog.text
+    assert "m.jsonl line 3" in caplog.text and "1 of 2 rows skipped" in caplog.text
     (sub / "bad.csv").write_text("file\na.mp4\n")
     with pytest.raises(DataError, match="'path' column"):
         find_videos(sub / "bad.csv")

@@ -96,7 +96,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, resume: bool,
     augment = PhotometricAugment(size=config.data.image_size)
     autocast = _autocast(t.precision, context.device)
 
-    batches = _batches(config, data, context, start_step)
+    batches = _batches(config, data, context, start_step, run_dir)
     stop = _StopSignal()
     skipped: dict[str, str] = {}  # unusable videos met so far: name -> reason
     result = RunResult(run_dir=run_dir, step=start_step, checkpoint=None)
@@ -188,12 +188,12 @@ def _per_rank_batch(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
-def _batches(config: Config, data: str | Path, context: distributed.Context, start_step: int):
+def _batches(config: Config, data: str | Path, context: distributed.Context, start_step: int, run_dir: Path):
     """Iterator over the batches of steps start_step, start_step + 1, ... for this rank."""
     from vito.data.sources import build_pretrain_loader
 
     loader = build_pretrain_loader(data, config.data, config.train.seed, rank=context.rank,
-                                   world_size=context.world_size, start_step=start_step)
+                                   world_size=context.world_size, start_step=start_step, scan_cache=run_dir)
     return iter(loader)
 
 
