@@ -131,3 +131,26 @@ def test_the_cache_is_what_a_resume_uses(tmp_path, monkeypatch):
     (tmp_path / SCAN_NAME).write_text("{broken json")
     monkeypatch.undo()
     assert set(cached_scan(source, tmp_path)) == {1}  # an unreadable cache is scanned again
+
+
+def test_training_log_counts_every_skip_and_the_run_keeps_the_scan(tmp_path, make_video):
+    """Through ``pretrain``: manifest rows and unusable files are in train.log and in the skipped total."""
+    from vito.config import load_config
+    from vito.train.loop import pretrain
+
+    for name in ("a.mp4", "b.mp4"):
+        make_video(name, num_frames=20, fps=10, b_frames=0, size=(48, 32))
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "list.csv").write_text("path\na.mp4\n\nmissing.mp4\nempty.mp4\nb.mp4\n/dev/zero\n")
+    config = load_config("demo", [
+        "model.backbone=resnet18", "model.projector_hidden=32", "model.projector_dim=16", "data.image_size=32",
+        "data.decode_short_side=32", "data.batch_size=4", "data.num_workers=0", "train.precision=fp32",
+        "train.max_steps=1", "train.log_every=1"])
+    result = pretrain(config, tmp_path / "list.csv", tmp_path / "run")
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert result.skipped_videos == 3
+    assert "list.csv line 4: " in log and "missing.mp4: file not found" in log
+    assert "list.csv line 7: /dev/zero: not a regular file" in log and "empty.mp4: empty file" in log
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["skipped"] == 3
+    assert json.loads((tmp_path / "run" / SCAN_NAME).read_text())["unusable"].keys() == {"1"}

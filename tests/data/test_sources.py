@@ -15,6 +15,7 @@ from vito.data.sources import (
     VideoFolderSource,
     build_pretrain_loader,
     find_videos,
+    list_videos,
     open_source,
     scan_source,
 )
@@ -134,3 +135,39 @@ def test_folder_source_reads_clip_once_known_duration(make_video, tmp_path):
     seen = []
     frames = source.read_clip(0, lambda d: seen.append(d) or np.array([0.0, 1.0, 2.5]), 24)
     assert seen == [pytest.approx(3.0, abs=0.11)] and frames.shape == (3, 24, 32, 3)
+
+
+def test_manifest_skips_are_counted_with_line_numbers(tmp_path, make_video):
+    """Empty paths, missing files, folders and devices: each a skip naming its line, reported by the loader."""
+    make_video("a.mp4", num_frames=10, fps=10, b_frames=0, size=(32, 32))
+    (tmp_path / "folder.mp4").mkdir()
+    (tmp_path / "m.csv").write_text("path,label\na.mp4,x\n,y\nmissing.mp4,z\nfolder.mp4,w\n/dev/zero,v\n\"\",u\n")
+    entries, skipped = list_videos(tmp_path / "m.csv")
+    assert [e.line for e in entries] == [2]
+    reasons = [reason for _, reason in skipped]
+    assert [r.split(": ")[0] for r in reasons] == [f"{tmp_path / 'm.csv'} line {n}" for n in (3, 4, 5, 6, 7)]
+    assert "empty path" in reasons[0] and "file not found" in reasons[1]
+    assert "a directory" in reasons[2] and "a character device" in reasons[3] and "empty path" in reasons[4]
+    batch = next(iter(build_pretrain_loader(tmp_path / "m.csv", CFG, seed=0)))
+    assert [reason for _, reason in batch["skipped"]] == reasons  # so the training log counts them
+
+
+def test_non_utf8_manifest_is_a_clear_error(tmp_path):
+    (tmp_path / "m.csv").write_bytes("path\nvidéo.mp4\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        find_videos(tmp_path / "m.csv")
+
+
+def test_symlinked_folders_are_followed_once(tmp_path, make_video):
+    outside = tmp_path / "outside"
+    for folder in (tmp_path / "real", outside):
+        folder.mkdir()
+    make_video("real/a.mp4", num_frames=5, b_frames=0, size=(32, 32))
+    make_video("outside/b.mp4", num_frames=5, b_frames=0, size=(32, 32))
+    (outside / "loop").symlink_to(outside)  # a link back to its own folder
+    (tmp_path / "real" / "more").symlink_to(outside)
+    (tmp_path / "real" / "again").symlink_to(outside)  # the same folder twice: walked once
+    (tmp_path / "real" / "dangling.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    entries, skipped = list_videos(tmp_path / "real")
+    assert sorted(e.path.name for e in entries) == ["a.mp4", "b.mp4"]
+    assert [(name.split("/")[-1], "file not found" in reason) for name, reason in skipped] == [("dangling.mp4", True)]
