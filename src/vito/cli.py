@@ -487,6 +487,37 @@ def _add_curation_commands(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# The report: every evaluation of a suite for every encoder (vito report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from vito.report.build import make_report
+
+    run = make_report(args.suite, args.out, only=args.only, dry_run=args.dry_run)
+    return 1 if run.failed else 0
+
+
+def _add_report_command(sub: argparse._SubParsersAction) -> None:
+    """`vito report SUITE --out DIR [--only NAME] [--dry-run]`."""
+    report = sub.add_parser(
+        "report",
+        help="run a suite of evaluations for several encoders and write the paper's tables (HTML, markdown, JSON)",
+        description="Runs every evaluation of the suite YAML (keys: encoders, evaluations, references) for every "
+        "encoder, reusing each cell already computed for the same encoder and settings under OUT/cells/ "
+        "(also cells written there beforehand by `vito eval NAME ... --out OUT/cells/ROW/NAME`), and writes "
+        "OUT/index.html, OUT/report.md and OUT/results.json. A failing cell is marked and the others complete; "
+        "the exit status is then 1. See docs/report.md.",
+    )
+    report.add_argument("suite", type=Path, help="suite YAML file")
+    report.add_argument("--out", type=Path, required=True, help="report folder")
+    report.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help="only this row (encoder or reference) or evaluation; repeatable: rows and evaluations "
+                        "combine as 'and', names of one kind as 'or' (the linear head a cell needs comes along)")
+    report.add_argument("--dry-run", action="store_true", help="list the cells that would be computed; write nothing")
+    report.set_defaults(handler=_cmd_report)
+
+
+# --------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -502,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_probe_video_commands(evals, sub)
     _add_alignment_commands(evals)
     _add_curation_commands(sub)
+    _add_report_command(sub)
     return parser
 
 

@@ -58,6 +58,7 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     temperature: float = 0.1
+    mask_same_video: bool = True  # other clips of a clip's own video are not its negatives (spec §10)
 
 
 @dataclass

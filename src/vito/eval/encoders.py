@@ -11,18 +11,24 @@ negative (``-2`` = res4, ``-1`` = res5), as in the model config.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from vito.config import config_from_dict
 from vito.errors import VitoError
-from vito.models.external import create_architecture, parse_spec, read_state_dict
+from vito.models.backbones import backbone_state_dict
+from vito.models.external import SPEC_HELP, create_architecture, parse_spec, read_state_dict
+from vito.models.vito import VitoNetwork
+from vito.train.checkpoint import find_checkpoint, load_checkpoint
 
 TORCHVISION_RESNET_STAGES = ["relu", "layer1", "layer2", "layer3", "layer4"]
 
@@ -48,6 +54,7 @@ class Encoder(nn.Module):
         self.classifier = classifier
         self.network = network  # the VitoNetwork, for attention maps
         self.fingerprint = fingerprint or self.name  # identifies architecture + weights, for feature caches
+        self.precision = "auto"  # inference precision (EncoderSpec.load resolves it: fp32 or bf16)
         self.stage_names = _stage_module_names(model, library, arch)
         self._extractors: dict[tuple[int, ...], nn.Module] = {}
         self._unstrided: set[int] = set()  # stages whose stride was removed
@@ -207,10 +214,9 @@ def _load_outside_model(spec: str, weights: str | Path | None) -> Encoder:
         model = create_architecture(spec)
     if weights is not None:
         _load_strict(model, read_state_dict(weights), f"weights in {weights}", spec)
-    identity = _file_identity(weights) if weights is not None else f"random-init seed {RANDOM_INIT_SEED}"
     label = f"{spec} ({Path(weights).name})" if weights is not None else f"{spec} (random init)"
     return Encoder(
-        model, library, name, label, classifier=_head_of(model, library), fingerprint=_fingerprint(spec, identity)
+        model, library, name, label, classifier=_head_of(model, library), fingerprint=encoder_fingerprint(spec, weights)
     )
 
 
@@ -232,7 +238,7 @@ def _load_exported(path: Path, sidecar: Path) -> Encoder:
     _load_strict(model, state, f"exported weights {path}", spec, allow_missing_head=not head_keys)
     return Encoder(
         model, parse_spec(spec)[0], name, f"{spec} ({path.name})", classifier=head if has_head else None,
-        fingerprint=_fingerprint(spec, _file_identity(path)),
+        fingerprint=encoder_fingerprint(path),
     )
 
 
@@ -266,11 +272,6 @@ def _load_strict(
 
 def _load_vito_checkpoint(path: Path) -> Encoder:
     """The online encoder of a vito run: its backbone as a full timm model, plus the network for attention."""
-    from vito.config import config_from_dict
-    from vito.models.backbones import backbone_state_dict
-    from vito.models.vito import VitoNetwork
-    from vito.train.checkpoint import load_checkpoint
-
     checkpoint = load_checkpoint(path)  # checks the format
     config = config_from_dict(checkpoint["config"])
     network = VitoNetwork(config.model)
@@ -283,7 +284,7 @@ def _load_vito_checkpoint(path: Path) -> Encoder:
     model = create_architecture(spec)
     _load_strict(model, backbone_state_dict(network.backbone, "timm"), f"backbone of {path}", spec)
     step = checkpoint.get("step", 0)
-    fingerprint = _fingerprint("vito", _file_identity(checkpoint["path"]), step)
+    fingerprint = encoder_fingerprint(path)
     label = f"vito {config.model.backbone} step {step} ({path})"
     return Encoder(model, "timm", config.model.backbone, label, network=network.eval(), fingerprint=fingerprint)
 
@@ -293,16 +294,19 @@ def _load_vito_checkpoint(path: Path) -> Encoder:
 # Inference precision
 
 
-def uses_bf16(device: torch.device | str) -> bool:
-    """Whether evaluation on ``device`` runs in bf16 (CUDA with bf16 support) rather than fp32."""
+def uses_bf16(device: torch.device | str, precision: str = "auto") -> bool:
+    """Whether evaluation on ``device`` runs in bf16: ``auto`` = CUDA with bf16 support; else as ``precision``."""
+    if precision != "auto":
+        return precision == "bf16"
     return torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 @contextlib.contextmanager
-def inference_mode(device: torch.device | str) -> Iterator[None]:
-    """``torch.inference_mode`` with bf16 autocast where the device supports it (CUDA with bf16)."""
+def inference_mode(device: torch.device | str, precision: str = "auto") -> Iterator[None]:
+    """``torch.inference_mode`` with bf16 autocast where ``precision`` asks for it (``auto``: CUDA with bf16)."""
     device = torch.device(device)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device)):
+    enabled = uses_bf16(device, precision)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled):
         yield
 
 
@@ -311,3 +315,113 @@ def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
+
+
+# --------------------------------------------------------------------------------------------------
+# The one encoder argument path: --encoder/--weights/--random-init/--device/--precision
+
+ENCODER_HELP = (
+    "a vito run folder or checkpoint (.pt), an exported backbone file, or "
+    f"{SPEC_HELP} together with --weights FILE (or --random-init)"
+)
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+def is_outside(spec: str | Path) -> bool:
+    return str(spec).startswith(("timm:", "torchvision:"))
+
+
+@dataclass
+class EncoderSpec:
+    """What names an encoder on the command line and in a suite file; ``check`` holds the random-init rule.
+
+    An outside architecture (``timm:``/``torchvision:``) without ``--weights`` is only evaluated with an
+    explicit ``--random-init``: a silently random network would be scored as if it were a model.
+    """
+
+    encoder: str
+    weights: Path | None = None
+    random_init: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+
+    def check(self) -> None:
+        outside = is_outside(self.encoder)
+        if self.random_init and (not outside or self.weights is not None):
+            raise VitoError("--random-init is for a timm:NAME / torchvision:NAME encoder given without --weights")
+        if outside and self.weights is None and not self.random_init:
+            raise VitoError(f"{self.encoder} needs --weights FILE (or --random-init for a randomly initialised "
+                            "baseline)")
+        if not outside and self.weights is not None:
+            raise VitoError("--weights is only used with timm:NAME or torchvision:NAME encoders")
+        if self.precision not in PRECISIONS:
+            raise VitoError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+    def load(self) -> Encoder:
+        """The checked encoder on its device, with its inference precision attached."""
+        self.check()
+        device = pick_device(self.device)
+        encoder = load_encoder(self.encoder, weights=self.weights, device=device)
+        encoder.precision = resolve_precision(self.precision, device)
+        return encoder
+
+    def identity(self) -> str:
+        """Architecture + weights fingerprint without building the network (the feature cache's rule)."""
+        self.check()
+        return encoder_fingerprint(self.encoder, self.weights)
+
+    def describe(self) -> dict[str, Any]:
+        return {"spec": str(self.encoder), "weights": str(self.weights) if self.weights else None,
+                "random_init": self.random_init, "identity": self.identity(), "precision": self.precision}
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "EncoderSpec":
+        return cls(str(args.encoder), args.weights, args.random_init, args.device, args.precision)
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any]) -> "EncoderSpec":
+        """From a suite file entry: ``{encoder, weights?, random_init?, device?, precision?}`` (dashes allowed)."""
+        values = {str(k).replace("-", "_"): v for k, v in mapping.items()}
+        unknown = sorted(set(values) - {"encoder", "weights", "random_init", "device", "precision"})
+        if unknown:
+            raise VitoError(f"unknown encoder option(s) {', '.join(unknown)}")
+        if "encoder" not in values:
+            raise VitoError("an encoder entry needs 'encoder'")
+        weights = values.get("weights")
+        return cls(str(values["encoder"]), Path(weights) if weights else None, bool(values.get("random_init", False)),
+                   str(values.get("device", "auto")), str(values.get("precision", "auto")))
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--encoder --weights --random-init --device --precision``: the same five options on every command."""
+    parser.add_argument("--encoder", required=required, default=None, help=ENCODER_HELP)
+    parser.add_argument("--weights", type=Path, default=None, help="local weights file for a timm:/torchvision: encoder")
+    parser.add_argument("--random-init", action="store_true",
+                        help="evaluate a timm:/torchvision: encoder at its (seeded) random initialisation, no --weights")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="inference precision: auto (bf16 on CUDA with bf16 support, else fp32), fp32, bf16")
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``auto`` → bf16 on CUDA with bf16 support, else fp32; an explicit choice is kept."""
+    if precision == "auto":
+        return "bf16" if uses_bf16(device) else "fp32"
+    return precision
+
+
+def encoder_fingerprint(spec: str | Path, weights: str | Path | None = None) -> str:
+    """Identity of architecture + weights: the file's path, size and mtime, or the random-init seed."""
+    text = str(spec)
+    if is_outside(text):
+        identity = _file_identity(weights) if weights is not None else f"random-init seed {RANDOM_INIT_SEED}"
+        return _fingerprint(text, identity)
+    path = Path(text)
+    if not path.exists():
+        raise VitoError(f"encoder {text!r} is neither timm:/torchvision:NAME nor an existing file or folder")
+    sidecar = Path(f"{path}.json")
+    if path.is_file() and sidecar.is_file():
+        info = json.loads(sidecar.read_text())
+        return _fingerprint(f"{info.get('format', info.get('library'))}:{info.get('name')}", _file_identity(path))
+    return _fingerprint("vito", _file_identity(find_checkpoint(path)))

@@ -157,7 +157,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
 
             # 2. loss; all processes agree on its value and on whether to stop after this step
             with autocast:
-                out = network(images, gather=distributed.gather_keys)
+                out = network(images, video_index=batch["video_index"].to(views.device), gather=distributed.gather_keys)
             loss, stopped_by = _agree(out["loss"], stop)
             if not math.isfinite(loss):
                 raise _logged(VitoError(_non_finite_message(step + 1, loss, last_good)))
