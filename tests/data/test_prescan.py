@@ -16,7 +16,14 @@ from torch.utils.data import DataLoader
 
 from vito.config import DataConfig
 from vito.data import sources
-from vito.data.sources import SCAN_NAME, PretrainBatches, build_pretrain_loader, cached_scan, scan_source
+from vito.data.sources import (
+    SCAN_NAME,
+    PretrainBatches,
+    build_pretrain_loader,
+    cached_scan,
+    save_scan,
+    scan_source,
+)
 from vito.errors import DataError
 
 CFG = DataConfig(batch_size=4, num_views=2, window_seconds=2.0, image_size=16, decode_short_side=16, num_workers=0)
@@ -108,7 +115,9 @@ def test_startup_check_reads_past_64_broken_files(tmp_path, make_video):
     run = tmp_path / "run"
     cfg = DataConfig(batch_size=4, num_views=2, window_seconds=1.0, image_size=16, decode_short_side=16,
                      num_workers=2)
-    first = [b for b, _ in zip(build_pretrain_loader(tmp_path, cfg, seed=0, scan_cache=run), range(3))]
+    loader = build_pretrain_loader(tmp_path, cfg, seed=0)
+    loader.dataset.save_scan(run)
+    first = [b for b, _ in zip(loader, range(3))]
     names = {tmp_path / "y.mp4", tmp_path / "z.mp4"}
     scan = json.loads((run / SCAN_NAME).read_text())
     assert len(scan["files"]) == 73 and len(scan["unusable"]) == 71
@@ -123,7 +132,8 @@ def test_startup_check_reads_past_64_broken_files(tmp_path, make_video):
 
 def test_the_cache_is_what_a_resume_uses(tmp_path, monkeypatch):
     source = FakeSource({1, 3, 4}, 5)
-    first = cached_scan(source, tmp_path)
+    first = cached_scan(source, tmp_path)  # nothing saved yet: a scan
+    save_scan(tmp_path, source, first)
     source.broken = {1}  # files changed on disk since: the run keeps its first answer
     monkeypatch.setattr(sources, "probe_clip", lambda *a: pytest.fail("scanned again"))
     assert cached_scan(source, tmp_path) == first == {i: f"fake{i}.mp4: not a readable video (broken)"

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -284,11 +285,11 @@ def _probe_in_worker(i: int) -> str | None:
 
 def cached_scan(source: ClipSource, cache: Path | None, workers: int = 0, rank: int = 0,
                 world_size: int = 1) -> dict[int, str]:
-    """``scan_source``, read from / written to ``cache`` (``SCAN_NAME`` in the run folder).
+    """``scan_source``, or the answer saved in the run folder ``cache`` (``SCAN_NAME``, see ``save_scan``).
 
-    Why cache: a resumed run must use the very answer of its first start (a file fixed or broken since
-    would otherwise change the batches). The cache holds for the same list of files; a changed list is
-    scanned again (with a warning). Every process of a group takes the same branch; rank 0 writes.
+    Why a cache: a resumed run must use the very answer of its first start (a file fixed or broken since
+    would otherwise change the batches). It holds for the same list of files; a changed list is scanned
+    again (with a warning). Every process of a group takes the same branch.
     """
     names = [source.name(i) for i in range(len(source))]
     failed = _read_scan(cache / SCAN_NAME, names) if cache is not None else None
@@ -297,13 +298,17 @@ def cached_scan(source: ClipSource, cache: Path | None, workers: int = 0, rank: 
         dist.all_gather_object(found, failed is not None)
         failed = failed if all(found) else None
     if failed is None:
-        failed = scan_source(source, workers, rank, world_size)
-        if cache is not None and rank == 0:
-            write_json(cache / SCAN_NAME, {"format": SCAN_FORMAT, "files": names,
-                                           "unusable": {str(i): reason for i, reason in sorted(failed.items())}})
-    elif len(failed) == len(source):
+        return scan_source(source, workers, rank, world_size)
+    if len(failed) == len(source):
         raise DataError(_no_usable_message(len(source), [failed[i] for i in sorted(failed)]))
     return failed
+
+
+def save_scan(folder: Path, source: ClipSource, unusable: dict[int, str]) -> None:
+    """Keep the pre-scan's answer in the run folder (written once the run owns it: never before)."""
+    names = [source.name(i) for i in range(len(source))]
+    write_json(folder / SCAN_NAME, {"format": SCAN_FORMAT, "files": names,
+                                    "unusable": {str(i): reason for i, reason in sorted(unusable.items())}})
 
 
 def _read_scan(path: Path, names: list[str]) -> dict[int, str] | None:
@@ -363,6 +368,7 @@ class PretrainBatches(IterableDataset):
         self.rank, self.world_size, self.start_step = rank, world_size, start_step
         self.batch_size = batch_size if batch_size is not None else data.batch_size // world_size
         self.crop = RandomResizedCropFlip(data.image_size, scale=(data.crop_min_scale, 1.0))
+        self.unusable = dict(unusable)
         self.skipped = list(skipped) + [(source.name(i), unusable[i]) for i in sorted(unusable)]
         self._orders: dict[int, np.ndarray] = {}  # epoch -> permutation (cache of the last two)
 
@@ -373,6 +379,10 @@ class PretrainBatches(IterableDataset):
         while True:
             yield self.batch(step)
             step += workers
+
+    def save_scan(self, folder: Path) -> None:
+        """Keep this stream's pre-scan in the run ``folder``, for ``build_pretrain_loader(scan_cache=folder)``."""
+        save_scan(folder, self.source, self.unusable)
 
     # The schedule: pure functions of (seed, step, rank, slot) and the pre-scan
 
@@ -402,17 +412,19 @@ class PretrainBatches(IterableDataset):
                 yield index
 
     def batch(self, step: int) -> dict[str, Any]:
-        views, indices = [], []
+        size = self.data.image_size  # crops are resized straight into one preallocated [B, V, S, S, 3] array
+        views = np.empty((self.batch_size, self.data.num_views, size, size, 3), dtype=np.uint8)
+        indices = []
         skipped = list(self.skipped) if step == self.start_step else []
         for slot in range(self.batch_size):
             rng = np.random.default_rng([self.seed, step, self.rank, slot])
             index, frames = self._first_readable(step, slot, rng, skipped)
-            frames = frames.permute(0, 3, 1, 2)  # [V, 3, H, W] for torchvision
-            views.append(torch.stack([self.crop(frame, rng) for frame in frames]))
+            for frame, out in zip(frames.numpy(), views[slot]):
+                self.crop.crop_into(frame, rng, out)
             indices.append(index)
         return {
             "step": step,
-            "views": torch.stack(views),
+            "views": torch.from_numpy(views).permute(0, 1, 4, 2, 3),  # [B, V, 3, S, S], channels-last memory
             "video_index": torch.tensor(indices, dtype=torch.int64),
             "skipped": skipped,
         }
@@ -456,8 +468,9 @@ def build_pretrain_loader(
 ) -> DataLoader:
     """DataLoader of whole per-rank batches (global ``batch_size`` / ``world_size`` clips) from ``start_step``.
 
-    Raw videos are pre-scanned first (``cached_scan``; ``scan_cache``: the run folder, which keeps the
-    answer for every resume).
+    Raw videos are pre-scanned first; ``scan_cache``: the folder of a resumed run, whose saved answer is
+    used instead (``cached_scan``). Nothing is written here: the loop saves the answer with
+    ``loader.dataset.save_scan(run_dir)`` once the run folder is its own.
     """
     if data_cfg.batch_size % world_size:
         raise VitoError(f"data.batch_size={data_cfg.batch_size} is not divisible by the {world_size} processes")
@@ -483,6 +496,7 @@ def build_pretrain_loader(
 def _one_thread(_: int | None = None) -> None:
     """Workers decode and crop in one thread each: K workers already use K cores."""
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
 
 
 class SkipCounter:
