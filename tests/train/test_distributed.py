@@ -57,6 +57,11 @@ def _views() -> torch.Tensor:
     return torch.randn(4, 3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
 
 
+# The video of each clip: clip 2 (on rank 1) repeats clip 0's video (on rank 0), so masking same-video negatives
+# needs the indices of both processes.
+VIDEOS = torch.tensor([0, 1, 0, 2])
+
+
 def _grads(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: p.grad.detach().clone() for k, p in module.named_parameters() if p.grad is not None}
 
@@ -83,7 +88,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     # the whole VITO model: loss and gradients of online network and predictor
     vito = distributed.wrap_for_training(_vito(), context)
     views = _views()[rank * 2 : rank * 2 + 2]
-    loss = vito(views, gather=distributed.gather_keys)["loss"]
+    loss = vito(views, VIDEOS[rank * 2 : rank * 2 + 2], gather=distributed.gather_keys)["loss"]
     loss.backward()
     results["vito_loss"] = distributed.mean_over_processes(loss.detach())
     results["vito_grads"] = _grads(vito.module)
@@ -145,7 +150,7 @@ def test_cpu_sync_batch_norm_without_a_group_is_batch_norm() -> None:
 def test_vito_loss_and_gradients_match_one_process(ranks: list[dict]) -> None:
     """Keys gathered across processes + synchronised batch norm + DDP averaging = one process, whole batch."""
     vito = _vito()
-    loss = vito(_views())["loss"]
+    loss = vito(_views(), VIDEOS)["loss"]
     loss.backward()
     expected = _grads(vito)
     assert expected and all(k.startswith(("online.", "predictor.")) for k in expected)
