@@ -38,6 +38,7 @@ from vito.errors import VitoError
 from vito.io import atomic_write
 from vito.train import distributed
 from vito.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vito.train.loop import _agree as agree_on_stop  # every process stops after the same step, on the same signal
 from vito.train.run_dir import RunFolder, holds_run
 from vito.train.signals import StopSignal, blocked, ignore_stop_signals_in_worker
 
@@ -151,6 +152,8 @@ def _train(model, loss_fn, optimizer, lr_at, batches, run_dir, spec, context, st
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         start = state["step"]
+        if context.is_main:
+            _drop_metrics_after(run_dir / METRICS_FILE, start)  # logged after the checkpoint: they are redone
     wrapped = distributed.wrap_for_training(model, context)
     wrapped.train()
     use_bf16 = _bf16(spec.precision, context.device)
@@ -184,11 +187,11 @@ def _train(model, loss_fn, optimizer, lr_at, batches, run_dir, spec, context, st
                 progress.update(1)
                 if step % spec.log_every == 0 or step == spec.iterations:
                     _log(run_dir, writer, step, lr, losses, context)
-                stopping = _agree(stop.requested)
-                if step % spec.checkpoint_every == 0 or step == spec.iterations or stopping:
+                _, stopped_by = agree_on_stop(loss, stop)
+                if step % spec.checkpoint_every == 0 or step == spec.iterations or stopped_by:
                     last_saved = _save(run_dir, model, optimizer, step, spec, context)
-                if stopping:
-                    result.stopped_by = stop.name or "SIGTERM"
+                if stopped_by:
+                    result.stopped_by = stopped_by
                     break
     finally:
         progress.close()
@@ -204,11 +207,6 @@ def _bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16"
 
 
-def _agree(flag: bool) -> bool:
-    """Every process stops after the same step: the stop request of any one counts for all."""
-    return bool(distributed.mean_over_processes(torch.tensor([float(flag)])).item() > 0)
-
-
 def _save(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, spec: FinetuneSpec,
           context: distributed.Context) -> Path | None:
     if not context.is_main:
@@ -216,6 +214,14 @@ def _save(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ste
     state = {"format": spec.format, "step": step, "config": _plain(spec.config), "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "rng": rng_state()}
     return save_checkpoint(run_dir, state, keep=spec.keep_checkpoints)
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    with atomic_write(path) as handle:
+        handle.write("".join(line + "\n" for line in kept))
 
 
 def _log(run_dir: Path, writer: SummaryWriter | None, step: int, lr: float, losses: dict[str, torch.Tensor],
