@@ -148,7 +148,8 @@ def test_resume_checks_its_inputs_and_survives_a_damaged_last_checkpoint(videos:
     before = _snapshot(run)
     refusals = [
         ([], "checkpoints/last.pt is at step 4 already: train.max_steps=4 leaves nothing to do"),
-        (["--data", str(tmp_path), "--max-steps", "6"], f"--data {tmp_path} is not the data of this run \\({videos}\\)"),
+        (["--data", str(tmp_path), "--max-steps", "6"],
+         f"--data {tmp_path} is not the data of this run \\({videos}\\)"),
         (["--config", "vito_r50", "--max-steps", "6"], "--config vito_r50 is not the config of the run"),
     ]
     for extra, message in refusals:
