@@ -28,7 +28,7 @@ from vito.errors import VitoError
 from vito.models.backbones import backbone_state_dict
 from vito.models.external import SPEC_HELP, create_architecture, parse_spec, read_state_dict
 from vito.models.vito import VitoNetwork
-from vito.train.checkpoint import find_checkpoint, load_checkpoint
+from vito.train.checkpoint import LAST, checkpoint_dir, load_checkpoint
 
 TORCHVISION_RESNET_STAGES = ["relu", "layer1", "layer2", "layer3", "layer4"]
 
@@ -424,4 +424,5 @@ def encoder_fingerprint(spec: str | Path, weights: str | Path | None = None) -> 
     if path.is_file() and sidecar.is_file():
         info = json.loads(sidecar.read_text())
         return _fingerprint(f"{info.get('format', info.get('library'))}:{info.get('name')}", _file_identity(path))
-    return _fingerprint("vito", _file_identity(find_checkpoint(path)))
+    checkpoint = path if path.is_file() else checkpoint_dir(path) / LAST
+    return _fingerprint("vito", _file_identity(checkpoint))
