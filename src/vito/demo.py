@@ -27,8 +27,8 @@ from vito.data.augment import normalize
 from vito.data.video import iter_frames
 from vito.demo_world import HELDOUT_SECONDS, NUM_VIDEOS, SIZE, TRAIN_SECONDS, render_videos
 from vito.io import write_json
+from vito.train import loop
 from vito.train.checkpoint import load_checkpoint
-from vito.train.loop import build_model, pretrain
 from vito.viz.attention import save_attention_grid
 from vito.viz.curves import plot_loss_curve
 
@@ -143,9 +143,9 @@ def run_demo(out_dir: str | Path = "runs/demo", max_steps: int | None = None,
     train_videos, heldout_videos = render_videos(out / "videos")
 
     print(f"[2/4] pretraining {config.model.backbone} at {size} px for {config.train.max_steps} steps")
-    initial = build_model(config)  # the same weights the run starts from
-    run = pretrain(config, data=out / "videos" / "train", run_dir=out, overwrite=True)  # the demo owns its folder
-    trained = build_model(config)
+    initial = loop.build_model(config)  # the same weights the run starts from
+    run = loop.pretrain(config, data=out / "videos" / "train", run_dir=out, overwrite=True)  # the demo owns its folder
+    trained = loop.build_model(config)
     trained.load_state_dict(load_checkpoint(out)["model"])
 
     print(f"[3/4] {MEASURE}")

@@ -30,7 +30,7 @@ TINY = [
 def videos(tmp_path_factory) -> Path:
     """A few short rendered videos (the demo's renderer): training parts only."""
     folder = tmp_path_factory.mktemp("videos")
-    render_videos(folder, num_scenes=3)
+    render_videos(folder, num_videos=3)
     return folder / "train"
 
 
