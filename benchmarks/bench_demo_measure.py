@@ -28,7 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.bench_demo_memory import KIB_PER_GIB, TARGET_GIB, descendants, memory_kib
+from vito.config import load_config
+from vito.demo import measure_frames, subject_retrieval
 from vito.io import atomic_write, write_json
+from vito.train import loop
+from vito.train.checkpoint import load_checkpoint
 
 RESULTS = Path(__file__).parent / "results"
 CPU_TARGET_S = 600.0
@@ -113,6 +117,43 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def learning_curve(run_dir: Path) -> list[dict]:
+    """The measure of a demo run folder at its seeded initialisation and at each kept step checkpoint.
+
+    Recomputed from the run's files (config.yaml, videos/, checkpoints/step_*.pt), so it also scores a run
+    that is still going or was stopped: the measure against the number of training steps.
+    """
+    config = load_config(run_dir / "config.yaml")
+    videos = [sorted((run_dir / "videos" / part).glob("*.mp4")) for part in ("train", "heldout")]
+    frames = measure_frames(*videos, config.data.image_size)
+    rows = [{"step": 0, "score": subject_retrieval(loop.build_model(config).online, frames)}]
+    for file in sorted((run_dir / "checkpoints").glob("step_*.pt")):
+        state = load_checkpoint(file)
+        model = loop.build_model(config)
+        model.load_state_dict(state["model"])
+        rows.append({"step": state["step"], "score": subject_retrieval(model.online, frames)})
+    return [{**row, "seed": config.train.seed, "max_steps": config.train.max_steps, "chance": frames.chance}
+            for row in rows]
+
+
+def curve_markdown(rows: list[dict]) -> str:
+    seeds = sorted({r["seed"] for r in rows})
+    steps = sorted({r["step"] for r in rows})
+    score = {(r["seed"], r["step"]): r["score"] for r in rows}
+    lines = ["# `vito demo`: held-out subject retrieval against training steps", "",
+             f"Demo runs of {rows[0]['max_steps']} steps (cosine schedule over all of them), scored at their kept "
+             f"checkpoints; step 0 = the seeded random initialisation. Chance {rows[0]['chance']:.1%}.", "",
+             "| step | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+             "|---|" + "---|" * (len(seeds) + 1)]
+    for step in steps:
+        values = [score.get((s, step)) for s in seeds]
+        known = [v for v in values if v is not None]
+        cells = [f"{v:.1%}" if v is not None else "-" for v in values]
+        mean = f"{statistics.fmean(known):.1%}" + ("" if len(known) == len(seeds) else f" ({len(known)} seeds)")
+        lines.append(f"| {step} | " + " | ".join(cells) + f" | {mean} |")
+    return "\n".join(lines + [""])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -121,7 +162,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="OMP_NUM_THREADS of each run (default: inherited); 1 on a crowded machine, where "
                              "contended threads spin and inflate the CPU time")
+    parser.add_argument("--curve", type=Path, nargs="+", metavar="RUN_DIR",
+                        help="instead: score the step checkpoints of existing demo run folders")
     args = parser.parse_args()
+    if args.curve:
+        rows = [row for run_dir in args.curve for row in learning_curve(run_dir)]
+        write_json(RESULTS / "demo_measure_curve.json", {"rows": rows, "run_dirs": [str(p) for p in args.curve]})
+        text = curve_markdown(rows)
+        with atomic_write(RESULTS / "demo_measure_curve.md") as handle:
+            handle.write(text)
+        print(text)
+        return
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda seed: run_seed(seed, args.max_steps, Path(tmp) / f"seed{seed}", args.threads),
                              args.seeds))
