@@ -216,6 +216,17 @@ def training_step(model: nn.Module, batch: dict[str, Any], optimizer: torch.opti
     return {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
 
 
+def wrap_detector(model: nn.Module, context: distributed.Context) -> nn.Module:
+    """Synchronised batch norm + DDP for K processes (the model itself for one), with the encoder re-traced
+    so that its torchvision feature extractor runs the synchronised batch norms, not the replaced ones."""
+    wrapped = distributed.wrap_for_training(model, context)
+    if context.world_size > 1:
+        for module in model.modules():
+            if isinstance(module, Encoder):
+                module.forget_extractors()
+    return wrapped
+
+
 def make_optimizer(model: nn.Module, plan: FinetunePlan) -> torch.optim.AdamW:
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=plan.lr, weight_decay=plan.weight_decay)
@@ -359,7 +370,7 @@ def _train(model: nn.Module, optimizer, train: Annotations, images_dir: Path, pl
     sampler = StepBatches(len(dataset), plan.batch_size, plan.seed, start, plan.steps, context.rank,
                           context.world_size)
     loader = _loader(EpochIndexed(dataset), batch_sampler=sampler, num_workers=plan.num_workers)
-    wrapped = distributed.wrap_for_training(model, context)
+    wrapped = wrap_detector(model, context)
     wrapped.train()
     scheduler = _scheduler(optimizer, plan, start)
     writer = _tensorboard(run_dir) if context.is_main else None

@@ -137,12 +137,22 @@ class Encoder(nn.Module):
         if hasattr(self, "_channels"):
             del self._channels
 
+    def forget_extractors(self) -> None:
+        """Drop the traced torchvision extractors: they hold the modules they were traced with, so after modules
+        of ``model`` are replaced (e.g. batch norm by synchronised batch norm for DDP) they must be traced anew."""
+        self._extractors.clear()
+
     def _torchvision_extractor(self, indices: tuple[int, ...]) -> nn.Module:
         if indices not in self._extractors:
             from torchvision.models.feature_extraction import create_feature_extractor
 
             nodes = {self.stage_names[i]: str(i) for i in indices}
-            self._extractors[indices] = create_feature_extractor(self.model, return_nodes=nodes).eval()
+            # batch norms stay leaves (any subclass, e.g. vito's CPU synchronised one, is not traced into); the
+            # extractor shares its modules with ``model``, so it takes the model's mode (``.eval()`` here would
+            # switch a fine-tuned model's batch norms to eval mode)
+            leaves = {"leaf_modules": [nn.modules.batchnorm._BatchNorm]}
+            extractor = create_feature_extractor(self.model, return_nodes=nodes, tracer_kwargs=leaves)
+            self._extractors[indices] = extractor.train(self.model.training)
         return self._extractors[indices]
 
 
