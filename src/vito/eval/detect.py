@@ -23,8 +23,7 @@ from typing import Literal
 from vito.errors import VitoError
 from vito.eval.base import Coverage, Evaluation, Metric, Result, register
 from vito.eval.detection_data import Annotations, load_annotations
-from vito.eval.detection_finetune import (REFERENCE_BATCH, FinetunePlan, SeedOutcome, StoppedBySignal,
-                                          finetune_seed, plan_steps)
+from vito.eval.detection_finetune import REFERENCE_BATCH, FinetunePlan, SeedOutcome, finetune_seed, plan_steps
 from vito.eval.detection_metrics import DetectionScores, load_results, metric_labels, score_detections
 from vito.eval.detection_transforms import TARGET_RESOLUTION
 from vito.eval.encoders import Encoder
@@ -114,11 +113,8 @@ class Detect(Evaluation):
         outcomes = []
         for seed in settings.seeds:
             plan = finetune_plan(settings, train, seed, encoder)
-            outcome = finetune_seed(encoder, train, val, settings.images, plan, Path(out_dir) / f"seed_{seed}",
-                                    settings.resume, settings.overwrite, context)
-            if outcome.stopped_by is not None:
-                raise StoppedBySignal(outcome.stopped_by, outcome.run_dir)
-            outcomes.append(outcome)
+            outcomes.append(finetune_seed(encoder, train, val, settings.images, plan, Path(out_dir) / f"seed_{seed}",
+                                          settings.resume, settings.overwrite, context))
         return finetune_result(self.name, val, outcomes, Path(out_dir))
 
 

@@ -8,19 +8,19 @@ after 2/3 and after 8/9 of the steps, 30 epochs. An "epoch" is ``len(train image
 batch (and, with the view seeds, every pixel of it) is a pure function of ``(seed, s)``: resuming at step
 ``s`` continues the same run, on any number of processes.
 
-K processes (``torchrun --nproc-per-node K -m vito eval detect ...``) split each global batch; batch norm
-is synchronised and the FCOS loss normaliser averaged (``vito.models.detection``), so K processes train
-like one. Mixed precision (bf16 autocast) where the encoder's precision says bf16 (CUDA), fp32 otherwise.
+Training runs in the shared fine-tune loop (``vito.train.finetune``: run folder and lock, stop signals,
+checkpoints of format ``vito-detect/1``, resume, reuse of a finished run with the same settings, DDP, bf16
+autocast on CUDA, progress bar, ``metrics.jsonl``, TensorBoard). K processes (``torchrun --nproc-per-node K
+-m vito eval detect ...``) split each global batch; batch norm is synchronised and the FCOS loss normaliser
+averaged (``vito.models.detection``), so K processes train like one.
 
-Files of a seed's run folder: ``checkpoints/`` (format ``vito-detect/1``), ``metrics.jsonl``, ``tb/``
-(TensorBoard), ``detections.json`` (the val predictions in the COCO results format) and ``pictures/``.
+A seed's run folder also gets ``detections.json`` (the val predictions in the COCO results format) and
+``pictures/`` (predictions next to the ground truth for a few val images).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,27 +31,24 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, IterableDataset, Subset, get_worker_info
 from tqdm import tqdm
 
 from vito.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from vito.data.segmentation import UnreadableFile, read_image
 from vito.errors import VitoError
 from vito.eval.detection_data import Annotations, DetectionImages, collate_detection, image_file, targets_of
 from vito.eval.detection_metrics import LVIS_MAX_DETS, DetectionScores, score_detections
 from vito.eval.detection_transforms import boxes_to_original
-from vito.eval.encoders import Encoder, TrainableBackbone
-from vito.eval.inputs import UnreadableImage, read_image
-from vito.io import atomic_write, write_json
+from vito.eval.encoders import Encoder, TrainableBackbone, inference_mode
+from vito.io import atomic_write
 from vito.models.detection import FPN_CHANNELS, build_fcos
 from vito.train import distributed
-from vito.train.checkpoint import load_checkpoint, save_checkpoint
-from vito.train.run_dir import RunFolder, holds_run
-from vito.train.signals import StopSignal, ignore_stop_signals_in_worker
+from vito.train.finetune import FinetuneSpec, FinetuneStopped, finetune, make_loader
 from vito.viz.detection import save_detection_picture
 
-log = logging.getLogger(__name__)
-
 CHECKPOINT_FORMAT = "vito-detect/1"
+DETECTIONS_FILE = "detections.json"
 REFERENCE_BATCH = 128  # the batch at which A.3's base learning rate is stated
 LR_DROPS = (2 / 3, 8 / 9)
 BACKBONE_STAGES = (-3, -2, -1)  # C3, C4, C5 (strides 8, 16, 32)
@@ -89,14 +86,6 @@ class FinetunePlan:
                 "fpn_channels": self.fpn_channels, **self.identity}
 
 
-class StoppedBySignal(VitoError):
-    """A fine-tune stopped by SIGTERM/SIGINT/SIGUSR1 after writing its checkpoint; ``--resume`` continues it."""
-
-    def __init__(self, signal_name: str, run_dir: Path) -> None:
-        super().__init__(f"stopped by {signal_name}; the checkpoint is in {run_dir}: rerun with --resume to continue")
-        self.signal_name = signal_name
-
-
 def plan_steps(num_images: int, batch_size: int, epochs: float, warmup_epochs: float,
                max_steps: int | None) -> tuple[int, int]:
     """(total steps, warm-up steps): epochs of ``num_images / batch_size`` steps; ``max_steps`` caps both."""
@@ -120,65 +109,66 @@ def lr_factor(step: int, steps: int, warmup_steps: int) -> float:
 # Data
 
 
-class StepBatches(Sampler):
-    """This process's share of the global batch of every step from ``start`` on: ``(index, epoch)`` lists."""
+class DetectionBatches(IterableDataset):
+    """Endless training batches of one process from ``start``; use with ``DataLoader(batch_size=None)``.
 
-    def __init__(self, num_images: int, batch_size: int, seed: int, start: int, steps: int, rank: int,
-                 world_size: int) -> None:
+    Step ``s`` takes positions ``s*B .. s*B + B - 1`` of an endless stream of per-epoch permutations of the
+    train images (this process: its ``B / K`` slots); worker ``w`` of ``W`` makes steps ``start + w + k*W``.
+    An unreadable image is replaced by the next usable one of the stream and listed in ``skipped`` once.
+    Batch: ``{"step", "images": [uint8 [3, h, w]], "targets": [{"boxes", "labels"}], "skipped"}``.
+    """
+
+    def __init__(self, images: DetectionImages, batch_size: int, seed: int, start: int, rank: int = 0,
+                 world_size: int = 1) -> None:
         if batch_size % world_size:
-            raise VitoError(f"--batch-size {batch_size} must be divisible by the {world_size} processes")
-        self.n, self.batch, self.seed, self.start, self.steps = num_images, batch_size, seed, start, steps
-        self.local = batch_size // world_size
-        self.offset = rank * self.local
-        self._permutations: dict[int, np.ndarray] = {}
+            raise VitoError(f"--batch-size {batch_size} does not split over {world_size} processes")
+        self.images, self.batch_size, self.seed, self.start = images, batch_size, seed, start
+        self.local, self.offset = batch_size // world_size, rank * (batch_size // world_size)
+        self._bad: set[int] = set()
+        self._orders: dict[int, np.ndarray] = {}
 
-    def __len__(self) -> int:
-        return self.steps - self.start
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        step = self.start + worker
+        while True:
+            yield self.batch(step)
+            step += workers
 
-    def _item(self, position: int) -> tuple[int, int]:
-        epoch = position // self.n
-        if epoch not in self._permutations:
-            self._permutations = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
-        return int(self._permutations[epoch][position % self.n]), epoch
+    def _position(self, position: int) -> tuple[int, int]:
+        """(image index, epoch) at a position of the endless stream."""
+        count = len(self.images)
+        epoch, within = divmod(position, count)
+        if epoch not in self._orders:
+            if len(self._orders) >= 2:
+                self._orders.pop(min(self._orders))
+            self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(count)
+        return int(self._orders[epoch][within]), epoch
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for step in range(self.start, self.steps):
-            first = step * self.batch + self.offset
-            yield [self._item(p) for p in range(first, first + self.local)]
+    def batch(self, step: int) -> dict[str, Any]:
+        images, targets, skipped = [], [], []
+        for slot in range(self.offset, self.offset + self.local):
+            sample = self._first_usable(step * self.batch_size + slot, skipped)
+            images.append(sample["image"])
+            targets.append({"boxes": sample["boxes"], "labels": sample["labels"]})
+        return {"step": step, "images": images, "targets": targets, "skipped": skipped}
 
-
-class EpochIndexed(torch.utils.data.Dataset):
-    """A ``DetectionImages`` read with ``(index, epoch)`` keys, so that views follow the stream's epochs."""
-
-    def __init__(self, images: DetectionImages) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        index, epoch = key
-        return self.images.item(index, epoch)
-
-
-def _loader(dataset, batch_sampler=None, batch_size=None, num_workers: int = 0, indices=None) -> DataLoader:
-    kwargs: dict[str, Any] = {"collate_fn": collate_detection, "num_workers": num_workers}
-    if num_workers:
-        kwargs.update(worker_init_fn=ignore_stop_signals_in_worker, persistent_workers=False)
-    if batch_sampler is not None:
-        return DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)
-    subset = torch.utils.data.Subset(dataset, list(indices))
-    return DataLoader(subset, batch_size=batch_size, shuffle=False, **kwargs)
-
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
-    images = [image.to(device, non_blocking=True).float().div_(255) for image in batch["images"]]
-    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in batch["targets"]]
-    return images, targets
+    def _first_usable(self, position: int, skipped: list[tuple[str, str]]) -> dict[str, Any]:
+        index, epoch = self._position(position)
+        for offset in range(len(self.images)):
+            candidate = (index + offset) % len(self.images)
+            if candidate in self._bad:
+                continue
+            sample = self.images.item(candidate, epoch)
+            if "skipped" not in sample:
+                return sample
+            self._bad.add(candidate)
+            skipped.append(sample["skipped"])
+        raise VitoError(f"none of the {len(self.images)} training images can be read: {skipped[:3]}")
 
 
 # --------------------------------------------------------------------------------------------------
-# Model and one training step
+# Model and loss
 
 
 def build_detector(encoder: Encoder, num_classes: int, plan: FinetunePlan) -> nn.Module:
@@ -191,52 +181,26 @@ def build_detector(encoder: Encoder, num_classes: int, plan: FinetunePlan) -> nn
                           score_thresh=score_thresh, detections_per_img=detections, fpn_channels=plan.fpn_channels)
 
 
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+def as_float(images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """uint8 [3, h, w] images (already on their device) as float in [0, 1], what torchvision detectors take."""
+    return [image.float().div_(255) for image in images]
 
 
-def training_step(model: nn.Module, batch: dict[str, Any], optimizer: torch.optim.Optimizer, device: torch.device,
-                  precision: str) -> dict[str, torch.Tensor]:
-    """Forward, sum of the three FCOS losses, backward, AdamW step. Returns the (detached) losses.
-
-    A process whose share of the batch was entirely unreadable still takes part (a zero loss over every
-    parameter) so that DDP's gradient all-reduce never waits for it forever.
-    """
-    optimizer.zero_grad(set_to_none=True)
-    if batch["images"]:
-        images, targets = _to_device(batch, device)
-        with autocast(precision, device):
-            losses = model(images, targets)
-        loss = sum(losses.values())
-    else:
-        losses = {}
-        loss = sum(p.sum() for p in model.parameters()) * 0.0
-    loss.backward()
-    optimizer.step()
-    return {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
-
-
-def wrap_detector(model: nn.Module, context: distributed.Context) -> nn.Module:
-    """Synchronised batch norm + DDP for K processes (the model itself for one), with the encoder re-traced
-    so that its torchvision feature extractor runs the synchronised batch norms, not the replaced ones."""
-    wrapped = distributed.wrap_for_training(model, context)
-    if context.world_size > 1:
-        for module in model.modules():
-            if isinstance(module, Encoder):
-                module.forget_extractors()
-    return wrapped
+def detection_loss(model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The fine-tune's loss: the sum of FCOS's three losses (focal classification, GIoU box, centre-ness)."""
+    losses = model(as_float(batch["images"]), batch["targets"])
+    return {"loss": sum(losses.values()), **losses}
 
 
 def make_optimizer(model: nn.Module, plan: FinetunePlan) -> torch.optim.AdamW:
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=plan.lr, weight_decay=plan.weight_decay)
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=plan.lr,
+                             weight_decay=plan.weight_decay)
 
 
 # --------------------------------------------------------------------------------------------------
 # Prediction
 
 
-@torch.inference_mode()
 def predict(model: nn.Module, loader: DataLoader, annotations: Annotations, device: torch.device, precision: str,
             keep_for_pictures: set[int] | None = None, progress: bool = False
             ) -> tuple[list[dict[str, Any]], list[int], list[tuple[str, str]], dict[int, dict[str, np.ndarray]]]:
@@ -249,9 +213,8 @@ def predict(model: nn.Module, loader: DataLoader, annotations: Annotations, devi
         skipped += batch["skipped"]
         if not batch["images"]:
             continue
-        images, _ = _to_device(batch, device)
-        with autocast(precision, device):
-            outputs = model(images)
+        with inference_mode(device, precision):
+            outputs = model(as_float([image.to(device) for image in batch["images"]]))
         for image_id, scale, (height, width), output in zip(batch["image_ids"], batch["scales"], batch["sizes"],
                                                              outputs):
             boxes = boxes_to_original(output["boxes"].float(), scale, height, width).cpu()
@@ -282,8 +245,8 @@ def draw_pictures(annotations: Annotations, images_dir: Path, predictions: dict[
     for image_id, output in sorted(predictions.items()):
         path = image_file(images_dir, annotations.images[image_id])
         try:
-            image = read_image(path).permute(1, 2, 0).numpy()
-        except UnreadableImage:
+            image = read_image(path)
+        except UnreadableFile:
             continue
         truth_boxes, truth_labels = targets_of(annotations, image_id)
         paths.append(save_detection_picture(
@@ -299,171 +262,64 @@ def draw_pictures(annotations: Annotations, images_dir: Path, predictions: dict[
 
 @dataclass
 class SeedOutcome:
-    scores: DetectionScores | None  # None when stopped by a signal before the end
+    scores: DetectionScores
     scored_images: int
     skipped: list[tuple[str, str]]
     pictures: list[Path]
     run_dir: Path
-    stopped_by: str | None = None
     reused: bool = False
     final_loss: float | None = None
 
 
 def finetune_seed(encoder: Encoder, train: Annotations, val: Annotations, images_dir: Path, plan: FinetunePlan,
                   run_dir: Path, resume: bool, overwrite: bool, context: distributed.Context) -> SeedOutcome:
-    """Train (or resume, or reuse a finished run with the same plan), predict the val images and score them."""
-    saved = _saved_state(run_dir) if holds_run(run_dir) and not overwrite else None
-    if saved is not None and saved.get("plan") != _plain(plan.key()):
-        changes = sorted(k for k in set(saved["plan"]) | set(plan.key())
-                         if saved["plan"].get(k) != _plain(plan.key()).get(k))
-        raise VitoError(f"{run_dir} holds a detection fine-tune with other settings ({', '.join(changes)}); "
-                        "use another --out, or --overwrite to replace it")
-    finished = saved is not None and saved["step"] >= plan.steps
-    with RunFolder(run_dir, resume=resume or finished, overwrite=overwrite, is_main=context.is_main, kind="detect"):
-        model = build_detector(encoder, len(train.categories), plan).to(context.device)
-        optimizer = make_optimizer(model, plan)
-        start = 0
-        if saved is not None and (resume or finished):
-            state = load_checkpoint(run_dir, expected_format=CHECKPOINT_FORMAT)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start = state["step"]
-        stopped, final_loss, skipped = None, None, []
-        if start < plan.steps:
-            stopped, final_loss, skipped = _train(model, optimizer, train, images_dir, plan, run_dir, start,
-                                                  encoder.precision, context)
-        if stopped is not None:
-            return SeedOutcome(None, 0, skipped, [], run_dir, stopped_by=stopped, final_loss=final_loss)
-        return _evaluate(model, val, images_dir, plan, run_dir, encoder.precision, context, skipped,
-                         reused=start >= plan.steps, final_loss=final_loss)
+    """Train with the shared fine-tune loop (or continue / reuse what ``run_dir`` holds), then predict and score.
+
+    A stop signal ends the fine-tune after a checkpoint and raises ``FinetuneStopped``.
+    """
+    model = build_detector(encoder, len(train.categories), plan).to(context.device)
+    images = DetectionImages(train, images_dir, train=True, canvas=plan.canvas, seed=plan.seed, flip=plan.flip)
+    if len(images) == 0:
+        raise VitoError(f"no usable training images in {images_dir}: {len(images.skipped)} missing, "
+                        f"{images.without_boxes} without boxes")
+
+    def batches(start: int):
+        return make_loader(DetectionBatches(images, plan.batch_size, plan.seed, start, context.rank,
+                                            context.world_size), plan.num_workers)
+
+    spec = FinetuneSpec(format=CHECKPOINT_FORMAT, iterations=plan.steps, config=plan.key(),
+                        checkpoint_every=plan.checkpoint_every, log_every=plan.log_every,
+                        precision=encoder.precision, description=f"detect seed {plan.seed}")
+    result = finetune(model, detection_loss, make_optimizer(model, plan), lambda step: plan.lr * lr_factor(
+        step, plan.steps, plan.warmup_steps), batches, run_dir, spec, context, resume=resume, overwrite=overwrite)
+    if result.stopped_by is not None:
+        raise FinetuneStopped(f"{run_dir}: stopped by {result.stopped_by} after step {result.step} (checkpoint "
+                              "written); continue with --resume", result.stopped_by)
+    skipped = list(images.skipped) + list(result.skipped)
+    outcome = evaluate_detector(model, val, images_dir, plan, run_dir, encoder.precision, context)
+    outcome.skipped = skipped + outcome.skipped
+    outcome.reused = result.reused
+    outcome.final_loss = None if math.isnan(result.last_loss) else result.last_loss
+    return outcome
 
 
-def _saved_state(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        state = load_checkpoint(run_dir, expected_format=CHECKPOINT_FORMAT)
-    except VitoError:
-        return None
-    return {"step": state["step"], "plan": state["plan"]}
-
-
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
-def _checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer, plan: FinetunePlan) -> None:
-    save_checkpoint(run_dir, {"format": CHECKPOINT_FORMAT, "step": step, "plan": _plain(plan.key()),
-                              "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict()}, keep=2)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def _train(model: nn.Module, optimizer, train: Annotations, images_dir: Path, plan: FinetunePlan, run_dir: Path,
-           start: int, precision: str, context: distributed.Context
-           ) -> tuple[str | None, float | None, list[tuple[str, str]]]:
-    """Steps ``start .. plan.steps - 1``; a checkpoint every ``checkpoint_every`` steps, at a stop and at the end."""
-    dataset = DetectionImages(train, images_dir, train=True, canvas=plan.canvas, seed=plan.seed, flip=plan.flip)
-    if len(dataset) == 0:
-        raise VitoError(f"no usable training images: {len(dataset.skipped)} missing, {dataset.without_boxes} "
-                        "without boxes")
-    sampler = StepBatches(len(dataset), plan.batch_size, plan.seed, start, plan.steps, context.rank,
-                          context.world_size)
-    loader = _loader(EpochIndexed(dataset), batch_sampler=sampler, num_workers=plan.num_workers)
-    wrapped = wrap_detector(model, context)
-    wrapped.train()
-    scheduler = _scheduler(optimizer, plan, start)
-    writer = _tensorboard(run_dir) if context.is_main else None
-    skipped = list(dataset.skipped)
-    bar = tqdm(total=plan.steps, initial=start, desc=f"detect seed {plan.seed}", unit="step",
-               disable=not context.is_main)
-    stop, loss_value = StopSignal(), None
-    with stop.installed():
-        for step, batch in enumerate(loader, start=start):
-            skipped += batch["skipped"]
-            losses = training_step(wrapped, batch, optimizer, context.device, precision)
-            scheduler.step()
-            values = distributed.mean_over_processes(torch.stack(list(losses.values())).float()).tolist()
-            loss_value = values[0]
-            if not math.isfinite(loss_value):
-                raise VitoError(f"the detection loss became {loss_value} at step {step}; lower --base-lr")
-            done = step + 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}")
-            if context.is_main and (done % plan.log_every == 0 or done == plan.steps or done == start + 1):
-                _log(run_dir, writer, done, dict(zip(losses, values)), optimizer.param_groups[0]["lr"])
-            stop_now = _agree(stop.requested)
-            if stop_now or done == plan.steps or done % plan.checkpoint_every == 0:
-                if context.is_main:
-                    _checkpoint(run_dir, done, model, optimizer, plan)
-                _barrier()
-            if stop_now:
-                bar.close()
-                return stop.name or "SIGTERM", loss_value, skipped
-    bar.close()
-    if writer is not None:
-        writer.close()
-    return None, loss_value, skipped
-
-
-def _scheduler(optimizer, plan: FinetunePlan, start: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """The A.3 schedule, positioned so that the next step (``start``) gets ``lr * lr_factor(start)``."""
-    for group in optimizer.param_groups:
-        group["initial_lr"] = plan.lr
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, plan.steps, plan.warmup_steps),
-                                             last_epoch=start - 1)
-
-
-def _agree(requested: bool) -> bool:
-    """Every process stops after the same step: any one's request counts for all."""
-    flag = torch.tensor([float(requested)])
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
-
-
-def _barrier() -> None:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
-def _tensorboard(run_dir: Path):
-    from torch.utils.tensorboard import SummaryWriter  # tensorboard's import is slow; only a training run pays
-
-    return SummaryWriter(str(run_dir / "tb"))
-
-
-def _log(run_dir: Path, writer, step: int, losses: dict[str, float], lr: float) -> None:
-    record = {"step": step, "lr": lr, **losses}
-    with open(run_dir / "metrics.jsonl", "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    if writer is not None:
-        for name, value in record.items():
-            if name != "step":
-                writer.add_scalar(f"detect/{name}", value, step)
-
-
-def _evaluate(model: nn.Module, val: Annotations, images_dir: Path, plan: FinetunePlan, run_dir: Path,
-              precision: str, context: distributed.Context, skipped: list[tuple[str, str]], reused: bool,
-              final_loss: float | None) -> SeedOutcome:
+def evaluate_detector(model: nn.Module, val: Annotations, images_dir: Path, plan: FinetunePlan, run_dir: Path,
+                      precision: str, context: distributed.Context) -> SeedOutcome:
+    """Predict this process's share of the val images, gather, score on the images read, write files (rank 0)."""
     dataset = DetectionImages(val, images_dir, train=False, canvas=plan.canvas)
-    indices = range(context.rank, len(dataset), context.world_size)
-    loader = _loader(dataset, batch_size=plan.eval_batch_size, num_workers=plan.num_workers, indices=indices)
+    indices = list(range(context.rank, len(dataset), context.world_size))
+    loader = DataLoader(Subset(dataset, indices), batch_size=plan.eval_batch_size, collate_fn=collate_detection,
+                        num_workers=plan.num_workers)
     picture_ids = {image_id for image_id, _ in dataset.items[: plan.pictures]}
-    results, used, unread, kept = predict(_unwrap(model), loader, val, context.device, precision, picture_ids,
+    results, used, unread, kept = predict(model, loader, val, context.device, precision, picture_ids,
                                           progress=context.is_main)
     results, used, unread = _gather(results), _gather(used), _gather(unread)
-    skipped = skipped + list(dataset.skipped) + unread
+    if not used:
+        raise VitoError(f"none of the {len(val.images)} val images could be read")
+    scores = score_detections(val.subset(used), results, "bbox")
     pictures: list[Path] = []
-    scores = None
-    if used:
-        scores = score_detections(val.subset(used), results, "bbox")
     if context.is_main:
-        with atomic_write(run_dir / "detections.json") as handle:
+        with atomic_write(run_dir / DETECTIONS_FILE) as handle:
             json.dump(results, handle)
         pictures = draw_pictures(val, images_dir, kept, run_dir / "pictures")
-        write_json(run_dir / "scores.json", {"metrics": scores.metrics if scores else None,
-                                             "scored_images": len(used)})
-    if scores is None:
-        raise VitoError(f"none of the {len(val.images)} val images could be read")
-    return SeedOutcome(scores, len(used), skipped, pictures, run_dir, reused=reused, final_loss=final_loss)
+    return SeedOutcome(scores, len(used), list(dataset.skipped) + unread, pictures, run_dir)

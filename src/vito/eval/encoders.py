@@ -138,11 +138,6 @@ class Encoder(nn.Module):
         if hasattr(self, "_channels"):
             del self._channels
 
-    def forget_extractors(self) -> None:
-        """Drop the traced torchvision extractors: they hold the modules they were traced with, so after modules
-        of ``model`` are replaced (e.g. batch norm by synchronised batch norm for DDP) they must be traced anew."""
-        self._extractors.clear()
-
     def _torchvision_extractor(self, indices: tuple[int, ...]) -> nn.Module:
         if indices not in self._extractors:
             from torchvision.models.feature_extraction import create_feature_extractor
