@@ -202,6 +202,20 @@ def test_reference_rows_use_the_scoring_only_mode(tmp_path, fakes) -> None:
     assert "*osvos* (reference)" in (out / "report.md").read_text()
 
 
+def test_columns_choose_the_metrics_the_tables_show(tmp_path, fakes) -> None:
+    suite = _suite(tmp_path, {"a": TWO["a"]}, {"knn": {"train": "data"}, "imagenet-a": {"root": "data"}})
+    text = suite.read_text() + "columns: {knn: [count, top1, nope]}\n"
+    suite.write_text(text)
+    out = tmp_path / "report"
+    make_report(suite, out, echo=lambda _: None)
+    header = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| encoder | knn"))
+    assert header == "| encoder | knn · images | knn · top-1 (%) | knn · nope (no such metric) |"
+    assert set(_cell(out, "a", "knn")["metrics"]) == {"top1", "count"}  # results.json keeps every metric
+    suite.write_text(text.replace("knn: [", "knnn: ["))
+    with pytest.raises(Exception, match="columns.knnn: 'knnn' is not one of the suite's evaluations"):
+        make_report(suite, out, echo=lambda _: None)
+
+
 def test_partial_coverage_and_undefined_values_are_flagged(tmp_path, fakes) -> None:
     suite = _suite(tmp_path, {"a": TWO["a"]}, {"knn": {"train": "data", "used": 3}, "imagenet-a": {"root": "data"}})
     out = tmp_path / "report"
