@@ -265,3 +265,19 @@ def test_suite_with_non_utf8_bytes_is_a_clear_error(tmp_path, fakes, capsys) -> 
     suite.write_bytes(b"encoders: {a: {encoder: '\xff\xfe'}}\n")
     assert main(["report", str(suite), "--out", str(tmp_path / "out")]) == 2
     assert "cannot read suite" in capsys.readouterr().err
+
+
+def test_out_that_is_not_a_report_folder_is_refused(tmp_path, fakes, capsys) -> None:
+    suite = _suite(tmp_path, {"a": TWO["a"]}, {"knn": {"train": "data"}})
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "index.html").write_text("<p>my page</p>")
+    assert main(["report", str(suite), "--out", str(project)]) == 2
+    assert "no vito report wrote" in capsys.readouterr().err
+    assert (project / "index.html").read_text() == "<p>my page</p>" and fakes.calls == []
+    (tmp_path / "file").write_text("x")
+    assert main(["report", str(suite), "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    out = tmp_path / "report"  # its own folder is fine, again and again
+    assert main(["report", str(suite), "--out", str(out)]) == 0
+    assert main(["report", str(suite), "--out", str(out)]) == 0
