@@ -27,6 +27,8 @@ def _add_encoder_args(parser: argparse.ArgumentParser, required: bool = True) ->
 # --------------------------------------------------------------------------------------------------
 # Pretraining (issue: pretraining foundation)
 
+DEFAULT_PRETRAIN_CONFIG = "vito_r50"
+
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from vito.demo import run_demo
@@ -38,22 +40,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from vito.config import load_config
     from vito.train.loop import pretrain
+    from vito.train.signals import exit_status
 
     overrides = list(args.overrides)
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
     if args.resume is not None:
-        from vito.train.checkpoint import resume_config
+        from vito.train.checkpoint import resume_config, resume_target
 
-        config = resume_config(args.resume, overrides)
-        out = args.resume
+        out, checkpoint = resume_target(args.resume)
+        if args.out is not None and args.out.resolve() != out.resolve():
+            raise SystemExit("vito pretrain: --resume RUN continues RUN in its own folder: leave out --out")
+        config = resume_config(out, overrides, config=args.config)
     else:
         if args.out is None or args.data is None:
             raise SystemExit("vito pretrain: --data and --out RUN_DIR are required (or --resume RUN_DIR)")
-        config = load_config(args.config, overrides)
-        out = args.out
-    pretrain(config, data=args.data, run_dir=out, resume=args.resume is not None)
-    return 0
+        config = load_config(args.config or DEFAULT_PRETRAIN_CONFIG, overrides)
+        out, checkpoint = args.out, None
+    result = pretrain(config, data=args.data, run_dir=out, resume=args.resume is not None, checkpoint=checkpoint,
+                      overwrite=args.overwrite, break_lock=args.break_lock)
+    return 0 if result.stopped_by is None else exit_status(result.stopped_by)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -81,13 +87,24 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
         help="self-supervised pretraining from videos (VITO or the MoCLR baseline)",
         description="Pretrain on a folder of videos (searched recursively), a manifest (CSV/JSONL with a "
         "path column) or a folder of prepared shards. Runs the same on K processes with "
-        "`torchrun --nproc-per-node K -m vito pretrain ...`.",
+        "`torchrun --nproc-per-node K -m vito pretrain ...`. SIGTERM, SIGINT or SIGUSR1 finish the current "
+        "step, write a checkpoint and exit with status 128 + the signal number (SIGUSR1: 143, like SIGTERM); "
+        "see docs/cluster.md.",
     )
-    pretrain.add_argument("--config", default="vito_r50", help="YAML file or preset name (vito_r50, moclr_r50, demo)")
+    pretrain.add_argument("--config", default=None,
+                          help="YAML file or preset name (vito_r50, moclr_r50, demo); default "
+                          f"{DEFAULT_PRETRAIN_CONFIG} for a new run, the run's own config.yaml on --resume (a --config given then must match it)")
     pretrain.add_argument("--data", type=Path, default=None,
                           help="video folder, manifest file, or shard folder (on --resume: the run's own)")
-    pretrain.add_argument("--out", type=Path, default=None, help="run folder for checkpoints, logs, TensorBoard")
-    pretrain.add_argument("--resume", type=Path, default=None, help="continue the stopped run in this folder")
+    pretrain.add_argument("--out", type=Path, default=None,
+                          help="run folder for checkpoints, logs, TensorBoard (new or empty, or see --overwrite)")
+    pretrain.add_argument("--resume", type=Path, default=None,
+                          help="continue the stopped run in this folder (from its newest intact checkpoint), or "
+                          "from one of its checkpoint files RUN/checkpoints/step_*.pt")
+    pretrain.add_argument("--overwrite", action="store_true",
+                          help="start afresh in an --out that holds a run: deletes its checkpoints and logs")
+    pretrain.add_argument("--break-lock", action="store_true",
+                          help="take a run folder locked by a run on another host (only when that run is gone)")
     pretrain.add_argument("--max-steps", type=int, default=None, help="shortcut for train.max_steps=N")
     pretrain.add_argument("overrides", nargs="*", help="config overrides section.key=value, e.g. model.backbone=resnet18")
     pretrain.set_defaults(handler=_cmd_pretrain)
