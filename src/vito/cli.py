@@ -15,6 +15,8 @@ from vito.models.external import SPEC_HELP
 # --------------------------------------------------------------------------------------------------
 # Pretraining (issue: pretraining foundation)
 
+DEFAULT_PRETRAIN_CONFIG = "vito_r50"
+
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from vito.demo import run_demo
@@ -26,22 +28,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from vito.config import load_config
     from vito.train.loop import pretrain
+    from vito.train.signals import exit_status
 
     overrides = list(args.overrides)
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
     if args.resume is not None:
-        from vito.train.checkpoint import resume_config
+        from vito.train.checkpoint import resume_config, resume_target
 
-        config = resume_config(args.resume, overrides)
-        out = args.resume
+        out, checkpoint = resume_target(args.resume)
+        if args.out is not None and args.out.resolve() != out.resolve():
+            raise SystemExit("vito pretrain: --resume RUN continues RUN in its own folder: leave out --out")
+        config = resume_config(out, overrides, config=args.config)
     else:
         if args.out is None or args.data is None:
             raise SystemExit("vito pretrain: --data and --out RUN_DIR are required (or --resume RUN_DIR)")
-        config = load_config(args.config, overrides)
-        out = args.out
-    pretrain(config, data=args.data, run_dir=out, resume=args.resume is not None)
-    return 0
+        config = load_config(args.config or DEFAULT_PRETRAIN_CONFIG, overrides)
+        out, checkpoint = args.out, None
+    result = pretrain(config, data=args.data, run_dir=out, resume=args.resume is not None, checkpoint=checkpoint,
+                      overwrite=args.overwrite, break_lock=args.break_lock)
+    return 0 if result.stopped_by is None else exit_status(result.stopped_by)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -69,13 +75,24 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
         help="self-supervised pretraining from videos (VITO or the MoCLR baseline)",
         description="Pretrain on a folder of videos (searched recursively), a manifest (CSV/JSONL with a "
         "path column) or a folder of prepared shards. Runs the same on K processes with "
-        "`torchrun --nproc-per-node K -m vito pretrain ...`.",
+        "`torchrun --nproc-per-node K -m vito pretrain ...`. SIGTERM, SIGINT or SIGUSR1 finish the current "
+        "step, write a checkpoint and exit with status 128 + the signal number (SIGUSR1: 143, like SIGTERM); "
+        "see docs/cluster.md.",
     )
-    pretrain.add_argument("--config", default="vito_r50", help="YAML file or preset name (vito_r50, moclr_r50, demo)")
+    pretrain.add_argument("--config", default=None,
+                          help="YAML file or preset name (vito_r50, moclr_r50, demo); default "
+                          f"{DEFAULT_PRETRAIN_CONFIG} for a new run, the run's own config.yaml on --resume (a --config given then must match it)")
     pretrain.add_argument("--data", type=Path, default=None,
                           help="video folder, manifest file, or shard folder (on --resume: the run's own)")
-    pretrain.add_argument("--out", type=Path, default=None, help="run folder for checkpoints, logs, TensorBoard")
-    pretrain.add_argument("--resume", type=Path, default=None, help="continue the stopped run in this folder")
+    pretrain.add_argument("--out", type=Path, default=None,
+                          help="run folder for checkpoints, logs, TensorBoard (new or empty, or see --overwrite)")
+    pretrain.add_argument("--resume", type=Path, default=None,
+                          help="continue the stopped run in this folder (from its newest intact checkpoint), or "
+                          "from one of its checkpoint files RUN/checkpoints/step_*.pt")
+    pretrain.add_argument("--overwrite", action="store_true",
+                          help="start afresh in an --out that holds a run: deletes its checkpoints and logs")
+    pretrain.add_argument("--break-lock", action="store_true",
+                          help="take a run folder locked by a run on another host (only when that run is gone)")
     pretrain.add_argument("--max-steps", type=int, default=None, help="shortcut for train.max_steps=N")
     pretrain.add_argument("overrides", nargs="*", help="config overrides section.key=value, e.g. model.backbone=resnet18")
     pretrain.set_defaults(handler=_cmd_pretrain)
@@ -213,6 +230,37 @@ def _add_curation_commands(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# The report: every evaluation of a suite for every encoder (vito report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from vito.report.build import make_report
+
+    run = make_report(args.suite, args.out, only=args.only, dry_run=args.dry_run)
+    return 1 if run.failed else 0
+
+
+def _add_report_command(sub: argparse._SubParsersAction) -> None:
+    """`vito report SUITE --out DIR [--only NAME] [--dry-run]`."""
+    report = sub.add_parser(
+        "report",
+        help="run a suite of evaluations for several encoders and write the paper's tables (HTML, markdown, JSON)",
+        description="Runs every evaluation of the suite YAML (keys: encoders, evaluations, references) for every "
+        "encoder, reusing each cell already computed for the same encoder and settings under OUT/cells/ "
+        "(also cells written there beforehand by `vito eval NAME ... --out OUT/cells/ROW/NAME`), and writes "
+        "OUT/index.html, OUT/report.md and OUT/results.json. A failing cell is marked and the others complete; "
+        "the exit status is then 1. See docs/report.md.",
+    )
+    report.add_argument("suite", type=Path, help="suite YAML file")
+    report.add_argument("--out", type=Path, required=True, help="report folder")
+    report.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help="only this row (encoder or reference) or evaluation; repeatable: rows and evaluations "
+                        "combine as 'and', names of one kind as 'or' (the linear head a cell needs comes along)")
+    report.add_argument("--dry-run", action="store_true", help="list the cells that would be computed; write nothing")
+    report.set_defaults(handler=_cmd_report)
+
+
+# --------------------------------------------------------------------------------------------------
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -227,6 +275,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _add_pretraining_commands(sub)
     _add_evaluation_commands(sub, with_evaluations=argv is None or bool(argv) and argv[0] in ("eval", "attention"))
     _add_curation_commands(sub)
+    _add_report_command(sub)
     return parser
 
 

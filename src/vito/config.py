@@ -7,6 +7,8 @@ name, not silently train the wrong model. ``load_config`` is the only way config
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ class DataConfig:
     crop_min_scale: float = 0.4  # random-resized-crop minimum area (BYOL: 0.08)
     decode_short_side: int = 256  # frames are resized to this short side while decoding (speed)
     batch_size: int = 256  # global batch, in clips, summed over all processes
-    num_workers: int = 4  # DataLoader workers per process
+    num_workers: int = 4  # DataLoader workers per process (at most the CPUs available to it)
     clips_per_video: int = 1  # samples drawn from each video per pass over the data
 
 
@@ -56,6 +58,7 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     temperature: float = 0.1
+    mask_same_video: bool = True  # other clips of a clip's own video are not its negatives (spec §10)
 
 
 @dataclass
@@ -74,6 +77,7 @@ class OptimConfig:
 class TrainConfig:
     max_steps: int = 100_000
     checkpoint_every: int = 1000
+    keep_checkpoints: int = 5  # newest step_*.pt copies kept besides last.pt; 0 = keep all
     log_every: int = 10
     seed: int = 0
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast where the device supports it
@@ -115,13 +119,50 @@ def load_config(name_or_path: str | Path | None = None, overrides: typing.Sequen
     raw: dict[str, Any] = {}
     if name_or_path is not None:
         path = resolve_config_path(name_or_path)
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = _parse_yaml(_read_text(path), str(path)) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         raw = loaded
     for item in overrides:
         _apply_override(raw, item)
     return config_from_dict(raw)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 as PyYAML reads it, except that ``1e-5`` is a float (YAML 1.2 and every user agree; 1.1 made
+    it a string because its float pattern demands a dot)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+                          f"{error.start}); save the config as UTF-8") from error
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """YAML text -> Python values; a syntax error is a ConfigError naming the line (and tabs, a common cause)."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        hint = "; YAML does not allow tabs for indentation, use spaces" if "\t" in text and "\t" in str(error) else ""
+        raise ConfigError(f"{where}: not valid YAML{at}: {problem}{hint}") from error
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
@@ -140,7 +181,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         node = node.setdefault(section, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {section!r} is not a section")
-    node[leaf] = yaml.safe_load(value)
+    node[leaf] = _parse_yaml(value, f"override {item!r}")
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
@@ -204,7 +245,8 @@ def _check(condition: bool, key: str, message: str) -> None:
 
 
 def validate(config: Config) -> None:
-    """Value checks that types alone cannot express."""
+    """Value checks that types alone cannot express: values that would crash later or train nonsense."""
+    _check_finite(config, "")
     d, m, o, t = config.data, config.model, config.optim, config.train
     _check(d.window_seconds > 0, "data.window_seconds", "must be > 0")
     _check(d.num_views >= 2, "data.num_views", "a contrastive objective needs at least 2 views")
@@ -222,11 +264,25 @@ def validate(config: Config) -> None:
     _check(config.loss.temperature > 0, "loss.temperature", "must be > 0")
     _check(o.base_lr > 0, "optim.base_lr", "must be > 0")
     _check(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    _check(0 <= o.momentum < 1, "optim.momentum", "must be in [0, 1)")
+    _check(o.trust_coefficient >= 0, "optim.trust_coefficient", "must be >= 0")
     _check(0 <= o.ema_base <= 1, "optim.ema_base", "must be in [0, 1]")
     _check(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
     _check(t.max_steps >= 1, "train.max_steps", "must be >= 1")
     _check(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
     _check(t.log_every >= 1, "train.log_every", "must be >= 1")
+    _check(t.keep_checkpoints >= 0, "train.keep_checkpoints", "must be >= 0 (0 keeps all)")
+    _check(0 <= t.seed < 2**63, "train.seed", "must be in [0, 2^63)")
+
+
+def _check_finite(section: Any, prefix: str) -> None:
+    """Every float of the config is finite: nan or inf in a temperature, window or lr trains nonsense."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float):
+            _check(math.isfinite(value), prefix + f.name, f"must be a finite number, got {value}")
 
 
 def dump_config(config: Config, path: Path) -> None:

@@ -267,7 +267,7 @@ def run_demo(out_dir: str | Path = "runs/demo", max_steps: int | None = None,
 
     print(f"[2/4] pretraining {config.model.backbone} at {size} px for {config.train.max_steps} steps")
     initial = build_model(config)  # the same weights the run starts from
-    run = pretrain(config, data=out / "videos" / "train", run_dir=out)
+    run = pretrain(config, data=out / "videos" / "train", run_dir=out, overwrite=True)  # the demo owns its folder
     trained = build_model(config)
     trained.load_state_dict(load_checkpoint(out)["model"])
 

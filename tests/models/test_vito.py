@@ -96,3 +96,31 @@ def test_normalised_entropy_extremes() -> None:
     peaked[:, 1, 2] = 1.0
     assert float(normalised_entropy(peaked)) == pytest.approx(0.0, abs=1e-6)
     assert float(normalised_entropy(torch.full((2, 4, 4), 1 / 16))) == pytest.approx(1.0)
+
+
+def test_same_video_clips_are_masked_unless_disabled(model: Vito) -> None:
+    """``video_index`` reaches the objective; ``loss.mask_same_video=False`` is the old (unmasked) loss."""
+    from vito.objective import multiview_info_nce
+
+    views, videos = torch.randn(4, 2, 3, 32, 32), torch.tensor([3, 3, 5, 6])
+    model.eval()
+    try:
+        with torch.no_grad():
+            queries = [model.predictor(model.online(views[:, v]).projection) for v in range(2)]
+            keys = [model.target(views[:, v]).projection for v in range(2)]
+            masked = model(views, videos)["loss"]
+            model.mask_same_video = False
+            unmasked = model(views, videos)["loss"]
+    finally:
+        model.mask_same_video = True
+        model.train()
+    assert torch.allclose(masked, multiview_info_nce(queries, keys, 0.1, video_index=videos), atol=1e-4)
+    assert torch.allclose(unmasked, multiview_info_nce(queries, keys, 0.1), atol=1e-4)
+    assert not torch.allclose(masked, unmasked, atol=1e-3)
+
+
+def test_mask_same_video_is_a_config_key_defaulting_to_true() -> None:
+    from vito.config import load_config
+
+    assert load_config("demo").loss.mask_same_video is True
+    assert Vito(TINY, load_config("demo", ["loss.mask_same_video=false"]).loss).mask_same_video is False

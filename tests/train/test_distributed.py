@@ -57,6 +57,11 @@ def _views() -> torch.Tensor:
     return torch.randn(4, 3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
 
 
+# The video of each clip: clip 2 (on rank 1) repeats clip 0's video (on rank 0), so masking same-video negatives
+# needs the indices of both processes.
+VIDEOS = torch.tensor([0, 1, 0, 2])
+
+
 def _grads(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: p.grad.detach().clone() for k, p in module.named_parameters() if p.grad is not None}
 
@@ -83,12 +88,38 @@ def _worker(rank: int, port: int, out: str) -> None:
     # the whole VITO model: loss and gradients of online network and predictor
     vito = distributed.wrap_for_training(_vito(), context)
     views = _views()[rank * 2 : rank * 2 + 2]
-    loss = vito(views, gather=distributed.gather_keys)["loss"]
+    loss = vito(views, VIDEOS[rank * 2 : rank * 2 + 2], gather=distributed.gather_keys)["loss"]
     loss.backward()
     results["vito_loss"] = distributed.mean_over_processes(loss.detach())
     results["vito_grads"] = _grads(vito.module)
+    results.update(_stop_and_run_folder(rank, Path(out)))
     torch.save(results, Path(out) / f"rank{rank}.pt")
     distributed.cleanup()
+
+
+def _stop_and_run_folder(rank: int, out: Path) -> dict:
+    """A signal seen by rank 1 only stops both ranks after the same step; rank 0 decides on the run folder."""
+    from vito.errors import VitoError
+    from vito.train.loop import _agree
+    from vito.train.run_dir import LOCK, RunFolder
+    from vito.train.signals import StopSignal
+
+    results: dict = {}
+    stop = StopSignal()
+    if rank == 1:
+        stop.requested, stop.name = True, "SIGUSR1"
+    results["agreed"] = _agree(torch.tensor(float(rank)), stop)
+    folder = out / "run"
+    with RunFolder(folder, resume=False, is_main=rank == 0):
+        results["locked"] = (folder / LOCK).is_file()  # rank 1 waited for rank 0 to take the lock
+    if rank == 0:
+        (folder / "config.yaml").write_text("{}\n")
+    try:
+        with RunFolder(folder, resume=False, is_main=rank == 0):
+            results["refusal"] = ""
+    except VitoError as error:
+        results["refusal"] = str(error)
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +176,7 @@ def test_cpu_sync_batch_norm_without_a_group_is_batch_norm() -> None:
 def test_vito_loss_and_gradients_match_one_process(ranks: list[dict]) -> None:
     """Keys gathered across processes + synchronised batch norm + DDP averaging = one process, whole batch."""
     vito = _vito()
-    loss = vito(_views())["loss"]
+    loss = vito(_views(), VIDEOS)["loss"]
     loss.backward()
     expected = _grads(vito)
     assert expected and all(k.startswith(("online.", "predictor.")) for k in expected)
@@ -156,3 +187,12 @@ def test_vito_loss_and_gradients_match_one_process(ranks: list[dict]) -> None:
         assert expected.keys() == result["vito_grads"].keys()
         for key, grad in expected.items():
             assert torch.allclose(result["vito_grads"][key], grad, rtol=1e-4, atol=atol), key
+
+
+@pytest.mark.ddp
+def test_every_rank_stops_at_the_same_step_and_shares_rank_0s_run_folder(ranks: list[dict]) -> None:
+    for result in ranks:
+        assert result["agreed"] == (0.5, "SIGUSR1")  # mean loss, and the signal only rank 1 received
+        assert result["locked"] is True
+        assert "already holds a run" in result["refusal"]
+    assert ranks[1]["refusal"].endswith("(reported by rank 0)")

@@ -3,7 +3,9 @@
 Measured on CPU (docs: /work/shared/design/measurements.md), the per-pixel colour and blur work is the
 bottleneck, while cropping is cheap. So:
 
-1. ``RandomResizedCropFlip`` runs per sample in the data loader on uint8 frames (CPU, cheap);
+1. ``RandomResizedCropFlip`` runs per sample in the data loader on uint8 frames (CPU, cheap): the loader
+   calls ``crop_into``, one OpenCV resize per crop straight from the decoded array into the batch
+   (``__call__`` is the same box and flip on a tensor, with torchvision's antialiased resize);
 2. ``PhotometricAugment`` runs batched on the training device on the whole batch of views (colour jitter,
    grayscale, view-dependent blur and solarisation, then ImageNet normalisation), with per-sample random
    parameters drawn from a ``torch.Generator`` so a run is reproducible.
@@ -19,6 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import kornia
 import numpy as np
 import torch
@@ -64,11 +67,60 @@ class RandomResizedCropFlip:
             w, h = width, height
         return (height - h) // 2, (width - w) // 2, h, w
 
+    def sample(self, height: int, width: int, rng: np.random.Generator) -> tuple[tuple[int, int, int, int], bool]:
+        """The box and the flip of one crop, drawn in this order (every crop path draws them so)."""
+        box = self.sample_box(height, width, rng)
+        return box, bool(rng.random() < 0.5)
+
     def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """uint8 [3, H, W] -> uint8 [3, size, size]."""
-        top, left, h, w = self.sample_box(image.shape[-2], image.shape[-1], rng)
+        (top, left, h, w), flip = self.sample(image.shape[-2], image.shape[-1], rng)
         crop = TF.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=True)
-        return TF.horizontal_flip(crop) if rng.random() < 0.5 else crop
+        return TF.horizontal_flip(crop) if flip else crop
+
+    def crop_into(self, image: np.ndarray, rng: np.random.Generator, out: np.ndarray) -> None:
+        """uint8 [H, W, 3] -> ``out`` uint8 [size, size, 3] (C-contiguous): the same box and flip as ``__call__``.
+
+        Why not ``__call__``: per frame it cost a tensor round trip and an antialiased float resize, about as
+        much CPU as decoding the JPEG; here the crop is a view of the decoded array and one OpenCV resize
+        writes the result in place (per view, a mean difference to ``__call__`` below 2/255, about 0.4/255 on
+        average; see docs/data_path.md).
+        """
+        (top, left, h, w), flip = self.sample(image.shape[0], image.shape[1], rng)
+        resize_into(image[top : top + h, left : left + w], out, flip)
+
+
+def resize_into(image: np.ndarray, out: np.ndarray, flip: bool = False) -> None:
+    """Resize uint8 [h, w, 3] into ``out`` [H, W, 3] (mirrored left-right when ``flip``), close to
+    torchvision's antialiased bilinear resize at a fraction of its cost.
+
+    Enlarging, both are plain bilinear with half-pixel centres (OpenCV's ``INTER_LINEAR``). Shrinking by a
+    factor ``f`` below 2 (the training crops: a 224 crop of 256-px frames shrinks by up to ~1.5),
+    torchvision widens the bilinear kernel to a triangle of half-width ``f``; here a 3-tap blur of the
+    same variance (``(f^2 - 1) / 6``) before the bilinear resize stands in for it, on each axis that
+    shrinks by more than 10 % (without it, textured frames alias: up to 2.4/255 mean difference per view).
+    Shrinking 2x or more on an axis uses area averaging (``INTER_AREA``, antialiased but ~5x slower).
+    """
+    size = (out.shape[1], out.shape[0])
+    fy, fx = image.shape[0] / out.shape[0], image.shape[1] / out.shape[1]
+    if max(fx, fy) >= 2:
+        cv2.resize(image, size, dst=out, interpolation=cv2.INTER_AREA)
+    else:
+        if fx > _PREFILTER_FROM or fy > _PREFILTER_FROM:
+            image = cv2.sepFilter2D(image, -1, _blur_taps(fx), _blur_taps(fy), borderType=cv2.BORDER_REPLICATE)
+        cv2.resize(image, size, dst=out, interpolation=cv2.INTER_LINEAR)
+    if flip:
+        cv2.flip(out, 1, dst=out)
+
+
+_PREFILTER_FROM = 1.1  # shrink factor above which ``resize_into`` blurs before resizing
+
+
+def _blur_taps(factor: float) -> np.ndarray:
+    """[a, 1 - 2a, a] with variance 2a = (f^2 - 1) / 6: bilinear's triangle (variance 1/6) convolved with it
+    has the variance of the triangle of half-width ``f`` (f^2 / 6); identity when not shrinking enough."""
+    a = (factor * factor - 1) / 12 if factor > _PREFILTER_FROM else 0.0
+    return np.array([a, 1 - 2 * a, a], dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -36,20 +36,27 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
-import simplejpeg
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
+from vito.data.augment import resize_into
 from vito.data.video import VideoReader
 from vito.errors import DataError, VitoError
 from vito.io import atomic_write, write_json
+
+try:  # the fastest JPEG codec from Python; a machine without it (e.g. a bare GPU box) decodes with OpenCV
+    import simplejpeg
+except ImportError:  # pragma: no cover - simplejpeg is a core dependency
+    simplejpeg = None
 
 FORMAT = "vito-shards/1"
 INDEX_NAME = "shards.json"
 # Frames decoded per frames_at call while preparing: bounds memory for long videos (one seek per chunk).
 DECODE_CHUNK = 64
+# Tar files a reader keeps open (a few per worker: the shards its clips come from).
+OPEN_TARS = 16
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +150,7 @@ def encode_clip(path: str, settings: ShardSettings) -> tuple[dict[str, Any], lis
     """Decode a video at ``settings.fps`` and short side; return its metadata and the JPEG frames."""
     with VideoReader(path) as reader:
         info = reader.info
-        jpegs = [simplejpeg.encode_jpeg(np.ascontiguousarray(f), settings.quality, "rgb", "420")
-                 for f in stored_frames(reader, settings)]
+        jpegs = [encode_jpeg(frame, settings.quality) for frame in stored_frames(reader, settings)]
     # The source size is kept so that reading at another short side rounds exactly like the video decoder.
     return {"duration": stored_duration(info.duration, settings), "width": info.width, "height": info.height}, jpegs
 
@@ -288,6 +294,7 @@ class ShardSource:
         self._shards = header["shards"]
         self._starts = np.cumsum([0] + [s["num_clips"] for s in self._shards])
         self._indices: dict[int, list[dict[str, Any]]] = {}
+        self._files: dict[str, Any] = {}  # tar name -> open handle (see ``_file``)
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -295,6 +302,7 @@ class ShardSource:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_indices"] = {}  # each DataLoader worker loads the shard indices it needs
+        state["_files"] = {}  # and opens its own file handles
         return state
 
     def clip(self, i: int) -> dict[str, Any]:
@@ -314,24 +322,66 @@ class ShardSource:
         return float(self.clip(i)["duration"])
 
     def read_clip(self, i: int, times_fn: Callable[[float], np.ndarray], short_side: int | None = None) -> torch.Tensor:
-        """uint8 [V, H, W, 3]: the stored frames on screen at ``times_fn(duration)``."""
+        """uint8 [V, H, W, 3]: the stored frames on screen at ``times_fn(duration)``, decoded into one array."""
         clip = self.clip(i)
+        jpegs = self._read_jpegs(clip, times_fn)
+        try:
+            return torch.from_numpy(self._decode(jpegs, clip, short_side))
+        except ValueError as error:
+            raise DataError(f"{self.folder / clip['tar']}: cannot decode clip {clip['key']} ({error})") from None
+
+    def read_jpegs(self, i: int, times_fn: Callable[[float], np.ndarray]) -> list[tuple[bytes, tuple[int, int]]]:
+        """The stored JPEG frames on screen at ``times_fn(duration)``, each with its (height, width) from its
+        header, undecoded (for decoding on the training device); a damaged frame is a ``DataError``."""
+        clip = self.clip(i)
+        jpegs = self._read_jpegs(clip, times_fn)
+        try:
+            return [(bytes(data), jpeg_size(data)) for data in jpegs]
+        except ValueError as error:
+            raise DataError(f"{self.folder / clip['tar']}: damaged frame in clip {clip['key']} ({error})") from None
+
+    def _read_jpegs(self, clip: dict[str, Any], times_fn: Callable[[float], np.ndarray]) -> list[memoryview]:
+        """The wanted frames' bytes, from one read of the span of the tar that holds them (a clip's frames
+        are stored one after the other, and a training window spans a few of them)."""
         times = np.asarray(times_fn(float(clip["duration"])), dtype=np.float64).reshape(-1)
-        frames = frame_indices(times, clip["fps"], clip["num_frames"])
+        spans = [clip["frames"][k] for k in frame_indices(times, clip["fps"], clip["num_frames"])]
+        start = min(offset for offset, _ in spans)
         path = self.folder / clip["tar"]
         try:
-            with open(path, "rb") as handle:
-                images = [self._decode(_read_at(handle, *clip["frames"][k]), clip, short_side) for k in frames]
+            data = memoryview(_read_at(self._file(clip["tar"]), start, max(o + s for o, s in spans) - start))
         except (OSError, ValueError) as error:
             raise DataError(f"{path}: cannot read clip {clip['key']} ({error})") from None
-        return torch.from_numpy(np.stack(images))
+        return [data[offset - start : offset - start + size] for offset, size in spans]
 
-    def _decode(self, data: bytes, clip: dict[str, Any], short_side: int | None) -> np.ndarray:
-        if short_side is None or short_side == self.settings.short_side:
-            return simplejpeg.decode_jpeg(data, "rgb")
-        size = output_size(clip["width"], clip["height"], short_side)
-        image = simplejpeg.decode_jpeg(data, "rgb", min_height=size[1], min_width=size[0])
-        return resize(image, size)
+    def _file(self, tar: str) -> Any:
+        """An open handle on a tar of this folder; the last ``OPEN_TARS`` stay open (a worker reads many clips
+        of the same shards, and opening a file per clip costs about as much as reading it). Reads go through
+        ``_read_at`` (``os.pread``), since forked workers share these handles' file positions."""
+        handle = self._files.pop(tar, None)
+        if handle is None:
+            handle = open(self.folder / tar, "rb")
+            if len(self._files) >= OPEN_TARS:
+                self._files.pop(next(iter(self._files))).close()
+        self._files[tar] = handle  # most recently used last
+        return handle
+
+    def _decode(self, jpegs: list[memoryview], clip: dict[str, Any], short_side: int | None) -> np.ndarray:
+        """Decode straight into one [V, H, W, 3] array; at another short side than stored, decode at the
+        nearest larger DCT scale and resize each frame into it."""
+        sizes = {jpeg_size(data) for data in jpegs}  # checks every header; a clip's frames share one size
+        if len(sizes) > 1:
+            raise ValueError(f"frames of different sizes {sorted(sizes)}")
+        ((height, width),) = sizes
+        resized = short_side is not None and short_side != self.settings.short_side
+        if resized:
+            width, height = output_size(clip["width"], clip["height"], short_side)
+        frames = np.empty((len(jpegs), height, width, 3), dtype=np.uint8)
+        for data, out in zip(jpegs, frames):
+            if resized:
+                resize_into(decode_jpeg(data, min_size=(height, width)), out)
+            else:
+                decode_jpeg(data, out=out)
+        return frames
 
 
 def frame_indices(times: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
@@ -345,16 +395,76 @@ def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Antialiased bilinear resize of uint8 [H, W, 3] to ``size = (width, height)``."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    resized = F.interpolate(tensor, size=(size[1], size[0]), mode="bilinear", antialias=True, align_corners=False)
-    return resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+def jpeg_size(data: bytes | memoryview) -> tuple[int, int]:
+    """(height, width) from a JPEG's frame header, after checking the file's structure: start of image,
+    a frame header before the first scan, and an end of image marker at the end (a truncated or foreign file
+    raises ``ValueError``). The entropy-coded data itself is not checked: that takes a decode."""
+    view = memoryview(data).cast("B")
+    if len(view) < 4 or view[0] != 0xFF or view[1] != 0xD8:
+        raise ValueError("not a JPEG (no start-of-image marker)")
+    if view[-2] != 0xFF or view[-1] != 0xD9:
+        raise ValueError("truncated JPEG (no end-of-image marker)")
+    position = 2
+    while position + 4 <= len(view):
+        if view[position] != 0xFF:
+            raise ValueError(f"corrupt JPEG header at byte {position}")
+        marker = view[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        length = view[position + 2] << 8 | view[position + 3]
+        if marker in _SOF_MARKERS and position + 9 <= len(view):
+            height = view[position + 5] << 8 | view[position + 6]
+            width = view[position + 7] << 8 | view[position + 8]
+            if height == 0 or width == 0:
+                raise ValueError("JPEG frame header with an empty image")
+            return height, width
+        if marker == 0xDA or length < 2:  # a scan before any frame header, or a broken segment
+            break
+        position += 2 + length
+    raise ValueError("corrupt JPEG header (no frame header before the image data)")
+
+
+# Start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic coded)
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def decode_jpeg(data: bytes | memoryview, out: np.ndarray | None = None,
+                min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 [H, W, 3] RGB, written into ``out`` when given (it must have the image's size); with ``min_size``
+    (height, width), decoded at the smallest DCT scale at least that large. ``ValueError`` when corrupt.
+
+    simplejpeg (libjpeg-turbo) where it is installed; OpenCV's decoder otherwise (no DCT scaling).
+    """
+    if simplejpeg is not None:
+        height, width = min_size or (0, 0)
+        return simplejpeg.decode_jpeg(data, "rgb", min_height=height, min_width=width, buffer=out)
+    rgb = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 converts while decoding
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR if rgb is None else rgb)
+    if image is None:
+        raise ValueError("cannot decode JPEG")
+    if rgb is None:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if out is not None:
+        out[...] = image
+        return out
+    return image
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    """JPEG (4:2:0 chroma) of uint8 [H, W, 3] RGB: simplejpeg where installed, OpenCV otherwise."""
+    image = np.ascontiguousarray(image)
+    if simplejpeg is not None:
+        return simplejpeg.encode_jpeg(image, quality, "rgb", "420")
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("cannot encode JPEG")
+    return data.tobytes()
 
 
 def _read_at(handle: Any, offset: int, size: int) -> bytes:
-    handle.seek(offset)
-    data = handle.read(size)
+    """Positional read: no shared file position, so a handle inherited by forked DataLoader workers is safe."""
+    data = os.pread(handle.fileno(), size, offset)
     if len(data) != size:
         raise ValueError(f"short read at byte {offset}")
     return data

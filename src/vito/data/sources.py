@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -228,16 +229,18 @@ class PretrainBatches(IterableDataset):
         return int(self._orders[epoch][within] % len(self.source))
 
     def batch(self, step: int) -> dict[str, Any]:
-        views, indices, skipped = [], [], []
+        size = self.data.image_size  # crops are resized straight into one preallocated [B, V, S, S, 3] array
+        views = np.empty((self.batch_size, self.data.num_views, size, size, 3), dtype=np.uint8)
+        indices, skipped = [], []
         for slot in range(self.batch_size):
             rng = np.random.default_rng([self.seed, step, self.rank, slot])
             index, frames = self._first_usable(step, slot, rng, skipped)
-            frames = frames.permute(0, 3, 1, 2)  # [V, 3, H, W] for torchvision
-            views.append(torch.stack([self.crop(frame, rng) for frame in frames]))
+            for frame, out in zip(frames.numpy(), views[slot]):
+                self.crop.crop_into(frame, rng, out)
             indices.append(index)
         return {
             "step": step,
-            "views": torch.stack(views),
+            "views": torch.from_numpy(views).permute(0, 1, 4, 2, 3),  # [B, V, 3, S, S], channels-last memory
             "video_index": torch.tensor(indices, dtype=torch.int64),
             "skipped": skipped,
         }
@@ -300,6 +303,7 @@ def build_pretrain_loader(
 def _one_thread(_: int) -> None:
     """Workers decode and crop in one thread each: K workers already use K cores."""
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
 
 
 class SkipCounter:

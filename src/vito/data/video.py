@@ -14,16 +14,21 @@ wanted frames, then has FFmpeg skip every other frame that no later frame refere
 packet. Anything unexpected falls back to decoding every frame, which defines the results. A frame that
 the decoder flags as corrupt after a seek makes the reader retry with the state of the stream start.
 
-Every failure to read a file (missing, empty, truncated, not a video, undecodable) is a ``DataError`` that
-names the file and the reason, so callers can skip bad videos and count them.
+Every failure to read a file (missing, empty, not a regular file, truncated, not a video, undecodable) is a
+``DataError`` that names the file and the reason, so callers can skip bad videos and count them. Files are
+handed to FFmpeg as open Python file objects, never as names: a name is always a local file, never a
+protocol such as ``pipe:0`` (see ``open_local_file``).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -51,6 +56,40 @@ START_PACKETS = 16
 TRUNCATION_TOLERANCE_SECONDS = 1.0
 
 
+def open_local_file(path: str | Path) -> BinaryIO:
+    """The regular file at ``path``, opened for reading: FFmpeg only ever sees this file object.
+
+    Why not hand FFmpeg the name: FFmpeg reads names as URLs, so a manifest row ``pipe:0`` would read stdin
+    (and hang), ``concat:a|b``, ``subfile,,...`` or ``http://...`` would read other files or the network.
+    Through a file object every name is a local file, and FFmpeg's nested opens (concat lists, playlists)
+    are refused. Directories, devices (``/dev/zero``) and FIFOs are no videos: DataError, like a missing
+    or empty file.
+    """
+    name = str(path)
+    try:
+        mode = os.stat(name).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{name}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{name}: cannot be read ({_reason(exc)})") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{name}: not a regular file ({_file_kind(mode)})")
+    try:
+        handle = open(name, "rb")  # noqa: SIM115 - the reader owns it and closes it in close()
+    except OSError as exc:
+        raise DataError(f"{name}: cannot be read ({_reason(exc)})") from None
+    if os.fstat(handle.fileno()).st_size == 0:
+        handle.close()
+        raise DataError(f"{name}: empty file (0 bytes)")
+    return handle
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+             stat.S_ISFIFO: "a pipe", stat.S_ISSOCK: "a socket"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a file")
+
+
 class _CorruptAfterSeek(Exception):
     """A frame decoded after a seek is flagged corrupt: decode from the stream start instead."""
 
@@ -70,13 +109,11 @@ class VideoReader:
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        if not Path(self.path).is_file():
-            raise DataError(f"{self.path}: file not found")
-        if Path(self.path).stat().st_size == 0:
-            raise DataError(f"{self.path}: empty file (0 bytes)")
+        self._file = open_local_file(path)
         try:
-            self._container = av.open(self.path, metadata_errors="ignore")
+            self._container = av.open(self._file, metadata_errors="ignore")
         except (av.FFmpegError, UnicodeDecodeError) as exc:
+            self._file.close()
             raise DataError(f"{self.path}: not a readable video ({_reason(exc)})") from None
         try:
             if not self._container.streams.video:
@@ -94,7 +131,7 @@ class VideoReader:
             self._can_skip = (self._stream.codec_context.name in SKIPPING_CODECS
                               and self._container.format.name in SKIPPING_FORMATS)
         except BaseException:
-            self._container.close()
+            self.close()
             raise
 
     def __enter__(self) -> VideoReader:
@@ -104,7 +141,10 @@ class VideoReader:
         self.close()
 
     def close(self) -> None:
-        self._container.close()
+        try:
+            self._container.close()
+        finally:
+            self._file.close()
 
     # ----------------------------------------------------------------------------------------------
     # Metadata

@@ -59,9 +59,15 @@ class Vito(nn.Module):
         self.predictor = MLPHead(dim, model.projector_hidden, dim) if model.predictor else nn.Identity()
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         self.temperature = loss.temperature
+        self.mask_same_video = loss.mask_same_video
 
-    def forward(self, views: torch.Tensor, gather: Gather = identity_gather) -> dict[str, torch.Tensor | list]:
+    def forward(
+        self, views: torch.Tensor, video_index: torch.Tensor | None = None, gather: Gather = identity_gather
+    ) -> dict[str, torch.Tensor | list]:
         """``views [B, V, 3, H, W]`` (normalised) -> ``{"loss", "mask_entropy"}``.
+
+        ``video_index [B]``: the video of each clip; with ``loss.mask_same_video`` other clips of the same
+        video are not negatives (see ``vito.objective``). None: every clip is its own video.
 
         All B*V images go through each network as one batch (one big batch runs faster than V small ones);
         ``mask_entropy[s]`` is the mean entropy of stage s's online masks divided by its maximum log(h*w):
@@ -73,7 +79,8 @@ class Vito(nn.Module):
         predictions = self.predictor(online.projection).view(batch, num_views, -1)
         with torch.no_grad():
             targets = self.target(images).projection.view(batch, num_views, -1)
-        loss = multiview_info_nce(predictions.unbind(1), targets.unbind(1), self.temperature, gather)
+        videos = video_index if self.mask_same_video else None
+        loss = multiview_info_nce(predictions.unbind(1), targets.unbind(1), self.temperature, gather, videos)
         return {"loss": loss, "mask_entropy": [normalised_entropy(m.detach()) for m in online.masks]}
 
     @torch.no_grad()

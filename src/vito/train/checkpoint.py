@@ -10,6 +10,7 @@ Writes are atomic (``vito.io.atomic_write``): a job killed mid-save leaves the p
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -17,14 +18,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from vito.config import Config, ConfigError, config_from_dict, load_config
+from vito.config import Config, ConfigError, load_config
 from vito.errors import VitoError
 from vito.io import atomic_write
 
 FORMAT = "vito-checkpoint/1"
 LAST = "last.pt"
+
+log = logging.getLogger(__name__)
 
 # Keys that may change when a run is resumed: how long to train and how to log, never what is trained.
 RESUMABLE_KEYS = frozenset(
@@ -35,6 +37,7 @@ RESUMABLE_KEYS = frozenset(
         "train.compile",
         "train.device",
         "data.num_workers",
+        "train.keep_checkpoints",
     }
 )
 
@@ -43,48 +46,129 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep_step_copy: bool = True) -> Path:
+def step_file(run_dir: str | Path, step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"step_{step:07d}.pt"
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int = 0, keep_step_copy: bool = True) -> Path:
     """Atomically write ``state`` to ``RUN_DIR/checkpoints/last.pt`` (and a ``step_XXXXXXX.pt`` copy).
 
-    The step copy is a hard link to the same file, so it costs no space until ``last.pt`` moves on.
+    The step copy is a hard link to the same file, so it costs no space until ``last.pt`` moves on. ``keep`` > 0
+    keeps only the newest ``keep`` step copies up to this step (0: all). A failed write (a full disk) leaves
+    the previous ``last.pt`` and no temporary file behind, and says so.
     """
-    if state.get("format") != FORMAT:
-        raise ValueError(f"checkpoint state must carry format {FORMAT!r}")
+    if not isinstance(state.get("format"), str) or not isinstance(state.get("step"), int):
+        raise ValueError("checkpoint state must carry a format name (e.g. 'vito-checkpoint/1') and an int step")
     folder = checkpoint_dir(run_dir)
     last = folder / LAST
-    with atomic_write(last, mode="wb") as handle:
-        torch.save(state, handle)
+    try:
+        with atomic_write(last, mode="wb") as handle:
+            torch.save(state, handle)
+    except OSError as error:
+        previous = f"the last good checkpoint is {last} (left untouched)" if last.is_file() else \
+            "no checkpoint was written before"
+        raise VitoError(f"could not write the checkpoint of step {state['step']} to {last}: "
+                        f"{error.strerror or error}; {previous}") from error
     if keep_step_copy:
-        step_file = folder / f"step_{state['step']:07d}.pt"
-        step_file.unlink(missing_ok=True)
+        copy = step_file(run_dir, state["step"])
+        copy.unlink(missing_ok=True)
         try:
-            os.link(last, step_file)
+            os.link(last, copy)
         except OSError:  # file systems without hard links: keep only last.pt
             pass
+        if keep > 0:
+            _prune(folder, state["step"], keep)
     return last
 
 
-def find_checkpoint(run_dir_or_file: str | Path) -> Path:
-    """``RUN_DIR`` → ``RUN_DIR/checkpoints/last.pt``; a file is returned as it is."""
+def _step_files(folder: Path) -> dict[int, Path]:
+    """step -> step_XXXXXXX.pt in ``folder``."""
+    files = {}
+    for path in folder.glob("step_*.pt"):
+        number = path.stem.removeprefix("step_")
+        if number.isdigit():
+            files[int(number)] = path
+    return files
+
+
+def _prune(folder: Path, step: int, keep: int) -> None:
+    """Delete all but the newest ``keep`` step copies at or before ``step``.
+
+    Copies after ``step`` (left by a run resumed from an older checkpoint) are not judged here: that run
+    replaces them when it gets there.
+    """
+    files = _step_files(folder)
+    older = sorted(s for s in files if s <= step)
+    for old in older[:-keep]:
+        files[old].unlink(missing_ok=True)
+
+
+def load_checkpoint(run_dir_or_file: str | Path, expected_format: str = FORMAT) -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``) and check its format.
+
+    A run folder gives its newest *intact* checkpoint: ``last.pt``, or, when that is empty or corrupt (an
+    in-place corruption also hits the newest step copy, its hard link), the newest step copy that reads,
+    with a warning; ``state["fallback"]`` then lists the unreadable files. A file is read as it is.
+    """
     path = Path(run_dir_or_file)
-    if path.is_dir():
-        path = checkpoint_dir(path) / LAST
-    if not path.is_file():
-        raise VitoError(f"no checkpoint at {path} (expected a run folder or a .pt checkpoint file)")
-    return path
+    if not path.is_dir():
+        if not path.is_file():
+            raise VitoError(f"no checkpoint at {path} (expected a run folder or a .pt checkpoint file)")
+        return _checked(_read(path), path, expected_format)
+    folder = checkpoint_dir(path)
+    candidates = [folder / LAST] + [p for _, p in sorted(_step_files(folder).items(), reverse=True)]
+    candidates = [p for p in candidates if p.is_file()]
+    if not candidates:
+        raise VitoError(f"no checkpoint at {folder / LAST} (expected a run folder or a .pt checkpoint file)")
+    unreadable: list[str] = []
+    for candidate in candidates:
+        try:
+            state = _read(candidate)
+        except CorruptCheckpoint as error:
+            unreadable.append(str(error))
+            continue
+        state = _checked(state, candidate, expected_format)
+        if unreadable:
+            state["fallback"] = unreadable
+            log.warning("%s; using %s (step %s), the newest intact checkpoint", "; ".join(unreadable), candidate,
+                        state.get("step"))
+        return state
+    raise VitoError(f"no intact checkpoint in {folder}: {'; '.join(unreadable)}")
 
 
-def load_checkpoint(run_dir_or_file: str | Path) -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only=True``) and check its format."""
-    path = find_checkpoint(run_dir_or_file)
+class CorruptCheckpoint(VitoError):
+    """A checkpoint file that cannot be read at all (empty, truncated, overwritten)."""
+
+
+def _read(path: Path) -> Any:
+    if path.stat().st_size == 0:
+        raise CorruptCheckpoint(f"{path} is empty (0 bytes)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling errors come in many types
-        raise VitoError(f"{path} is not a readable vito checkpoint: {error}") from error
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise VitoError(f"{path} is not a vito checkpoint (expected format {FORMAT!r})")
+        raise CorruptCheckpoint(f"{path} is not a readable checkpoint: {error}") from error
+
+
+def _checked(state: Any, path: Path, expected_format: str) -> dict[str, Any]:
+    if not isinstance(state, dict) or state.get("format") != expected_format:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise VitoError(f"{path} is not a vito checkpoint of format {expected_format!r} (found {found!r})")
     state["path"] = str(path)
     return state
+
+
+def resume_target(run_dir_or_file: str | Path) -> tuple[Path, Path | None]:
+    """``--resume`` argument -> (run folder, checkpoint file or None for the newest intact one).
+
+    Accepts a run folder or one of its checkpoint files (``RUN/checkpoints/step_0004000.pt``).
+    """
+    path = Path(run_dir_or_file)
+    if path.is_dir() or not path.exists():
+        return path, None
+    if path.parent.name != "checkpoints" or not (path.parent.parent / "config.yaml").is_file():
+        raise VitoError(f"--resume {path}: a checkpoint file to resume from must lie in RUN/checkpoints/ "
+                        "of a run folder (with its config.yaml)")
+    return path.parent.parent, path
 
 
 # --------------------------------------------------------------------------------------------------
@@ -118,15 +202,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # Config on resume
 
 
-def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The run's saved ``config.yaml`` with ``overrides``; only :data:`RESUMABLE_KEYS` may change."""
+def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                  config: str | Path | None = None) -> Config:
+    """The run's saved ``config.yaml`` with ``overrides``; only :data:`RESUMABLE_KEYS` may change.
+
+    ``config`` (a ``--config`` given on resume) is checked against the run's: it may differ only in those keys
+    too (and then is what the run continues with), never silently ignored.
+    """
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise VitoError(f"{run_dir} is not a vito run folder: {path} is missing")
-    saved = config_from_dict(yaml.safe_load(path.read_text()))
-    config = load_config(path, overrides)
-    check_resumable(saved.to_dict(), config.to_dict())
-    return config
+    saved = load_config(path)
+    resumed = load_config(path if config is None else config, overrides)
+    try:
+        check_resumable(saved.to_dict(), resumed.to_dict())
+    except ConfigError as error:
+        if config is None:
+            raise
+        raise ConfigError(f"--config {config} is not the config of the run in {run_dir}: {error}") from error
+    return resumed
 
 
 def check_resumable(saved: dict[str, Any], new: dict[str, Any]) -> None:
@@ -137,6 +231,11 @@ def check_resumable(saved: dict[str, Any], new: dict[str, Any]) -> None:
                 f"{key} cannot change when resuming ({old_value!r} -> {new_value!r}); "
                 f"only {', '.join(sorted(RESUMABLE_KEYS))} may. Start a new run instead."
             )
+
+
+def config_changes(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``key -> (old, new)`` for every value that differs (on resume: only resumable keys, as checked)."""
+    return _flat_diff(saved, new)
 
 
 def _flat_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:

@@ -11,6 +11,7 @@ import inspect
 import os
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -93,6 +94,15 @@ def mean_over_processes(values: torch.Tensor) -> torch.Tensor:
     values = values.clone()
     dist.all_reduce(values)
     return values / dist.get_world_size()
+
+
+def broadcast_from_main(value: Any) -> Any:
+    """Rank 0's ``value`` on every process (any picklable object): how rank 0 shares a decision it took alone."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):

@@ -14,11 +14,14 @@ states in the checkpoint, a resumed run on CPU repeats the uninterrupted run bit
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import logging
 import math
-import signal
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +30,21 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from vito.config import Config
+from vito.config import Config, ConfigError
 from vito.errors import VitoError
 from vito.io import atomic_write
-from vito.train import distributed
-from vito.train.checkpoint import FORMAT, check_resumable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vito.train import distributed, signals
+from vito.train.checkpoint import (
+    FORMAT,
+    check_resumable,
+    config_changes,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from vito.train.run_dir import RunFolder
+from vito.train.signals import StopSignal
 
 log = logging.getLogger("vito.train")
 
@@ -43,69 +56,93 @@ class RunResult:
     run_dir: Path
     step: int
     checkpoint: Path | None
-    stopped_by: str | None = None  # "SIGTERM"/"SIGINT" when a signal ended the run early
+    stopped_by: str | None = None  # "SIGTERM"/"SIGINT"/"SIGUSR1" when a signal ended the run early
     skipped_videos: int = 0
     last_loss: float = math.nan
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def pretrain(config: Config, data: str | Path | None, run_dir: str | Path, resume: bool = False) -> RunResult:
-    """Pretrain VITO (or MoCLR) from videos in ``data``; everything the run writes goes to ``run_dir``."""
+def pretrain(config: Config, data: str | Path | None, run_dir: str | Path, resume: bool = False, *,
+             checkpoint: str | Path | None = None, overwrite: bool = False, break_lock: bool = False) -> RunResult:
+    """Pretrain VITO (or MoCLR) from videos in ``data``; everything the run writes goes to ``run_dir``.
+
+    ``resume``: continue the run in ``run_dir`` from its newest intact checkpoint, or from ``checkpoint``
+    (one of its files). ``overwrite``: start afresh in a folder holding a run (its files are deleted).
+    ``break_lock``: take a folder locked by a run on another host. A run stopped by a signal returns with
+    ``stopped_by`` set (the CLI exits with :func:`vito.train.signals.exit_status`).
+    """
     run_dir = Path(run_dir)
-    t = config.train
-    context = distributed.setup(t.device)
+    context = distributed.setup(config.train.device)
     try:
-        return _train(config, data, run_dir, resume, context)
+        return _train(config, data, run_dir, context, _Start(resume, checkpoint, overwrite, break_lock))
     finally:
         distributed.cleanup()
 
 
-def _train(config: Config, data: str | Path | None, run_dir: Path, resume: bool,
-           context: distributed.Context) -> RunResult:
+@dataclass(frozen=True)
+class _Start:
+    """How a run begins: fresh or resumed (from which file), and what it may do to its folder."""
+
+    resume: bool
+    checkpoint: str | Path | None
+    overwrite: bool
+    break_lock: bool
+
+
+def _train(config: Config, data: str | Path | None, run_dir: Path, context: distributed.Context,
+           start: _Start) -> RunResult:
     from vito.data.augment import PhotometricAugment
     from vito.train.optim import LARS, ema_tau, learning_rate, param_groups
 
     t, o = config.train, config.optim
-    checkpoint = load_checkpoint(run_dir) if resume else None
-    if checkpoint is not None:
-        check_resumable(checkpoint["config"], config.to_dict())
-        data = data if data is not None else checkpoint["data_path"]
-    if data is None:
-        raise VitoError("no training data given (--data)")
+    # 0. everything that can be wrong with the input is found before the run folder is touched
+    notes: list[str] = []  # for train.log, once it exists
+    checkpoint = _resume_point(run_dir, start.checkpoint, config, notes) if start.resume else None
+    data = _data_path(data, checkpoint, notes)
     start_step = checkpoint["step"] if checkpoint is not None else 0
     per_rank_batch = _per_rank_batch(config.data.batch_size, context.world_size)
-    if context.is_main:
-        _prepare_run_dir(run_dir, config, start_step)
-    _setup_logging(run_dir if context.is_main else None)
-    log.info("%s run in %s: steps %d..%d, %d process(es) x %d clips on %s",
-             "resuming" if resume else "starting", run_dir, start_step, t.max_steps, context.world_size,
-             per_rank_batch, context.device)
-
     model = build_model(config).to(context.device)
+    check_image_size(model, config, context.device)
     if t.channels_last:  # channels_last weights make every convolution run (and return) NHWC
         model = model.to(memory_format=torch.channels_last)
-    optimizer = LARS(param_groups(model, o.weight_decay), lr=0.0, momentum=o.momentum,
-                     weight_decay=o.weight_decay, trust_coefficient=o.trust_coefficient)
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        set_rng_state(checkpoint["rng"])
-    network = distributed.wrap_for_training(model, context)
-    if t.compile:
-        network = torch.compile(network)
-    augment = PhotometricAugment(size=config.data.image_size)
-    autocast = _autocast(t.precision, context.device)
+    loader = _loader(config, data, context, start_step, notes)
 
-    batches = _batches(config, data, context, start_step)
-    stop = _StopSignal()
-    skipped: dict[str, str] = {}  # unusable videos met so far: name -> reason
-    result = RunResult(run_dir=run_dir, step=start_step, checkpoint=None)
-    last_good = Path(checkpoint["path"]) if checkpoint is not None else None
-    writer = _tensorboard(run_dir) if context.is_main else None
-    bar = tqdm(total=t.max_steps, initial=start_step, desc="pretrain", unit="step", disable=not context.is_main,
-               dynamic_ncols=True)
-    tick, clips_since_tick = time.perf_counter(), 0
-    with stop.installed():
+    folder = RunFolder(run_dir, resume=start.resume, overwrite=start.overwrite, break_lock=start.break_lock,
+                       is_main=context.is_main)
+    stop = StopSignal()
+    with folder, stop.installed():
+        if context.is_main:
+            _prepare_run_dir(run_dir, config, start_step)
+        _setup_logging(run_dir if context.is_main else None)
+        log.info("%s run in %s: steps %d..%d, %d process(es) x %d clips on %s",
+                 "resuming" if start.resume else "starting", run_dir, start_step, t.max_steps, context.world_size,
+                 per_rank_batch, context.device)
+        for note in notes + folder.notes:
+            log.warning(note)
+
+        optimizer = LARS(param_groups(model, o.weight_decay), lr=0.0, momentum=o.momentum,
+                         weight_decay=o.weight_decay, trust_coefficient=o.trust_coefficient)
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            set_rng_state(checkpoint["rng"])
+        network = distributed.wrap_for_training(model, context)
+        if t.compile:
+            network = torch.compile(network)
+        augment = PhotometricAugment(size=config.data.image_size)
+        autocast = _autocast(t.precision, context.device)
+
+        # workers fork with stop signals held back, then ignore them; the loader's draw of its base seed must not
+        # move the global generator (it is in the checkpoint, and a resumed run draws once more)
+        with signals.blocked(), torch.random.fork_rng(devices=[]):
+            batches = iter(loader)
+        skipped: dict[str, str] = {}  # unusable videos met so far: name -> reason
+        result = RunResult(run_dir=run_dir, step=start_step, checkpoint=None)
+        last_good = Path(checkpoint["path"]) if checkpoint is not None else None
+        writer = _tensorboard(run_dir) if context.is_main else None
+        bar = tqdm(total=t.max_steps, initial=start_step, desc="pretrain", unit="step", disable=not context.is_main,
+                   dynamic_ncols=True)
+        tick, clips_since_tick = time.perf_counter(), 0
         for step in range(start_step, t.max_steps):
             batch = next(batches)
             for name, reason in batch["skipped"]:
@@ -120,10 +157,10 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, resume: bool,
 
             # 2. loss; all processes agree on its value and on whether to stop after this step
             with autocast:
-                out = network(images, gather=distributed.gather_keys)
-            loss, stop_now = _agree(out["loss"], stop.requested)
+                out = network(images, video_index=batch["video_index"].to(views.device), gather=distributed.gather_keys)
+            loss, stopped_by = _agree(out["loss"], stop)
             if not math.isfinite(loss):
-                raise VitoError(_non_finite_message(step + 1, loss, last_good))
+                raise _logged(VitoError(_non_finite_message(step + 1, loss, last_good)))
 
             # 3. gradients, LARS step (lr from the warm-up + cosine schedule), EMA update of the target
             lr = learning_rate(step, o.base_lr, config.data.batch_size, o.warmup_steps, t.max_steps)
@@ -138,7 +175,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, resume: bool,
             clips_since_tick += config.data.batch_size
 
             # 4. logging and checkpoints (rank 0 writes every file)
-            if result.step % t.log_every == 0 or result.step == t.max_steps or stop_now:
+            if result.step % t.log_every == 0 or result.step == t.max_steps or stopped_by:
                 now = time.perf_counter()
                 record = {"step": result.step, "loss": loss, "lr": lr, "tau": tau,
                           "clips_per_s": clips_since_tick / max(now - tick, 1e-9),
@@ -150,24 +187,123 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, resume: bool,
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}", clips_s=f"{record['clips_per_s']:.1f}",
                                 skipped=result.skipped_videos)
             bar.update(1)
-            if result.step % t.checkpoint_every == 0 or result.step == t.max_steps or stop_now:
+            if result.step % t.checkpoint_every == 0 or result.step == t.max_steps or stopped_by:
                 if context.is_main:
-                    last_good = save_checkpoint(run_dir, _checkpoint_state(result.step, config, model, optimizer,
-                                                                           data, context.world_size))
+                    state = _checkpoint_state(result.step, config, model, optimizer, data, context.world_size)
+                    try:
+                        last_good = save_checkpoint(run_dir, state, keep=t.keep_checkpoints)
+                    except VitoError as error:  # a full disk: say so in train.log too
+                        _logged(error)
+                        raise
                 result.checkpoint = last_good
-            if stop_now:
-                result.stopped_by = stop.name or "a signal on another process"
+            if stopped_by:
+                result.stopped_by = stopped_by
                 log.info("received %s: finished step %d, checkpoint saved at %s; continue with "
-                         "`vito pretrain --resume %s`; exiting cleanly", result.stopped_by, result.step,
-                         last_good, run_dir)
+                         "`vito pretrain --resume %s`; exiting with status %d", stopped_by, result.step,
+                         last_good, run_dir, signals.exit_status(stopped_by))
                 break
-    bar.close()
-    if writer is not None:
-        writer.close()
-    if result.stopped_by is None:
-        log.info("finished %d steps, final loss %.4f, %d video(s) skipped; checkpoint %s",
-                 result.step, result.last_loss, result.skipped_videos, result.checkpoint)
+        bar.close()
+        if writer is not None:
+            writer.close()
+        if result.stopped_by is None:
+            log.info("finished %d steps, final loss %.4f, %d video(s) skipped; checkpoint %s",
+                     result.step, result.last_loss, result.skipped_videos, result.checkpoint)
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Before the run folder: resume point, data, model at the image size, loader
+
+
+def _resume_point(run_dir: Path, file: str | Path | None, config: Config, notes: list[str]) -> dict[str, Any]:
+    """The checkpoint to continue from, checked against the config it continues with."""
+    checkpoint = load_checkpoint(run_dir if file is None else file)
+    notes.extend(f"{reason}: resuming from {checkpoint['path']} instead" for reason in checkpoint.get("fallback", []))
+    check_resumable(checkpoint["config"], config.to_dict())
+    for key, (old, new) in sorted(config_changes(checkpoint["config"], config.to_dict()).items()):
+        notes.append(f"on resume {key} changes from {old!r} to {new!r}")
+    if config.train.max_steps <= checkpoint["step"]:
+        raise VitoError(f"{checkpoint['path']} is at step {checkpoint['step']} already: train.max_steps="
+                        f"{config.train.max_steps} leaves nothing to do; continue with a larger --max-steps")
+    return checkpoint
+
+
+def _data_path(data: str | Path | None, checkpoint: dict[str, Any] | None, notes: list[str]) -> Path:
+    """The data to train on, absolute (a resume works from any folder); on resume the run's own data.
+
+    A ``--data`` on resume that differs from the run's is refused while the run's data still exists (a
+    different dataset is a different run), and reported when it does not (the data moved).
+    """
+    if data is None:
+        if checkpoint is None:
+            raise VitoError("no training data given (--data)")
+        return Path(checkpoint["data_path"])
+    data = Path(os.path.abspath(data))
+    if checkpoint is not None:
+        stored = Path(checkpoint["data_path"])
+        if os.path.realpath(stored) != os.path.realpath(data):
+            if stored.exists():
+                raise VitoError(f"--data {data} is not the data of this run ({stored}); resume without --data to "
+                                "continue on the run's data, or start a new run (--out) on other data")
+            notes.append(f"the run's data {stored} no longer exists: continuing on --data {data}")
+    return data
+
+
+def check_image_size(model: torch.nn.Module, config: Config, device: torch.device) -> None:
+    """A forward pass of two blank images at ``data.image_size``: a backbone that cannot run at that size
+    fails here, before the run folder is touched, with a message naming the key (not a traceback at step 1)."""
+    size = config.data.image_size
+    images = torch.zeros(2, 3, size, size, device=device)
+    model.eval()
+    try:
+        with torch.no_grad():
+            model.online(images)
+    except (RuntimeError, ValueError, AssertionError, IndexError) as error:
+        raise ConfigError(f"data.image_size={size}: model.backbone={config.model.backbone!r} cannot run at this "
+                          f"size ({type(error).__name__}: {error})") from error
+    finally:
+        model.train()
+
+
+def _loader(config: Config, data: Path, context: distributed.Context, start_step: int, notes: list[str]):
+    """DataLoader of this rank's batches from ``start_step``; opening it checks the data has a usable video.
+
+    Workers are capped at the CPUs available to this process (shared by the processes of this host), and
+    leave stop signals to the main process (:mod:`vito.train.signals`).
+    """
+    from vito.data.sources import build_pretrain_loader
+
+    workers = _worker_count(config.data.num_workers)
+    if workers < config.data.num_workers:
+        notes.append(f"data.num_workers={config.data.num_workers}, but this process has {workers} CPU(s) "
+                     f"to itself: using {workers} DataLoader worker(s)")
+    data_cfg = dataclasses.replace(config.data, num_workers=workers)
+    loader = build_pretrain_loader(data, data_cfg, config.train.seed, rank=context.rank,
+                                   world_size=context.world_size, start_step=start_step)
+    loader.worker_init_fn = functools.partial(_init_worker, loader.worker_init_fn)
+    return loader
+
+
+def _init_worker(init: Callable[[int], None] | None, worker_id: int) -> None:
+    signals.ignore_stop_signals_in_worker(worker_id)
+    if init is not None:
+        init(worker_id)
+
+
+def _worker_count(configured: int) -> int:
+    """At most the CPUs this process may run on (its affinity, which SLURM and taskset set), split among the
+    processes of this host; never 0 when workers were asked for."""
+    if configured == 0:
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_process = max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return min(configured, per_process)
+
+
+def _logged(error: VitoError) -> VitoError:
+    """Errors that end a started run also go to train.log (the terminal may be gone)."""
+    log.error("%s", error, extra={"file_only": True})
+    return error
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,15 +322,6 @@ def _per_rank_batch(global_batch: int, world_size: int) -> int:
     if global_batch % world_size:
         raise VitoError(f"data.batch_size={global_batch} is not divisible by the {world_size} processes")
     return global_batch // world_size
-
-
-def _batches(config: Config, data: str | Path, context: distributed.Context, start_step: int):
-    """Iterator over the batches of steps start_step, start_step + 1, ... for this rank."""
-    from vito.data.sources import build_pretrain_loader
-
-    loader = build_pretrain_loader(data, config.data, config.train.seed, rank=context.rank,
-                                   world_size=context.world_size, start_step=start_step)
-    return iter(loader)
 
 
 def _generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
@@ -230,11 +357,13 @@ def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def _agree(loss: torch.Tensor, stop_requested: bool) -> tuple[float, bool]:
-    """Mean loss over processes, and whether any process was asked to stop (so all stop at the same step)."""
-    values = torch.stack([loss.detach().float(), torch.tensor(float(stop_requested), device=loss.device)])
+def _agree(loss: torch.Tensor, stop: StopSignal) -> tuple[float, str | None]:
+    """Mean loss over processes, and the stop signal any process received (so all stop at the same step)."""
+    received = [float(stop.name == signum.name) for signum in signals.STOP_SIGNALS]
+    values = torch.cat([loss.detach().float().reshape(1), torch.tensor(received, device=loss.device)])
     values = distributed.mean_over_processes(values)
-    return float(values[0]), bool(values[1] > 0)
+    stopped_by = [signum.name for signum, v in zip(signals.STOP_SIGNALS, values[1:].tolist()) if v > 0]
+    return float(values[0]), (stopped_by[0] if stopped_by else None)
 
 
 def _non_finite_message(step: int, loss: float, last_good: Path | None) -> str:
@@ -257,32 +386,9 @@ def _checkpoint_state(step: int, config: Config, model: torch.nn.Module, optimiz
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "rng": rng_state(),
-        "data_path": str(data),
+        "data_path": str(data),  # absolute: resume works from any folder
         "world_size": world_size,
     }
-
-
-class _StopSignal:
-    """SIGTERM/SIGINT set a flag; the loop finishes its step, saves a checkpoint and returns."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.name: str | None = None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested, self.name = True, signal.Signals(signum).name
-
-    @contextlib.contextmanager
-    def installed(self):
-        try:
-            previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
-        except ValueError:  # not the main thread: signals cannot be caught here
-            previous = {}
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,283 @@
+"""The (row × evaluation) grid of ``vito report``: which cells are current, which to compute, in which order.
+
+Why cells on disk: a report over a handful of encoders and the paper's benchmarks takes days; each cell is the
+evaluation's own output folder, ``OUT/cells/<row>/<evaluation>/``, holding its ``result.json``. A cell is current
+when that result was computed for the same encoder identity (the feature cache's rule: architecture + weights
+file + step) and the same settings, so a rerun with one more encoder or evaluation computes only what is
+missing, and a cell written beforehand by ``vito eval NAME ... --out OUT/cells/<row>/<evaluation>`` (say under
+torchrun) is simply found. A failing cell records its error in ``error.json`` and the grid goes on.
+
+Order: within an encoder's row the ``linear`` cell runs first, because its trained head
+(``Result.artifacts["head"]``) is the ``--classifier`` of the row's classifier-based evaluations unless the
+encoder names its own ``classifier``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vito.errors import VitoError
+from vito.eval import base
+from vito.io import write_json
+from vito.report.suite import EncoderEntry, Suite, make_settings
+
+log = logging.getLogger(__name__)
+
+CELLS_DIR = "cells"
+HEAD_SOURCE = "linear"  # the evaluation whose trained head feeds the others' --classifier
+HEAD_ARTIFACT = "head"
+# Settings that say where or how fast, not what is computed: a cell computed with other values is still current.
+NON_RESULT_SETTINGS = frozenset({"cache_dir", "num_workers"})
+ERROR_FILE = "error.json"
+
+# Cell states.
+CACHED, COMPUTED, FAILED, NOT_RUN, PLANNED = "cached", "computed", "failed", "not run", "planned"
+
+
+@dataclass
+class Cell:
+    """One evaluation of one row: its folder, options and, once known, its Result or error."""
+
+    row: str
+    evaluation: str
+    folder: Path
+    encoder: EncoderEntry | None  # None: a reference row (scoring-only mode)
+    options: dict[str, Any]
+    needs_head: bool = False  # its --classifier is the head of the row's linear cell
+    status: str = NOT_RUN
+    result: base.Result | None = None
+    error: str | None = None
+    details: str = ""  # traceback of an unexpected exception
+    settings: Any = None
+    identity: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.row} × {self.evaluation}"
+
+
+@dataclass
+class GridRun:
+    """What one ``vito report`` call did; ``computed`` and ``failed`` count this call's cells only."""
+
+    cells: list[Cell]
+    computed: list[Cell] = field(default_factory=list)
+    failed: list[Cell] = field(default_factory=list)
+
+
+def plan_cells(suite: Suite, out: Path) -> list[Cell]:
+    """Every cell of the report in execution order: row by row, the head source first within a row."""
+    cells = []
+    order = sorted(suite.evaluations, key=lambda name: name != HEAD_SOURCE)  # stable: suite order otherwise
+    for name, entry in suite.encoders.items():
+        for evaluation in order:
+            if base.get(evaluation).needs_encoder is False:
+                continue  # scoring only: reference rows
+            options = dict(suite.evaluations[evaluation].options)
+            needs_head = False
+            if base.get(evaluation).uses_classifier:
+                if entry.classifier is not None:
+                    options["classifier"] = entry.classifier
+                elif options.get("classifier") is None and HEAD_SOURCE in suite.evaluations:
+                    needs_head = True
+            cells.append(Cell(name, evaluation, out / CELLS_DIR / name / evaluation, entry, options, needs_head))
+    for name, reference in suite.references.items():
+        for evaluation in suite.evaluations:
+            if evaluation in reference.options:
+                cells.append(Cell(name, evaluation, out / CELLS_DIR / name / evaluation, None,
+                                  reference.options[evaluation]))
+    return cells
+
+
+def select_cells(cells: list[Cell], suite: Suite, only: Iterable[str]) -> set[int]:
+    """Indices of the cells ``--only`` asks for: row names and evaluation names, each list a union, both an
+    intersection (``--only vito --only knn`` is vito's kNN cell); the head source of a selected dependent too."""
+    only = list(only)
+    unknown = [name for name in only if name not in suite.row_names and name not in suite.evaluations]
+    if unknown:
+        raise VitoError(f"--only {unknown[0]}: not a row ({', '.join(suite.row_names)}) "
+                        f"nor an evaluation ({', '.join(suite.evaluations)}) of the suite")
+    rows = {name for name in only if name in suite.row_names}
+    evaluations = {name for name in only if name in suite.evaluations}
+    chosen = {i for i, cell in enumerate(cells)
+              if (not rows or cell.row in rows) and (not evaluations or cell.evaluation in evaluations)}
+    heads = {cells[i].row for i in chosen if cells[i].needs_head}
+    chosen |= {i for i, cell in enumerate(cells) if cell.row in heads and cell.evaluation == HEAD_SOURCE}
+    return chosen
+
+
+def head_file(cell: Cell | None) -> Path | None:
+    """The trained head a linear cell left, if it has a current result naming one."""
+    if cell is None or cell.result is None or HEAD_ARTIFACT not in cell.result.artifacts:
+        return None
+    path = cell.folder / cell.result.artifacts[HEAD_ARTIFACT]
+    return path if path.is_file() else None
+
+
+def _comparable(record: dict[str, Any], paths: set[str]) -> dict[str, Any]:
+    """Settings as compared for currency: no where/how-fast values, paths absolute, JSON-normalised."""
+    kept = {}
+    for name, value in record.items():
+        if name in NON_RESULT_SETTINGS:
+            continue
+        if name in paths and value is not None:
+            value = [os.path.abspath(v) for v in value] if isinstance(value, list) else os.path.abspath(value)
+        kept[name] = value
+    return json.loads(json.dumps(kept, default=str))
+
+
+def _path_fields(settings: Any) -> set[str]:
+    record = vars(settings)
+    return {name for name, value in record.items()
+            if isinstance(value, Path) or (isinstance(value, (list, tuple)) and value
+                                           and all(isinstance(v, Path) for v in value))}
+
+
+def matches(stored: dict[str, Any], identity: str | None, stored_identity: str | None, settings: Any) -> bool:
+    """Whether a stored record (result or error) is for this encoder identity and these settings."""
+    if stored_identity != identity:
+        return False
+    paths = _path_fields(settings)
+    expected = _comparable(base.settings_dict(settings), paths)
+    found = _comparable({name: stored.get(name, "<absent>") for name in base.settings_dict(settings)}, paths)
+    return found == expected
+
+
+def read_current(cell: Cell, head: Path | None) -> base.Result | None:
+    """The cell's stored Result when it is current (same identity and settings; newer than its head)."""
+    path = cell.folder / base.RESULT_JSON
+    if not path.is_file():
+        return None
+    try:
+        result = base.read_result(cell.folder)
+    except (OSError, VitoError) as error:
+        log.warning("%s: unreadable %s is recomputed: %s", cell.label, path, error)
+        return None
+    if result.evaluation != cell.evaluation:
+        return None
+    if not matches(result.settings, cell.identity, result.encoder.get("identity"), cell.settings):
+        return None
+    if cell.encoder is not None and result.encoder.get("precision", cell.encoder.spec.precision) != \
+            cell.encoder.spec.precision:
+        return None  # bf16 and fp32 features differ
+    if head is not None and path.stat().st_mtime_ns < head.stat().st_mtime_ns:
+        return None  # computed with an older head of the linear cell
+    return result
+
+
+def read_error(cell: Cell) -> dict[str, Any] | None:
+    """An earlier call's error for the same identity and settings (shown, then retried when selected)."""
+    path = cell.folder / ERROR_FILE
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or not matches(stored.get("settings", {}), cell.identity,
+                                                   stored.get("identity"), cell.settings):
+        return None
+    return stored
+
+
+def describe(error: BaseException) -> str:
+    """A user error's message as is; anything else with its type, since it is probably a bug."""
+    return str(error) if isinstance(error, VitoError) else f"{type(error).__name__}: {error}"
+
+
+def _fail(cell: Cell, error: BaseException, details: str = "") -> None:
+    cell.status, cell.error, cell.details = FAILED, describe(error), details
+    cell.folder.mkdir(parents=True, exist_ok=True)
+    write_json(cell.folder / ERROR_FILE, {
+        "row": cell.row, "evaluation": cell.evaluation, "error": cell.error, "traceback": details,
+        "identity": cell.identity, "settings": base.settings_dict(cell.settings) if cell.settings is not None else {},
+    })
+
+
+def compute_cell(cell: Cell) -> None:
+    """Run the cell's evaluation into its folder exactly as ``vito eval`` does (``base.run_evaluation``: the same
+    checks, stamping and a freshly loaded encoder, since an evaluation may change its encoder in place, as
+    DAVIS removes the stride of res4); an exception becomes the cell's error, never the grid's."""
+    cell.folder.mkdir(parents=True, exist_ok=True)
+    for stale in (base.RESULT_JSON, base.RESULT_MD, ERROR_FILE):
+        (cell.folder / stale).unlink(missing_ok=True)
+    spec = cell.encoder.spec if cell.encoder is not None else None
+    try:
+        cell.result = base.run_evaluation(cell.evaluation, cell.settings, cell.folder, spec)
+    except Exception as error:  # noqa: BLE001 - one failing evaluation must not stop the others
+        _fail(cell, error, "" if isinstance(error, VitoError) else traceback.format_exc())
+        return
+    cell.status = COMPUTED
+
+
+def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = False,
+             echo: Callable[[str], None] = print) -> GridRun:
+    """Bring the selected cells up to date (or, with ``dry_run``, say what that would compute)."""
+    cells = plan_cells(suite, out)
+    selected = select_cells(cells, suite, only)
+    run = GridRun(cells)
+    by_key = {(cell.row, cell.evaluation): cell for cell in cells}
+    identities: dict[str, str] = {}
+    for index, cell in enumerate(cells):
+        chosen = index in selected
+        source = by_key.get((cell.row, HEAD_SOURCE)) if cell.needs_head else None
+        if not _prepare(cell, source, identities, dry_run):
+            if chosen:
+                run.failed.append(cell)
+                echo(f"{cell.label}: FAILED: {cell.error}")
+            else:
+                cell.status = NOT_RUN
+            continue
+        fresh_head = source is not None and source.status in (COMPUTED, PLANNED)
+        cell.result = None if fresh_head else read_current(cell, head_file(source))
+        if cell.result is not None:
+            cell.status = CACHED
+            continue
+        _show_earlier_error(cell)
+        if not chosen:
+            continue
+        if dry_run:
+            cell.status = PLANNED
+            echo(f"{cell.label}: would compute -> {cell.folder}")
+            continue
+        echo(f"{cell.label}: computing -> {cell.folder}")
+        compute_cell(cell)
+        if cell.status == FAILED:
+            run.failed.append(cell)
+            echo(f"{cell.label}: FAILED: {cell.error}")
+        else:
+            run.computed.append(cell)
+            echo(f"{cell.label}: done in {cell.result.seconds:.1f} s")
+    return run
+
+
+def _prepare(cell: Cell, source: Cell | None, identities: dict[str, str], dry_run: bool) -> bool:
+    """Fill the cell's identity and settings (with the head as classifier); False when that already fails."""
+    try:
+        if cell.encoder is not None:
+            if cell.row not in identities:
+                identities[cell.row] = cell.encoder.spec.identity()
+            cell.identity = identities[cell.row]
+        options = dict(cell.options)
+        if cell.needs_head:
+            head = head_file(source)
+            if head is None and not (dry_run and source.status == PLANNED):
+                state = source.error if source.status == FAILED else "it has no current result"
+                raise VitoError(f"needs the head of the {HEAD_SOURCE} cell of {cell.row}, but {state}")
+            options["classifier"] = str(head) if head is not None else "<head of the linear cell>"
+        cell.settings = make_settings(cell.evaluation, options)
+    except Exception as error:  # noqa: BLE001 - e.g. an identity that cannot be computed (missing run folder)
+        cell.status, cell.error = FAILED, describe(error)
+        return False
+    return True
+
+
+def _show_earlier_error(cell: Cell) -> None:
+    stored = read_error(cell)
+    if stored is not None:
+        cell.status, cell.error, cell.details = FAILED, stored.get("error", ""), stored.get("traceback", "")

@@ -1,0 +1,211 @@
+"""The suite file of ``vito report``: which encoders, which evaluations, which reference rows.
+
+Why a strict schema: a suite is run once and read for hours; a misspelt key (``random-init`` for an encoder,
+``davis-rot`` for an evaluation) must stop the command before anything runs, naming the key, not silently fall
+back to a default. Evaluation options are exactly the options of ``vito eval NAME`` (dashes or underscores),
+checked by the harness itself (``settings_from_mapping``), so a suite can say nothing a command line cannot.
+
+Relative paths in the file resolve against the file's own folder, so a suite and its data can move together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vito.errors import VitoError
+from vito.eval import base
+from vito.eval.encoders import EncoderSpec, is_outside
+
+TOP_LEVEL_KEYS = ("encoders", "evaluations", "references")
+ENCODER_KEYS = ("encoder", "weights", "random_init", "classifier", "device", "precision")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # row names become folder names under cells/
+OWN_CLASSIFIER = "own"
+
+
+@dataclass(frozen=True)
+class EncoderEntry:
+    """One row of the report: an encoder and, optionally, its own ImageNet head (``own`` or a head file)."""
+
+    name: str
+    spec: EncoderSpec
+    classifier: str | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationEntry:
+    """One evaluation of the suite: a registered ``vito eval`` name and that command's options."""
+
+    name: str
+    options: dict[str, Any]  # underscore keys, paths resolved against the suite's folder
+
+    def settings(self, overrides: dict[str, Any] | None = None) -> Any:
+        return make_settings(self.name, {**self.options, **(overrides or {})})
+
+
+@dataclass(frozen=True)
+class ReferenceEntry:
+    """A row without an encoder: per evaluation, the options of its scoring-only mode (``davis --results``,
+    ``model-vs-human --humans``), laid over that evaluation's suite options."""
+
+    name: str
+    options: dict[str, dict[str, Any]]
+
+
+@dataclass
+class Suite:
+    path: Path
+    encoders: dict[str, EncoderEntry] = field(default_factory=dict)
+    evaluations: dict[str, EvaluationEntry] = field(default_factory=dict)
+    references: dict[str, ReferenceEntry] = field(default_factory=dict)
+
+    @property
+    def row_names(self) -> list[str]:
+        return [*self.encoders, *self.references]
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and check a suite YAML file; every problem is a ``VitoError`` naming the key and the file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VitoError(f"suite file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise VitoError(f"cannot read suite {path}: {error}") from error
+    if raw is None:
+        raw = {}
+    return parse_suite(raw, path)
+
+
+def parse_suite(raw: Any, path: Path) -> Suite:
+    """A ``Suite`` from the parsed YAML mapping; ``path`` names the file in messages and anchors relative paths."""
+    top = _mapping(raw, f"{path}")
+    _refuse_unknown(top, TOP_LEVEL_KEYS, f"{path}")
+    folder = path.resolve().parent
+    suite = Suite(path=path.resolve())
+    base.discover()
+    for name, value in _mapping(top.get("encoders") or {}, f"{path}: encoders").items():
+        suite.encoders[_row_name(name, path)] = _encoder_entry(name, value, folder, path)
+    for name, value in _mapping(top.get("evaluations") or {}, f"{path}: evaluations").items():
+        suite.evaluations[name] = _evaluation_entry(name, value, folder, path)
+    for name, value in _mapping(top.get("references") or {}, f"{path}: references").items():
+        if name in suite.encoders:
+            raise VitoError(f"{path}: references.{name}: the name is already an encoder's; rows need distinct names")
+        suite.references[_row_name(name, path)] = _reference_entry(name, value, suite, folder, path)
+    if not suite.evaluations:
+        raise VitoError(f"{path}: the suite names no evaluations (key 'evaluations')")
+    if not suite.row_names:
+        raise VitoError(f"{path}: the suite names no encoders and no references (key 'encoders')")
+    return suite
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise VitoError(f"{where}: expected a mapping of names to values, got {type(value).__name__}")
+    return value
+
+
+def _refuse_unknown(mapping: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    unknown = [key for key in mapping if key not in known]
+    if unknown:
+        raise VitoError(f"{where}: unknown key {unknown[0]!r} (valid: {', '.join(known)})")
+
+
+def _row_name(name: str, path: Path) -> str:
+    if not NAME_PATTERN.fullmatch(name):
+        raise VitoError(f"{path}: row name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
+    return name
+
+
+def _resolve(value: str | Path, folder: Path) -> Path:
+    value = Path(value).expanduser()
+    return value if value.is_absolute() else folder / value
+
+
+def _encoder_entry(name: str, value: Any, folder: Path, path: Path) -> EncoderEntry:
+    where = f"{path}: encoders.{name}"
+    if isinstance(value, str):
+        value = {"encoder": value}
+    options = {key.replace("-", "_"): v for key, v in _mapping(value, where).items()}
+    _refuse_unknown(options, ENCODER_KEYS, where)
+    if not isinstance(options.get("encoder"), str):
+        raise VitoError(f"{where}: 'encoder' is required (a vito run or checkpoint, an export, timm:NAME ...)")
+    if not isinstance(options.get("random_init", False), bool):
+        raise VitoError(f"{where}: random_init must be true or false, got {options['random_init']!r}")
+    values = {key: v for key, v in options.items() if key != "classifier" and v is not None}
+    if not is_outside(values["encoder"]):
+        values["encoder"] = str(_resolve(values["encoder"], folder))
+    if "weights" in values:
+        values["weights"] = str(_resolve(values["weights"], folder))
+    try:
+        spec = EncoderSpec.from_mapping(values)
+        spec.check()
+    except VitoError as error:
+        raise VitoError(f"{where}: {error}") from None
+    classifier = options.get("classifier")
+    if classifier is not None and str(classifier) != OWN_CLASSIFIER:
+        classifier = str(_resolve(classifier, folder))
+    return EncoderEntry(name, spec, classifier)
+
+
+def _options(cls: type[base.Evaluation], value: Any, folder: Path, where: str) -> dict[str, Any]:
+    """Check ``value`` as options of ``cls`` (the harness names any bad key) and resolve its path values."""
+    mapping = _mapping(value if value is not None else {}, where)
+    checked = {key: v for key, v in mapping.items() if v is not None}
+    try:
+        settings = base.settings_from_mapping(cls, checked)
+    except VitoError as error:
+        raise VitoError(f"{where}: {error}") from None
+    options = {key.replace("-", "_"): v for key, v in mapping.items()}
+    for name, parsed in vars(settings).items():
+        if name in options and options[name] is not None:
+            options[name] = _resolve_paths(parsed, folder, options[name])
+    return options
+
+
+def _resolve_paths(parsed: Any, folder: Path, given: Any) -> Any:
+    """Paths the harness parsed become absolute (against the suite's folder); other values stay as written."""
+    if isinstance(parsed, Path):
+        return str(_resolve(parsed, folder))
+    if isinstance(parsed, (list, tuple)) and parsed and all(isinstance(p, Path) for p in parsed):
+        return [str(_resolve(p, folder)) for p in parsed]
+    return given
+
+
+def _evaluation_entry(name: str, value: Any, folder: Path, path: Path) -> EvaluationEntry:
+    if name not in base.REGISTRY:
+        raise VitoError(f"{path}: evaluations.{name}: no such evaluation (known: {', '.join(sorted(base.REGISTRY))})")
+    cls, where = base.get(name), f"{path}: evaluations.{name}"
+    if cls.needs_encoder is False:  # scoring only: these options are shared defaults of its reference rows
+        mapping = _mapping(value if value is not None else {}, where)
+        _refuse_unknown({k.replace("-", "_"): v for k, v in mapping.items()},
+                        tuple(f.name for f in dataclasses.fields(cls.Settings)), where)
+        return EvaluationEntry(name, {k.replace("-", "_"): v for k, v in mapping.items()})
+    return EvaluationEntry(name, _options(cls, value, folder, where))
+
+
+def _reference_entry(name: str, value: Any, suite: Suite, folder: Path, path: Path) -> ReferenceEntry:
+    where = f"{path}: references.{name}"
+    options: dict[str, dict[str, Any]] = {}
+    for evaluation, overrides in _mapping(value, where).items():
+        if evaluation not in suite.evaluations:
+            raise VitoError(f"{where}: {evaluation!r} is not one of the suite's evaluations "
+                            f"({', '.join(suite.evaluations)})")
+        cls = base.get(evaluation)
+        if cls.needs_encoder is True:
+            raise VitoError(f"{where}: {evaluation} has no scoring-only mode; a reference row needs one")
+        overrides = _mapping(overrides if overrides is not None else {}, f"{where}.{evaluation}")
+        merged = {**suite.evaluations[evaluation].options, **{k.replace("-", "_"): v for k, v in overrides.items()}}
+        options[evaluation] = _options(cls, merged, folder, f"{where}.{evaluation}")
+    return ReferenceEntry(name, options)
+
+
+def make_settings(evaluation: str, options: dict[str, Any]) -> Any:
+    """The Settings of ``evaluation`` for ``options``; a ``None`` value drops an option (the default applies)."""
+    return base.settings_from_mapping(base.get(evaluation), {k: v for k, v in options.items() if v is not None})
