@@ -151,7 +151,8 @@ def test_an_outside_architecture_needs_weights_or_random_init(name: str, tmp_pat
     required = [a for a in parser._actions if a.required and a.option_strings and a.dest != "encoder"]
     argv = ["eval", name, "--encoder", "timm:resnet18", "--out", str(tmp_path / "out")]
     for action in required:
-        argv += [action.option_strings[0], str(tmp_path / "unused")] if action.dest != "out" else []
+        value = str(list(action.choices)[0]) if action.choices else str(tmp_path / "unused")
+        argv += [action.option_strings[0], value] if action.dest != "out" else []
     positional = [a for a in parser._actions if not a.option_strings and a.dest != "help"]
     argv += [str(tmp_path / "unused") for _ in positional]
     assert main(argv) == 2
