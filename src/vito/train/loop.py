@@ -105,7 +105,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
     check_image_size(model, config, context.device)
     if t.channels_last:  # channels_last weights make every convolution run (and return) NHWC
         model = model.to(memory_format=torch.channels_last)
-    loader = _loader(config, data, context, start_step, notes)
+    loader = _loader(config, data, context, start_step, notes, scan_cache=run_dir if start.resume else None)
 
     folder = RunFolder(run_dir, resume=start.resume, overwrite=start.overwrite, break_lock=start.break_lock,
                        is_main=context.is_main)
@@ -113,6 +113,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
     with folder, stop.installed():
         if context.is_main:
             _prepare_run_dir(run_dir, config, start_step)
+            loader.dataset.save_scan(run_dir)  # the pre-scan's answer, for every resume of this run
         _setup_logging(run_dir if context.is_main else None)
         log.info("%s run in %s: steps %d..%d, %d process(es) x %d clips on %s",
                  "resuming" if start.resume else "starting", run_dir, start_step, t.max_steps, context.world_size,
@@ -155,14 +156,9 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
             views = batch["views"].to(context.device, non_blocking=True)
             images = _photometric_views(augment, views, _generator(t.seed, step, context.rank, context.device))
 
-            # 2. loss; all processes agree on its value and on whether to stop after this step
+            # 2. loss, gradients, LARS step (lr from the warm-up + cosine schedule), EMA update of the target
             with autocast:
                 out = network(images, video_index=batch["video_index"].to(views.device), gather=distributed.gather_keys)
-            loss, stopped_by = _agree(out["loss"], stop)
-            if not math.isfinite(loss):
-                raise _logged(VitoError(_non_finite_message(step + 1, loss, last_good)))
-
-            # 3. gradients, LARS step (lr from the warm-up + cosine schedule), EMA update of the target
             lr = learning_rate(step, o.base_lr, config.data.batch_size, o.warmup_steps, t.max_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -171,6 +167,12 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
             optimizer.step()
             tau = ema_tau(step, t.max_steps, o.ema_base)
             model.update_target(tau)
+
+            # 3. all processes agree on the loss and on whether to stop after this step: a signal that came at any
+            #    time during it stops the run now. A non-finite loss stops it before anything is saved.
+            loss, stopped_by = _agree(out["loss"], stop)
+            if not math.isfinite(loss):
+                raise _logged(VitoError(_non_finite_message(step + 1, loss, last_good)))
             result.step, result.last_loss = step + 1, loss
             clips_since_tick += config.data.batch_size
 
@@ -265,7 +267,8 @@ def check_image_size(model: torch.nn.Module, config: Config, device: torch.devic
         model.train()
 
 
-def _loader(config: Config, data: Path, context: distributed.Context, start_step: int, notes: list[str]):
+def _loader(config: Config, data: Path, context: distributed.Context, start_step: int, notes: list[str],
+            scan_cache: Path | None = None):
     """DataLoader of this rank's batches from ``start_step``; opening it checks the data has a usable video.
 
     Workers are capped at the CPUs available to this process (shared by the processes of this host), and
@@ -279,7 +282,7 @@ def _loader(config: Config, data: Path, context: distributed.Context, start_step
                      f"to itself: using {workers} DataLoader worker(s)")
     data_cfg = dataclasses.replace(config.data, num_workers=workers)
     loader = build_pretrain_loader(data, data_cfg, config.train.seed, rank=context.rank,
-                                   world_size=context.world_size, start_step=start_step)
+                                   world_size=context.world_size, start_step=start_step, scan_cache=scan_cache)
     loader.worker_init_fn = functools.partial(_init_worker, loader.worker_init_fn)
     return loader
 
