@@ -165,14 +165,6 @@ def segmentation_result(
     )
 
 
-def summary(result: Result) -> str:
-    """One line for the terminal, in mmseg's x100 convention."""
-    parts = [f"{name} {100 * result.metrics[name].value:.2f}" for name in ("mIoU", "aAcc", "mAcc", "devkit_mIoU")
-             if name in result.metrics and result.metrics[name].value is not None]
-    return ", ".join(parts) + f" ({result.coverage.used}/{result.coverage.expected} images)"
-
-
-
 # --------------------------------------------------------------------------------------------------
 # Fine-tuning: the sweep over lrs and seeds
 

@@ -156,14 +156,9 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
             views = batch["views"].to(context.device, non_blocking=True)
             images = _photometric_views(augment, views, _generator(t.seed, step, context.rank, context.device))
 
-            # 2. loss; all processes agree on its value and on whether to stop after this step
+            # 2. loss, gradients, LARS step (lr from the warm-up + cosine schedule), EMA update of the target
             with autocast:
                 out = network(images, video_index=batch["video_index"].to(views.device), gather=distributed.gather_keys)
-            loss, stopped_by = _agree(out["loss"], stop)
-            if not math.isfinite(loss):
-                raise _logged(VitoError(_non_finite_message(step + 1, loss, last_good)))
-
-            # 3. gradients, LARS step (lr from the warm-up + cosine schedule), EMA update of the target
             lr = learning_rate(step, o.base_lr, config.data.batch_size, o.warmup_steps, t.max_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -172,6 +167,12 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
             optimizer.step()
             tau = ema_tau(step, t.max_steps, o.ema_base)
             model.update_target(tau)
+
+            # 3. all processes agree on the loss and on whether to stop after this step: a signal that came at any
+            #    time during it stops the run now. A non-finite loss stops it before anything is saved.
+            loss, stopped_by = _agree(out["loss"], stop)
+            if not math.isfinite(loss):
+                raise _logged(VitoError(_non_finite_message(step + 1, loss, last_good)))
             result.step, result.last_loss = step + 1, loss
             clips_since_tick += config.data.batch_size
 
