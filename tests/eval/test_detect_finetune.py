@@ -112,13 +112,13 @@ def test_missing_and_broken_images_are_skipped_and_listed(coco: Path, tmp_path: 
     assert len(images) == 3 and len(images.skipped) == len(ids) - 3
     assert "no file" in images.skipped[0][1]
     assert "image" in images.item(0, 0) and "skipped" not in images.item(0, 0)
-    assert "cannot be decoded" in images.item(1, 0)["skipped"][1]
+    assert "cannot read image" in images.item(1, 0)["skipped"][1]
     if annotations.images[ids[2]]["width"] != annotations.images[ids[3]]["width"]:
         assert "annotations are for" in images.item(2, 0)["skipped"][1]
     # at train, an unreadable image is replaced by the next usable one and reported
     batches = DetectionBatches(DetectionImages(annotations, folder, train=True, canvas=CANVAS), 4, seed=0, start=0)
     batch = batches.batch(0)
-    assert len(batch["images"]) == 4 and any("cannot be decoded" in reason for _, reason in batch["skipped"])
+    assert len(batch["images"]) == 4 and any("cannot read image" in reason for _, reason in batch["skipped"])
 
 
 # --------------------------------------------------------------------------------------------------

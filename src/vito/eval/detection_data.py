@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from vito.errors import DataError, VitoError
 from vito.eval.detection_transforms import TARGET_RESOLUTION, eval_view, train_view
-from vito.data.segmentation import UnreadableFile, read_image
+from vito.eval.inputs import UnreadableImage, read_image
 
 DATASETS: tuple[str, ...] = ("coco", "lvis")
 LVIS_FREQUENCIES = ("r", "c", "f")  # rare, common, frequent: LVIS's category groups (APr, APc, APf)
@@ -206,8 +206,8 @@ class DetectionImages(Dataset):
         """Item ``index`` as seen in ``epoch`` (the train view's randomness depends on both, and the seed)."""
         image_id, path = self.items[index]
         try:
-            image = torch.from_numpy(read_image(path)).permute(2, 0, 1)
-        except UnreadableFile as error:
+            image = read_image(path)
+        except UnreadableImage as error:
             return {"image_id": image_id, "skipped": (str(path), str(error))}
         record = self.annotations.images[image_id]
         size = (record["height"], record["width"])

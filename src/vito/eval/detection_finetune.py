@@ -34,13 +34,13 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, Subset, get_worker_info
 from tqdm import tqdm
 
-from vito.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from vito.data.segmentation import UnreadableFile, read_image
+from vito.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from vito.errors import VitoError
 from vito.eval.detection_data import Annotations, DetectionImages, collate_detection, image_file, targets_of
 from vito.eval.detection_metrics import LVIS_MAX_DETS, DetectionScores, score_detections
 from vito.eval.detection_transforms import boxes_to_original
 from vito.eval.encoders import Encoder, TrainableBackbone, inference_mode
+from vito.eval.inputs import UnreadableImage, read_image
 from vito.io import atomic_write
 from vito.models.detection import FPN_CHANNELS, build_fcos
 from vito.train import distributed
@@ -245,8 +245,8 @@ def draw_pictures(annotations: Annotations, images_dir: Path, predictions: dict[
     for image_id, output in sorted(predictions.items()):
         path = image_file(images_dir, annotations.images[image_id])
         try:
-            image = read_image(path)
-        except UnreadableFile:
+            image = read_image(path).permute(1, 2, 0).numpy()
+        except UnreadableImage:
             continue
         truth_boxes, truth_labels = targets_of(annotations, image_id)
         paths.append(save_detection_picture(
