@@ -130,7 +130,8 @@ def _pick_lvis_cases(annotations) -> tuple[int, int, list[dict], int, int, int]:
             if (len(gts) == 2 and {g["image_id"] for g in gts} == {image_id}
                     and annotations.categories[category_id]["frequency"] == "f"):
                 negatives = [c for c in image["neg_category_ids"] if c in by_category and c != category_id]
-                listed = set(image["neg_category_ids"]) | {a["category_id"] for a in annotations.annotations_of(image_id)}
+                annotated = {a["category_id"] for a in annotations.annotations_of(image_id)}
+                listed = set(image["neg_category_ids"]) | annotated
                 unlisted = next(c for c in annotations.category_ids if c not in listed and c in by_category)
                 if negatives:
                     n = negatives[0]

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from vito.io import atomic_write  # noqa: E402
+from vito.viz.figures import save_figure  # noqa: E402
 
 GROUND_TRUTH_COLOUR, PREDICTION_COLOUR = "#2ca02c", "#d62728"
 
@@ -47,16 +47,11 @@ def save_detection_picture(
     keep = np.asarray(scores) >= min_score
     labels = [f"{n} {s:.2f}" for n, s, k in zip(names, scores, keep) if k]
     height, width = image.shape[:2]
-    figure, axes = plt.subplots(1, 2, figsize=(8, 4 * height / max(width, 1) + 0.4), dpi=120)
+    figure, axes = plt.subplots(1, 2, figsize=(8, 4 * height / max(width, 1) + 0.4))
     _draw(axes[0], image, np.asarray(truth_boxes).reshape(-1, 4), truth_names, GROUND_TRUTH_COLOUR,
           f"ground truth ({len(truth_names)})")
     _draw(axes[1], image, np.asarray(boxes).reshape(-1, 4)[keep], labels, PREDICTION_COLOUR,
           f"predictions, score >= {min_score} ({int(keep.sum())} of {len(keep)})")
     if title:
         figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    path = Path(path)
-    with atomic_write(path, "wb") as handle:
-        figure.savefig(handle, format="png")
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=120)
