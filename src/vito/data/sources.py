@@ -245,6 +245,10 @@ class PretrainBatches(IterableDataset):
             "skipped": skipped,
         }
 
+    def _read(self, index: int, times_fn: TimesFn) -> Any:
+        """What a slot takes from its clip: decoded frames (``vito.data.gpu_decode`` reads undecoded JPEGs)."""
+        return self.source.read_clip(index, times_fn, self.data.decode_short_side)
+
     def _first_usable(
         self, step: int, slot: int, rng: np.random.Generator, skipped: list[tuple[str, str]]
     ) -> tuple[int, torch.Tensor]:
@@ -265,7 +269,7 @@ class PretrainBatches(IterableDataset):
                 continue
             rng.bit_generator.state = state
             try:
-                return index, self.source.read_clip(index, times_fn, d.decode_short_side)
+                return index, self._read(index, times_fn)
             except DataError as exc:
                 reason = str(exc)
                 self._bad[index] = reason
@@ -281,14 +285,17 @@ class PretrainBatches(IterableDataset):
 
 
 def build_pretrain_loader(
-    data_path: str | Path, data_cfg: DataConfig, seed: int, rank: int = 0, world_size: int = 1, start_step: int = 0
+    data_path: str | Path, data_cfg: DataConfig, seed: int, rank: int = 0, world_size: int = 1, start_step: int = 0,
+    batches: type[PretrainBatches] | None = None,
 ) -> DataLoader:
-    """DataLoader of whole per-rank batches (global ``batch_size`` / ``world_size`` clips) from ``start_step``."""
+    """DataLoader of whole per-rank batches (global ``batch_size`` / ``world_size`` clips) from ``start_step``;
+    ``batches`` replaces ``PretrainBatches`` (``vito.data.gpu_decode.JpegBatches``: views decoded on the device)."""
     if data_cfg.batch_size % world_size:
         raise VitoError(f"data.batch_size={data_cfg.batch_size} is not divisible by the {world_size} processes")
     source = open_source(data_path)
     check_readable(source, limit=64)
-    dataset = PretrainBatches(source, data_cfg, seed, rank, world_size, start_step, data_cfg.batch_size // world_size)
+    dataset = (batches or PretrainBatches)(source, data_cfg, seed, rank, world_size, start_step,
+                                           data_cfg.batch_size // world_size)
     workers = data_cfg.num_workers
     return DataLoader(
         dataset,
