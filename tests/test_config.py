@@ -74,3 +74,63 @@ def test_unknown_key_in_a_yaml_file(tmp_path) -> None:
 def test_round_trip_through_a_dict() -> None:
     config = load_config("moclr_r50", ["train.max_steps=7"])
     assert config_from_dict(config.to_dict()) == config
+
+
+# --------------------------------------------------------------------------------------------------
+# Parse, then validate (issue 10, items 5 and 7)
+
+
+@pytest.mark.parametrize("spelling", ["1e-5", "1E-5", "1.0e-5", "0.00001", "+1e-5", "1.e-5", "10e-6"])
+def test_every_float_spelling_is_a_float(spelling: str, tmp_path) -> None:
+    """YAML 1.1 (PyYAML) reads 1e-5 as a string; users, YAML 1.2 and the presets mean a number."""
+    path = tmp_path / "lr.yaml"
+    path.write_text(f"optim:\n  weight_decay: {spelling}\n")
+    assert load_config(path).optim.weight_decay == pytest.approx(1e-5)
+    assert load_config(None, [f"optim.base_lr={spelling}"]).optim.base_lr == pytest.approx(1e-5)
+    with pytest.raises(ConfigError, match=r"train\.max_steps: expected an integer"):
+        load_config(None, ["train.max_steps=1e3"])  # an integer key still wants an integer
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.seed=-1", "train.seed"),
+        (f"train.seed={2**63}", "train.seed"),
+        ("optim.momentum=1.0", "optim.momentum"),
+        ("optim.momentum=-0.1", "optim.momentum"),
+        ("optim.trust_coefficient=-0.001", "optim.trust_coefficient"),
+        ("loss.temperature=.nan", "loss.temperature"),
+        ("loss.temperature=.inf", "loss.temperature"),
+        ("data.window_seconds=.inf", "data.window_seconds"),
+        ("optim.base_lr=.nan", "optim.base_lr"),
+        ("optim.base_lr=-.inf", "optim.base_lr"),
+        ("train.keep_checkpoints=-1", "train.keep_checkpoints"),
+    ],
+)
+def test_values_that_crash_later_or_train_nonsense_are_rejected(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config("vito_r50", [override])
+
+
+def test_edge_values_that_are_fine() -> None:
+    config = load_config("vito_r50", [f"train.seed={2**63 - 1}", "optim.momentum=0", "optim.trust_coefficient=0"])
+    assert config.train.seed == 2**63 - 1 and config.optim.momentum == 0.0
+
+
+def test_yaml_syntax_errors_name_the_line_and_tabs(tmp_path) -> None:
+    path = tmp_path / "tabs.yaml"
+    path.write_text("train:\n\tmax_steps: 10\n")
+    with pytest.raises(ConfigError, match=r"tabs\.yaml: not valid YAML at line 2, column 1: .*tabs for indentation"):
+        load_config(path)
+    path.write_text("train:\n  max_steps: [10\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line 3"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"override 'model\.stages=\[-1': not valid YAML"):
+        load_config(None, ["model.stages=[-1"])
+
+
+def test_a_config_that_is_not_utf8_is_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("# r\xe9glages\ntrain:\n  max_steps: 10\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text \(byte 0xe9 at offset 3\)"):
+        load_config(path)

@@ -92,8 +92,8 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
         "see docs/cluster.md.",
     )
     pretrain.add_argument("--config", default=None,
-                          help=f"YAML file or preset name (vito_r50, moclr_r50, demo); default {DEFAULT_PRETRAIN_CONFIG} "
-                          "for a new run, the run's own config.yaml on --resume (a --config given then must match it)")
+                          help="YAML file or preset name (vito_r50, moclr_r50, demo); default "
+                          f"{DEFAULT_PRETRAIN_CONFIG} for a new run, the run's own config.yaml on --resume (a --config given then must match it)")
     pretrain.add_argument("--data", type=Path, default=None,
                           help="video folder, manifest file, or shard folder (on --resume: the run's own)")
     pretrain.add_argument("--out", type=Path, default=None,

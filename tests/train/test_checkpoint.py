@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import random
 
 import numpy as np
@@ -9,12 +12,14 @@ import pytest
 import torch
 import yaml
 
+import vito.io
 from vito.config import ConfigError, load_config
 from vito.errors import VitoError
 from vito.train.checkpoint import (
     FORMAT,
     load_checkpoint,
     resume_config,
+    resume_target,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -94,3 +99,71 @@ def test_resume_config_allows_only_safe_changes(tmp_path) -> None:
         resume_config(tmp_path, ["model.backbon=resnet50"])
     with pytest.raises(VitoError, match="not a vito run folder"):
         resume_config(tmp_path / "nowhere", [])
+
+
+# --------------------------------------------------------------------------------------------------
+# Damaged files, full disks, old copies (issue 10, items 5, 6 and 10)
+
+
+def test_a_corrupt_or_empty_last_falls_back_to_the_newest_intact_checkpoint(tmp_path, caplog) -> None:
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, _state(step))
+    last = tmp_path / "checkpoints" / "last.pt"
+    for damage in (lambda: os.truncate(last, 0), lambda: os.truncate(last, last.stat().st_size // 2)):
+        damage()  # in place: step_0000003.pt, its hard link, is damaged too
+        with caplog.at_level(logging.WARNING, logger="vito.train.checkpoint"):
+            state = load_checkpoint(tmp_path)
+        assert state["step"] == 2 and state["path"] == str(tmp_path / "checkpoints" / "step_0000002.pt")
+        assert len(state["fallback"]) == 2 and "newest intact checkpoint" in caplog.text
+        save_checkpoint(tmp_path, _state(3))
+        caplog.clear()
+    with pytest.raises(VitoError, match="is empty"):
+        os.truncate(last, 0)
+        load_checkpoint(last)  # a file named explicitly is read as it is
+    for path in (tmp_path / "checkpoints").iterdir():
+        os.truncate(path, 0)
+    with pytest.raises(VitoError, match="no intact checkpoint in"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_full_disk_names_the_last_good_checkpoint_and_leaves_no_temporary_file(tmp_path, monkeypatch) -> None:
+    save_checkpoint(tmp_path, _state(1))
+
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(vito.io.os, "fsync", no_space)
+    last = tmp_path / "checkpoints" / "last.pt"
+    with pytest.raises(VitoError, match=f"checkpoint of step 2 to {last}: No space left on device; "
+                                        f"the last good checkpoint is {last} \\(left untouched\\)"):
+        save_checkpoint(tmp_path, _state(2))
+    monkeypatch.undo()
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.pt", "step_0000001.pt"]
+    assert load_checkpoint(tmp_path)["step"] == 1
+
+
+def test_only_the_newest_step_copies_are_kept(tmp_path) -> None:
+    save_checkpoint(tmp_path, _state(9))  # left by a continuation abandoned for a resume from step 4
+    for step in (4, 5, 6, 7):
+        save_checkpoint(tmp_path, _state(step), keep=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["last.pt", "step_0000006.pt", "step_0000007.pt", "step_0000009.pt"]
+    assert load_checkpoint(tmp_path)["step"] == 7
+
+
+def test_resume_target_accepts_a_run_folder_or_one_of_its_step_files(tmp_path) -> None:
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(load_config("demo").to_dict()))
+    save_checkpoint(tmp_path, _state(2))
+    assert resume_target(tmp_path) == (tmp_path, None)
+    step = tmp_path / "checkpoints" / "step_0000002.pt"
+    assert resume_target(step) == (tmp_path, step)
+    torch.save(_state(2), tmp_path / "loose.pt")
+    with pytest.raises(VitoError, match="must lie in RUN/checkpoints/"):
+        resume_target(tmp_path / "loose.pt")
+
+
+def test_a_config_given_on_resume_must_be_the_runs(tmp_path) -> None:
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(load_config("demo").to_dict()))
+    assert resume_config(tmp_path, ["train.max_steps=999"], config="demo").train.max_steps == 999
+    with pytest.raises(ConfigError, match=r"--config vito_r50 is not the config of the run in .*: data\.batch_size"):
+        resume_config(tmp_path, [], config="vito_r50")

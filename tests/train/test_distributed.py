@@ -92,8 +92,34 @@ def _worker(rank: int, port: int, out: str) -> None:
     loss.backward()
     results["vito_loss"] = distributed.mean_over_processes(loss.detach())
     results["vito_grads"] = _grads(vito.module)
+    results.update(_stop_and_run_folder(rank, Path(out)))
     torch.save(results, Path(out) / f"rank{rank}.pt")
     distributed.cleanup()
+
+
+def _stop_and_run_folder(rank: int, out: Path) -> dict:
+    """A signal seen by rank 1 only stops both ranks after the same step; rank 0 decides on the run folder."""
+    from vito.errors import VitoError
+    from vito.train.loop import _agree
+    from vito.train.run_dir import LOCK, RunFolder
+    from vito.train.signals import StopSignal
+
+    results: dict = {}
+    stop = StopSignal()
+    if rank == 1:
+        stop.requested, stop.name = True, "SIGUSR1"
+    results["agreed"] = _agree(torch.tensor(float(rank)), stop)
+    folder = out / "run"
+    with RunFolder(folder, resume=False, is_main=rank == 0):
+        results["locked"] = (folder / LOCK).is_file()  # rank 1 waited for rank 0 to take the lock
+    if rank == 0:
+        (folder / "config.yaml").write_text("{}\n")
+    try:
+        with RunFolder(folder, resume=False, is_main=rank == 0):
+            results["refusal"] = ""
+    except VitoError as error:
+        results["refusal"] = str(error)
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +187,12 @@ def test_vito_loss_and_gradients_match_one_process(ranks: list[dict]) -> None:
         assert expected.keys() == result["vito_grads"].keys()
         for key, grad in expected.items():
             assert torch.allclose(result["vito_grads"][key], grad, rtol=1e-4, atol=atol), key
+
+
+@pytest.mark.ddp
+def test_every_rank_stops_at_the_same_step_and_shares_rank_0s_run_folder(ranks: list[dict]) -> None:
+    for result in ranks:
+        assert result["agreed"] == (0.5, "SIGUSR1")  # mean loss, and the signal only rank 1 received
+        assert result["locked"] is True
+        assert "already holds a run" in result["refusal"]
+    assert ranks[1]["refusal"].endswith("(reported by rank 0)")

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from vito.config import load_config
+from vito.config import ConfigError, load_config
 from vito.demo import render_videos
 from vito.errors import VitoError
 from vito.models.vito import Vito
@@ -120,6 +118,8 @@ def test_non_finite_loss_stops_and_names_the_last_good_checkpoint(videos, tmp_pa
     with pytest.raises(VitoError, match=f"loss became nan at step 3.*last good checkpoint is {last}"):
         pretrain(_config("train.max_steps=5"), videos, tmp_path)
     assert load_checkpoint(tmp_path)["step"] == 2  # not overwritten
+    assert f"ERROR the loss became nan at step 3: training stopped and the last good checkpoint is {last}" in \
+        (tmp_path / "train.log").read_text()  # the terminal of a batch job may be gone
 
 
 def test_indivisible_batch_is_a_user_error(videos, tmp_path, monkeypatch) -> None:
@@ -128,3 +128,63 @@ def test_indivisible_batch_is_a_user_error(videos, tmp_path, monkeypatch) -> Non
 
     with pytest.raises(VitoError, match="not divisible"):
         _per_rank_batch(4, 3)
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_checks_its_inputs_and_survives_a_damaged_last_checkpoint(videos: Path, tmp_path: Path, monkeypatch,
+                                                                           capsys) -> None:
+    from vito.cli import main
+
+    run = tmp_path / "run"
+    monkeypatch.chdir(videos.parent)
+    assert main(["pretrain", "--config", "demo", "--data", videos.name, "--out", str(run), "--max-steps", "4",
+                 *TINY]) == 0
+    assert load_checkpoint(run)["data_path"] == str(videos)  # absolute: resumes work from anywhere
+    monkeypatch.chdir(tmp_path)
+    before = _snapshot(run)
+    refusals = [
+        ([], "checkpoints/last.pt is at step 4 already: train.max_steps=4 leaves nothing to do"),
+        (["--data", str(tmp_path), "--max-steps", "6"],
+         f"--data {tmp_path} is not the data of this run \\({videos}\\)"),
+        (["--config", "vito_r50", "--max-steps", "6"], "--config vito_r50 is not the config of the run"),
+    ]
+    for extra, message in refusals:
+        assert main(["pretrain", "--resume", str(run), *extra]) == 2
+        assert re.search(message, capsys.readouterr().err), message
+    assert _snapshot(run) == before  # refused before anything was written
+
+    os.truncate(run / "checkpoints" / "last.pt", 100)  # damages step_0000004.pt too: its hard link
+    (run / "checkpoints" / ".last.pt.k2j3.tmp").write_bytes(b"half a checkpoint")  # a save killed hard
+    assert main(["pretrain", "--resume", str(run), "--max-steps", "5"]) == 0
+    log = (run / "train.log").read_text()
+    assert f"resuming from {run / 'checkpoints' / 'step_0000002.pt'} instead" in log
+    assert "interrupted write" in log and not list(run.glob("checkpoints/*.tmp"))
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+    assert "on resume train.max_steps changes from 4 to 5" in log
+
+    # a step file of the run: continue from there (here: redo step 5 from step 4's rewritten copy)
+    assert main(["pretrain", "--resume", str(run / "checkpoints" / "step_0000004.pt"), "--max-steps", "5"]) == 0
+    assert load_checkpoint(run)["step"] == 5
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+def test_a_backbone_that_cannot_run_at_the_image_size_is_named_at_start(videos: Path, tmp_path: Path) -> None:
+    config = _config("model.backbone=vit_tiny_patch16_224", "data.image_size=64", "data.decode_short_side=64")
+    with pytest.raises(ConfigError, match=r"data\.image_size=64: model\.backbone='vit_tiny_patch16_224' cannot run"):
+        pretrain(config, videos, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_workers_are_capped_at_the_cpus_of_the_process(monkeypatch) -> None:
+    from vito.train.loop import _worker_count
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert [_worker_count(n) for n in (0, 1, 4, 8)] == [0, 1, 4, 4]
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun processes on this host share the CPUs
+    assert _worker_count(4) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert _worker_count(4) == 1

@@ -179,6 +179,6 @@ def read_image(path: Path) -> np.ndarray:
         raise UnreadableFile(f"image {path} does not exist")
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+            return np.array(image.convert("RGB"), dtype=np.uint8)  # writable: torch.from_numpy needs it
     except READ_ERRORS as error:
         raise UnreadableFile(f"image {path} cannot be decoded: {error}") from error

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
@@ -28,7 +29,7 @@ from vito.errors import VitoError
 from vito.models.backbones import backbone_state_dict
 from vito.models.external import SPEC_HELP, create_architecture, parse_spec, read_state_dict
 from vito.models.vito import VitoNetwork
-from vito.train.checkpoint import find_checkpoint, load_checkpoint
+from vito.train.checkpoint import LAST, checkpoint_dir, load_checkpoint
 
 TORCHVISION_RESNET_STAGES = ["relu", "layer1", "layer2", "layer3", "layer4"]
 
@@ -159,6 +160,55 @@ def _stage_module_names(model: nn.Module, library: str, name: str) -> list[str]:
     if all(hasattr(model, n) for n in TORCHVISION_RESNET_STAGES[1:]):
         return list(TORCHVISION_RESNET_STAGES)
     raise VitoError(f"torchvision:{name} is not a ResNet-family model; use timm:{name} for stage features")
+
+
+# --------------------------------------------------------------------------------------------------
+# Fine-tuning (dense transfer): a trainable copy of an encoder, optionally with a dilated last stage
+
+
+class TrainableBackbone(nn.Module):
+    """A trainable copy of an ``Encoder``'s network that returns the feature maps of ``stages``.
+
+    Why a copy: every fine-tune of a learning-rate sweep or a seed starts from the same pretrained weights,
+    and the frozen ``Encoder`` stays as it was. The copy has no classifier head and no VITO pooling (they take
+    no part in dense prediction, and unused trainable parameters would break DDP). ``dilation`` > 1 makes
+    the last stage keep its input resolution with dilated convolutions instead (DeepLab / torchvision's
+    ``replace_stride_with_dilation``): its strided layers get stride 1, every other k×k convolution of
+    the stage dilation ``dilation``, so a ResNet's res5 runs at stride 16 ("conv5 dilation 2").
+    """
+
+    def __init__(self, encoder: Encoder, stages: Sequence[int], dilation: int = 1) -> None:
+        super().__init__()
+        model = copy.deepcopy(encoder.model)
+        if encoder.library == "timm":
+            model.reset_classifier(0)
+        elif hasattr(model, "fc"):
+            model.fc = nn.Identity()
+        self.encoder = Encoder(model, encoder.library, encoder.arch, encoder.name, fingerprint=encoder.fingerprint)
+        self.stages = self.encoder.resolve_stages(stages)
+        if dilation > 1:
+            _dilate_stage(self.encoder, self.encoder.num_stages - 1, dilation)
+        self.dilation = dilation
+        self.channels = [self.encoder.stage_channels()[i] for i in self.stages]
+        self.encoder.requires_grad_(True)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.encoder.feature_maps(images, self.stages)
+
+
+def _dilate_stage(encoder: Encoder, stage: int, dilation: int) -> None:
+    strided = 0
+    for module in encoder.stage_module(stage).modules():
+        if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)) and _stride_of(module) != (1, 1):
+            module.stride, strided = 1, strided + 1
+        elif isinstance(module, nn.Conv2d) and _stride_of(module) != (1, 1):
+            module.stride, strided = (1, 1), strided + 1  # the first block's strided conv keeps dilation 1
+        elif isinstance(module, nn.Conv2d) and max(module.kernel_size) > 1:
+            module.dilation = (dilation, dilation)
+            module.padding = tuple(dilation * (k - 1) // 2 for k in module.kernel_size)
+    if strided == 0:
+        raise VitoError(f"the last stage of {encoder.name} has no strided layer to replace by dilation")
+    encoder._extractors.clear()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -424,4 +474,5 @@ def encoder_fingerprint(spec: str | Path, weights: str | Path | None = None) -> 
     if path.is_file() and sidecar.is_file():
         info = json.loads(sidecar.read_text())
         return _fingerprint(f"{info.get('format', info.get('library'))}:{info.get('name')}", _file_identity(path))
-    return _fingerprint("vito", _file_identity(find_checkpoint(path)))
+    checkpoint = path if path.is_file() else checkpoint_dir(path) / LAST
+    return _fingerprint("vito", _file_identity(checkpoint))

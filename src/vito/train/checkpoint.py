@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from vito.config import Config, ConfigError, config_from_dict, load_config
+from vito.config import Config, ConfigError, load_config
 from vito.errors import VitoError
 from vito.io import atomic_write
 
