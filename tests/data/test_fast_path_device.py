@@ -63,7 +63,8 @@ def test_damaged_frames_are_counted_skips_replaced_like_on_cpu(shards, tmp_path)
         assert torch.equal(jpegs["video_index"], decoded["video_index"])
         assert 1 not in jpegs["video_index"].tolist()
         assert [name for name, _ in jpegs["skipped"]] == [name for name, _ in decoded["skipped"]]
-    skipped = [reason for step in range(3) for _, reason in JpegBatches(ShardSource(broken), data, 0).batch(step)["skipped"]]
+    fresh = JpegBatches(ShardSource(broken), data, seed=0)
+    skipped = [reason for step in range(3) for _, reason in fresh.batch(step)["skipped"]]
     assert skipped and all("damaged frame" in reason and "truncated" in reason for reason in skipped)
 
 

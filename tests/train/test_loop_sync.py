@@ -22,7 +22,8 @@ def _all_finite(path) -> bool:
     return all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-def test_reads_the_loss_only_at_log_and_checkpoint_steps_and_logs_input_wait(videos, tmp_path, monkeypatch):  # noqa: F811
+def test_reads_the_loss_only_at_log_and_checkpoint_steps_and_logs_input_wait(videos, tmp_path,  # noqa: F811
+                                                                          monkeypatch):
     syncs = []
     mean = distributed.mean_over_processes
     monkeypatch.setattr(distributed, "mean_over_processes", lambda values: syncs.append(1) or mean(values))
@@ -58,7 +59,8 @@ def _poison(monkeypatch, where: str, call: int) -> None:
     monkeypatch.setattr(Vito, "update_target", poisoned_update)
 
 
-def test_nan_loss_stops_within_log_every_steps_naming_the_last_good_checkpoint(videos, tmp_path, monkeypatch):  # noqa: F811
+def test_nan_loss_stops_within_log_every_steps_naming_the_last_good_checkpoint(videos, tmp_path,  # noqa: F811
+                                                                              monkeypatch):
     _poison(monkeypatch, "loss", call=3)  # after the checkpoint of step 2; the next read is at step 4
     last = tmp_path / "checkpoints" / "last.pt"
     with pytest.raises(VitoError, match=f"loss became nan at step 3.*last good checkpoint is {last}"):

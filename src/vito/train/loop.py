@@ -411,18 +411,35 @@ class _LossWatch:
     def agree(self, stop: StopSignal) -> tuple[float, str | None, str | None]:
         """Mean last loss over processes; what went wrong when a loss on any process was non-finite, else
         None; the stop signal any process received (so all stop at the same step)."""
-        received = [float(stop.name == signum.name) for signum in signals.STOP_SIGNALS]
         shared = torch.cat([self.last.reshape(1), (self.first_bad > 0).float().reshape(1),
-                            torch.tensor(received, device=self.last.device)])
+                            _stop_flags(stop, self.last.device)])
         shared = distributed.mean_over_processes(shared)
         values = torch.cat([shared, self.first_bad.reshape(1), self.bad_value.reshape(1)]).tolist()
         loss, any_bad, flags, first_bad, bad_value = values[0], values[1], values[2:-2], values[-2], values[-1]
-        stopped_by = [signum.name for signum, v in zip(signals.STOP_SIGNALS, flags) if v > 0]
         bad = None
         if any_bad > 0:
             bad = (f"the loss became {bad_value} at step {int(first_bad)}" if first_bad > 0
                    else "the loss became non-finite on another process")
-        return loss, bad, (stopped_by[0] if stopped_by else None)
+        return loss, bad, _stopped_by(flags)
+
+
+def _agree(loss: torch.Tensor, stop: StopSignal) -> tuple[float, str | None]:
+    """Mean loss over processes, and the stop signal any process received (so all stop at the same step);
+    a host sync (the fine-tune loops call it; pretraining reads its loss through ``_LossWatch``)."""
+    values = distributed.mean_over_processes(torch.cat([loss.detach().float().reshape(1),
+                                                        _stop_flags(stop, loss.device)]))
+    return float(values[0]), _stopped_by(values[1:].tolist())
+
+
+def _stop_flags(stop: StopSignal, device: torch.device) -> torch.Tensor:
+    """1.0 for the stop signal this process received, per ``signals.STOP_SIGNALS`` (averaged over processes)."""
+    return torch.tensor([float(stop.name == signum.name) for signum in signals.STOP_SIGNALS], device=device)
+
+
+def _stopped_by(flags: list[float]) -> str | None:
+    """The first stop signal any process received, from the averaged flags."""
+    names = [signum.name for signum, v in zip(signals.STOP_SIGNALS, flags) if v > 0]
+    return names[0] if names else None
 
 
 def _finite_weights(model: torch.nn.Module) -> bool:
