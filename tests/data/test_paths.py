@@ -67,7 +67,7 @@ def test_manifest_rows_name_files_next_to_the_manifest(protocol_files, caplog):
     with caplog.at_level(logging.WARNING):
         entries = find_videos("list.jsonl")  # relative manifest: rows resolve to bare protocol-like names
     assert [e.line for e in entries] == [1, 2, 3, 4]
-    assert "2 of 6 listed files are missing" in caplog.text and "list.jsonl line 5" in caplog.text
+    assert "2 of 6 rows skipped" in caplog.text and "list.jsonl line 5" in caplog.text
     source = VideoFolderSource(entries)
     for i in range(len(source)):
         clip = source.read_clip(i, lambda duration: np.array([duration]), 32)

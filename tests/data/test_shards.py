@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,3 +205,47 @@ def test_cli_prepare_from_a_curation_manifest(tmp_path, make_video):
     assert len(source) == 1 and source.clip(0)["class"] == 968 and source.clip(0)["num_frames"] == 12
     assert source.read_clip(0, lambda duration: np.array([duration]), None).shape == (1, 48, 64, 3)
     assert main(args) == 2  # an existing shard folder is a user error, not a traceback
+
+
+@pytest.fixture
+def shard_copy(shared_shards, tmp_path):
+    """A writable copy of the shared shard folder (3 clips in >= 2 shards)."""
+    out, index = shared_shards
+    return Path(shutil.copytree(out, tmp_path / "shards")), index
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "wrong count", "tar missing"])
+def test_a_broken_shard_is_a_counted_skip(shard_copy, damage):
+    folder, index = shard_copy
+    first = index["shards"][0]
+    target = folder / first["index"]
+    if damage == "missing":
+        target.unlink()
+    elif damage == "corrupt":
+        target.write_bytes(target.read_bytes()[:40])
+    elif damage == "wrong count":
+        target.write_text(json.dumps({"tar": first["tar"], "clips": []}))
+    else:
+        (folder / first["tar"]).unlink()
+    source = ShardSource(folder)
+    assert len(source) == 3 - first["num_clips"] and len(source.skipped) == 1
+    assert source.skipped[0][0].endswith(first["index"])
+    cfg = DataConfig(batch_size=2, num_views=2, image_size=32, decode_short_side=32, num_workers=0)
+    batch = next(iter(build_pretrain_loader(folder, cfg, seed=0)))
+    assert [name for name, _ in batch["skipped"]] == [source.skipped[0][0]]  # reported to the training log
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", b"[]", b'{"format": "vito-shards/1"}',
+                                     b'{"format": "vito-shards/1", "settings": {"fps": 5, "bogus": 1}, "shards": []}'])
+def test_a_corrupt_shards_json_is_a_clear_error(shard_copy, content):
+    folder, _ = shard_copy
+    (folder / "shards.json").write_bytes(content)
+    with pytest.raises(DataError, match="shards.json"):
+        open_source(folder)
+
+
+def test_a_missing_shards_json_is_a_clear_error(shard_copy):
+    folder, _ = shard_copy
+    (folder / "shards.json").unlink()
+    with pytest.raises(DataError, match="no shards.json"):
+        open_source(folder)

@@ -14,9 +14,10 @@ from vito.data.sources import (
     SkipCounter,
     VideoFolderSource,
     build_pretrain_loader,
-    check_readable,
     find_videos,
+    list_videos,
     open_source,
+    scan_source,
 )
 from vito.errors import DataError
 
@@ -89,7 +90,7 @@ def test_all_bad_folder_fails_at_once(tmp_path):
     (tmp_path / "b.mkv").write_text("nothing")
     source = open_source(tmp_path)
     with pytest.raises(DataError, match="no usable video among 2 files"):
-        check_readable(source)
+        scan_source(source)
     with pytest.raises(DataError, match="no usable video among 2 files"):
         PretrainBatches(source, CFG, seed=0).batch(0)
     with pytest.raises(DataError, match="no usable video"):
@@ -113,7 +114,7 @@ def test_manifests_warn_about_missing_rows_with_line_numbers(tmp_path, make_vide
     assert [e.path.name for e in csv_entries] == ["a.mp4"] and csv_entries[0].line == 2
     assert [e.path.name for e in jsonl_entries] == ["a.mp4"]
     assert "m.csv line 3" in caplog.text and "missing.mp4" in caplog.text
-    assert "m.jsonl line 3" in caplog.text and "1 of 2 listed files are missing" in caplog.text
+    assert "m.jsonl line 3" in caplog.text and "1 of 2 rows skipped" in caplog.text
     (sub / "bad.csv").write_text("file\na.mp4\n")
     with pytest.raises(DataError, match="'path' column"):
         find_videos(sub / "bad.csv")
@@ -134,3 +135,39 @@ def test_folder_source_reads_clip_once_known_duration(make_video, tmp_path):
     seen = []
     frames = source.read_clip(0, lambda d: seen.append(d) or np.array([0.0, 1.0, 2.5]), 24)
     assert seen == [pytest.approx(3.0, abs=0.11)] and frames.shape == (3, 24, 32, 3)
+
+
+def test_manifest_skips_are_counted_with_line_numbers(tmp_path, make_video):
+    """Empty paths, missing files, folders and devices: each a skip naming its line, reported by the loader."""
+    make_video("a.mp4", num_frames=10, fps=10, b_frames=0, size=(32, 32))
+    (tmp_path / "folder.mp4").mkdir()
+    (tmp_path / "m.csv").write_text("path,label\na.mp4,x\n,y\nmissing.mp4,z\nfolder.mp4,w\n/dev/zero,v\n\"\",u\n")
+    entries, skipped = list_videos(tmp_path / "m.csv")
+    assert [e.line for e in entries] == [2]
+    reasons = [reason for _, reason in skipped]
+    assert [r.split(": ")[0] for r in reasons] == [f"{tmp_path / 'm.csv'} line {n}" for n in (3, 4, 5, 6, 7)]
+    assert "empty path" in reasons[0] and "file not found" in reasons[1]
+    assert "a directory" in reasons[2] and "a character device" in reasons[3] and "empty path" in reasons[4]
+    batch = next(iter(build_pretrain_loader(tmp_path / "m.csv", CFG, seed=0)))
+    assert [reason for _, reason in batch["skipped"]] == reasons  # so the training log counts them
+
+
+def test_non_utf8_manifest_is_a_clear_error(tmp_path):
+    (tmp_path / "m.csv").write_bytes("path\nvidéo.mp4\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        find_videos(tmp_path / "m.csv")
+
+
+def test_symlinked_folders_are_followed_once(tmp_path, make_video):
+    outside = tmp_path / "outside"
+    for folder in (tmp_path / "real", outside):
+        folder.mkdir()
+    make_video("real/a.mp4", num_frames=5, b_frames=0, size=(32, 32))
+    make_video("outside/b.mp4", num_frames=5, b_frames=0, size=(32, 32))
+    (outside / "loop").symlink_to(outside)  # a link back to its own folder
+    (tmp_path / "real" / "more").symlink_to(outside)
+    (tmp_path / "real" / "again").symlink_to(outside)  # the same folder twice: walked once
+    (tmp_path / "real" / "dangling.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    entries, skipped = list_videos(tmp_path / "real")
+    assert sorted(e.path.name for e in entries) == ["a.mp4", "b.mp4"]
+    assert [(name.split("/")[-1], "file not found" in reason) for name, reason in skipped] == [("dangling.mp4", True)]

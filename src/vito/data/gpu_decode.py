@@ -74,10 +74,11 @@ class JpegBatches(PretrainBatches):
 
     def batch(self, step: int) -> dict[str, Any]:
         jpegs: list[bytes] = []
-        sizes, boxes, flips, indices, skipped = [], [], [], [], []
+        sizes, boxes, flips, indices = [], [], [], []
+        skipped = list(self.skipped) if step == self.start_step else []  # as PretrainBatches.batch reports them
         for slot in range(self.batch_size):
             rng = np.random.default_rng([self.seed, step, self.rank, slot])
-            index, (frames, size) = self._first_usable(step, slot, rng, skipped)
+            index, (frames, size) = self._first_readable(step, slot, rng, skipped)
             for data in frames:  # the CPU path's draws, in its order: per frame a box, then a flip
                 box, flip = self.crop.sample(*size, rng)
                 jpegs.append(data)

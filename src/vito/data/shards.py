@@ -283,18 +283,46 @@ def _member_offsets(path: Path) -> dict[str, tuple[int, int]]:
 class ShardSource:
     """Clips of a shard folder, read by direct seeks (the ``ClipSource`` protocol of ``vito.data.sources``)."""
 
+    usable_by_construction = True  # written from videos that decoded; broken shards are left out here
+
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         if not is_shard_folder(self.folder):
             raise DataError(f"{self.folder} is not a shard folder (no {INDEX_NAME}; write one with `vito prepare`)")
-        header = json.loads((self.folder / INDEX_NAME).read_text())
-        if header.get("format") != FORMAT:
-            raise DataError(f"{self.folder / INDEX_NAME}: unknown format {header.get('format')!r} (expected {FORMAT})")
-        self.settings = ShardSettings(**header["settings"])
-        self._shards = header["shards"]
-        self._starts = np.cumsum([0] + [s["num_clips"] for s in self._shards])
+        header = _read_header(self.folder / INDEX_NAME)
+        self.settings = header["settings"]
         self._indices: dict[int, list[dict[str, Any]]] = {}
         self._files: dict[str, Any] = {}  # tar name -> open handle (see ``_file``)
+        self._shards: list[dict[str, Any]] = []
+        self.skipped: list[tuple[str, str]] = []  # (index file, reason): shards left out, reported by the loader
+        for shard in header["shards"]:
+            clips = self._shard_clips(shard)
+            if isinstance(clips, str):
+                self.skipped.append((str(self.folder / str(shard.get("index"))), clips))
+                log.warning("skipping shard: %s", clips)
+                continue
+            self._indices[len(self._shards)] = clips
+            self._shards.append(shard)
+        self._starts = np.cumsum([0] + [s["num_clips"] for s in self._shards])
+
+    def _shard_clips(self, shard: dict[str, Any]) -> list[dict[str, Any]] | str:
+        """The clips of one shard's index, or why the shard is unusable (index or tar missing or corrupt).
+
+        Why check every index here, once: the clip numbering must not change while training, so a shard is
+        usable by construction or left out from the start (a counted skip), never found broken by a worker.
+        """
+        index_file, tar = self.folder / str(shard.get("index")), self.folder / str(shard.get("tar"))
+        try:
+            clips = json.loads(index_file.read_bytes())["clips"]
+        except FileNotFoundError:
+            return f"{index_file}: shard index not found"
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            return f"{index_file}: corrupt shard index ({type(error).__name__}: {error})"
+        if not isinstance(clips, list) or len(clips) != shard.get("num_clips"):
+            return f"{index_file}: corrupt shard index (expected {shard.get('num_clips')} clips)"
+        if not tar.is_file():
+            return f"{tar}: shard not found"
+        return clips
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -310,9 +338,9 @@ class ShardSource:
         if not 0 <= i < len(self):
             raise IndexError(f"clip {i} out of range (0..{len(self) - 1})")
         shard = int(np.searchsorted(self._starts, i, side="right") - 1)
-        if shard not in self._indices:
+        if shard not in self._indices:  # checked when the source was made (see _shard_clips)
             index_file = self.folder / self._shards[shard]["index"]
-            self._indices[shard] = json.loads(index_file.read_text())["clips"]
+            self._indices[shard] = json.loads(index_file.read_bytes())["clips"]
         return {**self._indices[shard][i - int(self._starts[shard])], "tar": self._shards[shard]["tar"]}
 
     def name(self, i: int) -> str:
@@ -392,6 +420,25 @@ class ShardSource:
             else:
                 decode_jpeg(data, out=out)
         return frames
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """``shards.json``, checked: a corrupt or foreign file is a DataError naming it, never a traceback."""
+    try:
+        header = json.loads(path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: unreadable shard folder index ({error}); prepare the shards again") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        found = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise DataError(f"{path}: unknown format {found!r} (expected {FORMAT})")
+    try:
+        settings = ShardSettings(**header["settings"])
+        shards = [dict(s) for s in header["shards"]]
+        if not all(isinstance(s.get("num_clips"), int) for s in shards):
+            raise ValueError("a shard without its clip count")
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(f"{path}: corrupt shard folder index ({type(error).__name__}: {error})") from None
+    return {"settings": settings, "shards": shards}
 
 
 def frame_indices(times: np.ndarray, fps: float, num_frames: int) -> np.ndarray:

@@ -3,11 +3,17 @@
 A *source* is anything with the ``ClipSource`` protocol: raw videos (``VideoFolderSource``, from a folder or a
 CSV/JSONL manifest) or prepared shards (``vito.data.shards``, chosen when the folder holds ``shards.json``).
 
+Which videos are usable is decided once per run, before training, by a static pre-scan of every raw
+video (``cached_scan``: each file opened, checked for truncation and its first frame decoded, split across
+processes, cached in the run folder for every resume); shards are usable by construction.
+
 ``PretrainBatches`` turns a source into batches whose content for step ``s`` on rank ``r`` is a pure function
-of ``(seed, s, r)``: which videos (an epoch-wise seeded permutation split across ranks), the view times and
-the crops. Resuming at step ``s`` therefore continues exactly the same data stream, and the number of
-DataLoader workers changes nothing. Bad videos are replaced by the next usable one and reported, never fatal,
-unless no video is usable at all.
+of ``(seed, s, r)`` and the pre-scan: which videos (an epoch-wise seeded permutation of the usable videos
+split across ranks), the view times and the crops. A clip whose file still fails (only at some times: a
+partly corrupt file) is replaced for that slot only, by a rule of ``(seed, step, rank, slot)``, never by
+what a worker has met before. Resuming at step ``s`` therefore continues exactly the same data stream, and
+the number of DataLoader workers changes nothing. Bad files are reported and counted, never fatal, unless no
+video is usable at all.
 """
 
 from __future__ import annotations
@@ -15,33 +21,43 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import multiprocessing
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vito.config import DataConfig
 from vito.data.augment import RandomResizedCropFlip
 from vito.data.sampling import sample_times
-from vito.data.video import VideoReader
+from vito.data.video import VideoReader, check_regular_file
 from vito.errors import DataError, VitoError
+from vito.io import write_json
 
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"})
 SHARDS_INDEX = "shards.json"  # written by ``vito prepare`` (vito.data.shards) into a shard folder
+SCAN_NAME = "video_scan.json"  # the pre-scan's answer, kept in the run folder (see cached_scan)
+SCAN_FORMAT = "vito-scan/1"
+PROBE_SHORT_SIDE = 32  # the pre-scan decodes each video's first frame at this short side (cheap)
+REPLACEMENT_STREAM = 1  # extra seed word: replacement draws never reuse the view/crop random stream
 
 TimesFn = Callable[[float], np.ndarray]
 
 
 # --------------------------------------------------------------------------------------------------
 # Finding videos
+
+Skip = tuple[str, str]  # (name, reason) of something left out: a manifest row, a file, a shard
 
 
 @dataclass(frozen=True)
@@ -52,38 +68,74 @@ class VideoEntry:
 
 def find_videos(path: str | Path) -> list[VideoEntry]:
     """Video files under a folder (recursive, sorted) or listed in a manifest (.csv / .jsonl with ``path``)."""
+    return list_videos(path)[0]
+
+
+def list_videos(path: str | Path) -> tuple[list[VideoEntry], list[Skip]]:
+    """``find_videos`` and what it left out: rows without a path, missing and non-regular files, each with
+    its manifest line (warned about here; the training loader also reports them in train.log)."""
     path = Path(path)
     if path.is_dir():
         if (path / SHARDS_INDEX).is_file():
             raise DataError(f"{path} holds prepared shards, not videos: open it with open_source()")
-        entries = [VideoEntry(p) for p in sorted(path.rglob("*")) if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()]
+        entries, skipped = _folder_videos(path)
         if not entries:
+            if any(path.glob("shard-*.tar")):
+                raise DataError(f"{path}: holds shard files but no {SHARDS_INDEX} (the shard folder index is "
+                                "missing): prepare the shards again with `vito prepare`")
             known = " ".join(sorted(VIDEO_EXTENSIONS))
             raise DataError(f"no video files in {path} (searched recursively for {known})")
-        return entries
-    if not path.exists():
+    elif not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    if path.suffix.lower() == ".csv":
-        rows = _csv_rows(path)
+    elif path.suffix.lower() == ".csv":
+        entries, skipped = _listed(path, _csv_rows(path))
     elif path.suffix.lower() in (".jsonl", ".json"):
-        rows = _jsonl_rows(path)
+        entries, skipped = _listed(path, _jsonl_rows(path))
     else:
         raise DataError(f"{path}: expected a folder of videos or a .csv/.jsonl manifest with a 'path' column")
-    return _existing(path, rows)
+    for _, reason in skipped:
+        log.warning("%s, skipped", reason)
+    return entries, skipped
+
+
+def _folder_videos(folder: Path) -> tuple[list[VideoEntry], list[Skip]]:
+    """Files with a video extension under ``folder``, following symlinked folders once each.
+
+    Why by hand: ``Path.rglob`` does not follow symlinked folders (a common way to assemble a dataset), and
+    following them naively loops forever on a link to a parent. Each real folder is entered once.
+    """
+    found, skipped = [], []
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        here = os.stat(root)
+        if (here.st_dev, here.st_ino) in seen:
+            dirs[:] = []  # a link back into a folder already walked
+            continue
+        seen.add((here.st_dev, here.st_ino))
+        dirs.sort()
+        for name in files:
+            file = Path(root) / name
+            if file.suffix.lower() not in VIDEO_EXTENSIONS:
+                continue
+            try:
+                check_regular_file(file)
+                found.append(file)
+            except DataError as error:
+                skipped.append((str(file), str(error)))
+    return [VideoEntry(p) for p in sorted(found)], skipped
 
 
 def _csv_rows(manifest: Path) -> Iterator[tuple[int, str]]:
-    with manifest.open(newline="") as handle:
+    with _open_text(manifest, newline="") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "path" not in reader.fieldnames:
             raise DataError(f"{manifest}: the CSV header must contain a 'path' column (found {reader.fieldnames})")
         for row in reader:
-            if row.get("path"):
-                yield reader.line_num, row["path"]
+            yield reader.line_num, row.get("path") or ""
 
 
 def _jsonl_rows(manifest: Path) -> Iterator[tuple[int, str]]:
-    with manifest.open() as handle:
+    with _open_text(manifest) as handle:
         for number, text in enumerate(handle, start=1):
             if not text.strip():
                 continue
@@ -91,27 +143,38 @@ def _jsonl_rows(manifest: Path) -> Iterator[tuple[int, str]]:
                 record = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{manifest} line {number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+            if not isinstance(record, dict) or not isinstance(record.get("path", ""), (str, type(None))):
                 raise DataError(f"{manifest} line {number}: each line must be a JSON object with a 'path' string")
-            yield number, record["path"]
+            yield number, record.get("path") or ""
 
 
-def _existing(manifest: Path, rows: Iterator[tuple[int, str]]) -> list[VideoEntry]:
-    """Resolve paths against the manifest's folder; missing files are warned about and counted, not fatal."""
-    entries, missing = [], 0
-    for number, name in rows:
-        file = Path(name).expanduser()
-        file = file if file.is_absolute() else manifest.parent / file
-        if file.is_file():
-            entries.append(VideoEntry(file, number))
-        else:
-            missing += 1
-            log.warning("%s line %d: %s does not exist, skipped", manifest, number, file)
-    if missing:
-        log.warning("%s: %d of %d listed files are missing", manifest, missing, missing + len(entries))
+def _open_text(manifest: Path, newline: str | None = None) -> IO[str]:
+    return manifest.open(encoding="utf-8", newline=newline)
+
+
+def _listed(manifest: Path, rows: Iterator[tuple[int, str]]) -> tuple[list[VideoEntry], list[Skip]]:
+    """Resolve paths against the manifest's folder; empty, missing and non-regular ones are counted skips."""
+    entries, skipped = [], []
+    try:
+        for number, name in rows:
+            where = f"{manifest} line {number}"
+            if not name.strip():
+                skipped.append((f"{manifest}:{number}", f"{where}: empty path"))
+                continue
+            file = Path(name).expanduser()
+            file = file if file.is_absolute() else manifest.parent / file
+            try:
+                check_regular_file(file)
+                entries.append(VideoEntry(file, number))
+            except DataError as error:
+                skipped.append((str(file), f"{where}: {error}"))
+    except UnicodeDecodeError as error:
+        raise DataError(f"{manifest}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    if skipped:
+        log.warning("%s: %d of %d rows skipped", manifest, len(skipped), len(skipped) + len(entries))
     if not entries:
-        raise DataError(f"{manifest}: lists no existing video file ({missing} missing)")
-    return entries
+        raise DataError(f"{manifest}: lists no existing video file ({len(skipped)} rows skipped)")
+    return entries, skipped
 
 
 # --------------------------------------------------------------------------------------------------
@@ -120,7 +183,11 @@ def _existing(manifest: Path, rows: Iterator[tuple[int, str]]) -> list[VideoEntr
 
 @runtime_checkable
 class ClipSource(Protocol):
-    """What the batch stream needs from a dataset: a count, a name, and a way to read V frames of a clip."""
+    """What the batch stream needs from a dataset: a count, a name, and a way to read V frames of a clip.
+
+    A source may also have ``skipped``: ``[(name, reason), ...]`` left out when it was made (manifest rows,
+    files, shards), which the training loader reports with the unusable videos.
+    """
 
     def __len__(self) -> int: ...
 
@@ -134,8 +201,9 @@ class ClipSource(Protocol):
 class VideoFolderSource:
     """Raw video files, decoded with seeking by ``vito.data.video`` (each clip opens its file once)."""
 
-    def __init__(self, entries: Sequence[VideoEntry]):
+    def __init__(self, entries: Sequence[VideoEntry], skipped: Sequence[Skip] = ()):
         self.entries = list(entries)
+        self.skipped = list(skipped)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -155,19 +223,105 @@ def open_source(path: str | Path) -> ClipSource:
         from vito.data.shards import ShardSource  # lazy: only shard users pay for its imports
 
         return ShardSource(path)
-    return VideoFolderSource(find_videos(path))
+    return VideoFolderSource(*list_videos(path))
 
 
-def check_readable(source: ClipSource, limit: int | None = None) -> int:
-    """Index of the first readable clip, trying up to ``limit``; DataError at once when none works."""
-    reasons = []
-    for i in range(len(source) if limit is None else min(limit, len(source))):
-        try:
-            source.read_clip(i, lambda duration: np.zeros(1), 32)
-            return i
-        except DataError as exc:
-            reasons.append(str(exc))
-    raise DataError(_no_usable_message(len(source), reasons))
+# --------------------------------------------------------------------------------------------------
+# The pre-scan: which videos are usable, decided once per run
+
+
+def probe_clip(source: ClipSource, i: int) -> str | None:
+    """None if clip ``i`` opens, passes the truncation check and decodes its first frame; else the reason."""
+    try:
+        source.read_clip(i, lambda duration: np.zeros(1), PROBE_SHORT_SIDE)
+        return None
+    except DataError as exc:
+        return str(exc)
+
+
+def scan_source(source: ClipSource, workers: int = 0, rank: int = 0, world_size: int = 1) -> dict[int, str]:
+    """Every clip of the source probed (``probe_clip``): ``{index: reason}`` of the unusable ones.
+
+    Split across ``workers`` processes, and across the ``world_size`` processes of a torch.distributed
+    group (each probes every ``world_size``-th clip, then all exchange results), so every process gets the
+    same answer. A source with ``usable_by_construction`` (shards) is not probed. DataError when no clip
+    is usable.
+    """
+    if getattr(source, "usable_by_construction", False):
+        return {}
+    shared = world_size > 1 and dist.is_available() and dist.is_initialized() and dist.get_world_size() == world_size
+    mine = list(range(rank, len(source), world_size)) if shared else list(range(len(source)))
+    failed = {i: reason for i, reason in zip(mine, _probe_all(source, mine, workers)) if reason is not None}
+    if shared:
+        parts: list[dict[int, str] | None] = [None] * world_size
+        dist.all_gather_object(parts, failed)
+        failed = {i: reason for part in parts for i, reason in (part or {}).items()}
+    if len(failed) == len(source):
+        raise DataError(_no_usable_message(len(source), [failed[i] for i in sorted(failed)]))
+    return failed
+
+
+def _probe_all(source: ClipSource, indices: list[int], workers: int) -> list[str | None]:
+    if workers <= 0 or len(indices) < 2 * workers:
+        return [probe_clip(source, i) for i in indices]
+    chunk = max(1, min(16, len(indices) // (4 * workers)))
+    with multiprocessing.get_context().Pool(workers, initializer=_probe_worker, initargs=(source,)) as pool:
+        return pool.map(_probe_in_worker, indices, chunksize=chunk)
+
+
+_WORKER_SOURCE: ClipSource | None = None  # the source a pre-scan worker process probes (set once per process)
+
+
+def _probe_worker(source: ClipSource) -> None:
+    global _WORKER_SOURCE
+    _WORKER_SOURCE = source
+    _one_thread()
+
+
+def _probe_in_worker(i: int) -> str | None:
+    assert _WORKER_SOURCE is not None
+    return probe_clip(_WORKER_SOURCE, i)
+
+
+def cached_scan(source: ClipSource, cache: Path | None, workers: int = 0, rank: int = 0,
+                world_size: int = 1) -> dict[int, str]:
+    """``scan_source``, or the answer saved in the run folder ``cache`` (``SCAN_NAME``, see ``save_scan``).
+
+    Why a cache: a resumed run must use the very answer of its first start (a file fixed or broken since
+    would otherwise change the batches). It holds for the same list of files; a changed list is scanned
+    again (with a warning). Every process of a group takes the same branch.
+    """
+    names = [source.name(i) for i in range(len(source))]
+    failed = _read_scan(cache / SCAN_NAME, names) if cache is not None else None
+    if world_size > 1 and dist.is_available() and dist.is_initialized():
+        found: list[bool | None] = [None] * world_size
+        dist.all_gather_object(found, failed is not None)
+        failed = failed if all(found) else None
+    if failed is None:
+        return scan_source(source, workers, rank, world_size)
+    if len(failed) == len(source):
+        raise DataError(_no_usable_message(len(source), [failed[i] for i in sorted(failed)]))
+    return failed
+
+
+def save_scan(folder: Path, source: ClipSource, unusable: dict[int, str]) -> None:
+    """Keep the pre-scan's answer in the run folder (written once the run owns it: never before)."""
+    names = [source.name(i) for i in range(len(source))]
+    write_json(folder / SCAN_NAME, {"format": SCAN_FORMAT, "files": names,
+                                    "unusable": {str(i): reason for i, reason in sorted(unusable.items())}})
+
+
+def _read_scan(path: Path, names: list[str]) -> dict[int, str] | None:
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_bytes())
+        if saved.get("format") == SCAN_FORMAT and saved.get("files") == names:
+            return {int(i): str(reason) for i, reason in saved["unusable"].items()}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        pass
+    log.warning("%s does not describe these %d files: scanning them again", path, len(names))
+    return None
 
 
 def _no_usable_message(total: int, reasons: Sequence[str]) -> str:
@@ -185,7 +339,11 @@ class PretrainBatches(IterableDataset):
     Use with ``DataLoader(batch_size=None)``. Worker ``w`` of ``K`` makes steps ``start_step + w + k*K``, so
     the loader's round-robin order yields steps ``start_step, start_step + 1, ...`` for any ``K``.
     Batch: ``{"step": int, "views": uint8 [B, V, 3, S, S], "video_index": int64 [B],
-    "skipped": [(name, reason), ...]}`` (bad videos first met by this worker while making the batch).
+    "skipped": [(name, reason), ...]}``: the clips that failed while making this batch, and in the batch of
+    ``start_step`` also everything left out before (``skipped``: manifest rows, files and shards, and the
+    videos the pre-scan found unusable), so that the training log counts them all.
+
+    ``unusable``: the pre-scan's ``{index: reason}`` (``cached_scan``); those videos are never scheduled.
     """
 
     def __init__(
@@ -197,14 +355,21 @@ class PretrainBatches(IterableDataset):
         world_size: int = 1,
         start_step: int = 0,
         batch_size: int | None = None,
+        unusable: dict[int, str] | None = None,
+        skipped: Sequence[Skip] = (),
     ):
         if len(source) == 0:
             raise DataError("the data source holds no clips")
+        unusable = unusable or {}
+        self.usable = np.array([i for i in range(len(source)) if i not in unusable], dtype=np.int64)
+        if self.usable.size == 0:
+            raise DataError(_no_usable_message(len(source), [unusable[i] for i in sorted(unusable)]))
         self.source, self.data, self.seed = source, data, seed
         self.rank, self.world_size, self.start_step = rank, world_size, start_step
         self.batch_size = batch_size if batch_size is not None else data.batch_size // world_size
         self.crop = RandomResizedCropFlip(data.image_size, scale=(data.crop_min_scale, 1.0))
-        self._bad: dict[int, str] = {}  # per worker process: videos known to fail, with the reason
+        self.unusable = dict(unusable)
+        self.skipped = list(skipped) + [(source.name(i), unusable[i]) for i in sorted(unusable)]
         self._orders: dict[int, np.ndarray] = {}  # epoch -> permutation (cache of the last two)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -215,26 +380,45 @@ class PretrainBatches(IterableDataset):
             yield self.batch(step)
             step += workers
 
-    # The schedule: pure functions of (seed, step, rank, slot)
+    def save_scan(self, folder: Path) -> None:
+        """Keep this stream's pre-scan in the run ``folder``, for ``build_pretrain_loader(scan_cache=folder)``."""
+        save_scan(folder, self.source, self.unusable)
 
-    def video_for(self, step: int, slot: int, offset: int = 0) -> int:
-        """The video at a position of the infinite, epoch-wise shuffled sequence split across ranks."""
-        epoch_size = len(self.source) * self.data.clips_per_video
-        position = (step * self.world_size + self.rank) * self.batch_size + slot + offset
+    # The schedule: pure functions of (seed, step, rank, slot) and the pre-scan
+
+    def video_for(self, step: int, slot: int) -> int:
+        """The video at a position of the infinite, epoch-wise shuffled sequence of usable videos, split
+        across ranks."""
+        epoch_size = len(self.usable) * self.data.clips_per_video
+        position = (step * self.world_size + self.rank) * self.batch_size + slot
         epoch, within = divmod(position, epoch_size)
         if epoch not in self._orders:
             if len(self._orders) >= 2:
                 self._orders.pop(min(self._orders))
             self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(epoch_size)
-        return int(self._orders[epoch][within] % len(self.source))
+        return int(self.usable[self._orders[epoch][within] % len(self.usable)])
+
+    def candidates(self, step: int, slot: int) -> Iterator[int]:
+        """The scheduled video, then its replacements should a read fail: every other usable video once,
+        from a start drawn from (seed, step, rank, slot). Never what a worker has met before, so the batch
+        is the same for any number of workers and after a resume."""
+        scheduled = self.video_for(step, slot)
+        yield scheduled
+        count = len(self.usable)
+        first = int(np.random.default_rng([self.seed, step, self.rank, slot, REPLACEMENT_STREAM]).integers(count))
+        for k in range(count):
+            index = int(self.usable[(first + k) % count])
+            if index != scheduled:
+                yield index
 
     def batch(self, step: int) -> dict[str, Any]:
         size = self.data.image_size  # crops are resized straight into one preallocated [B, V, S, S, 3] array
         views = np.empty((self.batch_size, self.data.num_views, size, size, 3), dtype=np.uint8)
-        indices, skipped = [], []
+        indices = []
+        skipped = list(self.skipped) if step == self.start_step else []
         for slot in range(self.batch_size):
             rng = np.random.default_rng([self.seed, step, self.rank, slot])
-            index, frames = self._first_usable(step, slot, rng, skipped)
+            index, frames = self._first_readable(step, slot, rng, skipped)
             for frame, out in zip(frames.numpy(), views[slot]):
                 self.crop.crop_into(frame, rng, out)
             indices.append(index)
@@ -249,35 +433,28 @@ class PretrainBatches(IterableDataset):
         """What a slot takes from its clip: decoded frames (``vito.data.gpu_decode`` reads undecoded JPEGs)."""
         return self.source.read_clip(index, times_fn, self.data.decode_short_side)
 
-    def _first_usable(
-        self, step: int, slot: int, rng: np.random.Generator, skipped: list[tuple[str, str]]
+    def _first_readable(
+        self, step: int, slot: int, rng: np.random.Generator, skipped: list[Skip]
     ) -> tuple[int, torch.Tensor]:
-        """Read the scheduled clip; a bad video is replaced by the next one in the shuffled sequence.
-
-        The replacement and the random draws do not depend on which videos this worker already knows to
-        be bad, so batches stay identical for any number of workers.
-        """
+        """Read the scheduled clip, or the first of its ``candidates`` that reads (a file that passed the
+        pre-scan may still fail at some times: a partly corrupt file). Each attempt draws the same times
+        and crops."""
         d = self.data
-        state = rng.bit_generator.state  # each attempt draws the same times and crops
+        state = rng.bit_generator.state
 
         def times_fn(duration: float) -> np.ndarray:
             return sample_times(duration, d.num_views, d.window_seconds, d.sampling, d.delta_seconds, rng)
 
-        for offset in range(len(self.source) * d.clips_per_video):
-            index = self.video_for(step, slot, offset)
-            if index in self._bad:
-                continue
+        reasons = []
+        for index in self.candidates(step, slot):
             rng.bit_generator.state = state
             try:
                 return index, self._read(index, times_fn)
             except DataError as exc:
-                reason = str(exc)
-                self._bad[index] = reason
-                skipped.append((self.source.name(index), reason))
-                log.debug("skipping %s", reason)
-            if len(self._bad) == len(self.source):
-                break
-        raise DataError(_no_usable_message(len(self.source), list(self._bad.values())))
+                reasons.append(str(exc))
+                skipped.append((self.source.name(index), str(exc)))
+                log.debug("skipping %s", exc)
+        raise DataError(_no_usable_message(len(self.usable), reasons))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,17 +462,32 @@ class PretrainBatches(IterableDataset):
 
 
 def build_pretrain_loader(
-    data_path: str | Path, data_cfg: DataConfig, seed: int, rank: int = 0, world_size: int = 1, start_step: int = 0,
+    data_path: str | Path,
+    data_cfg: DataConfig,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    start_step: int = 0,
+    scan_cache: Path | None = None,
     batches: type[PretrainBatches] | None = None,
 ) -> DataLoader:
-    """DataLoader of whole per-rank batches (global ``batch_size`` / ``world_size`` clips) from ``start_step``;
-    ``batches`` replaces ``PretrainBatches`` (``vito.data.gpu_decode.JpegBatches``: views decoded on the device)."""
+    """DataLoader of whole per-rank batches (global ``batch_size`` / ``world_size`` clips) from ``start_step``.
+
+    Raw videos are pre-scanned first; ``scan_cache``: the folder of a resumed run, whose saved answer is
+    used instead (``cached_scan``). Nothing is written here: the loop saves the answer with
+    ``loader.dataset.save_scan(run_dir)`` once the run folder is its own. ``batches`` replaces
+    ``PretrainBatches`` (``vito.data.gpu_decode.JpegBatches``: views decoded on the training device).
+    """
     if data_cfg.batch_size % world_size:
         raise VitoError(f"data.batch_size={data_cfg.batch_size} is not divisible by the {world_size} processes")
     source = open_source(data_path)
-    check_readable(source, limit=64)
+    skipped = list(getattr(source, "skipped", ()))
+    if len(source) == 0:
+        raise DataError(_no_usable_message(0, [reason for _, reason in skipped]) if skipped
+                        else f"{data_path}: holds no clips")
+    unusable = cached_scan(source, scan_cache, data_cfg.num_workers, rank, world_size)
     dataset = (batches or PretrainBatches)(source, data_cfg, seed, rank, world_size, start_step,
-                                           data_cfg.batch_size // world_size)
+                                           data_cfg.batch_size // world_size, unusable=unusable, skipped=skipped)
     workers = data_cfg.num_workers
     return DataLoader(
         dataset,
@@ -307,7 +499,7 @@ def build_pretrain_loader(
     )
 
 
-def _one_thread(_: int) -> None:
+def _one_thread(_: int | None = None) -> None:
     """Workers decode and crop in one thread each: K workers already use K cores."""
     torch.set_num_threads(1)
     cv2.setNumThreads(1)

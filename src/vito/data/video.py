@@ -62,26 +62,30 @@ def open_local_file(path: str | Path) -> BinaryIO:
     Why not hand FFmpeg the name: FFmpeg reads names as URLs, so a manifest row ``pipe:0`` would read stdin
     (and hang), ``concat:a|b``, ``subfile,,...`` or ``http://...`` would read other files or the network.
     Through a file object every name is a local file, and FFmpeg's nested opens (concat lists, playlists)
-    are refused. Directories, devices (``/dev/zero``) and FIFOs are no videos: DataError, like a missing
-    or empty file.
+    are refused.
     """
-    name = str(path)
+    check_regular_file(path)
     try:
-        mode = os.stat(name).st_mode
-    except FileNotFoundError:
-        raise DataError(f"{name}: file not found") from None
+        handle = open(path, "rb")  # noqa: SIM115 - the reader owns it and closes it in close()
     except OSError as exc:
-        raise DataError(f"{name}: cannot be read ({_reason(exc)})") from None
-    if not stat.S_ISREG(mode):
-        raise DataError(f"{name}: not a regular file ({_file_kind(mode)})")
-    try:
-        handle = open(name, "rb")  # noqa: SIM115 - the reader owns it and closes it in close()
-    except OSError as exc:
-        raise DataError(f"{name}: cannot be read ({_reason(exc)})") from None
+        raise DataError(f"{path}: cannot be read ({_reason(exc)})") from None
     if os.fstat(handle.fileno()).st_size == 0:
         handle.close()
-        raise DataError(f"{name}: empty file (0 bytes)")
+        raise DataError(f"{path}: empty file (0 bytes)")
     return handle
+
+
+def check_regular_file(path: str | Path) -> None:
+    """DataError unless ``path`` is a regular file (after symlinks): directories, devices (``/dev/zero``)
+    and FIFOs are no videos, and reading one would never end or fail late."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({_reason(exc)})") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: not a regular file ({_file_kind(mode)})")
 
 
 def _file_kind(mode: int) -> str:

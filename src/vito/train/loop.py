@@ -111,7 +111,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
     data_version = data_path_version(decode)
     if checkpoint is not None:
         _note_data_path_change(checkpoint, data_version, notes)
-    loader = _loader(config, data, context, start_step, notes, decode)
+    loader = _loader(config, data, context, start_step, notes, decode, scan_cache=run_dir if start.resume else None)
 
     folder = RunFolder(run_dir, resume=start.resume, overwrite=start.overwrite, break_lock=start.break_lock,
                        is_main=context.is_main)
@@ -119,6 +119,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
     with folder, stop.installed():
         if context.is_main:
             _prepare_run_dir(run_dir, config, start_step)
+            loader.dataset.save_scan(run_dir)  # the pre-scan's answer, for every resume of this run
         _setup_logging(run_dir if context.is_main else None)
         log.info("%s run in %s: steps %d..%d, %d process(es) x %d clips on %s",
                  "resuming" if start.resume else "starting", run_dir, start_step, t.max_steps, context.world_size,
@@ -295,7 +296,7 @@ def check_image_size(model: torch.nn.Module, config: Config, device: torch.devic
 
 
 def _loader(config: Config, data: Path, context: distributed.Context, start_step: int, notes: list[str],
-            decode: str):
+            decode: str = "cpu", scan_cache: Path | None = None):
     """DataLoader of this rank's batches from ``start_step``; opening it checks the data has a usable video.
 
     Workers are capped at the CPUs available to this process (shared by the processes of this host), and
@@ -309,7 +310,7 @@ def _loader(config: Config, data: Path, context: distributed.Context, start_step
                      f"to itself: using {workers} DataLoader worker(s)")
     data_cfg = dataclasses.replace(config.data, num_workers=workers)
     loader = build_pretrain_loader(data, data_cfg, config.train.seed, rank=context.rank,
-                                   world_size=context.world_size, start_step=start_step,
+                                   world_size=context.world_size, start_step=start_step, scan_cache=scan_cache,
                                    batches=JpegBatches if decode == "cuda" else None)
     loader.pin_memory = context.device.type == "cuda"  # the feed copies batches from pinned memory
     loader.worker_init_fn = functools.partial(_init_worker, loader.worker_init_fn)
