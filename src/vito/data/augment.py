@@ -27,17 +27,7 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """ImageNet mean/std normalisation of a batch [..., 3, H, W]: uint8 in [0, 255] or float in [0, 1]."""
-    if images.dtype == torch.uint8:
-        images = images.float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(3, 1, 1)
-    return (images - mean) / std
+from vito.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, normalize  # noqa: F401 - re-exported for callers
 
 
 # --------------------------------------------------------------------------------------------------

@@ -201,6 +201,15 @@ def markdown_table(rows: list[dict[str, Any]], limit: int = MAX_MARKDOWN_ROWS) -
     return lines
 
 
+def summary_line(result: Result, count: int = 3) -> str:
+    """One terminal line: the first metrics, and the coverage when it is partial."""
+    name = result.encoder.get("name") or "scoring only"
+    values = ", ".join(f"{m.label or key} {format_value(m)}" for key, m in list(result.metrics.items())[:count])
+    cov = result.coverage
+    partial = f" [PARTIAL: {cov.used} of {cov.expected} items]" if cov.partial else ""
+    return f"{result.evaluation} — {name}: {values or 'no metrics'}{partial}"
+
+
 def result_markdown(result: Result) -> str:
     """The human-readable page of a Result: metrics, coverage, skipped inputs, pictures, tables, settings."""
     name = result.encoder.get("name") or result.encoder.get("spec") or "no encoder (scoring only)"
@@ -433,7 +442,6 @@ def add_settings_arguments(parser: argparse.ArgumentParser, settings_cls: type) 
         choices = cli.get("choices") or (list(typing.get_args(hint)) if typing.get_origin(hint) is Literal else None)
         if container is not None and "sep" in cli:
             kwargs["type"] = _list_parser(scalar, cli["sep"], choices, f.name)
-            default = cli["sep"].join(map(str, default)) if default else None
         elif container is not None:
             kwargs.update(type=scalar, nargs=cli.get("nargs", "+"))
             if choices:

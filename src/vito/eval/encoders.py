@@ -46,6 +46,7 @@ class Encoder(nn.Module):
         classifier: nn.Module | None = None,
         network: nn.Module | None = None,
         fingerprint: str = "",
+        attention_pooling: bool | None = None,
     ) -> None:
         super().__init__()
         self.model = model  # the full timm/torchvision architecture (its head is unused by embed)
@@ -54,6 +55,8 @@ class Encoder(nn.Module):
         self.name = name or f"{library}:{arch}"  # for reports
         self.classifier = classifier
         self.network = network  # the VitoNetwork, for attention maps
+        # a vito run trained with average pooling (model.attention=false) has a network but no attention
+        self.attention_pooling = network is not None if attention_pooling is None else attention_pooling
         self.fingerprint = fingerprint or self.name  # identifies architecture + weights, for feature caches
         self.precision = "auto"  # inference precision (EncoderSpec.load resolves it: fp32 or bf16)
         self.stage_names = _stage_module_names(model, library, arch)
@@ -109,8 +112,8 @@ class Encoder(nn.Module):
         return self.embed(images)
 
     def attention_maps(self, images: torch.Tensor) -> list[torch.Tensor] | None:
-        """VITO's attention-pooling weights per pooled stage, ``[B, h, w]`` each; None for other encoders."""
-        if self.network is None:
+        """VITO's attention-pooling weights per pooled stage, ``[B, h, w]`` each; None without attention pooling."""
+        if self.network is None or not self.attention_pooling:
             return None
         return list(self.network.attention_maps(images))
 
@@ -336,7 +339,8 @@ def _load_vito_checkpoint(path: Path) -> Encoder:
     step = checkpoint.get("step", 0)
     fingerprint = encoder_fingerprint(path)
     label = f"vito {config.model.backbone} step {step} ({path})"
-    return Encoder(model, "timm", config.model.backbone, label, network=network.eval(), fingerprint=fingerprint)
+    return Encoder(model, "timm", config.model.backbone, label, network=network.eval(), fingerprint=fingerprint,
+                   attention_pooling=config.model.attention)
 
 
 

@@ -31,10 +31,10 @@ import yaml
 from tqdm import tqdm
 
 from vito.config import Config, ConfigError
+from vito.data.gpu_decode import JpegBatches, data_path_version, resolve_decode_device
 from vito.errors import VitoError
 from vito.io import atomic_write
 from vito.train import distributed, signals
-from vito.data.gpu_decode import JpegBatches, data_path_version, resolve_decode_device
 from vito.train.checkpoint import (
     FORMAT,
     check_resumable,
