@@ -30,7 +30,7 @@ import logging
 import math
 import os
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -194,6 +194,25 @@ def write_shards(manifest: str | Path, out_dir: str | Path, settings: ShardSetti
         "skipped": len(skipped),
         "skipped_videos": skipped,
     }
+    write_json(out_dir / INDEX_NAME, index)
+    return index
+
+
+def write_clips(out_dir: str | Path, clips: Iterable[tuple[dict[str, Any], dict[str, Any], list[bytes]]],
+                settings: ShardSettings = ShardSettings()) -> dict[str, Any]:
+    """Shards of already encoded clips: ``(row, video, jpegs)`` with the manifest row (``path``, optional ``id``
+    and ``class``), the video's ``duration``, ``width`` and ``height``, and its JPEG frames at ``settings.fps``
+    and short side. For frames that do not come from video files (benchmarks synthesize them)."""
+    out_dir = Path(out_dir)
+    if is_shard_folder(out_dir):
+        raise VitoError(f"{out_dir} already holds prepared shards; choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = _ShardWriter(out_dir, settings)
+    for row, video, jpegs in clips:
+        writer.add(row, video, jpegs)
+    writer.close()
+    index = {"format": FORMAT, "settings": asdict(settings), "num_clips": writer.num_clips, "shards": writer.shards,
+             "skipped": 0, "skipped_videos": []}
     write_json(out_dir / INDEX_NAME, index)
     return index
 
