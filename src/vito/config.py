@@ -285,7 +285,3 @@ def _check_finite(section: Any, prefix: str) -> None:
             _check_finite(value, f"{prefix}{f.name}.")
         elif isinstance(value, float):
             _check(math.isfinite(value), prefix + f.name, f"must be a finite number, got {value}")
-
-
-def dump_config(config: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

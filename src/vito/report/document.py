@@ -56,15 +56,18 @@ def column_label(column: dict[str, Any]) -> str:
     return f"{label} (%)" if column["kind"] == "proportion" else label
 
 
-def _columns(cells: list[Cell], evaluation: str) -> list[Column]:
-    """The metrics of ``evaluation``'s cells, in the order the first cell that has each lists them (an evaluation
-    without any result yet gets one placeholder column, so that its failed cells still show)."""
+def _columns(cells: list[Cell], evaluation: str, chosen: list[str] | None) -> list[Column]:
+    """The metrics of ``evaluation``'s cells, in the order the first cell that has each lists them, or the
+    ``chosen`` ones in their order. An evaluation without any result yet gets one placeholder column, so that
+    its failed cells still show."""
     columns: dict[str, Column] = {}
     for cell in cells:
         if cell.evaluation == evaluation and cell.result is not None:
             for name, metric in cell.result.metrics.items():
                 columns.setdefault(name, Column(evaluation, name, metric.label, metric.kind))
-    return list(columns.values())
+    if chosen is not None and columns:
+        return [columns.get(name, Column(evaluation, name, f"{name} (no such metric)", "value")) for name in chosen]
+    return list(columns.values()) or [Column(evaluation, "", "no result yet", "value")]
 
 
 def groups(suite: Suite, cells: list[Cell]) -> list[dict[str, Any]]:
@@ -76,8 +79,9 @@ def groups(suite: Suite, cells: list[Cell]) -> list[dict[str, Any]]:
     tables = []
     for group in ordered:
         table, title = GROUPS.get(group, ("", group.replace("_", " ").capitalize()))
-        evaluations = [{"evaluation": name, "columns": [asdict(c) for c in _columns(cells, name)]
-                        or [asdict(Column(name, "", "no result yet", "value"))]} for name in by_group[group]]
+        evaluations = [{"evaluation": name,
+                        "columns": [asdict(c) for c in _columns(cells, name, suite.columns.get(name))]}
+                       for name in by_group[group]]
         tables.append({"group": group, "table": table, "title": title, "evaluations": evaluations})
     return tables
 
