@@ -273,3 +273,15 @@ def test_images_are_found_by_id_whatever_the_file_name(tmp_path: Path) -> None:
     assert image_file(tmp_path, lvis_v1) is None
     (tmp_path / "000000000007.jpg").write_bytes(b"x")
     assert image_file(tmp_path, lvis_v1) == tmp_path / "000000000007.jpg"
+
+
+def test_cli_scores_a_results_file(coco: Path, tmp_path: Path, capsys) -> None:
+    from vito.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["eval", "detect", "--dataset", "coco", "--val-ann", str(coco / "instances_train2017_overlap43.json"),
+                 "--predictions", str(coco / "fake_results" / "fakebbox100_results_overlap43.json"),
+                 "--out", str(out)]) == 0
+    data = json.loads((out / "result.json").read_text())
+    assert round(data["metrics"]["AP"]["value"], 6) == README_STATS["bbox"][0]
+    assert (out / "result.md").is_file()
