@@ -96,6 +96,9 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
 
     t, o = config.train, config.optim
     # 0. everything that can be wrong with the input is found before the run folder is touched
+    folder = RunFolder(run_dir, resume=start.resume, overwrite=start.overwrite, break_lock=start.break_lock,
+                       is_main=context.is_main)
+    folder.check()  # a typo'd --out into another run: refused now, not after minutes of start-up
     notes: list[str] = []  # for train.log, once it exists
     checkpoint = _resume_point(run_dir, start.checkpoint, config, notes) if start.resume else None
     data = _data_path(data, checkpoint, notes)
@@ -107,8 +110,6 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
         model = model.to(memory_format=torch.channels_last)
     loader = _loader(config, data, context, start_step, notes, scan_cache=run_dir if start.resume else None)
 
-    folder = RunFolder(run_dir, resume=start.resume, overwrite=start.overwrite, break_lock=start.break_lock,
-                       is_main=context.is_main)
     stop = StopSignal()
     with folder, stop.installed():
         if context.is_main:
