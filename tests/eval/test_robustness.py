@@ -209,5 +209,5 @@ def test_cli_writes_json_and_summary(shared_data, tmp_path):
     assert not (tmp_path / "c").exists()  # a bad --compare fails before evaluating
     assert main(["eval", "imagenet-3dcc", *common, "--root", str(tmp_path / "3dcc"), "--clean-accuracy", "0.5",
                  "--out", str(tmp_path / "c")]) == 0
-    assert "images of 1 of 7 corruptions" in (tmp_path / "c" / "result.md").read_text()
+    assert "Coverage: 1 of 7 items (corruptions evaluated" in (tmp_path / "c" / "result.md").read_text()
     assert (tmp_path / "c" / "imagenet_3dcc_delta.png").stat().st_size > 1000

@@ -226,9 +226,9 @@ def evaluate_3dcc(
     delta = delta_accuracy(clean_accuracy, accuracy)
     metrics = {"clean_top1": clean_accuracy, "delta_accuracy": delta["mean"],
                **{f"delta_severity_{s}": v for s, v in delta["per_severity"].items()}}
-    note = (f"images of {len(accuracy)} of {len(corruptions)} corruptions"
-            + (f" (missing: {', '.join(missing)})" if missing else ""))
-    return Scored(metrics, used, expected, note, skipped,
+    note = (f"corruptions evaluated ({used} of {expected} images readable)"
+            + (f"; missing: {', '.join(missing)}" if missing else ""))
+    return Scored(metrics, len(accuracy), len(corruptions), note, skipped,
                   {"accuracy": accuracy, "delta": delta, "missing_corruptions": missing})
 
 
