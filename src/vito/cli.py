@@ -115,8 +115,14 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from vito.eval.base import run_from_args, summary_line
+    from vito.train.finetune import FinetuneStopped
+    from vito.train.signals import exit_status
 
-    result = run_from_args(args)
+    try:
+        result = run_from_args(args)
+    except FinetuneStopped as stopped:  # a fine-tuning evaluation stopped by a signal: exit 128 + signal
+        print(f"vito eval {args.evaluation}: {stopped}", file=sys.stderr)
+        return exit_status(stopped.stopped_by)
     print(f"{summary_line(result)}  ->  {args.out}/result.json")
     return 0
 

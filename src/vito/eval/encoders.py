@@ -145,7 +145,12 @@ class Encoder(nn.Module):
     def _torchvision_extractor(self, indices: tuple[int, ...]) -> nn.Module:
         if indices not in self._extractors:
             nodes = {self.stage_names[i]: str(i) for i in indices}
-            self._extractors[indices] = create_feature_extractor(self.model, return_nodes=nodes).eval()
+            # batch norms stay leaves (any subclass, e.g. vito's CPU synchronised one, is not traced into); the
+            # extractor shares its modules with ``model``, so it takes the model's mode (``.eval()`` here would
+            # switch a fine-tuned model's batch norms to eval mode)
+            leaves = {"leaf_modules": [nn.modules.batchnorm._BatchNorm]}
+            extractor = create_feature_extractor(self.model, return_nodes=nodes, tracer_kwargs=leaves)
+            self._extractors[indices] = extractor.train(self.model.training)
         return self._extractors[indices]
 
 
