@@ -24,6 +24,8 @@ import logging
 import multiprocessing
 import os
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,11 +264,16 @@ def scan_source(source: ClipSource, workers: int = 0, rank: int = 0, world_size:
 
 
 def _probe_all(source: ClipSource, indices: list[int], workers: int) -> list[str | None]:
+    """``probe_clip`` of each index, in ``workers`` processes (a crashing decoder fails the scan, never hangs it)."""
     if workers <= 0 or len(indices) < 2 * workers:
         return [probe_clip(source, i) for i in indices]
     chunk = max(1, min(16, len(indices) // (4 * workers)))
-    with multiprocessing.get_context().Pool(workers, initializer=_probe_worker, initargs=(source,)) as pool:
-        return pool.map(_probe_in_worker, indices, chunksize=chunk)
+    try:
+        with ProcessPoolExecutor(workers, multiprocessing.get_context(), _probe_worker, (source,)) as pool:
+            return list(pool.map(_probe_in_worker, indices, chunksize=chunk))
+    except BrokenProcessPool:
+        raise DataError("a pre-scan worker died while probing the videos (a file crashed the decoder?); "
+                        "run with data.num_workers=0 to find it") from None
 
 
 _WORKER_SOURCE: ClipSource | None = None  # the source a pre-scan worker process probes (set once per process)

@@ -98,6 +98,9 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
 
     t, o = config.train, config.optim
     # 0. everything that can be wrong with the input is found before the run folder is touched
+    folder = RunFolder(run_dir, resume=start.resume, overwrite=start.overwrite, break_lock=start.break_lock,
+                       is_main=context.is_main)
+    folder.check()  # a typo'd --out into another run: refused now, not after minutes of start-up
     notes: list[str] = []  # for train.log, once it exists
     checkpoint = _resume_point(run_dir, start.checkpoint, config, notes) if start.resume else None
     data = _data_path(data, checkpoint, notes)
@@ -113,8 +116,6 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
         _note_data_path_change(checkpoint, data_version, notes)
     loader = _loader(config, data, context, start_step, notes, decode, scan_cache=run_dir if start.resume else None)
 
-    folder = RunFolder(run_dir, resume=start.resume, overwrite=start.overwrite, break_lock=start.break_lock,
-                       is_main=context.is_main)
     stop = StopSignal()
     with folder, stop.installed():
         if context.is_main:
