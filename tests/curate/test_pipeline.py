@@ -237,3 +237,21 @@ def test_cli_on_the_shared_videos_with_a_weights_file(tmp_path, shared_videos):
     assert [(Path(r["path"]).name, r["class_name"]) for r in accepted] == [("02_cups.mp4", "cup")]
     assert main(args) == 0  # rerunning the finished command changes nothing
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
+
+
+def test_protocol_like_candidate_paths_are_local_files(tmp_path, colour_net, monkeypatch):
+    """``pipe:0`` and ``concat:...`` rows are files of that name next to the candidate file (issue 10 item 4)."""
+    write_colour_video(tmp_path / "red.mp4", ["red"] * 120).rename(tmp_path / "pipe:0")
+    write_colour_video(tmp_path / "concat:green.mp4", ["blue"] * 120)
+    write_colour_video(tmp_path / "green.mp4", ["green"] * 120)  # what FFmpeg's concat: would have read
+    with open(tmp_path / "c.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "title", "id"], ["pipe:0", "Red cup", "a"],
+                                      ["concat:green.mp4", "A sulphur-crested cockatoo", "b"],
+                                      ["subfile,,start,0,end,9,,:gone.mp4", "Cup", "c"]])
+    monkeypatch.chdir(tmp_path)  # relative names, where FFmpeg would read them as protocols
+    curate("c.csv", tmp_path / "out", colour_net, SETTINGS, classifier_name="mean-colour", progress=False)
+    records = {r["id"]: r for name in ("accepted.jsonl", "rejected.jsonl")
+               for r in read_records(tmp_path / "out" / name)}
+    assert (records["a"]["reason"], records["a"]["class"]) == ("kept", RED_CLASS)
+    assert (records["b"]["reason"], records["b"]["class"]) == ("kept", BLUE_CLASS)
+    assert records["c"]["reason"] == "unreadable" and "file not found" in records["c"]["error"]

@@ -164,3 +164,31 @@ def test_training_log_counts_every_skip_and_the_run_keeps_the_scan(tmp_path, mak
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["skipped"] == 3
     assert json.loads((tmp_path / "run" / SCAN_NAME).read_text())["unusable"].keys() == {"1"}
+
+
+class _TwoRanks:
+    """Stands in for torch.distributed on rank 0 of 2: rank 1's answers are what it would find on its share."""
+
+    def __init__(self, remote: dict):
+        self.remote = remote
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def get_world_size(self) -> int:
+        return 2
+
+    def all_gather_object(self, out: list, obj) -> None:
+        out[:] = [obj, self.remote[type(obj)]]
+
+
+def test_processes_split_the_scan_and_share_the_answer(monkeypatch):
+    source = FakeSource({0, 3, 4}, 5)
+    remote = {dict: {3: "fake3.mp4: not a readable video (broken)"}, bool: False}  # rank 1 probed 1, 3, 5
+    monkeypatch.setattr(sources, "dist", _TwoRanks(remote))
+    failed = cached_scan(source, None, rank=0, world_size=2)
+    assert source.reads == 3  # rank 0 probed its share only: 0, 2, 4
+    assert set(failed) == {0, 3, 4}

@@ -200,3 +200,42 @@ def test_still_image_is_not_a_video(tmp_path):
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(path, format="PNG")
     with pytest.raises(DataError, match="still image"):
         probe_video(path)
+
+
+def _rotated_video(path, degrees: int, size=(64, 32)) -> None:
+    """Landscape frames (white left quarter) stored with a display matrix turning them ``degrees`` counter-
+    clockwise, as phones store portrait video."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.set_display_rotation(degrees)
+        image = np.zeros((size[1], size[0], 3), np.uint8)
+        image[:, : size[0] // 4] = 255
+        for k in range(10):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = k
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+@pytest.mark.parametrize(("degrees", "white"), [(-90, "top"), (90, "bottom"), (180, "right"), (0, "left")])
+def test_rotation_side_data_is_applied(tmp_path, degrees, white):
+    """A phone's portrait video (rotate 90 clockwise = -90 here) comes out portrait, as players show it."""
+    from vito.data.shards import ShardSettings, encode_clip
+
+    path = tmp_path / "phone.mp4"
+    _rotated_video(path, degrees)
+    portrait = degrees % 180 != 0
+    info = probe_video(path)
+    assert (info.width, info.height) == ((32, 64) if portrait else (64, 32))
+    for frame in [read_frames(path, [0.5])[0], next(iter_frames(path, 1)), read_frames(path, [0.2], 16)[0]]:
+        frame = frame.numpy().astype(float)
+        h, w = frame.shape[:2]
+        assert (h > w) == portrait
+        parts = {"top": frame[: h // 8], "bottom": frame[-h // 8 :], "left": frame[:, : w // 8],
+                 "right": frame[:, -w // 8 :]}
+        assert {name for name, part in parts.items() if part.mean() > 200} == {white}
+    assert read_frames(path, [0.2], 16).shape == ((1, 32, 16, 3) if portrait else (1, 16, 32, 3))
+    video, _ = encode_clip(str(path), ShardSettings(fps=5, short_side=16))  # prepare stores it as displayed
+    assert (video["width"], video["height"]) == (info.width, info.height)

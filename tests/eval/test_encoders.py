@@ -9,7 +9,8 @@ import torch
 
 from vito.errors import VitoError
 from vito.eval.encoders import load_encoder
-from vito.eval.features import EvalTransform, cached_features
+from vito.eval.features import cached_features
+from vito.eval.inputs import EvalTransform
 from vito.models.external import create_architecture
 
 
@@ -166,6 +167,7 @@ def test_vito_checkpoint_that_does_not_fit_its_architecture(tmp_path) -> None:
 
 def test_cli_asks_for_weights_or_an_explicit_random_init(tmp_path, capsys) -> None:
     from vito.cli import main
+    from vito.eval.base import read_result
 
     _tiny_image_folder(tmp_path / "data")
     common = ["eval", "knn", "--train", str(tmp_path / "data"), "--val", str(tmp_path / "data"), "--out",
@@ -177,7 +179,7 @@ def test_cli_asks_for_weights_or_an_explicit_random_init(tmp_path, capsys) -> No
     assert main([*common, "--encoder", "timm:resnet18", "--weights", str(weights), "--random-init"]) == 2
     assert "--random-init is for" in capsys.readouterr().err
     assert main([*common, "--encoder", "timm:resnet18", "--random-init"]) == 0
-    assert json.loads((tmp_path / "out" / "knn.json").read_text())["encoder"] == "timm:resnet18 (random init)"
+    assert read_result(tmp_path / "out").encoder["name"] == "timm:resnet18 (random init)"
 
 
 @pytest.mark.parametrize("fmt", ["timm", "torchvision", "detectron2"])

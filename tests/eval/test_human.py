@@ -218,7 +218,7 @@ def test_leave_one_subject_out_through_the_cli(shared_data, tmp_path, dataset):
     assert result["humans"]["error_consistency"] == pytest.approx(all_pairs, abs=1e-12)
     accuracy = np.mean([np.mean(list(c.values())) for c in correct.values()])
     assert result["overall"]["accuracy"] == pytest.approx(accuracy) and result["humans"]["accuracy"] == pytest.approx(accuracy)
-    assert "humans (leave one subject out)" in (tmp_path / "model_vs_human.md").read_text()
+    assert "humans (leave one subject out)" in (tmp_path / "result.md").read_text()
 
 
 def test_a_model_responses_file_is_compared_with_every_subject(shared_data, tmp_path):
@@ -248,11 +248,16 @@ def test_bad_inputs_are_clear_errors(shared_data, tmp_path, capsys):
 def test_consistency_table_of_several_results(shared_data, tmp_path):
     folder = shared_data / "model-vs-human" / "raw-data" / "edge"
     files = sorted(folder.glob("*.csv"))
+    from vito.cli import main
+
     for path in files[:2]:
-        human.evaluate_model_vs_human(tmp_path / path.stem, folder, responses=path)
-    assert human.evaluate_model_vs_human(tmp_path / "table", compare=[tmp_path / p.stem for p in files[:2]]) is None
-    table = (tmp_path / "table" / "model_vs_human.md").read_text()
-    assert "| subject-01 |" in table and "| subject-02 |" in table
+        assert main(["eval", "model-vs-human", "--responses", str(path), "--raw-data", str(folder),
+                     "--out", str(tmp_path / path.stem)]) == 0
+    assert main(["eval", "model-vs-human", "--out", str(tmp_path / "table"),
+                 "--compare", *[str(tmp_path / p.stem) for p in files[:2]]]) == 0
+    table = (tmp_path / "table" / "result.md").read_text()
+    assert "| subject-01 (edge) |" in table and "| subject-02 (edge) |" in table
+    assert "| humans, subject pairs (edge) |" in table
     assert (tmp_path / "table" / "model_vs_human.png").stat().st_size > 1000
 
 
@@ -286,7 +291,8 @@ def test_random_model_end_to_end_on_real_stimuli(shared_data, tmp_path):
 
     torch.manual_seed(0)
     save_linear_head(tmp_path / "head.pt", nn.Linear(512, 1000))
-    code = main(["eval", "model-vs-human", "--encoder", "timm:resnet18", "--classifier", str(tmp_path / "head.pt"),
+    code = main(["eval", "model-vs-human", "--encoder", "timm:resnet18", "--random-init",
+                 "--classifier", str(tmp_path / "head.pt"),
                  "--stimuli", str(shared_data / "texture-vs-shape" / "stimuli"),
                  "--raw-data", str(shared_data / "model-vs-human" / "raw-data"),
                  "--out", str(tmp_path / "out"), "--image-size", "64", "--batch-size", "32", "--device", "cpu"])

@@ -74,11 +74,10 @@ def test_linear_head_round_trip(tmp_path) -> None:
 
 
 def test_cli_knn_and_linear_write_results(tmp_path) -> None:
-    import json
-
     from PIL import Image
 
     from vito.cli import main
+    from vito.eval.base import read_result
 
     for split in ("train", "val"):
         for c, colour in enumerate([(250, 10, 10), (10, 10, 250)]):
@@ -89,24 +88,23 @@ def test_cli_knn_and_linear_write_results(tmp_path) -> None:
     common = ["--encoder", "timm:resnet18", "--random-init", "--train", str(tmp_path / "train"), "--val", str(tmp_path / "val"),
               "--image-size", "32", "--num-workers", "0", "--device", "cpu"]
     assert main(["eval", "knn", *common, "--out", str(tmp_path / "knn"), "--k", "3"]) == 0
-    knn = json.loads((tmp_path / "knn" / "knn.json").read_text())
-    assert knn["num_train"] == 6 and knn["settings"]["k"] == 3 and 0 <= knn["top1"] <= 1
-    assert (tmp_path / "knn" / "knn.md").read_text().startswith("kNN")
+    knn = read_result(tmp_path / "knn")
+    assert knn.coverage.used == 12 and knn.settings["k"] == [3] and 0 <= knn.value("top1") <= 1
+    assert (tmp_path / "knn" / "result.md").read_text().startswith("# knn")
     assert main(["eval", "linear", *common, "--out", str(tmp_path / "lin"), "--lrs", "0.1", "0.05",
                  "--epochs", "2", "--cache-dir", str(tmp_path / "knn" / "features")]) == 0
-    linear = json.loads((tmp_path / "lin" / "linear.json").read_text())
-    assert set(linear["sweep"]) == {"0.1", "0.05"}
+    linear = read_result(tmp_path / "lin")
+    assert {row["base_lr"] for row in linear.tables["lr sweep"]} == {0.1, 0.05}
     assert load_linear_head(tmp_path / "lin" / "linear_head.pt").meta["classes"] == ["class0", "class1"]
     assert not (tmp_path / "lin" / "features").exists()  # the kNN run's cached features were reused
 
 
 def test_cli_reads_any_image_mode_and_skips_unreadable_files(tmp_path) -> None:
     """Grey, RGBA and palette images are converted; a corrupt file is skipped and listed, not fatal."""
-    import json
-
     from PIL import Image
 
     from vito.cli import main
+    from vito.eval.base import read_result
 
     for split in ("train", "val"):
         for c in range(2):
@@ -120,10 +118,10 @@ def test_cli_reads_any_image_mode_and_skips_unreadable_files(tmp_path) -> None:
     assert main(["eval", "knn", "--encoder", "timm:resnet18", "--random-init", "--train", str(tmp_path / "train"),
                  "--val", str(tmp_path / "val"), "--out", str(out), "--image-size", "32", "--num-workers", "0",
                  "--device", "cpu", "--k", "3"]) == 0
-    report = json.loads((out / "knn.json").read_text())
-    assert report["num_train"] == 6 and report["num_val"] == 6
-    assert [Path(p).name for p in report["skipped_images"]["train"]] == ["corrupt.jpg"]
-    assert "1 unreadable images skipped" in (out / "knn.md").read_text()
+    report = read_result(out)
+    assert report.coverage.used == 12 and report.coverage.expected == 13
+    assert [Path(p).name for p, _ in report.skipped] == ["corrupt.jpg"]
+    assert "Skipped 1 inputs" in (out / "result.md").read_text()
 
 
 @pytest.mark.parametrize("problem", ["missing", "empty", "no-images"])

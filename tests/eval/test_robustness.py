@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import torch
 
 from vito.errors import DataError
 from vito.eval import robustness
+from vito.eval.base import read_result, write_result
+from vito.eval.encoders import EncoderSpec
 
 
 def test_vector_5a_imagenet_a_slicing():
@@ -91,11 +92,11 @@ def _favouring(index: int) -> torch.nn.Linear:
 def test_vid_robust_end_to_end_on_the_real_frames(shared_data):
     turtle = robustness.ImageNetClassifier(_ConstantEncoder(), _favouring(35))  # a turtle class: superclass 26
     result = robustness.evaluate_vid_robust(turtle, shared_data / "imagenet-vid-robust", image_size=32, batch_size=21)
-    assert result["anchors"] == 1 and result["frames"] == 21 and result["anchors_skipped"] == 1108
-    assert (result["pm0"], result["pm10"]) == (100.0, 100.0)
+    assert result.used == 1 and "21 frames" in result.note and result.expected - result.used == 1108
+    assert (result.metrics["pm0"], result.metrics["pm10"]) == (1.0, 1.0)
     dog = robustness.ImageNetClassifier(_ConstantEncoder(), _favouring(207))
     result = robustness.evaluate_vid_robust(dog, shared_data / "imagenet-vid-robust", image_size=32, batch_size=21)
-    assert (result["pm0"], result["pm10"]) == (0.0, 0.0)
+    assert (result.metrics["pm0"], result.metrics["pm10"]) == (0.0, 0.0)
 
 
 def _imagenet_a_folder(shared_data: Path, root: Path, count: int = 3) -> list[str]:
@@ -112,7 +113,7 @@ def test_imagenet_a_end_to_end_on_real_images(shared_data, tmp_path):
     _imagenet_a_folder(shared_data, tmp_path / "imagenet-a")
     model = robustness.ImageNetClassifier(_ConstantEncoder(), _favouring(indices[1]))
     result = robustness.evaluate_imagenet_a(model, tmp_path / "imagenet-a", image_size=32)
-    assert result["images"] == 3 and result["top1"] == pytest.approx(100 / 3)
+    assert result.used == 3 and result.metrics["top1"] == pytest.approx(1 / 3)
     (tmp_path / "imagenet-a" / "not-a-wnid").mkdir()
     with pytest.raises(DataError, match="not-a-wnid"):
         robustness.evaluate_imagenet_a(model, tmp_path / "imagenet-a", image_size=32)
@@ -125,13 +126,13 @@ def test_3dcc_end_to_end_on_a_made_up_layout(shared_data, tmp_path):
     first = robustness.imagenet_a_classes()[0][0]
     model = robustness.ImageNetClassifier(_ConstantEncoder(), _favouring(first))
     result = robustness.evaluate_3dcc(model, tmp_path / "3dcc", clean=0.9, image_size=32)
-    assert result["accuracy"] == {"near_focus": {1: 0.5, 2: 0.5}, "fog_3d": {1: 0.5, 2: 0.5}}
-    assert result["delta_accuracy"]["mean"] == pytest.approx(0.4)
-    assert "view_jitter" in result["missing_corruptions"] and "flash" in result["missing_corruptions"]
-    path = tmp_path / "out" / "imagenet_3dcc.json"
-    path.parent.mkdir()
-    path.write_text(json.dumps({**result, "encoder": "a"}))
-    figure = robustness.plot_3dcc([path, path], tmp_path / "out" / "fig.png")
+    assert result.extra["accuracy"] == {"near_focus": {1: 0.5, 2: 0.5}, "fog_3d": {1: 0.5, 2: 0.5}}
+    assert result.metrics["delta_accuracy"] == pytest.approx(0.4)
+    assert "view_jitter" in result.extra["missing_corruptions"] and "flash" in result.extra["missing_corruptions"]
+    written = robustness.scored_result("imagenet-3dcc", result, {}, {})
+    written.encoder = {"name": "a"}
+    write_result(written, tmp_path / "out")
+    figure = robustness.plot_3dcc([tmp_path / "out", tmp_path / "out" / "result.json"], tmp_path / "out" / "fig.png")
     assert figure.stat().st_size > 1000
 
 
@@ -146,7 +147,7 @@ def test_own_head_runs_the_whole_architecture(tmp_path):
     reference = torchvision.models.resnet18(num_classes=1000).eval()
     torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
     images = torch.randn(2, 3, 64, 64)
-    supervised = robustness.load_classifier("torchvision:resnet18", tmp_path / "resnet18.pth", "own")
+    supervised = robustness.attach_head(load_encoder("torchvision:resnet18", tmp_path / "resnet18.pth"), "own")
     with torch.no_grad():
         assert torch.allclose(supervised(images), reference(images), atol=1e-5)
         convnext = load_encoder("timm:convnext_atto")
@@ -159,7 +160,7 @@ def test_linear_head_from_vito_eval_linear(tmp_path, caplog):
     torch.manual_seed(0)
     linear = torch.nn.Linear(512, 1000)
     save_linear_head(tmp_path / "head.pt", linear, {"classes": robustness.imagenet_synsets()})
-    model = robustness.load_classifier("timm:resnet18", None, tmp_path / "head.pt")
+    model = robustness.attach_head(EncoderSpec("timm:resnet18", random_init=True, device="cpu").load(), tmp_path / "head.pt")
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(model(images), linear(model.encoder.embed(images)), atol=1e-5)
@@ -182,10 +183,10 @@ def test_images_in_odd_modes_are_read_and_unreadable_ones_are_clear_errors(share
     Image.fromarray(np.full((40, 30), 40000, dtype=np.uint16)).save(tmp_path / "imagenet-a" / wnid / "sixteen.png")
     model = robustness.ImageNetClassifier(_ConstantEncoder(), _favouring(robustness.imagenet_a_classes()[0][0]))
     result = robustness.evaluate_imagenet_a(model, tmp_path / "imagenet-a", image_size=32)
-    assert result["images"] == 7 and result["top1"] == 100.0
+    assert result.used == 7 and result.metrics["top1"] == 1.0
     (tmp_path / "imagenet-a" / wnid / "broken.jpg").write_bytes(b"not an image")
-    with pytest.raises(DataError, match="broken.jpg"):
-        robustness.evaluate_imagenet_a(model, tmp_path / "imagenet-a", image_size=32)
+    result = robustness.evaluate_imagenet_a(model, tmp_path / "imagenet-a", image_size=32)
+    assert [Path(p).name for p, _ in result.skipped] == ["broken.jpg"] and (result.used, result.expected) == (7, 8)
     with pytest.raises(DataError, match="not found"):
         robustness.evaluate_imagenet_a(model, tmp_path / "nowhere", image_size=32)
 
@@ -196,11 +197,11 @@ def test_cli_writes_json_and_summary(shared_data, tmp_path):
 
     save_linear_head(tmp_path / "head.pt", torch.nn.Linear(512, 1000))
     _imagenet_a_folder(shared_data, tmp_path / "imagenet-a", count=2)
-    common = ["--encoder", "timm:resnet18", "--classifier", str(tmp_path / "head.pt"), "--image-size", "32",
-              "--device", "cpu"]
+    common = ["--encoder", "timm:resnet18", "--random-init", "--classifier", str(tmp_path / "head.pt"),
+              "--image-size", "32", "--device", "cpu"]
     assert main(["eval", "imagenet-a", *common, "--root", str(tmp_path / "imagenet-a"), "--out", str(tmp_path / "a")]) == 0
-    assert json.loads((tmp_path / "a" / "imagenet_a.json").read_text())["images"] == 2
-    assert (tmp_path / "a" / "imagenet_a.md").read_text().startswith("ImageNet-A — timm:resnet18")
+    assert read_result(tmp_path / "a").coverage.used == 2
+    assert (tmp_path / "a" / "result.md").read_text().startswith("# imagenet-a — timm:resnet18")
     for severity in (1, 2):
         _imagenet_a_folder(shared_data, tmp_path / "3dcc" / "flash" / str(severity), count=2)
     assert main(["eval", "imagenet-3dcc", *common, "--root", str(tmp_path / "3dcc"), "--clean-accuracy", "0.5",
@@ -208,5 +209,5 @@ def test_cli_writes_json_and_summary(shared_data, tmp_path):
     assert not (tmp_path / "c").exists()  # a bad --compare fails before evaluating
     assert main(["eval", "imagenet-3dcc", *common, "--root", str(tmp_path / "3dcc"), "--clean-accuracy", "0.5",
                  "--out", str(tmp_path / "c")]) == 0
-    assert "over 1 corruptions" in (tmp_path / "c" / "imagenet_3dcc.md").read_text()
+    assert "Coverage: 1 of 7 items (corruptions evaluated" in (tmp_path / "c" / "result.md").read_text()
     assert (tmp_path / "c" / "imagenet_3dcc_delta.png").stat().st_size > 1000

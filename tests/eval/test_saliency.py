@@ -179,23 +179,23 @@ def tiny_vito_run(tmp_path_factory):
 
 def test_cli_attention_and_gradient_runs_side_by_side(tiny_vito_run, tmp_path):
     """A vito checkpoint (attention) and a ResNet-18 with a linear head (gradient), then one Fig. 3 picture."""
-    import json
-
     from vito.cli import main
+    from vito.eval.base import read_result
     from vito.eval.probes import save_linear_head
 
     root = _write_clickme(tmp_path / "clickme", count=3, size=64)
     save_linear_head(tmp_path / "head.pt", torch.nn.Linear(512, 1000))
     common = ["--root", str(root), "--image-size", "64", "--device", "cpu"]
     assert main(["eval", "clickme", "--encoder", str(tiny_vito_run), "--out", str(tmp_path / "vito"), *common]) == 0
-    assert main(["eval", "clickme", "--encoder", "timm:resnet18", "--classifier", str(tmp_path / "head.pt"),
-                 "--out", str(tmp_path / "resnet"), "--compare", str(tmp_path / "vito"), *common]) == 0
-    vito = json.loads((tmp_path / "vito" / "clickme.json").read_text())
-    resnet = json.loads((tmp_path / "resnet" / "clickme.json").read_text())
-    assert (vito["saliency"], resnet["saliency"]) == ("attention", "gradient")
-    assert vito["images"] == resnet["images"] == 3 and resnet["undefined_spearman"] == 0
-    assert (tmp_path / "resnet" / "clickme.md").read_text().startswith("ClickMe — timm:resnet18")
+    assert main(["eval", "clickme", "--encoder", "timm:resnet18", "--random-init", "--classifier",
+                 str(tmp_path / "head.pt"), "--out", str(tmp_path / "resnet"), "--compare", str(tmp_path / "vito"),
+                 *common]) == 0
+    vito, resnet = read_result(tmp_path / "vito"), read_result(tmp_path / "resnet")
+    assert (vito.settings["saliency_used"], resnet.settings["saliency_used"]) == ("attention", "gradient")
+    assert vito.coverage.expected == resnet.coverage.expected == 3 and resnet.coverage.used == 3
+    assert (tmp_path / "resnet" / "result.md").read_text().startswith("# clickme — timm:resnet18")
     assert (tmp_path / "resnet" / "clickme_overlays.png").stat().st_size > 1000
-    assert main(["eval", "clickme", "--encoder", "timm:resnet18", "--classifier", str(tmp_path / "head.pt"),
-                 "--out", str(tmp_path / "again"), "--compare", str(tmp_path / "nothing"), *common]) == 2
+    assert main(["eval", "clickme", "--encoder", "timm:resnet18", "--random-init", "--classifier",
+                 str(tmp_path / "head.pt"), "--out", str(tmp_path / "again"), "--compare", str(tmp_path / "nothing"),
+                 *common]) == 2
     assert not (tmp_path / "again").exists()

@@ -191,3 +191,18 @@ def test_two_gloo_processes_match_one_process(shared_data: Path, tmp_path: Path)
     assert set(ddp["grads"]) == set(single_grads)
     for name, grad in single_grads.items():
         torch.testing.assert_close(ddp["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_stopped_fine_tune_exits_with_128_plus_the_signal(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
+    from vito import cli
+    from vito.eval import segment
+    from vito.train.finetune import FinetuneStopped
+
+    def stopped(*args, **kwargs):
+        raise FinetuneStopped("stopped by SIGTERM after step 1; continue with --resume", "SIGTERM")
+
+    monkeypatch.setattr(segment, "run_sweep", stopped)
+    argv = ["eval", "segment", "--encoder", "timm:resnet18", "--random-init", "--device", "cpu", "--dataset", "voc",
+            "--root", str(_voc(shared_data, tmp_path)), "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 143
+    assert not (tmp_path / "out" / "result.json").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -96,9 +98,8 @@ def test_pooling_heads_by_hand() -> None:
 @pytest.mark.slow
 def test_finetune_and_test_end_to_end(tmp_path, shared_data) -> None:
     """Two 'classes' made of the one real clip: the whole pipeline runs and reports."""
-    import json
-
     from vito.cli import main
+    from vito.eval.base import read_result
 
     clip = shared_data / "ucf101" / "clips" / "test.avi"
     splits = tmp_path / "splits"
@@ -116,14 +117,15 @@ def test_finetune_and_test_end_to_end(tmp_path, shared_data) -> None:
                  "--splits", str(splits), "--pooling", "ms-attn", "--epochs", "1", "--batch-size", "2",
                  "--num-workers", "0", "--image-size", "32", "--test-clips", "2", "--out", str(out),
                  "--device", "cpu"]) == 0
-    report = json.loads((out / "ucf101.json").read_text())
-    assert report["test_videos"] == 2 and len(report["skipped_videos"]["test"]) == 1
-    assert report["top1"] == 0.5  # identical videos with different labels: exactly one is right
-    assert len(report["history"]) == 1 and (out / "classifier.pt").is_file()
+    report = read_result(out)
+    assert report.coverage.used == 2 and [Path(p).name for p, _ in report.skipped] == ["v_missing.avi"]
+    assert report.coverage.partial  # 2 of the 3 listed test videos
+    assert report.value("top1") == 0.5  # identical videos with different labels: exactly one is right
+    assert len(report.tables["loss history"]) == 1 and (out / "classifier_split1.pt").is_file()
 
 
 def test_test_clips_get_the_imagenet_evaluation_view() -> None:
-    from vito.eval.features import EvalTransform
+    from vito.eval.inputs import EvalTransform
     from vito.eval.ucf101 import transform_clip
 
     frames = torch.randint(0, 256, (3, 40, 60, 3), dtype=torch.uint8)

@@ -202,6 +202,24 @@ def test_reference_rows_use_the_scoring_only_mode(tmp_path, fakes) -> None:
     assert "*osvos* (reference)" in (out / "report.md").read_text()
 
 
+def test_columns_choose_the_metrics_the_tables_show(tmp_path, fakes) -> None:
+    suite = _suite(tmp_path, {"a": TWO["a"]}, {"knn": {"train": "data"}, "imagenet-a": {"root": "data"}})
+    text = suite.read_text() + "columns: {knn: [count, top1, nope]}\n"
+    suite.write_text(text)
+    out = tmp_path / "report"
+    make_report(suite, out, echo=lambda _: None)
+    header = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| encoder | knn"))
+    assert header == "| encoder | knn · images | knn · top-1 (%) | knn · nope (no such metric) |"
+    assert set(_cell(out, "a", "knn")["metrics"]) == {"top1", "top1_k", "count"}  # results.json keeps them all
+    suite.write_text(text.replace("columns: {knn: [count, top1, nope]}", ""))
+    make_report(suite, out, echo=lambda _: None)
+    header = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| encoder | knn"))
+    assert header == "| encoder | knn · top-1 (%) | knn · images |"  # top1_k: same label, same numbers: once
+    suite.write_text(text.replace("knn: [", "knnn: ["))
+    with pytest.raises(Exception, match="columns.knnn: 'knnn' is not one of the suite's evaluations"):
+        make_report(suite, out, echo=lambda _: None)
+
+
 def test_partial_coverage_and_undefined_values_are_flagged(tmp_path, fakes) -> None:
     suite = _suite(tmp_path, {"a": TWO["a"]}, {"knn": {"train": "data", "used": 3}, "imagenet-a": {"root": "data"}})
     out = tmp_path / "report"
@@ -251,3 +269,19 @@ def test_suite_with_non_utf8_bytes_is_a_clear_error(tmp_path, fakes, capsys) -> 
     suite.write_bytes(b"encoders: {a: {encoder: '\xff\xfe'}}\n")
     assert main(["report", str(suite), "--out", str(tmp_path / "out")]) == 2
     assert "cannot read suite" in capsys.readouterr().err
+
+
+def test_out_that_is_not_a_report_folder_is_refused(tmp_path, fakes, capsys) -> None:
+    suite = _suite(tmp_path, {"a": TWO["a"]}, {"knn": {"train": "data"}})
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "index.html").write_text("<p>my page</p>")
+    assert main(["report", str(suite), "--out", str(project)]) == 2
+    assert "no vito report wrote" in capsys.readouterr().err
+    assert (project / "index.html").read_text() == "<p>my page</p>" and fakes.calls == []
+    (tmp_path / "file").write_text("x")
+    assert main(["report", str(suite), "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    out = tmp_path / "report"  # its own folder is fine, again and again
+    assert main(["report", str(suite), "--out", str(out)]) == 0
+    assert main(["report", str(suite), "--out", str(out)]) == 0

@@ -112,6 +112,7 @@ def _stop_and_run_folder(rank: int, out: Path) -> dict:
     folder = out / "run"
     with RunFolder(folder, resume=False, is_main=rank == 0):
         results["locked"] = (folder / LOCK).is_file()  # rank 1 waited for rank 0 to take the lock
+        torch.distributed.barrier()  # before rank 0 releases it
     if rank == 0:
         (folder / "config.yaml").write_text("{}\n")
     try:

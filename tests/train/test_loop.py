@@ -18,6 +18,7 @@ from vito.errors import VitoError
 from vito.models.vito import Vito
 from vito.train.checkpoint import load_checkpoint
 from vito.train.loop import pretrain
+from vito.train.optim import LARS
 
 TINY = [
     "model.backbone=resnet18", "model.projector_hidden=64", "model.projector_dim=32",
@@ -55,17 +56,17 @@ def _tensors_equal(a, b, where: str = "") -> None:
 
 
 def _interrupt_during_step(monkeypatch, step: int) -> None:
-    """Send this process SIGTERM while step ``step`` (1-based) computes its loss."""
-    forward = Vito.forward
+    """Send this process SIGTERM while step ``step`` (1-based) updates the weights, late in the step."""
+    update = LARS.step
     calls = {"n": 0}
 
-    def forward_then_signal(self, views, **kwargs):
+    def step_then_signal(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == step:
             os.kill(os.getpid(), signal.SIGTERM)
-        return forward(self, views, **kwargs)
+        return update(self, *args, **kwargs)
 
-    monkeypatch.setattr(Vito, "forward", forward_then_signal)
+    monkeypatch.setattr(LARS, "step", step_then_signal)
 
 
 def test_resume_reproduces_an_uninterrupted_run_exactly(videos: Path, tmp_path: Path, monkeypatch) -> None:
@@ -74,7 +75,7 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(videos: Path, tmp_path: 
     with monkeypatch.context() as patch:
         _interrupt_during_step(patch, step=2)
         stopped = pretrain(config, videos, tmp_path / "split")
-    assert (stopped.step, stopped.stopped_by) == (2, "SIGTERM")
+    assert (stopped.step, stopped.stopped_by) == (2, "SIGTERM")  # the step in flight, not one more
     resumed = pretrain(config, None, tmp_path / "split", resume=True)  # the data path comes from the checkpoint
     assert straight.step == resumed.step == 4 and resumed.stopped_by is None
     a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split")

@@ -16,10 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vito.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from vito.data.video import iter_frames
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Durations come from the container; the comparison is exact up to float rounding of timestamps only
 # (02_cups.mp4 at 10.01 s and mmaction2's 10.00 s clips pass; 9.74 s does not).
 DURATION_TOLERANCE_SECONDS = 1e-6

@@ -36,12 +36,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from vito.curate.distribution import kl_to_uniform
 from vito.curate.filters import FrameClassifier, Preprocess, long_enough, verify
 from vito.curate.lexicon import Lexicon, imagenet_lexicon
 from vito.data.shards import read_manifest
 from vito.data.video import probe_video
 from vito.errors import DataError, VitoError
 from vito.io import atomic_write, write_json
+from vito.viz.distribution import plot_class_distribution
 
 REASONS = ("kept", "no_title_match", "duplicate", "class_cap", "unreadable", "too_short", "classifier_miss")
 
@@ -342,8 +344,6 @@ def _check_run(run: CurationRun, resume: bool) -> None:
 def merge(run: CurationRun, candidates: list[Candidate], records: dict[int, dict[str, Any]],
           lexicon: Lexicon) -> dict[str, Any]:
     """Write accepted/rejected lists (candidate order), the summary and the class-distribution picture."""
-    from vito.viz.distribution import kl_to_uniform, plot_class_distribution
-
     ordered = [records[c.index] for c in candidates]
     _write_jsonl(run.out_dir / "accepted.jsonl", [r for r in ordered if r["decision"] == "kept"])
     _write_jsonl(run.out_dir / "rejected.jsonl", [r for r in ordered if r["decision"] != "kept"])
@@ -369,7 +369,8 @@ def merge(run: CurationRun, candidates: list[Candidate], records: dict[int, dict
         "classifier": run.classifier_name,
     }
     write_json(run.out_dir / "summary.json", summary)
-    plot_class_distribution(kept, run.out_dir / "class_distribution.png", title="VideoNet curation")
+    plot_class_distribution(kept, run.out_dir / "class_distribution.png", title="VideoNet curation",
+                            kl=summary["kl_to_uniform"])
     return summary
 
 

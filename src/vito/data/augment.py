@@ -22,22 +22,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
-import kornia
+try:  # the training machine needs it; a machine only decoding and cropping (a bare GPU box) may lack it
+    import kornia
+except ImportError:  # pragma: no cover - kornia is a core dependency
+    kornia = None
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """ImageNet mean/std normalisation of a batch [..., 3, H, W]: uint8 in [0, 255] or float in [0, 1]."""
-    if images.dtype == torch.uint8:
-        images = images.float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(3, 1, 1)
-    return (images - mean) / std
+from vito.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, normalize  # noqa: F401 - re-exported for callers
+from vito.errors import VitoError
 
 
 # --------------------------------------------------------------------------------------------------
@@ -175,6 +169,8 @@ class PhotometricAugment:
         solarize_p: Sequence[float] = (0.0, 0.2),
         solarize_extra: float = 0.0,
     ):
+        if kornia is None:
+            raise VitoError("kornia is not installed: `pip install kornia` (the photometric augmentation uses it)")
         self.jitter_p, self.grayscale_p = jitter_p, grayscale_p
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
         self.blur_p, self.blur_extra = tuple(blur_p), blur_extra

@@ -30,11 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import av
+try:  # reading prepared shards needs no PyAV (a bare GPU machine may lack it); opening a video then says so
+    import av
+except ImportError:  # pragma: no cover - PyAV is a core dependency
+    av = None
 import numpy as np
 import torch
 
-from vito.errors import DataError
+from vito.errors import DataError, VitoError
 
 # Times further apart than this are read with separate seeks instead of decoding through the gap.
 SEEK_GAP_SECONDS = 2.0
@@ -104,8 +107,9 @@ class VideoInfo:
     duration: float  # seconds, from the first frame's timestamp to the end of the last frame
     fps: float
     num_frames: int | None  # from the header; None when the container does not say
-    width: int
+    width: int  # as displayed: with the stream's rotation applied (a portrait phone video is portrait)
     height: int
+    rotation: int = 0  # counter-clockwise quarter turns applied to the stored frames for display (0-3)
 
 
 class VideoReader:
@@ -113,6 +117,8 @@ class VideoReader:
 
     def __init__(self, path: str | Path):
         self.path = str(path)
+        if av is None:
+            raise VitoError("PyAV is not installed: `pip install av` to read videos (prepared shards need none)")
         self._file = open_local_file(path)
         try:
             self._container = av.open(self._file, metadata_errors="ignore")
@@ -130,6 +136,7 @@ class VideoReader:
             self._time_base = float(self._stream.time_base)
             self._info: VideoInfo | None = None
             self._start_pts: int | None = None
+            self._rotation: int | None = None
             self._use_dts = False  # see _decode_until
             self._from_start = True  # whether decoding began at the stream start (see _read_group)
             self._can_skip = (self._stream.codec_context.name in SKIPPING_CODECS
@@ -201,7 +208,32 @@ class VideoReader:
         width, height = stream.codec_context.width, stream.codec_context.height
         if not width or not height:
             raise DataError(f"{self.path}: video stream has no frame size")
-        return VideoInfo(self.path, duration, fps, int(stream.frames) or None, width, height)
+        turns = self.rotation
+        if turns % 2:
+            width, height = height, width
+        return VideoInfo(self.path, duration, fps, int(stream.frames) or None, width, height, turns)
+
+    @property
+    def rotation(self) -> int:
+        """Counter-clockwise quarter turns that show the stored frames as displayed (0-3).
+
+        Why: phones store portrait video as landscape frames plus a display matrix (rotation side data);
+        players rotate, and so must we, or portrait videos train and evaluate on their side. FFmpeg attaches
+        the matrix to every decoded frame (PyAV exposes no stream-level getter), so the first frame is
+        decoded once to read it. Flips in the matrix are rare and ignored.
+        """
+        if self._rotation is None:
+            self._rotation = self._read_rotation()
+        return self._rotation
+
+    def _read_rotation(self) -> int:
+        self._seek(0.0)
+        try:
+            for frame in self._container.decode(self._stream):
+                return round((frame.rotation or 0) / 90) % 4
+        except av.FFmpegError as exc:
+            raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
+        return 0
 
     def _data_end(self, header: float | None) -> float:
         """End time of the last packet actually present: demux (no decoding) the tail of the stream.
@@ -238,7 +270,7 @@ class VideoReader:
         rgb: dict[int, np.ndarray] = {}  # one conversion per distinct frame, resized in the same call
         for frame in picked.values():
             if id(frame) not in rgb:
-                rgb[id(frame)] = frame.reformat(*size, format="rgb24").to_ndarray()
+                rgb[id(frame)] = self._to_rgb(frame, size)
         return torch.from_numpy(np.stack([rgb[id(picked[t])] for t in times]))
 
     def _read_group(self, times: np.ndarray) -> dict[float, av.VideoFrame]:
@@ -426,7 +458,7 @@ class VideoReader:
             for count, frame in enumerate(self._container.decode(self._stream)):
                 if count >= max_frames:
                     return
-                yield torch.from_numpy(frame.reformat(*size, format="rgb24").to_ndarray())
+                yield torch.from_numpy(self._to_rgb(frame, size))
         except av.FFmpegError as exc:
             raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
 
@@ -462,6 +494,13 @@ class VideoReader:
     def _is_first(self, frame: av.VideoFrame) -> bool:
         stamp = self._stamp(frame)
         return stamp is not None and stamp <= self.start_pts
+
+    def _to_rgb(self, frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+        """uint8 [H, W, 3] of ``frame`` as displayed, ``size = (width, height)`` after the rotation."""
+        turns = self.info.rotation
+        width, height = size if turns % 2 == 0 else size[::-1]
+        rgb = frame.reformat(width, height, format="rgb24").to_ndarray()
+        return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
     def _output_size(self, short_side: int | None) -> tuple[int, int]:
         width, height = self.info.width, self.info.height

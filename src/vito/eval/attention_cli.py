@@ -6,41 +6,36 @@ frames spread over its length, one row each. The drawing itself is ``vito.viz.at
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from vito.data.imagenet import CROP_FRACTION, normalize
+from vito.data.video import probe_video, read_frames
 from vito.errors import DataError, VitoError
 from vito.eval.encoders import Encoder, inference_mode
-from vito.eval.features import CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD
+from vito.eval.inputs import IMAGE_SUFFIXES, UnreadableImage, centre_crop, read_image
 from vito.io import write_json
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+from vito.viz.attention import save_attention_grid
 
 
 def crop_for_display(image: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 ``[3, H, W]`` → uint8 ``[3, size, size]``: the centre crop the encoder is shown."""
-    side = math.floor(CROP_FRACTION * min(image.shape[-2:]))
-    return TF.resize(TF.center_crop(image, [side, side]), [size, size], antialias=True)
+    return centre_crop(image, size)
 
 
 def load_pictures(path: Path, size: int, frames_per_video: int) -> list[torch.Tensor]:
     """uint8 ``[3, size, size]`` pictures: the image itself, or frames spread uniformly over a video."""
     if path.suffix.lower() in IMAGE_SUFFIXES:
         try:
-            image = TF.pil_to_tensor(Image.open(path).convert("RGB"))
-        except (OSError, UnidentifiedImageError) as error:
-            raise DataError(f"cannot read image {path}: {error}") from error
+            image = read_image(path)
+        except UnreadableImage as error:
+            raise DataError(f"{path}: {error}") from error
         return [crop_for_display(image, size)]
-    from vito.data.video import probe_video, read_frames
-
     info = probe_video(path)
     times = (np.arange(frames_per_video) + 0.5) * info.duration / frames_per_video
     frames = read_frames(path, times, short_side=int(round(size / CROP_FRACTION)))
@@ -50,10 +45,12 @@ def load_pictures(path: Path, size: int, frames_per_video: int) -> list[torch.Te
 def attention_for(encoder: Encoder, pictures: Sequence[torch.Tensor]) -> list[list[np.ndarray]]:
     """``masks[stage][picture]``: ``[h, w]`` attention weights of every pooled stage."""
     device = next(encoder.parameters()).device
-    batch = torch.stack(pictures).float().div(255)
-    batch = TF.normalize(batch, list(IMAGENET_MEAN), list(IMAGENET_STD)).to(device)
-    with inference_mode(device):
+    batch = normalize(torch.stack(pictures)).to(device)
+    with inference_mode(device, encoder.precision):
         maps = encoder.attention_maps(batch)
+    if maps is None and encoder.network is not None:
+        raise VitoError(f"{encoder.name} was trained with average pooling (model.attention=false): it has no "
+                        "attention maps to draw")
     if maps is None:
         raise VitoError(f"{encoder.name} has no attention pooling: attention pictures need a vito run or checkpoint")
     return [[m.float().cpu().numpy() for m in stage] for stage in maps]
@@ -64,8 +61,6 @@ def save_attention_pictures(
     frames_per_video: int = 4,
 ) -> dict[str, Any]:
     """One PNG grid per input (image | stage 1 | ... | mean over stages) in ``out_dir``, plus ``attention.json``."""
-    from vito.viz.attention import save_attention_grid
-
     out_dir = Path(out_dir)
     written, skipped = [], []
     for raw in tqdm(inputs, desc="attention pictures", unit="input"):

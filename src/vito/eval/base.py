@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 import json
 import math
 import pkgutil
@@ -30,10 +31,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from vito.errors import VitoError
+from vito.eval.encoders import Encoder, EncoderSpec, add_encoder_arguments
 from vito.io import atomic_write
-
-if typing.TYPE_CHECKING:
-    from vito.eval.encoders import Encoder, EncoderSpec
 
 Kind = Literal["proportion", "signed", "count", "value"]
 KINDS: tuple[str, ...] = typing.get_args(Kind)
@@ -199,6 +198,15 @@ def markdown_table(rows: list[dict[str, Any]], limit: int = MAX_MARKDOWN_ROWS) -
     if len(rows) > limit:
         lines.append(f"\n({len(rows) - limit} more rows in {RESULT_JSON})")
     return lines
+
+
+def summary_line(result: Result, count: int = 3) -> str:
+    """One terminal line: the first metrics, and the coverage when it is partial."""
+    name = result.encoder.get("name") or "scoring only"
+    values = ", ".join(f"{m.label or key} {format_value(m)}" for key, m in list(result.metrics.items())[:count])
+    cov = result.coverage
+    partial = f" [PARTIAL: {cov.used} of {cov.expected} items]" if cov.partial else ""
+    return f"{result.evaluation} — {name}: {values or 'no metrics'}{partial}"
 
 
 def result_markdown(result: Result) -> str:
@@ -433,7 +441,6 @@ def add_settings_arguments(parser: argparse.ArgumentParser, settings_cls: type) 
         choices = cli.get("choices") or (list(typing.get_args(hint)) if typing.get_origin(hint) is Literal else None)
         if container is not None and "sep" in cli:
             kwargs["type"] = _list_parser(scalar, cli["sep"], choices, f.name)
-            default = cli["sep"].join(map(str, default)) if default else None
         elif container is not None:
             kwargs.update(type=scalar, nargs=cli.get("nargs", "+"))
             if choices:
@@ -498,8 +505,6 @@ def settings_from_namespace(cls: type[Evaluation], args: argparse.Namespace) -> 
 
 def package_versions() -> dict[str, str]:
     """Versions that change numbers: python, torch, torchvision, timm, numpy, vito."""
-    from importlib.metadata import PackageNotFoundError, version
-
     versions = {"python": platform.python_version()}
     for name in ("vito", "torch", "torchvision", "timm", "numpy"):
         try:
@@ -511,8 +516,6 @@ def package_versions() -> dict[str, str]:
 
 def add_evaluation_commands(evals: argparse._SubParsersAction) -> None:
     """``vito eval NAME`` for every registered evaluation: encoder options, ``--out`` and its Settings."""
-    from vito.eval.encoders import add_encoder_arguments
-
     for name, cls in sorted(discover().items()):
         parser = evals.add_parser(name, help=cls.help, description=cls.description or cls.help)
         if cls.needs_encoder:
@@ -524,8 +527,6 @@ def add_evaluation_commands(evals: argparse._SubParsersAction) -> None:
 
 def run_from_args(args: argparse.Namespace) -> Result:
     """The ``vito eval NAME`` handler: Settings and EncoderSpec from the arguments, then ``run_evaluation``."""
-    from vito.eval.encoders import EncoderSpec
-
     cls = args.evaluation_class
     spec = EncoderSpec.from_args(args) if cls.needs_encoder and args.encoder is not None else None
     if spec is None and cls.needs_encoder and (args.weights is not None or args.random_init):

@@ -5,9 +5,9 @@ palette PNGs whose indices are object ids):
 
 * ``propagate_davis`` encodes every frame, at a short side of 480 pixels, with a frozen encoder (ResNet res4
   at stride 8, VFS test-time strides (1, 2, 1, 1), no dilation) and carries the first frame's labels forward by top-k attention over
-  the first frame and the 20 preceding frames (spec §3).
+  the first frame and the 20 preceding frames (docs/metrics.md, DAVIS).
 * ``score_results`` computes J (region IoU) and F (boundary F-measure) with the semantics of the official
-  davis2017-evaluation code (spec §2): first and last frames dropped (and never read from the results),
+  davis2017-evaluation code (docs/metrics.md, DAVIS): first and last frames dropped (and never read from the results),
   objects weighted equally, GT void counted as background.
 
 Both DAVIS-2017 (palette PNGs, 255 = void) and DAVIS-2016 (grey PNGs, 0/255 for one object) are read.
@@ -20,9 +20,9 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,10 +31,11 @@ from PIL import Image
 from scipy.spatial import cKDTree
 from tqdm import tqdm
 
+from vito.data.imagenet import normalize
 from vito.errors import DataError, VitoError
+from vito.eval.base import Coverage, Evaluation, Metric, Result, register
 from vito.eval.encoders import Encoder, inference_mode
-from vito.eval.features import IMAGENET_MEAN, IMAGENET_STD
-from vito.io import atomic_write, write_json
+from vito.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def save_palette_png(path: Path, ids: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Metrics (spec §2, official davis2017-evaluation semantics)
+# Metrics (docs/metrics.md: the official davis2017-evaluation semantics)
 
 
 def region_similarity(gt: np.ndarray, pred: np.ndarray) -> float:
@@ -257,34 +258,46 @@ def score_results(
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise DataError(f"results folder not found: {results_dir}")
-    per_sequence = {}
+    per_sequence, frames_scored, frames_annotated = {}, 0, 0
     for sequence in tqdm(find_sequences(davis_root, resolution, sequences), desc="J&F", unit="seq"):
         annotations = sequence.annotations[:max_frames]
         if len(annotations) < 3:
             raise DataError(f"{sequence.name}: J&F needs 3 or more annotated frames (the first and last are not scored)")
-        gt = np.stack([read_object_ids(p, layout) for p in annotations])
-        preds = np.stack([read_result(results_dir / sequence.name / a.name, gt.shape[1:]) for a in annotations[1:-1]])
-        per_sequence[sequence.name] = evaluate_kept_frames(gt[1:-1], preds, num_objects=int(gt[0].max()))
+        try:
+            gt = np.stack([read_object_ids(p, layout) for p in annotations])
+            preds = np.stack([read_result(results_dir / sequence.name / a.name, gt.shape[1:])
+                              for a in annotations[1:-1]])
+            per_sequence[sequence.name] = evaluate_kept_frames(gt[1:-1], preds, num_objects=int(gt[0].max()))
+        except (DataError, VitoError, ValueError) as error:
+            raise DataError(f"DAVIS sequence {sequence.name}: {error}") from error
+        frames_scored += len(annotations) - 2
+        frames_annotated += max(len(sequence.annotations) - 2, 0)
     summary = summarize(per_sequence)
     summary["per_frame"] = {name: {str(o): v for o, v in s.items()} for name, s in per_sequence.items()}
+    summary["frames_scored"], summary["frames_annotated"] = frames_scored, frames_annotated
     return summary
 
 
 # --------------------------------------------------------------------------------------------------
-# Label propagation (spec §3, VFS settings)
+# Label propagation (docs/metrics.md, DAVIS: VFS settings)
 
 
 @dataclass
 class PropagationSettings:
-    stage: int = -2  # res4 of a ResNet
-    stride8: bool = True  # remove the stride of that stage (VFS test-time strides (1, 2, 1, 1), no dilation)
-    context: int = 20  # preceding frames, in addition to the first frame
-    topk: int = 10
-    temperature: float = 0.07
-    radius: float | None = 18.0  # feature cells; VFS neighbor_range 36 (strict <), also on the first frame
-    short_side: int | None = 480  # frames are resized to this short side before encoding (VFS); None: native
-    batch_size: int = 8  # frames per encoder forward pass
-    max_frames: int | None = None  # only the first N frames per sequence (quick runs, benchmarks)
+    stage: int = field(default=-2, metadata={"help": "feature stage (-2 = res4 of a ResNet)"})
+    stride8: bool = field(default=True, metadata={
+        "help": "do not remove that stage's stride (default: removed, VFS test-time strides (1, 2, 1, 1))",
+        "cli": {"flag": "--keep-stride", "invert": True}})
+    context: int = field(default=20, metadata={"help": "preceding frames used as context, besides the first"})
+    topk: int = field(default=10, metadata={"help": "affinities kept per query"})
+    temperature: float = field(default=0.07, metadata={"help": "softmax temperature of the affinities"})
+    radius: float | None = field(default=18.0, metadata={
+        "help": "spatial radius in feature cells (0: none); VFS neighbor_range 36 (strict <), also on frame 0",
+        "cli": {"none_at_or_below": 0}})
+    short_side: int | None = field(default=480, metadata={
+        "help": "resize frames to this short side before encoding (0: native)", "cli": {"none_at_or_below": 0}})
+    batch_size: int = field(default=8, metadata={"help": "frames per encoder forward pass"})
+    max_frames: int | None = field(default=None, metadata={"help": "only the first N frames of each sequence"})
 
 
 def propagate_top_k(
@@ -391,15 +404,14 @@ def read_frame(path: Path, short_side: int | None) -> torch.Tensor:
     try:
         with Image.open(path) as frame:
             image = torch.from_numpy(np.array(frame.convert("RGB"))).permute(2, 0, 1).float() / 255
-    except OSError as error:
+    except (OSError, ValueError, SyntaxError) as error:
         raise DataError(f"cannot read frame {path}: {error}") from error
     height, width = image.shape[1:]
     if short_side and min(height, width) != short_side:
         scale = short_side / min(height, width)
         size = (int(height * scale + 0.5), int(width * scale + 0.5))
         image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
-    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
-    return (image - mean) / std
+    return normalize(image)
 
 
 def frame_features(encoder: Encoder, frames: Sequence[Path], settings: PropagationSettings) -> Iterator[torch.Tensor]:
@@ -408,7 +420,7 @@ def frame_features(encoder: Encoder, frames: Sequence[Path], settings: Propagati
     for start in range(0, len(frames), settings.batch_size):
         batch = [read_frame(p, settings.short_side) for p in frames[start : start + settings.batch_size]]
         batch = torch.stack(batch).to(device)
-        with inference_mode(device):
+        with inference_mode(device, encoder.precision):
             maps = encoder.feature_maps(batch, [settings.stage])[0]
         yield from F.normalize(maps.float(), dim=1)
 
@@ -446,10 +458,13 @@ def propagate_sequence(
 ) -> list[np.ndarray]:
     """Predicted object ids for every frame of a sequence (the first is the given annotation)."""
     frames = sequence.frames[: settings.max_frames] if settings.max_frames else sequence.frames
-    first = read_object_ids(sequence.annotations[0], layout)
-    features = tqdm(frame_features(encoder, frames, settings), total=len(frames), desc=sequence.name, unit="frame",
-                    leave=False)
-    return propagate_features(features, first, settings)
+    try:
+        first = read_object_ids(sequence.annotations[0], layout)
+        features = tqdm(frame_features(encoder, frames, settings), total=len(frames), desc=sequence.name,
+                        unit="frame", leave=False)
+        return propagate_features(features, first, settings)
+    except DataError as error:
+        raise DataError(f"DAVIS sequence {sequence.name}: {error}") from error
 
 
 def propagate_davis(
@@ -461,15 +476,11 @@ def propagate_davis(
     resolution: str = "480p",
     layout: str = "auto",
 ) -> dict[str, Any]:
-    """Propagate the first-frame labels of every sequence, write palette PNGs, and score them.
-
-    Writes ``OUT/results/<seq>/<frame>.png``, ``OUT/davis.json`` (scores + settings) and ``OUT/davis.md``.
-    """
+    """Propagate the first-frame labels of every sequence into ``OUT/results/<seq>/<frame>.png`` and score them."""
     settings = settings or PropagationSettings()
     if settings.stride8:
         encoder.remove_stride(settings.stage)
-    out_dir = Path(out_dir)
-    results_dir = out_dir / "results"
+    results_dir = Path(out_dir) / "results"
     found = find_sequences(davis_root, resolution, sequences)
     frames_done, started = 0, time.perf_counter()
     for sequence in tqdm(found, desc="DAVIS propagation", unit="seq"):
@@ -479,45 +490,60 @@ def propagate_davis(
         frames_done += len(predictions)
     elapsed = time.perf_counter() - started
     scores = score_results(davis_root, results_dir, [s.name for s in found], resolution, layout, settings.max_frames)
-    report = {
-        "encoder": encoder.name,
-        "davis_root": str(davis_root),
-        "sequences": [s.name for s in found],
-        "settings": asdict(settings),
-        "frames": frames_done,
-        "frames_per_second": frames_done / elapsed,
-        **scores,
-    }
-    write_json(out_dir / "davis.json", report)
-    write_summary(out_dir / "davis.md", report)
-    return report
+    return {**scores, "frames": frames_done, "frames_per_second": frames_done / elapsed}
 
 
-GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
+GLOBAL_METRICS = {
+    "J&F-Mean": ("jf_mean", "proportion"), "J-Mean": ("j_mean", "proportion"),
+    "J-Recall": ("j_recall", "proportion"), "J-Decay": ("j_decay", "signed"),
+    "F-Mean": ("f_mean", "proportion"), "F-Recall": ("f_recall", "proportion"), "F-Decay": ("f_decay", "signed"),
+}
 
 
-def write_summary(path: Path, report: dict[str, Any]) -> None:
-    """A short human-readable table of the global scores and the per-object J&F."""
-    title = report.get("encoder") or report.get("results", "")
-    lines = [
-        f"# DAVIS J&F — {title}", "",
-        "| " + " | ".join(GLOBAL_COLUMNS) + " |", "|---" * len(GLOBAL_COLUMNS) + "|",
-        "| " + " | ".join(f"{report['global'][c]:.3f}" for c in GLOBAL_COLUMNS) + " |", "",
-        "| object | J&F-Mean | J-Mean | F-Mean |", "|---|---|---|---|",
-    ]
-    for key, o in report["per_object"].items():
-        lines.append(f"| {key} | {o['J&F-Mean']:.3f} | {o['J-Mean']:.3f} | {o['F-Mean']:.3f} |")
-    with atomic_write(path) as handle:
-        handle.write("\n".join(lines) + "\n")
+@dataclass
+class DavisSettings(PropagationSettings):
+    davis_root: Path = field(default=None, metadata={"help": "folder with JPEGImages/ and Annotations/",
+                                                     "cli": {"required": True}})
+    results: Path | None = field(default=None, metadata={
+        "help": "only score this results folder (RESULTS/<seq>/<frame>.png), like the official script"})
+    sequences: list[str] | None = field(default=None, metadata={
+        "help": "comma-separated sequence names (default: all annotated)", "cli": {"sep": ","}})
+    resolution: str = field(default="480p", metadata={"help": "JPEGImages/ and Annotations/ sub-folder"})
+    layout: Literal["auto", "2016", "2017"] = field(default="auto", metadata={
+        "help": "2016: grey 0/255 single-object masks; 2017: palette ids with 255 = void"})
 
 
-def score_davis(
-    davis_root: str | Path, results_dir: str | Path, out_dir: str | Path,
-    sequences: Sequence[str] | None = None, resolution: str = "480p", layout: str = "auto",
-) -> dict[str, Any]:
-    """Score an existing results folder and write ``OUT/davis.json`` and ``OUT/davis.md``."""
-    report = {"results": str(results_dir), "davis_root": str(davis_root),
-              **score_results(davis_root, results_dir, sequences, resolution, layout)}
-    write_json(Path(out_dir) / "davis.json", report)
-    write_summary(Path(out_dir) / "davis.md", report)
-    return report
+@register
+class Davis(Evaluation):
+    name = "davis"
+    Settings = DavisSettings
+    needs_encoder = "optional"  # --results: score a results folder without an encoder
+    group = "video"
+    help = "DAVIS video object segmentation by label propagation, scored with J&F"
+    description = ("With --encoder: propagate the first-frame masks (VFS settings: res4 at stride 8, first + 20 "
+                   "preceding frames, top-10, T=0.07, radius 18) and score them. With --results: only score a "
+                   "results folder, like the official evaluation script.")
+
+    def check(self, settings: DavisSettings, has_encoder: bool) -> None:
+        if settings.davis_root is None:
+            raise VitoError("vito eval davis needs --davis-root DIR")
+        if has_encoder == (settings.results is not None):
+            raise VitoError("vito eval davis: give --encoder ENC (propagate and score) or --results DIR (score only)")
+
+    def run(self, encoder: Encoder | None, settings: DavisSettings, out_dir: Path) -> Result:
+        if encoder is None:
+            scores = score_results(settings.davis_root, settings.results, settings.sequences, settings.resolution,
+                                   settings.layout)
+            extra, artifacts = {"mode": "score"}, {}
+        else:
+            scores = propagate_davis(encoder, settings.davis_root, out_dir, settings, settings.sequences,
+                                     settings.resolution, settings.layout)
+            extra = {"mode": "propagate", "frames_per_second": scores["frames_per_second"]}
+            artifacts = {"results": "results"}
+        metrics = {key: Metric(scores["global"][name], kind, name) for name, (key, kind) in GLOBAL_METRICS.items()}
+        note = f"scored frames of {len(scores['per_object'])} objects"
+        if settings.max_frames and encoder is not None:
+            note += f" (only the first {settings.max_frames} frames of each sequence)"
+        coverage = Coverage(scores["frames_scored"], scores["frames_annotated"], note)
+        per_object = [{"object": key, **values} for key, values in scores["per_object"].items()]
+        return Result(self.name, metrics, extra, coverage, tables={"per object": per_object}, artifacts=artifacts)

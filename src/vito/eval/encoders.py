@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
 
 from vito.config import config_from_dict
 from vito.errors import VitoError
@@ -46,6 +47,7 @@ class Encoder(nn.Module):
         classifier: nn.Module | None = None,
         network: nn.Module | None = None,
         fingerprint: str = "",
+        attention_pooling: bool | None = None,
     ) -> None:
         super().__init__()
         self.model = model  # the full timm/torchvision architecture (its head is unused by embed)
@@ -54,6 +56,8 @@ class Encoder(nn.Module):
         self.name = name or f"{library}:{arch}"  # for reports
         self.classifier = classifier
         self.network = network  # the VitoNetwork, for attention maps
+        # a vito run trained with average pooling (model.attention=false) has a network but no attention
+        self.attention_pooling = network is not None if attention_pooling is None else attention_pooling
         self.fingerprint = fingerprint or self.name  # identifies architecture + weights, for feature caches
         self.precision = "auto"  # inference precision (EncoderSpec.load resolves it: fp32 or bf16)
         self.stage_names = _stage_module_names(model, library, arch)
@@ -109,8 +113,8 @@ class Encoder(nn.Module):
         return self.embed(images)
 
     def attention_maps(self, images: torch.Tensor) -> list[torch.Tensor] | None:
-        """VITO's attention-pooling weights per pooled stage, ``[B, h, w]`` each; None for other encoders."""
-        if self.network is None:
+        """VITO's attention-pooling weights per pooled stage, ``[B, h, w]`` each; None without attention pooling."""
+        if self.network is None or not self.attention_pooling:
             return None
         return list(self.network.attention_maps(images))
 
@@ -140,10 +144,13 @@ class Encoder(nn.Module):
 
     def _torchvision_extractor(self, indices: tuple[int, ...]) -> nn.Module:
         if indices not in self._extractors:
-            from torchvision.models.feature_extraction import create_feature_extractor
-
             nodes = {self.stage_names[i]: str(i) for i in indices}
-            self._extractors[indices] = create_feature_extractor(self.model, return_nodes=nodes).eval()
+            # batch norms stay leaves (any subclass, e.g. vito's CPU synchronised one, is not traced into); the
+            # extractor shares its modules with ``model``, so it takes the model's mode (``.eval()`` here would
+            # switch a fine-tuned model's batch norms to eval mode)
+            leaves = {"leaf_modules": [nn.modules.batchnorm._BatchNorm]}
+            extractor = create_feature_extractor(self.model, return_nodes=nodes, tracer_kwargs=leaves)
+            self._extractors[indices] = extractor.train(self.model.training)
         return self._extractors[indices]
 
 
@@ -336,7 +343,8 @@ def _load_vito_checkpoint(path: Path) -> Encoder:
     step = checkpoint.get("step", 0)
     fingerprint = encoder_fingerprint(path)
     label = f"vito {config.model.backbone} step {step} ({path})"
-    return Encoder(model, "timm", config.model.backbone, label, network=network.eval(), fingerprint=fingerprint)
+    return Encoder(model, "timm", config.model.backbone, label, network=network.eval(), fingerprint=fingerprint,
+                   attention_pooling=config.model.attention)
 
 
 

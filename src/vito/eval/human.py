@@ -1,4 +1,4 @@
-"""Model-vs-human: trial-by-trial agreement between a classifier and human observers (spec §1, paper §4.2, A.9).
+"""Model-vs-human: trial-by-trial agreement between a classifier and human observers (docs/metrics.md, paper §4.2, A.9).
 
 The benchmark of Geirhos et al. shows the same stimuli (edge drawings, cue-conflict images, low-pass filtered
 or noisy photos) to people and to models, in 16 coarse categories. Accuracy alone cannot tell *how* a model
@@ -13,21 +13,28 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vito.errors import DataError
+from vito.errors import DataError, VitoError
+from vito.eval.base import Coverage, Evaluation, Metric, Result, register
+from vito.eval.classifier import InferenceSettings, ImageNetClassifier, attach_head, predict_logits
+from vito.eval.encoders import Encoder
+from vito.eval.inputs import list_images
+from vito.io import atomic_write, write_json
+from vito.viz.human import plot_consistency_table
 
 log = logging.getLogger(__name__)
 
-# The 16 categories in the benchmark's (alphabetical) order and their ImageNet-1k members (spec §1.1).
+# The 16 categories in the benchmark's (alphabetical) order and their ImageNet-1k members (docs/metrics.md, model-vs-human).
 CATEGORY_INDICES: dict[str, tuple[int, ...]] = {
     "airplane": (404,),
     "bear": (294, 295, 296, 297),
@@ -50,7 +57,7 @@ CATEGORY_INDICES: dict[str, tuple[int, ...]] = {
 }
 CATEGORIES: tuple[str, ...] = tuple(CATEGORY_INDICES)
 
-# The paper's shape-biased subset (A.9) and the benchmark's excluded conditions (spec §1.3): controls that are
+# The paper's shape-biased subset (A.9) and the benchmark's excluded conditions (docs/metrics.md, model-vs-human): controls that are
 # not out-of-distribution, and conditions on which people are below 20 % correct.
 SHAPE_DATASETS = ("edge", "cue-conflict", "low-pass", "uniform-noise")
 EXCLUDED_CONDITIONS: dict[str, frozenset[str]] = {
@@ -170,12 +177,19 @@ def trial_from_row(row: Mapping[str, str]) -> Trial:
     )
 
 
-def load_human_data(raw_dir: str | Path) -> HumanData:
-    """Human sessions from one dataset folder (``raw-data/edge``) or the ``raw-data`` root (one folder each)."""
+def load_human_data(raw_dir: str | Path, datasets: Sequence[str] = ()) -> HumanData:
+    """Human sessions from one dataset folder (``raw-data/edge``) or the ``raw-data`` root (one folder each);
+    with ``datasets``, only those (a named dataset without a folder is an error)."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise DataError(f"human raw-data folder not found: {raw_dir}")
     folders = [raw_dir] if any(raw_dir.glob("*.csv")) else sorted(p for p in raw_dir.iterdir() if p.is_dir())
+    if datasets:
+        missing = [d for d in datasets if d not in {f.name for f in folders}]
+        if missing:
+            raise DataError(f"{raw_dir}: no human raw data for dataset(s) {', '.join(missing)} "
+                            f"(found: {', '.join(f.name for f in folders)})")
+        folders = [f for f in folders if f.name in datasets]
     data: HumanData = {}
     for folder in folders:
         subjects: dict[str, Session] = {}
@@ -212,7 +226,7 @@ def assign_to_datasets(rows: Iterable[Mapping[str, str]], humans: HumanData) -> 
 
 
 # --------------------------------------------------------------------------------------------------
-# Pairwise metrics (spec §1.2, §1.4)
+# Pairwise metrics (docs/metrics.md, model-vs-human)
 
 
 @dataclass(frozen=True)
@@ -312,7 +326,7 @@ def texture_category(image_id: str) -> str:
 
 
 def shape_bias(session: Session) -> dict[str, float]:
-    """Fraction of shape decisions among shape-or-texture decisions, same-class images dropped (spec)."""
+    """Fraction of shape decisions among shape-or-texture decisions, same-class images dropped (docs/metrics.md)."""
     trials = [t for t in session.values() if t.category != texture_category(t.image_id)]
     if not trials:
         return {"shape_bias": math.nan, "shape_fraction": math.nan, "texture_fraction": math.nan, "trials": 0}
@@ -335,19 +349,24 @@ def human_pairs(subjects: Mapping[str, Session], excluded: Iterable[str]) -> dic
 
 
 def score_dataset(model: Session, subjects: Mapping[str, Session], dataset: str) -> dict:
-    """Per-subject and averaged metrics of ``model`` on one dataset, plus its two ceiled forms."""
+    """Per-subject and averaged metrics of ``model`` on one dataset, plus its two ceiled forms.
+
+    The human reference (subject pairs, the noise ceiling) is computed on the trials the model was scored on,
+    so that a partial stimulus set compares model and humans on the same images.
+    """
     excluded = EXCLUDED_CONDITIONS.get(dataset, frozenset())
     per_subject = {name: compare_sessions(model, session, excluded) for name, session in sorted(subjects.items())}
     per_subject = {name: scores for name, scores in per_subject.items() if scores}
     if not per_subject:
         return {}
-    pairs = {name: scores for name, scores in human_pairs(subjects, excluded).items() if scores}
+    same_trials = {name: {i: t for i, t in session.items() if i in model} for name, session in subjects.items()}
+    pairs = {name: scores for name, scores in human_pairs(same_trials, excluded).items() if scores}
     raw_kappa = nested_mean({s: {c: v.error_consistency for c, v in sc.items()} for s, sc in per_subject.items()})
     ceiling = nested_mean({p: {c: v.error_consistency for c, v in sc.items()} for p, sc in pairs.items()})
     noise_ceiled = min(max(abs(raw_kappa) / abs(ceiling), 0.0), 1.0) if pairs and ceiling else math.nan
     result = {
         "trials_compared": sum(s.trials for s in next(iter(per_subject.values())).values()),
-        "human_trials": len(next(iter(subjects.values()))),
+        "human_trials": len(set().union(*(session.keys() for session in subjects.values()))),
         "excluded_conditions": sorted(excluded),
         "mean": mean_row(per_subject),
         "humans": humans_row(pairs),
@@ -367,7 +386,7 @@ def score_decision_maker(sessions: Mapping[str, Session], humans: HumanData, exc
     """Score one decision maker's sessions against the human data of each dataset it took part in.
 
     ``exclude_subject`` leaves that subject out of the comparison (scoring a person against the *others*).
-    Returns ``{"datasets": {...}, "overall": {...}}``; overall values are means over datasets (spec §1.3).
+    Returns ``{"datasets": {...}, "overall": {...}}``; overall values are means over datasets (docs/metrics.md, model-vs-human).
     """
     datasets = {}
     for name, session in sorted(sessions.items()):
@@ -383,14 +402,14 @@ def score_decision_maker(sessions: Mapping[str, Session], humans: HumanData, exc
 
 
 def summarise_datasets(datasets: Mapping[str, dict]) -> dict:
-    """Benchmark values: each dataset's ``mean`` (and ``humans``) row averaged over datasets (spec §1.3)."""
+    """Benchmark values: each dataset's ``mean`` (and ``humans``) row averaged over datasets (docs/metrics.md, model-vs-human)."""
     overall = {m: nested_mean({d: r["mean"][m] for d, r in datasets.items()}) for m in METRICS}
     overall["error_consistency_ceiled_noise"] = nested_mean({d: r["error_consistency_ceiled_noise"] for d, r in datasets.items()})
     humans_row = {m: nested_mean({d: r["humans"][m] for d, r in datasets.items()}) for m in METRICS}
     return {"datasets": dict(datasets), "overall": overall, "humans": humans_row, "ceiling_definitions": CEILING_NOTES}
 
 
-def score_humans_leave_one_out(raw_data: str | Path) -> dict:
+def score_humans_leave_one_out(raw_data: str | Path, datasets: Sequence[str] = ()) -> dict:
     """Every human subject in turn as the "model", scored against the *other* subjects of its dataset.
 
     This is the human-vs-human reference for a model's numbers: per dataset, each metric is averaged over
@@ -398,7 +417,7 @@ def score_humans_leave_one_out(raw_data: str | Path) -> dict:
     equal the all-pairs ``humans`` row; the noise-ceiled form differs, because the scored subject also leaves
     the ceiling.
     """
-    humans = load_human_data(raw_data)
+    humans = load_human_data(raw_data, datasets)
     datasets = {}
     for dataset, subjects in sorted(humans.items()):
         if len(subjects) < 2:
@@ -438,14 +457,14 @@ CEILING_NOTES = {
 }
 
 
-def score_responses_file(responses: str | Path, raw_data: str | Path) -> dict:
+def score_responses_file(responses: str | Path, raw_data: str | Path, datasets: Sequence[str] = ()) -> dict:
     """``vito eval model-vs-human --responses FILE``: score an existing responses CSV without a model.
 
     When the file's ``subj`` column names one of the human subjects (a human raw-data CSV), that subject is
     left out of the comparison, so a person is scored against the *other* people only.
     """
     rows = read_response_rows(responses)
-    humans = load_human_data(raw_data)
+    humans = load_human_data(raw_data, datasets)
     sessions, unmatched = assign_to_datasets(rows, humans)
     if unmatched:
         log.warning("%d of %d trials match no human stimulus and were skipped", unmatched, len(rows))
@@ -469,8 +488,6 @@ def stimulus_rows(stimuli_dir: str | Path, humans: HumanData) -> tuple[list[dict
     named after a dataset (``.../low-pass/...``), only that dataset. Category and condition come from the
     human trials, so the model is scored on exactly what people saw.
     """
-    from vito.eval.robustness import list_images
-
     stimuli_dir = Path(stimuli_dir)
     if not stimuli_dir.is_dir():
         raise DataError(f"stimulus folder not found: {stimuli_dir}")
@@ -495,31 +512,33 @@ def stimulus_rows(stimuli_dir: str | Path, humans: HumanData) -> tuple[list[dict
 
 
 def run_model_vs_human(
-    classifier: torch.nn.Module,
+    classifier: ImageNetClassifier,
     stimuli_dir: str | Path,
     raw_data: str | Path,
     name: str = "model",
+    datasets: Sequence[str] = (),
     **predict_kwargs,
 ) -> tuple[dict, list[dict[str, str]]]:
     """Classify the stimuli into the 16 categories and score the decisions; returns (results, responses)."""
-    from vito.eval.robustness import predict_logits
-
-    humans = load_human_data(raw_data)
+    humans = load_human_data(raw_data, datasets)
     rows, paths, unmatched = stimulus_rows(stimuli_dir, humans)
     if unmatched:
         log.warning("%d images under %s match no human stimulus and were skipped", unmatched, stimuli_dir)
     unique = sorted(set(paths))
-    logits = predict_logits(classifier, unique, desc="model-vs-human", **predict_kwargs)
-    decision = dict(zip(unique, sixteen_class_decisions(logits)))
+    found = predict_logits(classifier, unique, desc="model-vs-human", **predict_kwargs)
+    decision = dict(zip([unique[i] for i in found.kept], sixteen_class_decisions(found.logits)))
     responses = [{"subj": name, "trial": str(i + 1), **row, "object_response": decision[path]}
-                 for i, (row, path) in enumerate(zip(rows, paths))]
+                 for i, (row, path) in enumerate(zip(rows, paths)) if path in decision]
     sessions, _ = assign_to_datasets(responses, humans)
     result = score_decision_maker(sessions, humans)
-    result["responses"] = {"decision_maker": name, "trials": len(responses), "unmatched_images": unmatched}
+    result["responses"] = {"decision_maker": name, "trials": len(responses), "unmatched_images": unmatched,
+                           "unreadable_images": [list(item) for item in found.skipped]}
     return result, responses
 
 
 RESPONSE_COLUMNS = ("subj", "trial", "object_response", "category", "condition", "imagename", "dataset")
+DETAILS = "model_vs_human.json"  # the per-dataset, per-subject, per-condition breakdown (an artifact)
+PICTURE = "model_vs_human.png"
 
 
 def decision_maker(result: Mapping) -> str:
@@ -527,44 +546,39 @@ def decision_maker(result: Mapping) -> str:
     return result.get("responses", {}).get("decision_maker") or "responses"
 
 
-def save_results(result: dict, out_dir: str | Path, responses: list[dict[str, str]] | None = None) -> Path:
-    """``OUT/model_vs_human.json`` and (for a model run) the model's decisions ``OUT/responses.csv``."""
-    from vito.io import atomic_write, write_json
-
+def save_details(result: dict, out_dir: str | Path, responses: list[dict[str, str]] | None = None) -> dict[str, str]:
+    """``OUT/model_vs_human.json`` (every number behind the Result) and, for a model, ``OUT/responses.csv``."""
     out_dir = Path(out_dir)
-    write_json(out_dir / "model_vs_human.json", result)
+    write_json(out_dir / DETAILS, result)
+    artifacts = {"details": DETAILS}
     if responses:
         with atomic_write(out_dir / "responses.csv") as handle:
             writer = csv.DictWriter(handle, fieldnames=RESPONSE_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(responses)
-    return out_dir / "model_vs_human.json"
+        artifacts["responses"] = "responses.csv"
+    return artifacts
 
 
 def load_results(items: Iterable[str | Path]) -> dict[str, dict]:
-    """Earlier ``model_vs_human.json`` files (or the output folders holding one), by decision maker."""
-    import json
+    """Earlier ``vito eval model-vs-human`` outputs (folders or their ``model_vs_human.json``), by row label.
 
+    A row is labelled with its decision maker and the datasets it was scored on, so that rows over different
+    datasets are never mistaken for one another.
+    """
     loaded: dict[str, dict] = {}
     for item in items:
-        path = Path(item) / "model_vs_human.json" if Path(item).is_dir() else Path(item)
+        path = Path(item) / DETAILS if Path(item).is_dir() else Path(item)
         if not path.is_file():
             raise DataError(f"no model-vs-human result at {path}")
         result = json.loads(path.read_text())
-        name = decision_maker(result)
-        loaded[name if name not in loaded else f"{name} ({path.parent.name})"] = result
+        name = row_label(result)
+        loaded[name if name not in loaded else f"{name} [{path.parent.name}]"] = result
     return loaded
 
 
-def write_tables(results: Mapping[str, dict], out_dir: str | Path) -> Path:
-    """The consistency table of one or several decision makers: ``OUT/model_vs_human.md`` and ``.png``."""
-    from vito.io import atomic_write
-    from vito.viz.human import plot_consistency_table
-
-    out_dir = Path(out_dir)
-    with atomic_write(out_dir / "model_vs_human.md") as handle:
-        handle.write(markdown_table(results, include_humans=True))
-    return plot_consistency_table(results, out_dir / "model_vs_human.png")
+def row_label(result: Mapping) -> str:
+    return f"{decision_maker(result)} ({', '.join(sorted(result['datasets']))})"
 
 
 TABLE_COLUMNS = (
@@ -575,68 +589,153 @@ TABLE_COLUMNS = (
     ("error_consistency_ceiled_noise", "κ / human ceiling ↑"),
     ("accuracy", "accuracy"),
 )
+METRIC_KINDS = {
+    "accuracy": ("proportion", "accuracy (16 classes)"),
+    "human_accuracy": ("proportion", "human accuracy (same trials)"),
+    "accuracy_difference": ("proportion", "accuracy difference (squared)"),
+    "observed_consistency": ("proportion", "observed consistency"),
+    "error_consistency": ("signed", "error consistency (raw κ)"),
+    "error_consistency_ceiled_accuracy_bound": ("signed", "κ / κ_max"),
+    "error_consistency_ceiled_noise": ("proportion", "κ / human ceiling"),
+}
 
 
-def markdown_table(results: Mapping[str, dict], include_humans: bool = False) -> str:
-    """Paper Table 3 style: one row per decision maker, overall (dataset-averaged) metrics."""
-    header = "| decision maker | " + " | ".join(title for _, title in TABLE_COLUMNS) + " |"
-    lines = [header, "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
-    for name, result in results.items():
-        values = [result["overall"].get(key, math.nan) for key, _ in TABLE_COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(_cell(v) for v in values) + " |")
-    if include_humans and results:
-        humans_row = next(iter(results.values()))["humans"]
-        values = [humans_row.get(key, math.nan) for key, _ in TABLE_COLUMNS]
-        lines.append("| humans (subject pairs) | " + " | ".join(_cell(v) for v in values) + " |")
-    datasets = sorted({d for r in results.values() for d in r["datasets"]})
-    lines.append(f"\nDatasets: {', '.join(datasets)}. " + "; ".join(f"{k}: {v}" for k, v in CEILING_NOTES.items()))
-    return "\n".join(lines) + "\n"
+def table_rows(results: Mapping[str, dict]) -> list[tuple[str, dict[str, float]]]:
+    """(label, overall metrics) per decision maker, then the humans' reference row of each distinct dataset set."""
+    rows = [(name, result["overall"]) for name, result in results.items()]
+    humans_seen = {}
+    for result in results.values():
+        key = ", ".join(sorted(result["datasets"]))
+        humans_seen.setdefault(key, result["humans"])
+    rows += [(f"humans, subject pairs ({key})", values) for key, values in humans_seen.items()]
+    return rows
 
 
-def _cell(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.3f}"
+def draw_table(results: Mapping[str, dict], out: Path) -> Path:
+    rows = table_rows(results)
+    cells = [[_cell(values.get(key, math.nan)) for key, _ in TABLE_COLUMNS] for _, values in rows]
+    return plot_consistency_table([label for label, _ in rows], [title for _, title in TABLE_COLUMNS], cells, out)
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def evaluate_model_vs_human(
     out: str | Path,
     raw_data: str | Path | None = None,
     responses: str | Path | None = None,
-    encoder: str | None = None,
-    weights: str | Path | None = None,
-    classifier: str | None = None,
+    classifier: ImageNetClassifier | None = None,
     stimuli: str | Path | None = None,
     humans: bool = False,
     compare: Iterable[str | Path] = (),
+    datasets: Sequence[str] = (),
     **predict_kwargs,
-) -> dict | None:
-    """``vito eval model-vs-human``: score a responses file, every human against the others (``humans``), or
-    ENC + HEAD on the stimuli; the table also shows the earlier results in ``compare``.
+) -> tuple[dict | None, dict[str, dict]]:
+    """Score a responses file, every human against the others (``humans``), or a classifier on the stimuli;
+    writes the details and the table picture (with the earlier results in ``compare``) into ``out``.
 
-    With only ``compare``, just the table of those results is drawn (and None returned).
+    Returns (this run's scores, or None with only ``compare``; every row of the table by label).
     """
     earlier = load_results(compare)
     result, rows = None, None
-    if responses is not None or humans or encoder is not None:
+    if responses is not None or humans or classifier is not None:
         if raw_data is None:
             raise DataError("model-vs-human needs --raw-data DIR (the human raw-data CSVs)")
         if humans:
-            result = score_humans_leave_one_out(raw_data)
+            result = score_humans_leave_one_out(raw_data, datasets)
         elif responses is not None:
-            result = score_responses_file(responses, raw_data)
+            result = score_responses_file(responses, raw_data, datasets)
         else:
             if stimuli is None:
                 raise DataError("scoring a model needs --stimuli DIR (the stimulus images)")
-            from vito.eval.encoders import pick_device
-            from vito.eval.robustness import load_classifier
-
-            predict_kwargs["device"] = pick_device(str(predict_kwargs.get("device", "auto")))
-            model = load_classifier(encoder, weights, classifier)
-            result, rows = run_model_vs_human(model, stimuli, raw_data, name=model.encoder.name, **predict_kwargs)
-        save_results(result, out, rows)
+            result, rows = run_model_vs_human(classifier, stimuli, raw_data, name=classifier.encoder.name,
+                                              datasets=datasets, **predict_kwargs)
+        result["artifacts"] = save_details(result, out, rows)
     elif not earlier:
         raise DataError("model-vs-human needs --responses FILE, --humans, --encoder ENC, or --compare RESULTS")
     if result is not None:
-        name = decision_maker(result)
-        earlier = {name if name not in earlier else f"{name} (this run)": result, **earlier}
-    write_tables(earlier, out)
-    return result
+        name = row_label(result)
+        earlier = {name if name not in earlier else f"{name} [this run]": result, **earlier}
+    draw_table(earlier, Path(out) / PICTURE)
+    return result, earlier
+
+
+def coverage_of(result: dict, datasets: Sequence[str]) -> Coverage:
+    """Trials scored out of the human trials of the datasets asked for (or those the decision maker took part in)."""
+    scored = result["datasets"]
+    used = sum(d.get("trials_compared", 0) for d in scored.values())
+    expected = sum(d.get("human_trials", 0) for d in scored.values())
+    missing = [d for d in datasets if d not in scored]
+    note = f"trials of {', '.join(sorted(scored))}" + (f"; no trials for {', '.join(missing)}" if missing else "")
+    if missing:
+        expected += 1  # a requested dataset with nothing scored: partial whatever its size
+    return Coverage(used, max(expected, used), note)
+
+
+@dataclass
+class ModelVsHumanSettings(InferenceSettings):
+    raw_data: Path | None = field(default=None, metadata={"help": "human raw-data root or one dataset's folder"})
+    stimuli: Path | None = field(default=None, metadata={"help": "stimulus images (searched recursively)"})
+    responses: Path | None = field(default=None, metadata={
+        "help": "score this responses CSV instead of a model (a human subject's own CSV is scored against the "
+        "other subjects only)"})
+    humans: bool = field(default=False, metadata={
+        "help": "score every human subject against the others (leave one out) instead of a model"})
+    datasets: list[str] = field(default_factory=list, metadata={
+        "help": "comma-separated datasets (the paper's: edge,cue-conflict,low-pass,uniform-noise; default: all "
+        "found under --raw-data)", "cli": {"sep": ","}})
+    compare: list[Path] = field(default_factory=list, metadata={
+        "help": "earlier model-vs-human output folders to put in the same table", "cli": {"nargs": "*"}})
+
+
+@register
+class ModelVsHuman(Evaluation):
+    name = "model-vs-human"
+    Settings = ModelVsHumanSettings
+    needs_encoder = "optional"  # --responses, --humans and --compare score without a model
+    uses_classifier = True
+    group = "human"
+    help = "accuracy difference, observed and error consistency with human observers"
+    description = ("Classify model-vs-human stimuli into 16 categories and compare trial by trial with every human "
+                   "subject; or score an existing responses CSV (--responses) or the humans themselves (--humans) "
+                   "without a model.")
+
+    def check(self, settings: ModelVsHumanSettings, has_encoder: bool) -> None:
+        modes = [has_encoder, settings.responses is not None, settings.humans]
+        if sum(modes) > 1:
+            raise VitoError("model-vs-human scores one of --encoder, --responses or --humans at a time")
+        if not any(modes) and not settings.compare:
+            raise DataError("model-vs-human needs --responses FILE, --humans, --encoder ENC, or --compare RESULTS")
+        if any(modes) and settings.raw_data is None:
+            raise DataError("model-vs-human needs --raw-data DIR (the human raw-data CSVs)")
+        if has_encoder and settings.stimuli is None:
+            raise DataError("scoring a model needs --stimuli DIR (the stimulus images)")
+        load_results(settings.compare)  # before the evaluation, not after it
+
+    def run(self, encoder: Encoder | None, settings: ModelVsHumanSettings, out_dir: Path) -> Result:
+        classifier = attach_head(encoder, settings.classifier) if encoder is not None else None
+        scored, table = evaluate_model_vs_human(out_dir, settings.raw_data, settings.responses, classifier,
+                                                settings.stimuli, settings.humans, settings.compare, settings.datasets,
+                                                **settings.predict_kwargs())
+        tables = {"decision makers": [{"decision maker": label, **{key: values.get(key) for key, _ in TABLE_COLUMNS}}
+                                      for label, values in table_rows(table)]}
+        if scored is None:
+            count = len(settings.compare)
+            return Result(self.name, {}, {"mode": "compare"}, Coverage(count, count, "earlier results in the table"),
+                          tables=tables, pictures=[PICTURE])
+        metrics = {key: Metric(scored["overall"].get(key), *METRIC_KINDS[key]) for key in METRIC_KINDS}
+        if "cue-conflict" in scored["datasets"] and "shape_bias" in scored["datasets"]["cue-conflict"]:
+            bias = scored["datasets"]["cue-conflict"]["shape_bias"]
+            metrics["shape_bias"] = Metric(bias["shape_bias"] if isinstance(bias, dict) else bias, "proportion",
+                                           "shape bias (cue-conflict)")
+        tables["per dataset"] = [{"dataset": name, **{key: d["mean"].get(key) for key in METRIC_KINDS if key in d["mean"]},
+                                  "error_consistency_ceiled_noise": d.get("error_consistency_ceiled_noise"),
+                                  "humans_error_consistency": d["humans"]["error_consistency"]}
+                                 for name, d in scored["datasets"].items()]
+        skipped = [tuple(item) for item in scored.get("responses", {}).get("unreadable_images", [])]
+        mode = "model" if encoder is not None else "humans" if settings.humans else "responses"
+        return Result(self.name, metrics, {"mode": mode, "decision_maker": decision_maker(scored),
+                                           "datasets_scored": sorted(scored["datasets"])},
+                      coverage_of(scored, settings.datasets), tables=tables, pictures=[PICTURE], skipped=skipped,
+                      artifacts=scored.get("artifacts", {}))

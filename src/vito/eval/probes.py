@@ -25,7 +25,7 @@ LINEAR_LRS = (0.4, 0.3, 0.2, 0.1, 0.05)  # VITO's sweep (paper appendix), base l
 
 
 # --------------------------------------------------------------------------------------------------
-# Weighted kNN (spec §9.2)
+# Weighted kNN (docs/metrics.md, kNN)
 
 
 @torch.no_grad()
@@ -65,7 +65,7 @@ def knn_classify(
     k: int = 20,
     temperature: float = 0.07,
 ) -> torch.Tensor:
-    """Predicted class per test point (spec §9.2, test vector 9a)."""
+    """Predicted class per test point (docs/metrics.md, kNN)."""
     return knn_scores(train_features, train_labels, test_features, num_classes, k, temperature).argmax(dim=1)
 
 
@@ -80,7 +80,7 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] 
 
 
 # --------------------------------------------------------------------------------------------------
-# Linear probe (spec §9.1, §10 evaluation facts)
+# Linear probe (docs/metrics.md, linear probe)
 
 
 @dataclass
@@ -103,6 +103,23 @@ class LinearProbeResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+def new_head(dim: int, num_classes: int, generator: torch.Generator) -> nn.Linear:
+    """A linear head initialised N(0, 0.01) with zero bias, drawn from ``generator`` (the same head every run)."""
+    head = nn.Linear(dim, num_classes)
+    with torch.no_grad():
+        head.weight.normal_(0, 0.01, generator=generator)
+        head.bias.zero_()
+    return head
+
+
+def head_optimizer(head: nn.Linear, base_lr: float, batch_size: int, momentum: float,
+                   total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD with Nesterov momentum, no weight decay, ``lr = base_lr · batch / 256``, cosine decay to 0."""
+    optimizer = torch.optim.SGD(head.parameters(), lr=base_lr * batch_size / 256, momentum=momentum, nesterov=True,
+                                weight_decay=0.0)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+
+
 def fit_linear_head(
     features: torch.Tensor,
     labels: torch.Tensor,
@@ -113,17 +130,12 @@ def fit_linear_head(
     momentum: float = 0.9,
     seed: int = 0,
 ) -> nn.Linear:
-    """SGD with Nesterov momentum, no weight decay, cosine decay to 0, ``lr = base_lr · batch / 256``."""
+    """Train a head on fixed features (the fast path): SGD as ``head_optimizer``, reshuffled every epoch."""
     generator = torch.Generator().manual_seed(seed)
-    head = nn.Linear(features.shape[1], num_classes)
-    with torch.no_grad():
-        head.weight.normal_(0, 0.01, generator=generator)
-        head.bias.zero_()
+    head = new_head(features.shape[1], num_classes, generator)
     batch_size = min(batch_size, features.shape[0])
     steps_per_epoch = math.ceil(features.shape[0] / batch_size)
-    lr = base_lr * batch_size / 256
-    optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=momentum, nesterov=True, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+    optimizer, schedule = head_optimizer(head, base_lr, batch_size, momentum, epochs * steps_per_epoch)
     for _ in range(epochs):
         order = torch.randperm(features.shape[0], generator=generator)
         for start in range(0, features.shape[0], batch_size):
@@ -215,65 +227,3 @@ def load_linear_head(path: str | Path) -> nn.Linear:
         head.bias.copy_(bias)
     head.meta = state.get("meta", {})
     return head.eval().requires_grad_(False)
-
-
-# --------------------------------------------------------------------------------------------------
-# `vito eval knn|linear`: features of two ImageFolders, one classifier, a JSON and a summary
-
-
-def _feature_sets(encoder, train_dir, val_dir, out_dir, cache_dir, image_size, batch_size, num_workers):
-    from vito.eval.features import cached_features
-
-    cache = Path(cache_dir) if cache_dir is not None else Path(out_dir) / "features"
-    train = cached_features(encoder, train_dir, cache, image_size, batch_size, num_workers)
-    val = cached_features(encoder, val_dir, cache, image_size, batch_size, num_workers)
-    if train.classes != val.classes:
-        raise VitoError(f"{train_dir} and {val_dir} have different class folders")
-    return train, val
-
-
-def _data_counts(train, val) -> dict[str, Any]:
-    """Image and class counts, and the unreadable files that were skipped (listed, so they can be fixed)."""
-    return {"num_train": len(train.labels), "num_val": len(val.labels), "num_classes": len(train.classes),
-            "skipped_images": {"train": train.skipped, "val": val.skipped}}
-
-
-def _write_report(out_dir: str | Path, name: str, report: dict[str, Any], summary: str) -> None:
-    from vito.io import write_json
-
-    skipped = sum(len(paths) for paths in report["skipped_images"].values())
-    if skipped:
-        summary += f" ({skipped} unreadable images skipped, listed in {name}.json)"
-    write_json(Path(out_dir) / f"{name}.json", report)
-    with atomic_write(Path(out_dir) / f"{name}.md") as handle:
-        handle.write(summary + "\n")
-
-
-def run_knn(encoder, train_dir, val_dir, out_dir, k: int = 20, temperature: float = 0.07, image_size: int = 224,
-            batch_size: int = 64, num_workers: int = 0, cache_dir=None) -> dict[str, Any]:
-    """Weighted kNN accuracy of ``val_dir`` against ``train_dir``; writes ``OUT/knn.json`` and ``OUT/knn.md``."""
-    train, val = _feature_sets(encoder, train_dir, val_dir, out_dir, cache_dir, image_size, batch_size, num_workers)
-    scores = knn_scores(train.features, train.labels, val.features, len(train.classes), k, temperature)
-    metrics = topk_accuracy(scores, val.labels)
-    report = {"encoder": encoder.name, "train": str(train_dir), "val": str(val_dir), **metrics,
-              "settings": {"k": k, "temperature": temperature, "image_size": image_size}, **_data_counts(train, val)}
-    _write_report(out_dir, "knn", report, f"kNN (k={k}, T={temperature}) — {encoder.name}: "
-                  f"top-1 {100 * metrics['top1']:.2f} % on {len(val.labels)} images, {len(train.classes)} classes")
-    return report
-
-
-def run_linear(encoder, train_dir, val_dir, out_dir, settings: LinearProbeSettings | None = None,
-               image_size: int = 224, batch_size: int = 64, num_workers: int = 0, cache_dir=None) -> dict[str, Any]:
-    """Linear probe with the lr sweep; writes ``OUT/linear.json``, ``OUT/linear.md`` and ``OUT/linear_head.pt``."""
-    train, val = _feature_sets(encoder, train_dir, val_dir, out_dir, cache_dir, image_size, batch_size, num_workers)
-    result = train_linear_probe(train.features, train.labels, val.features, val.labels, len(train.classes), settings)
-    head_path = Path(out_dir) / "linear_head.pt"
-    save_linear_head(head_path, result.head, {"classes": train.classes, "encoder": encoder.name,
-                                              "base_lr": result.best_lr, "image_size": image_size})
-    report = {"encoder": encoder.name, "train": str(train_dir), "val": str(val_dir), **result.val_metrics,
-              "best_lr": result.best_lr, "sweep": {str(lr): acc for lr, acc in result.sweep.items()},
-              "lr_selected_on": result.selection, "settings": result.settings, "head": str(head_path),
-              **_data_counts(train, val)}
-    _write_report(out_dir, "linear", report, f"Linear probe — {encoder.name}: top-1 {100 * report['top1']:.2f} % "
-                  f"(base lr {result.best_lr}, chosen on {result.selection}); head saved to {head_path}")
-    return report

@@ -9,21 +9,29 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from importlib import resources
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from torch import nn
-from tqdm import tqdm
 
 from vito.errors import DataError, VitoError
+from vito.eval.base import Coverage, Evaluation, Metric, Result, read_result, register
+from vito.eval.classifier import (
+    ImageNetClassifier,
+    InferenceSettings,
+    Logits,
+    attach_head,
+    imagenet_synsets,
+    predict_logits,
+    timm_info,
+)
+from vito.eval.encoders import Encoder
+from vito.eval.inputs import list_images
+from vito.viz.robustness import plot_delta_accuracy
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 # ImageNet-3DCC corruptions the paper uses (A.7). "view_jitter" is not an ImageNet-3DCC name in any release we
 # know of; it is evaluated when a folder of that name exists and reported as missing otherwise.
@@ -32,118 +40,12 @@ SEVERITIES = (1, 2, 3, 4, 5)
 
 
 # --------------------------------------------------------------------------------------------------
-# One classifier for every evaluation
-
-
-class ImageNetClassifier(nn.Module):
-    """Frozen encoder → 1000 ImageNet logits, through a linear head on its embedding (a probe from
-    ``vito eval linear``) or, without one, through the encoder's own architecture end to end.
-
-    Every robustness and alignment evaluation reads its logits from this one module, so VITO and the
-    baselines are scored through the same path. The own-head path runs the whole model rather than its
-    last layer on ``embed``: many architectures (ConvNeXt, EfficientNet) normalise or project the pooled
-    features before their classifier.
-    """
-
-    def __init__(self, encoder: nn.Module, head: nn.Module | None = None) -> None:
-        super().__init__()
-        if head is None and getattr(encoder, "classifier", None) is None:
-            raise VitoError("this encoder has no ImageNet head of its own: pass a linear head from `vito eval linear`")
-        self.encoder = encoder
-        self.head = head
-        self.eval()
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.head is None:
-            return self.encoder.model(images)
-        return self.head(self.encoder.embed(images))
-
-
-def load_classifier(encoder: str, weights: str | Path | None, head: str | Path | None) -> ImageNetClassifier:
-    """``--encoder ENC [--weights W] --classifier HEAD``; HEAD is a linear-head file or ``own``."""
-    from vito.eval.encoders import load_encoder
-
-    return attach_head(load_encoder(encoder, weights=weights), head)
-
-
-def attach_head(encoder: nn.Module, head: str | Path | None) -> ImageNetClassifier:
-    """The encoder with its own head (``None`` or ``own``) or a saved linear head that fits its features."""
-    if head is None or str(head) == "own":
-        return ImageNetClassifier(encoder)  # e.g. a supervised torchvision:resnet50 with its weights file
-    from vito.eval.probes import load_linear_head
-
-    linear = load_linear_head(head)
-    if linear.out_features != 1000 or linear.in_features != encoder.feature_dim:
-        raise VitoError(f"{head}: a {linear.in_features}→{linear.out_features} head does not map this encoder's "
-                        f"{encoder.feature_dim}-d features to the 1000 ImageNet classes")
-    classes = list(getattr(linear, "meta", {}).get("classes", []))
-    if classes and classes != imagenet_synsets():
-        log.warning("%s was trained on class folders that are not the ImageNet-1k wnids (%s, ...); its outputs "
-                    "are read in ImageNet index order", head, ", ".join(classes[:3]))
-    return ImageNetClassifier(encoder, linear)
-
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
-class ImagePaths(torch.utils.data.Dataset):
-    """Images from a list of files, RGB-converted and transformed; unreadable files raise ``DataError``."""
-
-    def __init__(self, paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor]) -> None:
-        self.paths = list(paths)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        try:
-            with Image.open(self.paths[index]) as image:
-                return self.transform(image.convert("RGB"))
-        except OSError as error:
-            raise DataError(f"cannot read image {self.paths[index]}: {error}") from error
-
-
-def predict_logits(
-    classifier: nn.Module,
-    paths: Sequence[Path],
-    image_size: int = 224,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    desc: str = "classifying",
-) -> torch.Tensor:
-    """``[N, C]`` logits of ``classifier`` on the image files, in order (CPU float tensor)."""
-    from vito.eval.encoders import inference_mode
-    from vito.eval.features import EvalTransform
-
-    loader = torch.utils.data.DataLoader(
-        ImagePaths(paths, EvalTransform(image_size)), batch_size=batch_size, num_workers=num_workers
-    )
-    classifier = classifier.to(device).eval()
-    with inference_mode(device):
-        outputs = [classifier(batch.to(device)).float().cpu() for batch in tqdm(loader, desc=desc, leave=False)]
-    return torch.cat(outputs) if outputs else torch.empty(0, 0)
-
-
-# --------------------------------------------------------------------------------------------------
-# ImageNet-A: 200 of the 1000 classes (spec §5)
-
-
-def _timm_info(name: str) -> list[str]:
-    text = resources.files("timm.data._info").joinpath(name).read_text()
-    return [line.strip() for line in text.splitlines() if line.strip()]
+# ImageNet-A: 200 of the 1000 classes (docs/metrics.md, ImageNet-A)
 
 
 def imagenet_a_classes() -> tuple[list[int], list[str]]:
     """ImageNet-1k indices and wnids of the 200 ImageNet-A classes, from timm's package data."""
-    return [int(i) for i in _timm_info("imagenet_a_indices.txt")], _timm_info("imagenet_a_synsets.txt")
-
-
-def imagenet_synsets() -> list[str]:
-    """The 1000 ImageNet-1k wnids in class-index order."""
-    return _timm_info("imagenet_synsets.txt")
+    return [int(i) for i in timm_info("imagenet_a_indices.txt")], timm_info("imagenet_a_synsets.txt")
 
 
 def imagenet_a_predictions(logits: torch.Tensor) -> torch.Tensor:
@@ -173,17 +75,29 @@ def labelled_folder(root: Path, wnids: Sequence[str]) -> tuple[list[Path], list[
     return paths, targets
 
 
-def evaluate_imagenet_a(classifier: nn.Module, root: str | Path, **predict_kwargs) -> dict:
-    """Top-1 (%) on the official ImageNet-A release (``imagenet-a/<wnid>/*.jpg``)."""
+@dataclass
+class Scored:
+    """Metrics (fractions) of one robustness benchmark, with what was used, what was expected and what skipped."""
+
+    metrics: dict[str, float]
+    used: int
+    expected: int
+    note: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
+def evaluate_imagenet_a(classifier: ImageNetClassifier, root: str | Path, **predict_kwargs) -> Scored:
+    """Top-1 (a fraction) on the official ImageNet-A release (``imagenet-a/<wnid>/*.jpg``)."""
     _, wnids = imagenet_a_classes()
     paths, targets = labelled_folder(Path(root), wnids)
-    logits = predict_logits(classifier, paths, desc="imagenet-a", **predict_kwargs)
-    correct = imagenet_a_predictions(logits) == torch.tensor(targets)
-    return {"benchmark": "imagenet-a", "top1": 100.0 * correct.float().mean().item(), "images": len(paths)}
+    found = predict_logits(classifier, paths, desc="imagenet-a", **predict_kwargs)
+    correct = imagenet_a_predictions(found.logits) == torch.tensor(targets)[found.kept]
+    return Scored({"top1": correct.float().mean().item()}, len(found.kept), len(paths), "images", found.skipped)
 
 
 # --------------------------------------------------------------------------------------------------
-# ImageNet-Vid-Robust: pm-k over neighbouring frames (spec §4)
+# ImageNet-Vid-Robust: pm-k over neighbouring frames (docs/metrics.md, ImageNet-Vid-Robust)
 
 
 class VidRobustMetadata:
@@ -224,26 +138,32 @@ def pm_k_accuracy(
     return {"pm0": float(np.mean(pm0)), "pm10": float(np.mean(pmk)), "anchors": len(anchors)}
 
 
-def evaluate_vid_robust(classifier: nn.Module, root: str | Path, **predict_kwargs) -> dict:
-    """pm0 and pm10 top-1 (%) on the release layout (``metadata/*.json`` + frames named as in the JSON keys)."""
+def evaluate_vid_robust(classifier: ImageNetClassifier, root: str | Path, **predict_kwargs) -> Scored:
+    """pm0 and pm10 (fractions) on the release layout (``metadata/*.json`` + frames named as in the JSON keys).
+
+    Anchors whose frames are not all on disk (or not all readable) are left out and the coverage says so.
+    """
     meta = VidRobustMetadata(root)
     complete = {a: n for a, n in meta.pmsets.items() if all((meta.image_root / f).is_file() for f in [a, *n])}
-    skipped = len(meta.pmsets) - len(complete)
-    if skipped:
-        log.warning("ImageNet-Vid-Robust: %d of %d anchors skipped (frames missing under %s)",
-                    skipped, len(meta.pmsets), meta.image_root)
     if not complete:
         raise DataError(f"{meta.image_root}: no anchor has all of its frames on disk")
     frames = sorted({f for a, n in complete.items() for f in [a, *n]})
-    logits = predict_logits(classifier, [meta.image_root / f for f in frames], desc="vid-robust", **predict_kwargs)
-    predicted = dict(zip(frames, superclass_predictions(logits, meta.members).tolist()))
-    scores = pm_k_accuracy(predicted, meta.labels, complete)
-    return {"benchmark": "imagenet-vid-robust", "pm0": 100 * scores["pm0"], "pm10": 100 * scores["pm10"],
-            "anchors": scores["anchors"], "anchors_skipped": skipped, "frames": len(frames)}
+    found = predict_logits(classifier, [meta.image_root / f for f in frames], desc="vid-robust", **predict_kwargs)
+    predicted = dict(zip([frames[i] for i in found.kept], superclass_predictions(found.logits, meta.members).tolist()))
+    readable = {a: n for a, n in complete.items() if all(f in predicted for f in [a, *n])}
+    if not readable:
+        raise DataError(f"{meta.image_root}: no anchor has all of its frames readable")
+    scores = pm_k_accuracy(predicted, meta.labels, readable)
+    missing = len(meta.pmsets) - len(readable)
+    if missing:
+        log.warning("ImageNet-Vid-Robust: %d of %d anchors left out (frames missing or unreadable under %s)",
+                    missing, len(meta.pmsets), meta.image_root)
+    return Scored({"pm0": scores["pm0"], "pm10": scores["pm10"]}, len(readable), len(meta.pmsets),
+                  f"anchors with all their frames ({len(frames)} frames)", found.skipped)
 
 
 # --------------------------------------------------------------------------------------------------
-# ImageNet-3DCC: accuracy drop per corruption and severity (spec §6)
+# ImageNet-3DCC: accuracy drop per corruption and severity (docs/metrics.md, ImageNet-3DCC)
 
 
 def delta_accuracy(clean: float, accuracy: Mapping[str, Mapping[int, float]]) -> dict:
@@ -258,27 +178,30 @@ def delta_accuracy(clean: float, accuracy: Mapping[str, Mapping[int, float]]) ->
     return {"per_corruption": per_corruption, "per_severity": per_severity, "mean": overall}
 
 
-def folder_accuracy(classifier: nn.Module, folder: Path, desc: str, **predict_kwargs) -> float:
-    """Top-1 (fraction) on an ImageNet-style ``<wnid>/<image>`` folder."""
+def folder_accuracy(classifier: ImageNetClassifier, folder: Path, desc: str, **predict_kwargs) -> tuple[float, Logits, int]:
+    """Top-1 (fraction) on an ImageNet-style ``<wnid>/<image>`` folder, the logits, and the listed image count."""
     paths, targets = labelled_folder(folder, imagenet_synsets())
-    logits = predict_logits(classifier, paths, desc=desc, **predict_kwargs)
-    return (logits.argmax(dim=-1) == torch.tensor(targets)).float().mean().item()
+    found = predict_logits(classifier, paths, desc=desc, **predict_kwargs)
+    accuracy = (found.logits.argmax(dim=-1) == torch.tensor(targets)[found.kept]).float().mean().item()
+    return accuracy, found, len(paths)
 
 
 def evaluate_3dcc(
-    classifier: nn.Module,
+    classifier: ImageNetClassifier,
     root: str | Path,
     clean: str | Path | float,
     corruptions: Sequence[str] = PAPER_3DCC_CORRUPTIONS,
     **predict_kwargs,
-) -> dict:
+) -> Scored:
     """Accuracy per corruption and severity on ``root/<corruption>/<severity>/<wnid>/<image>`` and the
     Δ-accuracy against ``clean`` (an ImageNet-val folder, or its accuracy as a fraction)."""
     root = Path(root)
+    skipped, used, expected = [], 0, 0
     if isinstance(clean, (int, float)):
         clean_accuracy = float(clean)
     else:
-        clean_accuracy = folder_accuracy(classifier, Path(clean), "clean", **predict_kwargs)
+        clean_accuracy, found, listed = folder_accuracy(classifier, Path(clean), "clean", **predict_kwargs)
+        skipped, used, expected = found.skipped, len(found.kept), listed
     present = [c for c in corruptions if (root / c).is_dir()]
     missing = [c for c in corruptions if c not in present]
     if missing:
@@ -290,93 +213,168 @@ def evaluate_3dcc(
         levels = sorted(int(p.name) for p in (root / corruption).iterdir() if p.is_dir() and p.name.isdigit())
         if not levels:
             log.warning("ImageNet-3DCC: %s has no severity folders (1..5); left out", root / corruption)
+            missing.append(corruption)
             continue
-        accuracy[corruption] = {
-            s: folder_accuracy(classifier, root / corruption / str(s), f"{corruption}/{s}", **predict_kwargs)
-            for s in levels
-        }
+        accuracy[corruption] = {}
+        for severity in levels:
+            value, found, listed = folder_accuracy(classifier, root / corruption / str(severity),
+                                                   f"{corruption}/{severity}", **predict_kwargs)
+            accuracy[corruption][severity] = value
+            skipped, used, expected = skipped + found.skipped, used + len(found.kept), expected + listed
     if not accuracy:
         raise DataError(f"{root}: no corruption has severity folders named 1..5")
-    return {"benchmark": "imagenet-3dcc", "clean_accuracy": clean_accuracy, "accuracy": accuracy,
-            "delta_accuracy": delta_accuracy(clean_accuracy, accuracy), "missing_corruptions": missing}
+    delta = delta_accuracy(clean_accuracy, accuracy)
+    metrics = {"clean_top1": clean_accuracy, "delta_accuracy": delta["mean"],
+               **{f"delta_severity_{s}": v for s, v in delta["per_severity"].items()}}
+    note = (f"corruptions evaluated ({used} of {expected} images readable)"
+            + (f"; missing: {', '.join(missing)}" if missing else ""))
+    return Scored(metrics, len(accuracy), len(corruptions), note, skipped,
+                  {"accuracy": accuracy, "delta": delta, "missing_corruptions": missing})
 
 
 # --------------------------------------------------------------------------------------------------
-# Command-line entry points
+# The registered evaluations
 
 
-BENCHMARKS = ("imagenet-a", "imagenet-vid-robust", "imagenet-3dcc")
+def scored_result(name: str, scored: Scored, kinds: Mapping[str, str], labels: Mapping[str, str]) -> Result:
+    metrics = {key: Metric(value, kinds.get(key, "proportion"), labels.get(key, key))
+               for key, value in scored.metrics.items()}
+    return Result(name, metrics, {}, Coverage(scored.used, scored.expected, scored.note), skipped=scored.skipped)
 
 
-def run_robustness(
-    benchmark: str,
-    out: str | Path,
-    root: str | Path,
-    encoder: str,
-    weights: str | Path | None = None,
-    classifier: str | None = None,
-    clean: str | Path | float | None = None,
-    compare: Sequence[str | Path] = (),
-    **predict_kwargs,
-) -> dict:
-    """``vito eval imagenet-a|imagenet-vid-robust|imagenet-3dcc``: evaluate, write ``OUT/<benchmark>.json`` and
-    a one-line ``OUT/<benchmark>.md`` (and for 3DCC the Δ-accuracy plot with the earlier results in ``compare``)."""
-    from vito.eval.encoders import pick_device
-    from vito.io import atomic_write, write_json
-
-    missing = [str(item) for item in compare if not result_path(item).is_file()]
-    if missing:  # before the evaluation, not after hours of it
-        raise DataError(f"no ImageNet-3DCC result to compare with at {', '.join(missing)}")
-    predict_kwargs["device"] = pick_device(str(predict_kwargs.get("device", "auto")))
-    model = load_classifier(encoder, weights, classifier)
-    if benchmark == "imagenet-a":
-        result = evaluate_imagenet_a(model, root, **predict_kwargs)
-    elif benchmark == "imagenet-vid-robust":
-        result = evaluate_vid_robust(model, root, **predict_kwargs)
-    elif benchmark == "imagenet-3dcc":
-        if clean is None:
-            raise DataError("imagenet-3dcc needs --clean DIR (ImageNet val) or --clean-accuracy X")
-        result = evaluate_3dcc(model, root, clean, **predict_kwargs)
-    else:
-        raise VitoError(f"unknown benchmark {benchmark!r} (choose from {', '.join(BENCHMARKS)})")
-    result["encoder"] = model.encoder.name
-    out = Path(out)
-    write_json(out / f"{benchmark.replace('-', '_')}.json", result)
-    with atomic_write(out / f"{benchmark.replace('-', '_')}.md") as handle:
-        handle.write(summary(result) + "\n")
-    if benchmark == "imagenet-3dcc":
-        plot_3dcc([out / "imagenet_3dcc.json", *compare], out / "imagenet_3dcc_delta.png")
-    return result
+def require_root(evaluation: Evaluation, settings: InferenceSettings, has_encoder: bool) -> None:
+    Evaluation.check(evaluation, settings, has_encoder)
+    if getattr(settings, "root", None) is None:
+        raise VitoError(f"vito eval {evaluation.name} needs --root DIR")
 
 
-def summary(result: Mapping) -> str:
-    """One line for the terminal and ``OUT/<benchmark>.md``."""
-    name, benchmark = result.get("encoder", "model"), result["benchmark"]
-    if benchmark == "imagenet-a":
-        return f"ImageNet-A — {name}: top-1 {result['top1']:.2f} % on {result['images']} images"
-    if benchmark == "imagenet-vid-robust":
-        return (f"ImageNet-Vid-Robust — {name}: pm0 {result['pm0']:.2f} %, pm10 {result['pm10']:.2f} % on "
-                f"{result['anchors']} anchors ({result['anchors_skipped']} skipped: frames missing)")
-    delta = result["delta_accuracy"]
-    per_severity = ", ".join(f"{100 * v:.2f}" for _, v in sorted(delta["per_severity"].items(), key=lambda kv: int(kv[0])))
-    return (f"ImageNet-3DCC — {name}: clean top-1 {100 * result['clean_accuracy']:.2f} %, Δ-accuracy (points) "
-            f"{100 * delta['mean']:.2f} over {len(delta['per_corruption'])} corruptions; per severity {per_severity}")
+@dataclass
+class ImageNetASettings(InferenceSettings):
+    root: Path = field(default=None, metadata={"help": "ImageNet-A release folder (imagenet-a/<wnid>/*.jpg)",
+                                               "cli": {"required": True}})
+
+
+@register
+class ImageNetA(Evaluation):
+    name = "imagenet-a"
+    Settings = ImageNetASettings
+    uses_classifier = True
+    group = "ood"
+    help = "top-1 on ImageNet-A (natural adversarial images, 200 classes)"
+
+    def check(self, settings: ImageNetASettings, has_encoder: bool) -> None:
+        require_root(self, settings, has_encoder)
+
+    def run(self, encoder: Encoder, settings: ImageNetASettings, out_dir: Path) -> Result:
+        model = attach_head(encoder, settings.classifier)
+        scored = evaluate_imagenet_a(model, settings.root, **settings.predict_kwargs())
+        return scored_result(self.name, scored, {}, {"top1": "top-1"})
+
+
+@dataclass
+class VidRobustSettings(InferenceSettings):
+    root: Path = field(default=None, metadata={
+        "help": "ImageNet-Vid-Robust folder (metadata/*.json and the frames named in it)", "cli": {"required": True}})
+
+
+@register
+class ImageNetVidRobust(Evaluation):
+    name = "imagenet-vid-robust"
+    Settings = VidRobustSettings
+    uses_classifier = True
+    group = "ood"
+    help = "pm-0 and pm-10 accuracy on ImageNet-Vid-Robust (30 superclasses, neighbouring video frames)"
+
+    def check(self, settings: VidRobustSettings, has_encoder: bool) -> None:
+        require_root(self, settings, has_encoder)
+
+    def run(self, encoder: Encoder, settings: VidRobustSettings, out_dir: Path) -> Result:
+        model = attach_head(encoder, settings.classifier)
+        scored = evaluate_vid_robust(model, settings.root, **settings.predict_kwargs())
+        return scored_result(self.name, scored, {}, {"pm0": "pm-0 top-1", "pm10": "pm-10 top-1"})
 
 
 def result_path(item: str | Path) -> Path:
-    """An ``imagenet_3dcc.json`` named directly or through the output folder that holds it."""
-    return Path(item) / "imagenet_3dcc.json" if Path(item).is_dir() else Path(item)
+    """A 3DCC output folder's ``result.json`` named directly or through the folder that holds it."""
+    return Path(item) if Path(item).is_file() else Path(item) / "result.json"
 
 
-def plot_3dcc(result_files: Sequence[str | Path], out: str | Path) -> Path:
-    """Fig. 2 from several ``imagenet_3dcc.json`` files (or run folders holding one), one line per model."""
-    from vito.viz.robustness import plot_delta_accuracy
+def per_severity_of(item: str | Path) -> tuple[str, dict[str, float]]:
+    """(label, Δ-accuracy per severity) of an earlier ``vito eval imagenet-3dcc`` output."""
+    path = result_path(item)
+    if not path.is_file():
+        raise DataError(f"no ImageNet-3DCC result at {path}")
+    result = read_result(path.parent)
+    if result.evaluation != "imagenet-3dcc":
+        raise DataError(f"{path} is a {result.evaluation} result, not imagenet-3dcc")
+    severities = {key.rsplit("_", 1)[1]: m.value for key, m in result.metrics.items()
+                  if key.startswith("delta_severity_")}
+    return result.encoder.get("name") or path.parent.name, severities
 
-    results = {}
-    for item in result_files:
-        path = result_path(item)
-        if not path.is_file():
-            raise DataError(f"no ImageNet-3DCC result at {path}")
-        result = json.loads(path.read_text())
-        results[result.get("encoder") or path.parent.name] = result
-    return plot_delta_accuracy(results, out)
+
+def plot_3dcc(items: Sequence[str | Path], out: Path, current: tuple[str, dict] | None = None) -> Path:
+    """Fig. 2 from several 3DCC output folders (and this run), one line per model."""
+    curves = dict([current] if current else [])
+    for item in items:
+        name, severities = per_severity_of(item)
+        curves[name if name not in curves else f"{name} ({Path(item).name})"] = severities
+    return plot_delta_accuracy(curves, out)
+
+
+@dataclass
+class ImageNet3DCCSettings(InferenceSettings):
+    root: Path | None = field(default=None, metadata={"help": "ImageNet-3DCC folder "
+                                                      "(<corruption>/<severity>/<wnid>/*.JPEG)"})
+    clean: Path | None = field(default=None, metadata={"help": "ImageNet val folder (<wnid>/*.JPEG)"})
+    clean_accuracy: float | None = field(default=None, metadata={"help": "clean top-1 as a fraction"})
+    corruptions: list[str] = field(default_factory=lambda: list(PAPER_3DCC_CORRUPTIONS), metadata={
+        "help": "comma-separated corruption folder names (default: the paper's)", "cli": {"sep": ","}})
+    compare: list[Path] = field(default_factory=list, metadata={
+        "help": "earlier imagenet-3dcc output folders to draw on the same plot", "cli": {"nargs": "*"}})
+
+
+PICTURE_3DCC = "imagenet_3dcc_delta.png"
+
+
+@register
+class ImageNet3DCC(Evaluation):
+    name = "imagenet-3dcc"
+    Settings = ImageNet3DCCSettings
+    needs_encoder = "optional"  # without one: only the plot of --compare results
+    uses_classifier = True
+    group = "ood"
+    help = "Δ-accuracy (clean − corrupted) on ImageNet-3DCC"
+
+    def check(self, settings: ImageNet3DCCSettings, has_encoder: bool) -> None:
+        if has_encoder and settings.root is None:
+            raise VitoError("vito eval imagenet-3dcc needs --root DIR")
+        if has_encoder and settings.clean is None and settings.clean_accuracy is None:
+            raise DataError("imagenet-3dcc needs --clean DIR (ImageNet val) or --clean-accuracy X")
+        if not has_encoder and not settings.compare:
+            raise VitoError("vito eval imagenet-3dcc: give --encoder ENC, or --compare RESULTS... to plot only")
+        if settings.clean_accuracy is not None and not 0 <= settings.clean_accuracy <= 1:
+            raise VitoError(f"--clean-accuracy is a fraction in [0, 1], got {settings.clean_accuracy}")
+        for item in settings.compare:  # before the evaluation, not after hours of it
+            per_severity_of(item)
+
+    def run(self, encoder: Encoder | None, settings: ImageNet3DCCSettings, out_dir: Path) -> Result:
+        out = Path(out_dir) / PICTURE_3DCC
+        if encoder is None:
+            plot_3dcc(settings.compare, out)
+            return Result(self.name, {}, {"mode": "plot"}, Coverage(len(settings.compare), len(settings.compare),
+                                                                   "earlier results drawn"), pictures=[out.name])
+        model = attach_head(encoder, settings.classifier)
+        clean = settings.clean_accuracy if settings.clean_accuracy is not None else settings.clean
+        scored = evaluate_3dcc(model, settings.root, clean, settings.corruptions, **settings.predict_kwargs())
+        labels = {"clean_top1": "clean top-1", "delta_accuracy": "Δ-accuracy (mean)",
+                  **{f"delta_severity_{s}": f"Δ-accuracy severity {s}" for s in SEVERITIES}}
+        kinds = {key: "signed" for key in scored.metrics if key.startswith("delta")}
+        result = scored_result(self.name, scored, kinds, labels)
+        per_severity = {str(s): v for s, v in scored.extra["delta"]["per_severity"].items()}
+        plot_3dcc(settings.compare, out, (encoder.name, per_severity))
+        result.pictures = [out.name]
+        result.tables = {"accuracy per corruption and severity": [
+            {"corruption": c, **{f"severity {s}": v for s, v in by_s.items()},
+             "delta": scored.extra["delta"]["per_corruption"][c]} for c, by_s in scored.extra["accuracy"].items()]}
+        result.settings = {"missing_corruptions": scored.extra["missing_corruptions"]}
+        return result

@@ -1,4 +1,4 @@
-"""Human saliency alignment on ClickMe (spec §7, paper §4.2 and A.8).
+"""Human saliency alignment on ClickMe (docs/metrics.md, paper §4.2 and A.8).
 
 People playing ClickMe reveal the parts of an image they find most useful for recognising it. A model is
 aligned when its own saliency map ranks image regions the same way: the score is the Spearman rank correlation
@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,8 +25,13 @@ from scipy.stats import rankdata
 from torch import nn
 from tqdm import tqdm
 
+from vito.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from vito.errors import DataError, VitoError
-from vito.eval.features import IMAGENET_MEAN, IMAGENET_STD
+from vito.eval.base import Coverage, Evaluation, Metric, Result, register
+from vito.eval.classifier import CLASSIFIER_HELP, attach_head
+from vito.eval.encoders import Encoder
+from vito.io import atomic_write
+from vito.viz.saliency import plot_saliency_overlays
 
 log = logging.getLogger(__name__)
 
@@ -225,13 +231,14 @@ def evaluate_clickme(
     batch_size: int = 64,
     image_size: int = MAP_SIZE,
     keep_examples: int = 8,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Alignment score of ``encoder``'s saliency with ClickMe; returns (results, example maps for pictures).
 
     ``method``: ``attention`` (VITO), ``gradient`` (needs ``classifier``) or ``auto`` (attention when the
     encoder has attention pooling, else gradient).
     """
+    device = device if device is not None else next(encoder.parameters(), torch.empty(0)).device
     encoder = encoder.to(device).eval()
     spearman, dice, iou = [], [], []
     examples: dict[str, list[np.ndarray]] = {"pixels": [], "human": [], "model": [], "names": []}
@@ -275,58 +282,16 @@ def evaluate_clickme(
 
 
 # --------------------------------------------------------------------------------------------------
-# Command-line entry points
+# `vito eval clickme`
+
+EXAMPLES, PICTURE = "clickme_examples.npz", "clickme_overlays.png"
 
 
-def run_clickme(
-    out: str | Path,
-    root: str | Path,
-    encoder: str,
-    weights: str | Path | None = None,
-    classifier: str | None = None,
-    method: str = "auto",
-    compare: list[str | Path] | tuple = (),
-    **kwargs,
-) -> dict:
-    """``vito eval clickme``: ``OUT/clickme.json``, a one-line ``OUT/clickme.md``, example maps
-    ``OUT/clickme_examples.npz`` and the overlay picture ``OUT/clickme_overlays.png`` (with the maps of
-    earlier runs passed in ``compare``)."""
-    from vito.eval.encoders import load_encoder, pick_device
-    from vito.eval.robustness import attach_head
-    from vito.io import atomic_write, write_json
-
-    missing = [str(folder) for folder in compare if not (Path(folder) / "clickme_examples.npz").is_file()]
-    if missing:  # before the evaluation, not after it
-        raise DataError(f"no ClickMe examples to compare with in {', '.join(missing)}")
-    device = pick_device(str(kwargs.pop("device", "auto")))
-    model = load_encoder(encoder, weights=weights)
-    head = attach_head(model, classifier) if classifier is not None else None
-    result, examples = evaluate_clickme(model, root, head, method=method, device=device, **kwargs)
-    result["encoder"] = model.name
-    out = Path(out)
-    write_json(out / "clickme.json", result)
-    with atomic_write(out / "clickme.md") as handle:
-        handle.write(summary(result) + "\n")
-    with atomic_write(out / "clickme_examples.npz", "wb") as handle:
-        np.savez_compressed(handle, **examples, model_name=np.array(model.name))
-    compare_clickme([out, *compare], out / "clickme_overlays.png")
-    return result
-
-
-def summary(result: dict) -> str:
-    """One line for the terminal and ``OUT/clickme.md``."""
-    return (f"ClickMe — {result.get('encoder', 'model')}: alignment {result['alignment']:.3f} (mean Spearman "
-            f"{result['spearman_mean']:.3f} / {result['human_ceiling']}), {result['saliency']} saliency, "
-            f"{result['images']} images ({result['undefined_spearman']} with a flat map left out)")
-
-
-def compare_clickme(run_dirs: list[str | Path] | tuple, out: str | Path) -> Path:
+def compare_clickme(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     """Fig. 3 from several ``vito eval clickme`` output folders (the same images, in the same order)."""
-    from vito.viz.saliency import plot_saliency_overlays
-
     loaded = []
     for folder in run_dirs:
-        path = Path(folder) / "clickme_examples.npz"
+        path = Path(folder) / EXAMPLES
         if not path.is_file():
             raise DataError(f"no ClickMe examples at {path}")
         with np.load(path) as data:
@@ -340,3 +305,59 @@ def compare_clickme(run_dirs: list[str | Path] | tuple, out: str | Path) -> Path
         name = str(data["model_name"])
         models[name if name not in models else f"{name} ({Path(folder).name})"] = data["model"]
     return plot_saliency_overlays(first["pixels"], first["human"], models, out)
+
+
+@dataclass
+class ClickMeSettings:
+    root: Path | None = field(default=None, metadata={"help": "folder of ClickMe .npz files (docs/datasets.md)"})
+    classifier: str | None = field(default=None, metadata={"help": CLASSIFIER_HELP + " (needed for gradient "
+                                                                                     "saliency)"})
+    saliency: Literal["auto", "attention", "gradient"] = field(default="auto", metadata={
+        "help": "auto: attention for encoders with attention pooling, else gradient"})
+    image_size: int = field(default=MAP_SIZE, metadata={"help": "evaluation resolution"})
+    batch_size: int = field(default=64, metadata={"help": "images per forward pass"})
+    compare: list[Path] = field(default_factory=list, metadata={
+        "help": "earlier clickme output folders to draw beside", "cli": {"nargs": "*"}})
+
+
+@register
+class ClickMe(Evaluation):
+    name = "clickme"
+    Settings = ClickMeSettings
+    needs_encoder = "optional"  # without one: only the overlays of --compare runs
+    uses_classifier = True
+    group = "human"
+    help = "alignment of saliency with ClickMe human maps (normalised Spearman)"
+    description = ("VITO encoders use their attention maps; others gradient saliency of a classifier. "
+                   "See docs/datasets.md for the expected data layout.")
+
+    def check(self, settings: ClickMeSettings, has_encoder: bool) -> None:
+        if not has_encoder and not settings.compare:
+            raise VitoError("vito eval clickme: give --encoder ENC, or --compare RUN_DIRS... to draw overlays only")
+        if has_encoder and settings.root is None:
+            raise VitoError("vito eval clickme: --root DIR (ClickMe .npz files) is required")
+        missing = [str(f) for f in settings.compare if not (Path(f) / EXAMPLES).is_file()]
+        if missing:  # before the evaluation, not after it
+            raise DataError(f"no ClickMe examples to compare with in {', '.join(missing)}")
+
+    def run(self, encoder: Encoder | None, settings: ClickMeSettings, out_dir: Path) -> Result:
+        out_dir = Path(out_dir)
+        if encoder is None:
+            compare_clickme(settings.compare, out_dir / PICTURE)
+            count = len(settings.compare)
+            return Result(self.name, {}, {"mode": "compare"}, Coverage(count, count, "earlier runs drawn"),
+                          pictures=[PICTURE])
+        head = attach_head(encoder, settings.classifier) if settings.classifier is not None else None
+        scores, examples = evaluate_clickme(encoder, settings.root, head, method=settings.saliency,
+                                            batch_size=settings.batch_size, image_size=settings.image_size)
+        with atomic_write(out_dir / EXAMPLES, "wb") as handle:
+            np.savez_compressed(handle, **examples, model_name=np.array(encoder.name))
+        compare_clickme([out_dir, *settings.compare], out_dir / PICTURE)
+        metrics = {"alignment": Metric(scores["alignment"], "value", "alignment (Spearman / human ceiling)"),
+                   "spearman_mean": Metric(scores["spearman_mean"], "signed", "mean Spearman"),
+                   "dice_top10": Metric(scores["dice_top10"], "proportion", "Dice of the top 10 %"),
+                   "iou_top10": Metric(scores["iou_top10"], "proportion", "IoU of the top 10 %")}
+        defined = scores["images"] - scores["undefined_spearman"]
+        coverage = Coverage(defined, scores["images"], "images with a defined Spearman (a flat map has none)")
+        return Result(self.name, metrics, {"saliency_used": scores["saliency"], "human_ceiling": HUMAN_SPEARMAN_CEILING},
+                      coverage, pictures=[PICTURE], artifacts={"examples": EXAMPLES})

@@ -165,14 +165,6 @@ def segmentation_result(
     )
 
 
-def summary(result: Result) -> str:
-    """One line for the terminal, in mmseg's x100 convention."""
-    parts = [f"{name} {100 * result.metrics[name].value:.2f}" for name in ("mIoU", "aAcc", "mAcc", "devkit_mIoU")
-             if name in result.metrics and result.metrics[name].value is not None]
-    return ", ".join(parts) + f" ({result.coverage.used}/{result.coverage.expected} images)"
-
-
-
 # --------------------------------------------------------------------------------------------------
 # Fine-tuning: the sweep over lrs and seeds
 
@@ -302,9 +294,10 @@ def _saved_scores(run_dir: Path, config: dict[str, Any], val: SegmentationDatase
 def _sweep_result(runs: list[RunScores], protocol: Protocol, val: SegmentationDataset, encoder: Encoder,
                   out_dir: Path) -> Result:
     scores = {id(r): segmentation_scores(r.areas) for r in runs}
+    devkit = val.name == "ade20k"  # the devkit's all-class mean is an ADE20K convention
     sweep = [{"lr": r.lr, "seed": r.seed, "mIoU": scores[id(r)].miou, "aAcc": scores[id(r)].aacc,
-              "mAcc": scores[id(r)].macc, "devkit_mIoU": scores[id(r)].devkit_miou, "reused": r.reused,
-              "run": str(r.run_dir.relative_to(out_dir))} for r in runs]
+              "mAcc": scores[id(r)].macc, **({"devkit_mIoU": scores[id(r)].devkit_miou} if devkit else {}),
+              "reused": r.reused, "run": str(r.run_dir.relative_to(out_dir))} for r in runs]
     per_lr = []
     for lr in protocol.lrs:
         mean, sd = mean_sd([row["mIoU"] for row in sweep if row["lr"] == lr])
@@ -321,10 +314,12 @@ def _sweep_result(runs: list[RunScores], protocol: Protocol, val: SegmentationDa
             result.metrics[key].label += f", mean of {len(chosen)} seeds"
             result.metrics[f"{key}_sd"] = Metric(sd, "value", f"{key} standard deviation over seeds")
     result.metrics["best_lr"] = Metric(best["lr"], "value", "base lr chosen on the evaluation split")
-    iou = np.nanmean(np.stack([scores[id(r)].iou for r in chosen]), axis=0) if len(chosen) > 1 else None
-    if iou is not None:
+    if len(chosen) > 1:  # per-class IoU: mean over the seeds where it is defined; the areas are the first seed's
+        stacked = np.stack([scores[id(r)].iou for r in chosen])
+        defined = (~np.isnan(stacked)).sum(0)
+        iou = np.where(defined > 0, np.nansum(stacked, 0) / np.maximum(defined, 1), np.nan)
         for row, value in zip(result.tables["per_class"], iou):
-            row["iou"] = None if np.isnan(value) else float(value)  # mean over seeds; the areas are the first seed's
+            row["iou"] = None if np.isnan(value) else float(value)
     result.tables = {"sweep": sweep, "per_lr": per_lr, **result.tables}
     result.settings.update({"protocol": dataclasses.asdict(protocol), "source": protocol.source})
     result.pictures = [str(p.relative_to(out_dir)) for p in first.pictures]

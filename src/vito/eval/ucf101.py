@@ -1,4 +1,4 @@
-"""UCF-101 action recognition with an image encoder applied frame by frame (paper §4, spec §8 and §10).
+"""UCF-101 action recognition with an image encoder applied frame by frame (paper §4, docs/metrics.md).
 
 A clip is 2 s of video at 12 fps (24 frames); every frame goes through the encoder, and one of three
 temporal integrations turns the per-frame features into one vector for a linear classifier:
@@ -16,13 +16,13 @@ times are spread uniformly over the video. Fine-tuning uses Adam (lr 1e-4, 16 ep
 
 from __future__ import annotations
 
+import copy
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,10 +32,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from vito.data.augment import RandomResizedCropFlip
+from vito.data.imagenet import CROP_FRACTION, normalize
+from vito.data.video import probe_video, read_frames
 from vito.errors import DataError, VitoError
+from vito.eval.base import Coverage, Evaluation, Metric, Result, register
 from vito.eval.encoders import Encoder, inference_mode, uses_bf16
-from vito.eval.features import CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, EvalTransform, collate_readable
-from vito.io import atomic_write, write_json
+from vito.eval.inputs import EvalTransform, collate_readable
+from vito.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -118,36 +122,26 @@ def clip_frame_times(start: float, settings: ClipSettings) -> np.ndarray:
     return start + np.arange(settings.num_frames) / settings.fps
 
 
+TRAIN_CROP_SCALE = (0.08, 1.0)
+
+
 def transform_clip(
-    frames: torch.Tensor, size: int, train: bool, generator: torch.Generator | None = None
+    frames: torch.Tensor, size: int, train: bool, rng: np.random.Generator | None = None
 ) -> torch.Tensor:
     """uint8 ``[T, H, W, 3]`` → normalised ``[T, 3, size, size]``, the same crop (and flip) for every frame.
 
     Test: the ImageNet evaluation view (``EvalTransform``: centre 224/256 crop, bicubic). Train: a random
-    resized crop (area 8-100 %, aspect 3/4-4/3) and a horizontal flip with probability 1/2.
+    resized crop (area 8-100 %, aspect 3/4-4/3; the box sampler of pretraining) and a flip with probability 1/2.
     """
     clip = frames.permute(0, 3, 1, 2)
     if not train:
         return EvalTransform(size)(clip)
-    top, left, h, w = _random_crop_box(*clip.shape[-2:], generator)
+    rng = rng if rng is not None else np.random.default_rng()
+    top, left, h, w = RandomResizedCropFlip(size, scale=TRAIN_CROP_SCALE).sample_box(*clip.shape[-2:], rng)
     clip = TF.resized_crop(clip, top, left, h, w, [size, size], antialias=True)
-    if torch.rand(1, generator=generator).item() < 0.5:
+    if rng.random() < 0.5:
         clip = clip.flip(-1)
-    return TF.normalize(clip.float() / 255, list(IMAGENET_MEAN), list(IMAGENET_STD))
-
-
-def _random_crop_box(height: int, width: int, generator: torch.Generator | None) -> tuple[int, int, int, int]:
-    area = height * width
-    for _ in range(10):
-        target = area * (0.08 + 0.92 * torch.rand(1, generator=generator).item())
-        aspect = math.exp(math.log(3 / 4) + math.log(16 / 9) * torch.rand(1, generator=generator).item())
-        w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
-            left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
-            return top, left, h, w
-    side = min(height, width)
-    return (height - side) // 2, (width - side) // 2, side, side
+    return normalize(clip)
 
 
 class UCF101Clips(Dataset):
@@ -165,16 +159,14 @@ class UCF101Clips(Dataset):
         return len(self.entries)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str] | tuple[None, int, str]:
-        from vito.data.video import probe_video, read_frames
-
         entry = self.entries[index]
         path = self.root / entry.path
-        generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) % 2**31)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
         short_side = int(round(self.settings.image_size / CROP_FRACTION))
         try:
             duration = probe_video(path).duration
             if self.train:
-                starts = [max(duration - self.settings.seconds, 0.0) * torch.rand(1, generator=generator).item()]
+                starts = [max(duration - self.settings.seconds, 0.0) * rng.random()]
             else:
                 starts = evaluation_clip_starts(duration, self.settings.test_clips, self.settings.seconds)
             times = np.concatenate([clip_frame_times(s, self.settings) for s in starts])
@@ -183,7 +175,7 @@ class UCF101Clips(Dataset):
             log.warning("skipping %s: %s", path, error)
             return None, entry.label, str(path)
         clips = frames.view(len(starts), self.settings.num_frames, *frames.shape[1:])
-        return torch.stack([transform_clip(c, self.settings.image_size, self.train, generator) for c in clips]), \
+        return torch.stack([transform_clip(c, self.settings.image_size, self.train, rng) for c in clips]), \
             entry.label, str(path)
 
 
@@ -195,7 +187,7 @@ class TemporalAttention(nn.Module):
     """Weights over time from each frame's own feature.
 
     ``form="paper"``: ``w_t = tanh(W z_t)`` (W in R^{C×1}), ``v = Σ_t w_t z_t`` (VITO appendix).
-    ``form="softmax"``: ``e_t = u^T tanh(W z_t)``, ``α = softmax_t(e)``, ``v = Σ_t α_t z_t`` (spec §8, 8a).
+    ``form="softmax"``: ``e_t = u^T tanh(W z_t)``, ``α = softmax_t(e)``, ``v = Σ_t α_t z_t`` (docs/metrics.md).
     """
 
     def __init__(self, channels: int, form: str = "paper", hidden: int | None = None) -> None:
@@ -305,12 +297,13 @@ def train_video_classifier(model: VideoClassifier, dataset: UCF101Clips, setting
             optimizer.step()
             losses.append(loss.item())
         if not losses:
-            raise DataError(f"no training video could be read under {dataset.root} ({len(skipped)} unreadable)")
+            raise DataError(f"no training video could be read under {dataset.root} ({len(skipped)} unreadable: "
+                            f"{sorted(skipped)[:3]})")
         schedule.step()
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)),
                         "lr": optimizer.param_groups[0]["lr"]})
     model.eval()
-    return {"history": history, "skipped_videos": sorted(skipped)}
+    return {"history": history, "skipped_videos": sorted(skipped)}  # (path, reason) pairs
 
 
 @torch.no_grad()
@@ -321,7 +314,7 @@ def evaluate_video_classifier(model: VideoClassifier, dataset: UCF101Clips, sett
     loader = DataLoader(dataset, batch_size=max(1, settings.batch_size // 4), shuffle=False,
                         num_workers=settings.num_workers, collate_fn=collate_readable)
     probabilities, targets, skipped = [], [], []
-    with inference_mode(device):
+    with inference_mode(device, model.encoder.precision):
         for clips, labels, bad in tqdm(loader, desc="UCF-101 test", unit="batch"):
             skipped += bad
             if clips is None:
@@ -339,41 +332,128 @@ def evaluate_video_classifier(model: VideoClassifier, dataset: UCF101Clips, sett
             "videos": len(labels), "skipped_videos": skipped}
 
 
+def present_entries(root: Path, entries: Sequence[VideoEntry], subset: str) -> tuple[list[VideoEntry], list]:
+    """The listed videos that exist under ``root`` and the (path, reason) of those that do not.
+
+    None present is an error at once: a root that lacks the listed videos must not cost an epoch of skips.
+    """
+    present = [e for e in entries if (root / e.path).is_file()]
+    missing = [(str(root / e.path), "file not found") for e in entries if not (root / e.path).is_file()]
+    if entries and not present:
+        raise DataError(f"no {subset}ing video could be read under {root}: none of the {len(entries)} listed "
+                        f"files exists (e.g. {entries[0].path}); see docs/datasets.md for the layout")
+    if missing:
+        log.warning("UCF-101: %d of %d listed %s videos are missing under %s; evaluating the others",
+                    len(missing), len(entries), subset, root)
+    return present, missing
+
+
 def run_ucf101(
     encoder: Encoder, root: str | Path, splits_dir: str | Path, split: int, pooling: str, out_dir: str | Path,
-    settings: FinetuneSettings | None = None, clips: ClipSettings | None = None, device: torch.device | str = "cpu",
+    settings: FinetuneSettings | None = None, clips: ClipSettings | None = None, device: torch.device | str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune (or train a head on a frozen encoder) on a split's training list, test on its test list.
 
-    Writes ``OUT/ucf101.json`` (accuracies, settings, loss history), ``OUT/ucf101.md`` and ``OUT/classifier.pt``.
+    Returns accuracies, counts, skipped videos and the loss history; saves ``OUT/classifier_split{N}.pt``.
     """
-    settings, clips, device = settings or FinetuneSettings(), clips or ClipSettings(), torch.device(device)
+    settings, clips = settings or FinetuneSettings(), clips or ClipSettings()
+    device = torch.device(device) if device is not None else next(encoder.parameters()).device
     if settings.mode not in ("finetune", "frozen"):
         raise VitoError(f"UCF-101 mode {settings.mode!r} is not 'finetune' or 'frozen'")
-    if not Path(root).is_dir():
+    root = Path(root)
+    if not root.is_dir():
         raise DataError(f"UCF-101 video folder not found: {root}")
     names = read_class_names(splits_dir)
-    train_entries = read_split(splits_dir, split, "train")[: settings.max_videos]
-    test_entries = read_split(splits_dir, split, "test")[: settings.max_videos]
+    listed_train = read_split(splits_dir, split, "train")
+    listed_test = read_split(splits_dir, split, "test")
+    train_entries, train_missing = present_entries(root, listed_train[: settings.max_videos], "train")
+    test_entries, test_missing = present_entries(root, listed_test[: settings.max_videos], "test")
     torch.manual_seed(settings.seed)
     model = VideoClassifier(encoder, pooling, len(names)).to(device)
     started = time.perf_counter()
     training = train_video_classifier(model, UCF101Clips(root, train_entries, True, clips, settings.seed),
                                       settings, device)
     testing = evaluate_video_classifier(model, UCF101Clips(root, test_entries, False, clips), settings, device)
-    report = {
-        "encoder": encoder.name, "split": split, "pooling": pooling, "top1": testing["top1"], "top5": testing["top5"],
-        "train_videos": len(train_entries), "test_videos": testing["videos"],
-        "skipped_videos": {"train": training["skipped_videos"], "test": testing["skipped_videos"]},
-        "settings": asdict(settings), "clips": asdict(clips), "history": training["history"],
-        "seconds": time.perf_counter() - started,
-    }
-    out_dir = Path(out_dir)
-    write_json(out_dir / "ucf101.json", report)
-    with atomic_write(out_dir / "classifier.pt", "wb") as handle:
+    with atomic_write(Path(out_dir) / f"classifier_split{split}.pt", "wb") as handle:
         torch.save({"pool": model.pool.state_dict(), "fc": model.fc.state_dict(), "classes": names}, handle)
-    with atomic_write(out_dir / "ucf101.md") as handle:
-        handle.write(f"# UCF-101 split {split} — {encoder.name}\n\n{pooling} pooling, {settings.mode}: "
-                     f"top-1 {100 * report['top1']:.2f} %, top-5 {100 * report['top5']:.2f} % on "
-                     f"{report['test_videos']} test videos ({len(testing['skipped_videos'])} unreadable skipped)\n")
-    return report
+    return {
+        "split": split, "top1": testing["top1"], "top5": testing["top5"],
+        "train_videos": len(train_entries) - len(training["skipped_videos"]), "test_videos": testing["videos"],
+        "listed_test_videos": len(listed_test), "listed_train_videos": len(listed_train),
+        "skipped_videos": {"train": [*train_missing, *training["skipped_videos"]],
+                           "test": [*test_missing, *testing["skipped_videos"]]},
+        "history": training["history"], "seconds": time.perf_counter() - started,
+    }
+
+
+FINETUNE, CLIPS = FinetuneSettings(), ClipSettings()
+
+
+@dataclass
+class UCF101Settings:
+    root: Path = field(default=None, metadata={"help": "UCF-101 videos (root/<Class>/v_*.avi)",
+                                               "cli": {"required": True}})
+    splits: Path = field(default=None, metadata={
+        "help": "folder with classInd.txt, trainlist0N.txt, testlist0N.txt", "cli": {"required": True}})
+    split: list[int] = field(default_factory=lambda: [1], metadata={
+        "help": "split(s) to run; several (e.g. 1 2 3) are reported with their mean and sd",
+        "cli": {"choices": [1, 2, 3]}})
+    pooling: Literal["avg", "ms-avg", "ms-attn"] = field(default="avg", metadata={"help": "temporal integration"})
+    mode: Literal["finetune", "frozen"] = field(default=FINETUNE.mode, metadata={
+        "help": "finetune the encoder, or train only the temporal head and classifier"})
+    epochs: int = field(default=FINETUNE.epochs, metadata={"help": "training epochs"})
+    lr: float = field(default=FINETUNE.lr, metadata={"help": "Adam learning rate (x0.1 at epochs 6, 10, 14)"})
+    batch_size: int = field(default=FINETUNE.batch_size, metadata={"help": "clips per step"})
+    num_workers: int = field(default=FINETUNE.num_workers, metadata={"help": "video-decoding worker processes"})
+    image_size: int = field(default=CLIPS.image_size, metadata={"help": "frame side after cropping"})
+    test_clips: int = field(default=CLIPS.test_clips, metadata={"help": "clips averaged per test video"})
+    max_videos: int | None = field(default=FINETUNE.max_videos, metadata={
+        "help": "only the first N videos of each list (quick runs; the Result is then flagged partial)"})
+    seed: int = field(default=FINETUNE.seed, metadata={"help": "initialisation, shuffling and crops"})
+
+
+@register
+class UCF101(Evaluation):
+    name = "ucf101"
+    Settings = UCF101Settings
+    group = "video"
+    help = "UCF-101 action recognition: fine-tune (or frozen) with temporal pooling"
+
+    def check(self, settings: UCF101Settings, has_encoder: bool) -> None:
+        super().check(settings, has_encoder)
+        if settings.root is None or settings.splits is None:
+            raise VitoError("vito eval ucf101 needs --root DIR and --splits DIR")
+        if len(set(settings.split)) != len(settings.split):
+            raise VitoError(f"--split lists a split twice: {settings.split}")
+
+    def run(self, encoder: Encoder, settings: UCF101Settings, out_dir: Path) -> Result:
+        finetune = FinetuneSettings(mode=settings.mode, epochs=settings.epochs, lr=settings.lr,
+                                    batch_size=settings.batch_size, num_workers=settings.num_workers,
+                                    seed=settings.seed, max_videos=settings.max_videos)
+        clips = ClipSettings(image_size=settings.image_size, test_clips=settings.test_clips)
+        reports = []
+        for split in settings.split:  # each split fine-tunes its own copy of the encoder
+            model = copy.deepcopy(encoder) if len(settings.split) > 1 else encoder
+            reports.append(run_ucf101(model, settings.root, settings.splits, split, settings.pooling, out_dir,
+                                      finetune, clips))
+        top1 = np.array([r["top1"] for r in reports])
+        metrics = {"top1": Metric(float(top1.mean()), "proportion", "top-1" + (" (mean over splits)"
+                                                                                if len(reports) > 1 else "")),
+                   "top5": Metric(float(np.mean([r["top5"] for r in reports])), "proportion", "top-5")}
+        if len(reports) > 1:
+            metrics["top1_sd"] = Metric(float(top1.std(ddof=1)), "value", "top-1 sd over splits")
+            metrics.update({f"top1_split{r['split']}": Metric(r["top1"], "proportion", f"top-1 split {r['split']}")
+                            for r in reports})
+        used = sum(r["test_videos"] for r in reports)
+        expected = sum(r["listed_test_videos"] for r in reports)
+        note = f"test videos of split(s) {', '.join(map(str, settings.split))}"
+        if settings.max_videos:
+            note += f" (--max-videos {settings.max_videos})"
+        skipped = [(path, reason) for r in reports for subset in ("train", "test")
+                   for path, reason in r["skipped_videos"][subset]]
+        tables = {"per split": [{k: r[k] for k in ("split", "top1", "top5", "train_videos", "test_videos", "seconds")}
+                                for r in reports],
+                  "loss history": [{"split": r["split"], **h} for r in reports for h in r["history"]]}
+        return Result(self.name, metrics, {"milestones": FINETUNE.milestones, "clip": asdict(clips)},
+                      Coverage(used, expected, note), tables=tables, skipped=skipped,
+                      artifacts={f"classifier_split{r['split']}": f"classifier_split{r['split']}.pt" for r in reports})

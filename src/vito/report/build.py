@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from vito.report.document import build_document, write_document
+from vito.errors import VitoError
+from vito.report.document import FORMAT, build_document, write_document
 from vito.report.grid import PLANNED, GridRun, run_grid
 from vito.report.html import write_html
 from vito.report.markdown import write_markdown
 from vito.report.suite import load_suite
+
+
+def check_report_folder(out: Path) -> None:
+    """Refuse a ``--out`` that is a file, or a folder whose index.html / report.md are not a report's own (a
+    project folder given by mistake would lose its files)."""
+    if out.exists() and not out.is_dir():
+        raise VitoError(f"--out {out} is a file, not a report folder")
+    ours = out / "results.json"
+    if any((out / name).exists() for name in ("index.html", "report.md")):
+        try:
+            format_ = json.loads(ours.read_text()).get("format")
+        except (OSError, ValueError, AttributeError):
+            format_ = None
+        if format_ != FORMAT:
+            raise VitoError(f"--out {out} holds an index.html or report.md that no vito report wrote "
+                            f"(no {ours.name} of format {FORMAT}); choose another folder")
 
 
 def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (), dry_run: bool = False,
@@ -20,6 +38,7 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
     """
     suite = load_suite(suite_path)
     out = Path(out)
+    check_report_folder(out)
     run = run_grid(suite, out, only=only, dry_run=dry_run, echo=echo)
     if dry_run:
         planned = sum(cell.status == PLANNED for cell in run.cells)

@@ -22,7 +22,7 @@ from vito.errors import VitoError
 from vito.eval import base
 from vito.eval.encoders import EncoderSpec, is_outside
 
-TOP_LEVEL_KEYS = ("encoders", "evaluations", "references")
+TOP_LEVEL_KEYS = ("encoders", "evaluations", "references", "columns")
 ENCODER_KEYS = ("encoder", "weights", "random_init", "classifier", "device", "precision")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # row names become folder names under cells/
 OWN_CLASSIFIER = "own"
@@ -63,6 +63,7 @@ class Suite:
     encoders: dict[str, EncoderEntry] = field(default_factory=dict)
     evaluations: dict[str, EvaluationEntry] = field(default_factory=dict)
     references: dict[str, ReferenceEntry] = field(default_factory=dict)
+    columns: dict[str, list[str]] = field(default_factory=dict)  # evaluation -> metrics the tables show
 
     @property
     def row_names(self) -> list[str]:
@@ -98,6 +99,8 @@ def parse_suite(raw: Any, path: Path) -> Suite:
         if name in suite.encoders:
             raise VitoError(f"{path}: references.{name}: the name is already an encoder's; rows need distinct names")
         suite.references[_row_name(name, path)] = _reference_entry(name, value, suite, folder, path)
+    for name, metrics in _mapping(top.get("columns") or {}, f"{path}: columns").items():
+        suite.columns[name] = _columns_entry(name, metrics, suite, path)
     if not suite.evaluations:
         raise VitoError(f"{path}: the suite names no evaluations (key 'evaluations')")
     if not suite.row_names:
@@ -204,6 +207,18 @@ def _reference_entry(name: str, value: Any, suite: Suite, folder: Path, path: Pa
         merged = {**suite.evaluations[evaluation].options, **{k.replace("-", "_"): v for k, v in overrides.items()}}
         options[evaluation] = _options(cls, merged, folder, f"{where}.{evaluation}")
     return ReferenceEntry(name, options)
+
+
+def _columns_entry(name: str, metrics: Any, suite: Suite, path: Path) -> list[str]:
+    """The metrics (by name, in order) that the tables show for one evaluation; results.json keeps them all."""
+    where = f"{path}: columns.{name}"
+    if name not in suite.evaluations:
+        raise VitoError(f"{where}: {name!r} is not one of the suite's evaluations ({', '.join(suite.evaluations)})")
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
+        raise VitoError(f"{where}: expected a list of metric names, e.g. [top1, top5]")
+    return metrics
 
 
 def make_settings(evaluation: str, options: dict[str, Any]) -> Any:

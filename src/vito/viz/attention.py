@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from vito.io import atomic_write  # noqa: E402
+from vito.viz.figures import save_figure  # noqa: E402
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -76,9 +76,4 @@ def save_attention_grid(
                 axes[i, j].set_title(columns[j], fontsize=9)
         if titles is not None:
             axes[i, 0].set_ylabel(titles[i], fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path, mode="wb") as handle:
-        fig.savefig(handle, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from vito.errors import VitoError  # noqa: E402
-from vito.io import atomic_write  # noqa: E402
+from vito.viz.figures import save_figure  # noqa: E402
 
 
 def read_metrics(metrics_jsonl: str | Path) -> list[dict]:
@@ -36,9 +36,4 @@ def plot_loss_curve(metrics_jsonl: str | Path, png: str | Path) -> Path:
         lr_axis.plot(steps, [r["lr"] for r in records], color="tab:gray", linestyle="--", label="learning rate")
         lr_axis.set_ylabel("learning rate", color="tab:gray")
     ax.set_title("VITO pretraining")
-    fig.tight_layout()
-    png = Path(png)
-    with atomic_write(png, mode="wb") as handle:
-        fig.savefig(handle, format="png", dpi=100)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, dpi=100)

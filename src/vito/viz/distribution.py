@@ -8,28 +8,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+import matplotlib
 
-from vito.io import atomic_write
+matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
-def kl_to_uniform(counts: np.ndarray) -> float:
-    """KL(p || uniform) in nats of the class shares ``p``; 0 for a perfectly balanced dataset."""
-    counts = np.asarray(counts, dtype=np.float64)
-    total = counts.sum()
-    if total == 0:
-        return float("nan")
-    p = counts[counts > 0] / total
-    return float(np.sum(p * np.log(p * len(counts))))
+from vito.viz.figures import save_figure  # noqa: E402
 
 
-def plot_class_distribution(counts: np.ndarray, path: str | Path, title: str = "Class distribution") -> None:
-    """Write a PNG of the sorted class shares of ``counts`` against the uniform distribution."""
-    import matplotlib
+def plot_class_distribution(counts: np.ndarray, path: str | Path, title: str = "Class distribution",
+                            kl: float | None = None) -> None:
+    """Write a PNG of the sorted class shares of ``counts`` against the uniform distribution.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    ``kl``: the KL divergence to uniform in nats (``vito.curate.distribution.kl_to_uniform``), shown in the title.
+    """
     counts = np.asarray(counts, dtype=np.float64)
     shares = np.sort(counts)[::-1] / max(counts.sum(), 1.0)
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
@@ -43,9 +37,7 @@ def plot_class_distribution(counts: np.ndarray, path: str | Path, title: str = "
     ax.set_xlabel("class rank, most to least frequent (log scale)")
     ax.set_ylabel("share of videos")
     covered = int((counts > 0).sum())
-    ax.set_title(f"{title}: {covered}/{len(counts)} classes, KL to uniform {kl_to_uniform(counts):.2f} nats")
+    kl_text = f", KL to uniform {kl:.2f} nats" if kl is not None else ""
+    ax.set_title(f"{title}: {covered}/{len(counts)} classes{kl_text}")
     ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

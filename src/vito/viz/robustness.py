@@ -10,17 +10,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vito.io import atomic_write  # noqa: E402
+from vito.viz.figures import save_figure  # noqa: E402
 
 
-def plot_delta_accuracy(results: Mapping[str, dict], out: str | Path) -> Path:
+def plot_delta_accuracy(curves: Mapping[str, Mapping[str, float]], out: str | Path) -> Path:
     """One line per model: mean over the evaluated corruptions of (clean − corrupted) top-1, in points.
 
-    ``results`` maps a model name to the JSON written by ``vito eval imagenet-3dcc``. Lower is more robust.
+    ``curves`` maps a model name to its Δ-accuracy (a fraction) per severity ("1".."5"). Lower is more robust.
     """
     figure, axis = plt.subplots(figsize=(4.5, 3.5))
-    for name, result in results.items():
-        per_severity = result["delta_accuracy"]["per_severity"]
+    for name, per_severity in curves.items():
         severities = sorted(per_severity, key=int)
         axis.plot([int(s) for s in severities], [100 * per_severity[s] for s in severities], marker="o", label=name)
     axis.set_xlabel("corruption severity")
@@ -29,9 +28,4 @@ def plot_delta_accuracy(results: Mapping[str, dict], out: str | Path) -> Path:
     axis.set_xticks(range(1, 6))
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    out = Path(out)
-    with atomic_write(out, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=150)
-    plt.close(figure)
-    return out
+    return save_figure(figure, out, dpi=150)

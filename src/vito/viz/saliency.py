@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vito.io import atomic_write  # noqa: E402
+from vito.viz.figures import save_figure  # noqa: E402
 
 
 def _normalise(saliency: np.ndarray) -> np.ndarray:
@@ -42,9 +42,4 @@ def plot_saliency_overlays(
             axis.set_yticks([])
             if row == 0:
                 axis.set_title(textwrap.fill(title, 22), fontsize=8)
-    figure.tight_layout()
-    out = Path(out)
-    with atomic_write(out, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=120)
-    plt.close(figure)
-    return out
+    return save_figure(figure, out, dpi=120)

@@ -1,0 +1,167 @@
+"""Evaluation inputs: the one image reader, image folders, and the ImageNet evaluation view.
+
+One rule for every evaluation: an image that cannot be decoded (corrupt, truncated, not an image) or whose
+pixel count makes it a decompression bomb is *skipped*, listed with its reason, and counted in the Result's
+coverage; it never stops a run. Any mode is read as RGB; 16-bit greyscale PNGs are scaled to 8 bits (PIL's
+``convert("RGB")`` would saturate them to white). Tiny images (1x1) are evaluated: the crop side is clamped
+to at least one pixel. Folders are walked following symbolic links, but a directory already visited (a
+symlink loop, or a second link to the same folder) is not read twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from torch.utils.data import Dataset
+
+from vito.data.imagenet import CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD
+from vito.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+class UnreadableImage(Exception):
+    """An image the reader skips; its message is the reason listed in the Result."""
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` of any PIL image; 16-bit (and 32-bit integer) grey is scaled by 255/65535."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        grey = np.clip(np.round(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.array(image.convert("RGB"))  # a copy: writable, detached from PIL's buffer
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """uint8 ``[3, H, W]`` of an image file; ``UnreadableImage`` (with the reason) when it must be skipped."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                array = to_rgb_array(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise UnreadableImage(f"decompression-bomb-sized image: {error}") from error
+    except (OSError, ValueError, SyntaxError) as error:  # PIL reports broken files with all three
+        raise UnreadableImage(f"cannot read image: {error}") from error
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+
+
+def centre_crop_side(height: int, width: int) -> int:
+    """Side of the evaluation crop: 224/256 of the short side, at least one pixel (a 1x1 image stays 1x1)."""
+    return max(1, math.floor(CROP_FRACTION * min(height, width)))
+
+
+def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 ``[..., 3, H, W]`` → uint8 ``[..., 3, size, size]``: the centre crop, bicubic resize."""
+    side = centre_crop_side(*image.shape[-2:])
+    image = TF.center_crop(image, [side, side])
+    return TF.resize(image, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+
+
+class EvalTransform:
+    """ImageNet evaluation view (docs/metrics.md): centre crop of side ``floor(224/256 · min(H, W))``,
+    bicubic resize to ``size``, scale to [0, 1], mean/std normalise."""
+
+    def __init__(self, size: int = 224) -> None:
+        self.size = size
+
+    def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        """A PIL image or a uint8 ``[..., 3, H, W]`` tensor (e.g. a clip) in, normalised ``[..., 3, size, size]`` out."""
+        if isinstance(image, Image.Image):
+            image = torch.from_numpy(np.ascontiguousarray(to_rgb_array(image))).permute(2, 0, 1)
+        image = TF.to_dtype(centre_crop(image, self.size), torch.float32, scale=True).clamp(0, 1)
+        return TF.normalize(image, list(IMAGENET_MEAN), list(IMAGENET_STD))
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(centre crop {CROP_FRACTION:.4f}, bicubic {self.size})"
+
+
+def walk_files(root: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Files under ``root`` with one of ``suffixes``, sorted; symlinked folders followed once, loops never."""
+    seen: set[tuple[int, int]] = set()
+    found = []
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        stat = os.stat(folder)
+        if (stat.st_dev, stat.st_ino) in seen:
+            subfolders[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        subfolders.sort()
+        found += [Path(folder) / name for name in files if name.lower().endswith(tuple(suffixes))]
+    return sorted(p for p in found if p.is_file())
+
+
+def list_images(folder: Path) -> list[Path]:
+    return walk_files(Path(folder))
+
+
+class ImageFiles(Dataset):
+    """``(image or None, label, path, reason)`` per file: unreadable files come back as ``None`` with the reason."""
+
+    def __init__(self, paths: Sequence[Path | str], labels: Sequence[int] | None = None,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.paths = [str(p) for p in paths]
+        self.labels = list(labels) if labels is not None else [0] * len(self.paths)
+        self.transform = transform or EvalTransform()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, str, str]:
+        path = self.paths[index]
+        try:
+            return self.transform(read_image(path)), self.labels[index], path, ""
+        except UnreadableImage as error:
+            log.warning("skipping %s: %s", path, error)
+            return None, self.labels[index], path, str(error)
+
+
+class ImageFolder(ImageFiles):
+    """``root/<class>/<image>`` (searched recursively inside each class); classes are the sorted folder names."""
+
+    def __init__(self, root: str | Path, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"image folder not found: {root}")
+        self.root = root
+        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if not self.classes:
+            raise DataError(f"{root} is not an ImageFolder (root/<class>/<image>): no class folders")
+        paths, labels = [], []
+        for label, name in enumerate(self.classes):
+            files = walk_files(root / name)
+            paths += files
+            labels += [label] * len(files)
+        if not paths:
+            raise DataError(f"{root} is not an ImageFolder (root/<class>/<image>): no image files "
+                            f"({', '.join(IMAGE_SUFFIXES)})")
+        super().__init__(paths, labels, transform)
+
+    @property
+    def samples(self) -> list[tuple[str, int]]:
+        return list(zip(self.paths, self.labels))
+
+
+def collate_readable(batch: list) -> tuple[torch.Tensor | None, torch.Tensor, list[tuple[str, str]]]:
+    """Stack the readable items; return the others as ``(path, reason)`` pairs.
+
+    Items are ``(tensor or None, label, path[, reason])``.
+    """
+    kept = [(item[0], item[1]) for item in batch if item[0] is not None]
+    skipped = [(item[2], item[3] if len(item) > 3 else "unreadable") for item in batch if item[0] is None]
+    if not kept:
+        return None, torch.empty(0, dtype=torch.long), skipped
+    return torch.stack([x for x, _ in kept]), torch.tensor([y for _, y in kept]), skipped
