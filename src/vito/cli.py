@@ -45,8 +45,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             raise SystemExit("vito pretrain: --data and --out RUN_DIR are required (or --resume RUN_DIR)")
         config = load_config(args.config or DEFAULT_PRETRAIN_CONFIG, overrides)
         out, checkpoint = args.out, None
-    result = pretrain(config, data=args.data, run_dir=out, resume=args.resume is not None, checkpoint=checkpoint,
-                      overwrite=args.overwrite, break_lock=args.break_lock)
+    try:
+        result = pretrain(config, data=args.data, run_dir=out, resume=args.resume is not None, checkpoint=checkpoint,
+                          overwrite=args.overwrite, break_lock=args.break_lock)
+    except KeyboardInterrupt:  # Ctrl-C twice
+        print("vito pretrain: interrupted twice: stopped at once, without a new checkpoint", file=sys.stderr)
+        return exit_status("SIGINT")
     return 0 if result.stopped_by is None else exit_status(result.stopped_by)
 
 

@@ -40,6 +40,8 @@ class DataConfig:
     batch_size: int = 256  # global batch, in clips, summed over all processes
     num_workers: int = 4  # DataLoader workers per process (at most the CPUs available to it)
     clips_per_video: int = 1  # samples drawn from each video per pass over the data
+    decode_device: Literal["auto", "cpu", "cuda"] = "auto"  # cuda: JPEG views decoded and cropped on the GPU
+    # from shards (workers only read them); auto: cuda when training on CUDA from shards (docs/data_path.md)
 
 
 @dataclass

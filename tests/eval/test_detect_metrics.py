@@ -130,7 +130,8 @@ def _pick_lvis_cases(annotations) -> tuple[int, int, list[dict], int, int, int]:
             if (len(gts) == 2 and {g["image_id"] for g in gts} == {image_id}
                     and annotations.categories[category_id]["frequency"] == "f"):
                 negatives = [c for c in image["neg_category_ids"] if c in by_category and c != category_id]
-                listed = set(image["neg_category_ids"]) | {a["category_id"] for a in annotations.annotations_of(image_id)}
+                annotated = {a["category_id"] for a in annotations.annotations_of(image_id)}
+                listed = set(image["neg_category_ids"]) | annotated
                 unlisted = next(c for c in annotations.category_ids if c not in listed and c in by_category)
                 if negatives:
                     n = negatives[0]
@@ -273,3 +274,15 @@ def test_images_are_found_by_id_whatever_the_file_name(tmp_path: Path) -> None:
     assert image_file(tmp_path, lvis_v1) is None
     (tmp_path / "000000000007.jpg").write_bytes(b"x")
     assert image_file(tmp_path, lvis_v1) == tmp_path / "000000000007.jpg"
+
+
+def test_cli_scores_a_results_file(coco: Path, tmp_path: Path, capsys) -> None:
+    from vito.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["eval", "detect", "--dataset", "coco", "--val-ann", str(coco / "instances_train2017_overlap43.json"),
+                 "--predictions", str(coco / "fake_results" / "fakebbox100_results_overlap43.json"),
+                 "--out", str(out)]) == 0
+    data = json.loads((out / "result.json").read_text())
+    assert round(data["metrics"]["AP"]["value"], 6) == README_STATS["bbox"][0]
+    assert (out / "result.md").is_file()

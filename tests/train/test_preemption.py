@@ -16,7 +16,7 @@ import torch
 
 from vito.train.checkpoint import load_checkpoint
 from vito.train.loop import pretrain
-from vito.train.signals import STOP_SIGNALS, exit_status, ignore_stop_signals_in_worker
+from vito.train.signals import STOP_SIGNALS, StopSignal, exit_status, ignore_stop_signals_in_worker
 
 from .test_loop import TINY, _config, _tensors_equal, videos  # noqa: F401 - videos is a fixture
 
@@ -119,3 +119,15 @@ def test_workers_ignore_stop_signals() -> None:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def test_a_second_ctrl_c_stops_at_once() -> None:
+    stop = StopSignal()
+    with stop.installed():
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's second signal: still a clean stop, named by the first
+        assert (stop.requested, stop.name) == (True, "SIGUSR1")
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs in the main thread between bytecodes
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

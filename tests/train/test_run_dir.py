@@ -47,6 +47,12 @@ def test_a_fresh_run_into_a_folder_holding_a_run_is_refused_untouched(finished_r
     assert _snapshot(finished_run) == before
 
 
+def test_the_refusal_comes_first_not_after_the_start_up(finished_run: Path, tmp_path: Path) -> None:
+    """Before the model is built and the data is scanned (minutes on a large dataset)."""
+    with pytest.raises(VitoError, match="already holds a run"):
+        pretrain(_config("train.max_steps=1"), tmp_path / "no_such_data", finished_run)
+
+
 @pytest.mark.slow
 def test_data_errors_are_found_before_the_run_folder_is_touched(finished_run: Path, tmp_path: Path) -> None:
     no_videos = tmp_path / "no_videos"

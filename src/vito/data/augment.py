@@ -22,12 +22,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
-import kornia
+try:  # the training machine needs it; a machine only decoding and cropping (a bare GPU box) may lack it
+    import kornia
+except ImportError:  # pragma: no cover - kornia is a core dependency
+    kornia = None
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
 from vito.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, normalize  # noqa: F401 - re-exported for callers
+from vito.errors import VitoError
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,6 +169,8 @@ class PhotometricAugment:
         solarize_p: Sequence[float] = (0.0, 0.2),
         solarize_extra: float = 0.0,
     ):
+        if kornia is None:
+            raise VitoError("kornia is not installed: `pip install kornia` (the photometric augmentation uses it)")
         self.jitter_p, self.grayscale_p = jitter_p, grayscale_p
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
         self.blur_p, self.blur_extra = tuple(blur_p), blur_extra

@@ -30,7 +30,7 @@ import logging
 import math
 import os
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -198,6 +198,25 @@ def write_shards(manifest: str | Path, out_dir: str | Path, settings: ShardSetti
     return index
 
 
+def write_clips(out_dir: str | Path, clips: Iterable[tuple[dict[str, Any], dict[str, Any], list[bytes]]],
+                settings: ShardSettings = ShardSettings()) -> dict[str, Any]:
+    """Shards of already encoded clips: ``(row, video, jpegs)`` with the manifest row (``path``, optional ``id``
+    and ``class``), the video's ``duration``, ``width`` and ``height``, and its JPEG frames at ``settings.fps``
+    and short side. For frames that do not come from video files (benchmarks synthesize them)."""
+    out_dir = Path(out_dir)
+    if is_shard_folder(out_dir):
+        raise VitoError(f"{out_dir} already holds prepared shards; choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = _ShardWriter(out_dir, settings)
+    for row, video, jpegs in clips:
+        writer.add(row, video, jpegs)
+    writer.close()
+    index = {"format": FORMAT, "settings": asdict(settings), "num_clips": writer.num_clips, "shards": writer.shards,
+             "skipped": 0, "skipped_videos": []}
+    write_json(out_dir / INDEX_NAME, index)
+    return index
+
+
 class _EncodedClips:
     """Encoded clips in manifest order, from this process or a pool of worker processes."""
 
@@ -354,19 +373,22 @@ class ShardSource:
         clip = self.clip(i)
         jpegs = self._read_jpegs(clip, times_fn)
         try:
-            return torch.from_numpy(self._decode(jpegs, clip, short_side))
+            return torch.from_numpy(self._decode(jpegs, *self._sizes(clip, jpegs, short_side)))
         except ValueError as error:
             raise DataError(f"{self.folder / clip['tar']}: cannot decode clip {clip['key']} ({error})") from None
 
-    def read_jpegs(self, i: int, times_fn: Callable[[float], np.ndarray]) -> list[tuple[bytes, tuple[int, int]]]:
-        """The stored JPEG frames on screen at ``times_fn(duration)``, each with its (height, width) from its
-        header, undecoded (for decoding on the training device); a damaged frame is a ``DataError``."""
+    def read_jpegs(self, i: int, times_fn: Callable[[float], np.ndarray],
+                   short_side: int | None = None) -> tuple[list[bytes], tuple[int, int]]:
+        """The stored JPEG frames on screen at ``times_fn(duration)``, undecoded (for decoding on the training
+        device), and the (height, width) ``read_clip`` would give them at ``short_side``. Every frame's header
+        is checked, so a damaged frame is a ``DataError`` here, in the worker, like a failed decode."""
         clip = self.clip(i)
         jpegs = self._read_jpegs(clip, times_fn)
         try:
-            return [(bytes(data), jpeg_size(data)) for data in jpegs]
+            _, size = self._sizes(clip, jpegs, short_side)
         except ValueError as error:
             raise DataError(f"{self.folder / clip['tar']}: damaged frame in clip {clip['key']} ({error})") from None
+        return [bytes(data) for data in jpegs], size
 
     def _read_jpegs(self, clip: dict[str, Any], times_fn: Callable[[float], np.ndarray]) -> list[memoryview]:
         """The wanted frames' bytes, from one read of the span of the tar that holds them (a clip's frames
@@ -393,20 +415,27 @@ class ShardSource:
         self._files[tar] = handle  # most recently used last
         return handle
 
-    def _decode(self, jpegs: list[memoryview], clip: dict[str, Any], short_side: int | None) -> np.ndarray:
-        """Decode straight into one [V, H, W, 3] array; at another short side than stored, decode at the
-        nearest larger DCT scale and resize each frame into it."""
-        sizes = {jpeg_size(data) for data in jpegs}  # checks every header; a clip's frames share one size
+    def _sizes(self, clip: dict[str, Any], jpegs: list[memoryview],
+               short_side: int | None) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(height, width) of the stored frames, checked in every header (a clip's frames share one size), and
+        at ``short_side``; ``ValueError`` for a damaged frame."""
+        sizes = {jpeg_size(data) for data in jpegs}
         if len(sizes) > 1:
             raise ValueError(f"frames of different sizes {sorted(sizes)}")
         ((height, width),) = sizes
-        resized = short_side is not None and short_side != self.settings.short_side
-        if resized:
-            width, height = output_size(clip["width"], clip["height"], short_side)
-        frames = np.empty((len(jpegs), height, width, 3), dtype=np.uint8)
+        if short_side is None or short_side == self.settings.short_side:
+            return (height, width), (height, width)
+        width_out, height_out = output_size(clip["width"], clip["height"], short_side)
+        return (height, width), (height_out, width_out)
+
+    @staticmethod
+    def _decode(jpegs: list[memoryview], stored: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        """Decode straight into one [V, H, W, 3] array; at another size than stored, decode at the nearest
+        larger DCT scale and resize each frame into it."""
+        frames = np.empty((len(jpegs), *size, 3), dtype=np.uint8)
         for data, out in zip(jpegs, frames):
-            if resized:
-                resize_into(decode_jpeg(data, min_size=(height, width)), out)
+            if size != stored:
+                resize_into(decode_jpeg(data, min_size=size), out)
             else:
                 decode_jpeg(data, out=out)
         return frames

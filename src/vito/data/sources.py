@@ -24,6 +24,8 @@ import logging
 import multiprocessing
 import os
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,11 +264,16 @@ def scan_source(source: ClipSource, workers: int = 0, rank: int = 0, world_size:
 
 
 def _probe_all(source: ClipSource, indices: list[int], workers: int) -> list[str | None]:
+    """``probe_clip`` of each index, in ``workers`` processes (a crashing decoder fails the scan, never hangs it)."""
     if workers <= 0 or len(indices) < 2 * workers:
         return [probe_clip(source, i) for i in indices]
     chunk = max(1, min(16, len(indices) // (4 * workers)))
-    with multiprocessing.get_context().Pool(workers, initializer=_probe_worker, initargs=(source,)) as pool:
-        return pool.map(_probe_in_worker, indices, chunksize=chunk)
+    try:
+        with ProcessPoolExecutor(workers, multiprocessing.get_context(), _probe_worker, (source,)) as pool:
+            return list(pool.map(_probe_in_worker, indices, chunksize=chunk))
+    except BrokenProcessPool:
+        raise DataError("a pre-scan worker died while probing the videos (a file crashed the decoder?); "
+                        "run with data.num_workers=0 to find it") from None
 
 
 _WORKER_SOURCE: ClipSource | None = None  # the source a pre-scan worker process probes (set once per process)
@@ -429,6 +436,10 @@ class PretrainBatches(IterableDataset):
             "skipped": skipped,
         }
 
+    def _read(self, index: int, times_fn: TimesFn) -> Any:
+        """What a slot takes from its clip: decoded frames (``vito.data.gpu_decode`` reads undecoded JPEGs)."""
+        return self.source.read_clip(index, times_fn, self.data.decode_short_side)
+
     def _first_readable(
         self, step: int, slot: int, rng: np.random.Generator, skipped: list[Skip]
     ) -> tuple[int, torch.Tensor]:
@@ -445,7 +456,7 @@ class PretrainBatches(IterableDataset):
         for index in self.candidates(step, slot):
             rng.bit_generator.state = state
             try:
-                return index, self.source.read_clip(index, times_fn, d.decode_short_side)
+                return index, self._read(index, times_fn)
             except DataError as exc:
                 reasons.append(str(exc))
                 skipped.append((self.source.name(index), str(exc)))
@@ -465,12 +476,14 @@ def build_pretrain_loader(
     world_size: int = 1,
     start_step: int = 0,
     scan_cache: Path | None = None,
+    batches: type[PretrainBatches] | None = None,
 ) -> DataLoader:
     """DataLoader of whole per-rank batches (global ``batch_size`` / ``world_size`` clips) from ``start_step``.
 
     Raw videos are pre-scanned first; ``scan_cache``: the folder of a resumed run, whose saved answer is
     used instead (``cached_scan``). Nothing is written here: the loop saves the answer with
-    ``loader.dataset.save_scan(run_dir)`` once the run folder is its own.
+    ``loader.dataset.save_scan(run_dir)`` once the run folder is its own. ``batches`` replaces
+    ``PretrainBatches`` (``vito.data.gpu_decode.JpegBatches``: views decoded on the training device).
     """
     if data_cfg.batch_size % world_size:
         raise VitoError(f"data.batch_size={data_cfg.batch_size} is not divisible by the {world_size} processes")
@@ -480,8 +493,8 @@ def build_pretrain_loader(
         raise DataError(_no_usable_message(0, [reason for _, reason in skipped]) if skipped
                         else f"{data_path}: holds no clips")
     unusable = cached_scan(source, scan_cache, data_cfg.num_workers, rank, world_size)
-    dataset = PretrainBatches(source, data_cfg, seed, rank, world_size, start_step, data_cfg.batch_size // world_size,
-                              unusable=unusable, skipped=skipped)
+    dataset = (batches or PretrainBatches)(source, data_cfg, seed, rank, world_size, start_step,
+                                           data_cfg.batch_size // world_size, unusable=unusable, skipped=skipped)
     workers = data_cfg.num_workers
     return DataLoader(
         dataset,

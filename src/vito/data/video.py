@@ -30,11 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import av
+try:  # reading prepared shards needs no PyAV (a bare GPU machine may lack it); opening a video then says so
+    import av
+except ImportError:  # pragma: no cover - PyAV is a core dependency
+    av = None
 import numpy as np
 import torch
 
-from vito.errors import DataError
+from vito.errors import DataError, VitoError
 
 # Times further apart than this are read with separate seeks instead of decoding through the gap.
 SEEK_GAP_SECONDS = 2.0
@@ -114,6 +117,8 @@ class VideoReader:
 
     def __init__(self, path: str | Path):
         self.path = str(path)
+        if av is None:
+            raise VitoError("PyAV is not installed: `pip install av` to read videos (prepared shards need none)")
         self._file = open_local_file(path)
         try:
             self._container = av.open(self._file, metadata_errors="ignore")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 import json
 import math
 import pkgutil
@@ -30,10 +31,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from vito.errors import VitoError
+from vito.eval.encoders import Encoder, EncoderSpec, add_encoder_arguments
 from vito.io import atomic_write
-
-if typing.TYPE_CHECKING:
-    from vito.eval.encoders import Encoder, EncoderSpec
 
 Kind = Literal["proportion", "signed", "count", "value"]
 KINDS: tuple[str, ...] = typing.get_args(Kind)
@@ -506,8 +505,6 @@ def settings_from_namespace(cls: type[Evaluation], args: argparse.Namespace) -> 
 
 def package_versions() -> dict[str, str]:
     """Versions that change numbers: python, torch, torchvision, timm, numpy, vito."""
-    from importlib.metadata import PackageNotFoundError, version
-
     versions = {"python": platform.python_version()}
     for name in ("vito", "torch", "torchvision", "timm", "numpy"):
         try:
@@ -519,8 +516,6 @@ def package_versions() -> dict[str, str]:
 
 def add_evaluation_commands(evals: argparse._SubParsersAction) -> None:
     """``vito eval NAME`` for every registered evaluation: encoder options, ``--out`` and its Settings."""
-    from vito.eval.encoders import add_encoder_arguments
-
     for name, cls in sorted(discover().items()):
         parser = evals.add_parser(name, help=cls.help, description=cls.description or cls.help)
         if cls.needs_encoder:
@@ -532,8 +527,6 @@ def add_evaluation_commands(evals: argparse._SubParsersAction) -> None:
 
 def run_from_args(args: argparse.Namespace) -> Result:
     """The ``vito eval NAME`` handler: Settings and EncoderSpec from the arguments, then ``run_evaluation``."""
-    from vito.eval.encoders import EncoderSpec
-
     cls = args.evaluation_class
     spec = EncoderSpec.from_args(args) if cls.needs_encoder and args.encoder is not None else None
     if spec is None and cls.needs_encoder and (args.weights is not None or args.random_init):

@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 from vito.errors import DataError, VitoError
+from vito.eval.detection_transforms import TARGET_RESOLUTION, eval_view, train_view
+from vito.eval.inputs import UnreadableImage, read_image
 
-Dataset = Literal["coco", "lvis"]
 DATASETS: tuple[str, ...] = ("coco", "lvis")
 LVIS_FREQUENCIES = ("r", "c", "f")  # rare, common, frequent: LVIS's category groups (APr, APc, APf)
 
@@ -46,6 +52,18 @@ class Annotations:
     @property
     def category_ids(self) -> list[int]:
         return sorted(self.categories)
+
+    @property
+    def label_index(self) -> dict[int, int]:
+        """Category id -> the detector's contiguous label 0..C-1 (in sorted id order)."""
+        return {category_id: index for index, category_id in enumerate(self.category_ids)}
+
+    def subset(self, image_ids: Iterable[int]) -> "Annotations":
+        """The same file restricted to ``image_ids`` and their annotations (all categories kept)."""
+        keep = set(image_ids)
+        data = {**self.data, "images": [i for i in self.data["images"] if i["id"] in keep],
+                "annotations": [a for a in self.data["annotations"] if a["image_id"] in keep]}
+        return Annotations(self.path, self.dataset, data)
 
     def annotations_of(self, image_id: int) -> list[dict[str, Any]]:
         if not hasattr(self, "_by_image"):
@@ -132,3 +150,88 @@ def image_file(images_dir: Path, image: dict[str, Any]) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Images and targets for fine-tuning
+
+
+def targets_of(annotations: Annotations, image_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training boxes (x1, y1, x2, y2) and contiguous labels of an image: crowd regions and empty boxes left out."""
+    index = annotations.label_index
+    kept = [a for a in annotations.annotations_of(image_id)
+            if not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0]
+    boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in kept)],
+                         dtype=torch.float32).reshape(-1, 4)
+    labels = torch.tensor([index[a["category_id"]] for a in kept], dtype=torch.int64)
+    return boxes, labels
+
+
+class DetectionImages(Dataset):
+    """The images of an annotation file with their targets, through the A.3 train or eval view.
+
+    Images whose file is missing are left out and listed in ``skipped`` at construction; an image that
+    cannot be decoded, or whose size differs from the annotation's, comes back as ``{"image_id",
+    "skipped": (path, reason)}`` so that the loop lists and counts it without stopping. At train, images
+    without any box are left out (as detectron2 and torchvision's references do; they hold no FCOS target).
+    The train view of item ``i`` in epoch ``e`` is a pure function of ``(seed, e, i)`` (``item(i, e)``).
+    """
+
+    def __init__(self, annotations: Annotations, images_dir: str | Path, train: bool,
+                 canvas: tuple[int, int] = TARGET_RESOLUTION, seed: int = 0, flip: bool = True) -> None:
+        images_dir = Path(images_dir)
+        if not images_dir.is_dir():
+            raise DataError(f"image folder {images_dir} does not exist")
+        self.annotations, self.train, self.canvas, self.seed, self.flip = annotations, train, canvas, seed, flip
+        self.items: list[tuple[int, Path]] = []
+        self.skipped: list[tuple[str, str]] = []
+        self.without_boxes = 0
+        for image_id in annotations.image_ids:
+            path = image_file(images_dir, annotations.images[image_id])
+            if path is None:
+                self.skipped.append((f"image {image_id}", f"no file {image_id:012d}.jpg (nor its file_name) "
+                                     f"under {images_dir}"))
+            elif train and len(targets_of(annotations, image_id)[1]) == 0:
+                self.without_boxes += 1
+            else:
+                self.items.append((image_id, path))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.item(index, 0)
+
+    def item(self, index: int, epoch: int) -> dict[str, Any]:
+        """Item ``index`` as seen in ``epoch`` (the train view's randomness depends on both, and the seed)."""
+        image_id, path = self.items[index]
+        try:
+            image = read_image(path)
+        except UnreadableImage as error:
+            return {"image_id": image_id, "skipped": (str(path), str(error))}
+        record = self.annotations.images[image_id]
+        size = (record["height"], record["width"])
+        if tuple(image.shape[-2:]) != size:
+            return {"image_id": image_id, "skipped": (str(path), f"image is {image.shape[-1]}x{image.shape[-2]} "
+                                                                 f"but its annotations are for {size[1]}x{size[0]}")}
+        boxes, labels = targets_of(self.annotations, image_id)
+        if self.train:
+            rng = np.random.default_rng([self.seed, epoch, index])
+            view = train_view(image, boxes, rng, self.canvas, flip=self.flip)
+        else:
+            view = eval_view(image, boxes, self.canvas)
+        return {"image_id": image_id, "image": view.image, "boxes": view.boxes, "labels": labels[view.keep],
+                "scale": view.scale, "size": size}
+
+
+def collate_detection(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch: lists of images / targets / ids / scales / original sizes, plus the skipped (path, reason)."""
+    kept = [s for s in samples if "skipped" not in s]
+    return {
+        "images": [s["image"] for s in kept],
+        "targets": [{"boxes": s["boxes"], "labels": s["labels"]} for s in kept],
+        "image_ids": [s["image_id"] for s in kept],
+        "scales": [s["scale"] for s in kept],
+        "sizes": [s["size"] for s in kept],
+        "skipped": [s["skipped"] for s in samples if "skipped" in s],
+    }

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
 
 from vito.config import config_from_dict
 from vito.errors import VitoError
@@ -143,10 +144,13 @@ class Encoder(nn.Module):
 
     def _torchvision_extractor(self, indices: tuple[int, ...]) -> nn.Module:
         if indices not in self._extractors:
-            from torchvision.models.feature_extraction import create_feature_extractor
-
             nodes = {self.stage_names[i]: str(i) for i in indices}
-            self._extractors[indices] = create_feature_extractor(self.model, return_nodes=nodes).eval()
+            # batch norms stay leaves (any subclass, e.g. vito's CPU synchronised one, is not traced into); the
+            # extractor shares its modules with ``model``, so it takes the model's mode (``.eval()`` here would
+            # switch a fine-tuned model's batch norms to eval mode)
+            leaves = {"leaf_modules": [nn.modules.batchnorm._BatchNorm]}
+            extractor = create_feature_extractor(self.model, return_nodes=nodes, tracer_kwargs=leaves)
+            self._extractors[indices] = extractor.train(self.model.training)
         return self._extractors[indices]
 
 

@@ -60,14 +60,26 @@ def _columns(cells: list[Cell], evaluation: str, chosen: list[str] | None) -> li
     """The metrics of ``evaluation``'s cells, in the order the first cell that has each lists them, or the
     ``chosen`` ones in their order. An evaluation without any result yet gets one placeholder column, so that
     its failed cells still show."""
+    results = [cell.result for cell in cells if cell.evaluation == evaluation and cell.result is not None]
     columns: dict[str, Column] = {}
-    for cell in cells:
-        if cell.evaluation == evaluation and cell.result is not None:
-            for name, metric in cell.result.metrics.items():
-                columns.setdefault(name, Column(evaluation, name, metric.label, metric.kind))
+    for result in results:
+        for name, metric in result.metrics.items():
+            columns.setdefault(name, Column(evaluation, name, metric.label, metric.kind))
     if chosen is not None and columns:
         return [columns.get(name, Column(evaluation, name, f"{name} (no such metric)", "value")) for name in chosen]
-    return list(columns.values()) or [Column(evaluation, "", "no result yet", "value")]
+    shown: list[Column] = []
+    for column in columns.values():  # an alias (kNN's headline top1 = top1_k20) is shown once
+        if not any(_same_numbers(results, column, other) for other in shown):
+            shown.append(column)
+    return shown or [Column(evaluation, "", "no result yet", "value")]
+
+
+def _same_numbers(results: list[base.Result], a: Column, b: Column) -> bool:
+    """Whether two columns are one metric under two names: same label and the same value in every cell."""
+    if (a.label or a.metric) != (b.label or b.metric):
+        return False
+    values = [(r.metrics.get(a.metric), r.metrics.get(b.metric)) for r in results]
+    return all(x is not None and y is not None and x.value == y.value for x, y in values)
 
 
 def groups(suite: Suite, cells: list[Cell]) -> list[dict[str, Any]]:

@@ -37,6 +37,7 @@ RESUMABLE_KEYS = frozenset(
         "train.compile",
         "train.device",
         "data.num_workers",
+        "data.decode_device",  # the same batches up to resize rounding (a resume reports the change)
         "train.keep_checkpoints",
     }
 )

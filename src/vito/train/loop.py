@@ -31,6 +31,7 @@ import yaml
 from tqdm import tqdm
 
 from vito.config import Config, ConfigError
+from vito.data.gpu_decode import JpegBatches, data_path_version, resolve_decode_device
 from vito.errors import VitoError
 from vito.io import atomic_write
 from vito.train import distributed, signals
@@ -43,6 +44,7 @@ from vito.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from vito.train.feed import DeviceFeed, StepTimer
 from vito.train.run_dir import RunFolder
 from vito.train.signals import StopSignal
 
@@ -96,6 +98,9 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
 
     t, o = config.train, config.optim
     # 0. everything that can be wrong with the input is found before the run folder is touched
+    folder = RunFolder(run_dir, resume=start.resume, overwrite=start.overwrite, break_lock=start.break_lock,
+                       is_main=context.is_main)
+    folder.check()  # a typo'd --out into another run: refused now, not after minutes of start-up
     notes: list[str] = []  # for train.log, once it exists
     checkpoint = _resume_point(run_dir, start.checkpoint, config, notes) if start.resume else None
     data = _data_path(data, checkpoint, notes)
@@ -105,10 +110,12 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
     check_image_size(model, config, context.device)
     if t.channels_last:  # channels_last weights make every convolution run (and return) NHWC
         model = model.to(memory_format=torch.channels_last)
-    loader = _loader(config, data, context, start_step, notes, scan_cache=run_dir if start.resume else None)
+    decode = resolve_decode_device(config.data.decode_device, context.device, data)
+    data_version = data_path_version(decode)
+    if checkpoint is not None:
+        _note_data_path_change(checkpoint, data_version, notes)
+    loader = _loader(config, data, context, start_step, notes, decode, scan_cache=run_dir if start.resume else None)
 
-    folder = RunFolder(run_dir, resume=start.resume, overwrite=start.overwrite, break_lock=start.break_lock,
-                       is_main=context.is_main)
     stop = StopSignal()
     with folder, stop.installed():
         if context.is_main:
@@ -136,29 +143,35 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
         # workers fork with stop signals held back, then ignore them; the loader's draw of its base seed must not
         # move the global generator (it is in the checkpoint, and a resumed run draws once more)
         with signals.blocked(), torch.random.fork_rng(devices=[]):
-            batches = iter(loader)
+            feed = DeviceFeed(iter(loader), context.device, config.data.image_size, decode)
+        watch = _LossWatch(context.device)
         skipped: dict[str, str] = {}  # unusable videos met so far: name -> reason
         result = RunResult(run_dir=run_dir, step=start_step, checkpoint=None)
         last_good = Path(checkpoint["path"]) if checkpoint is not None else None
         writer = _tensorboard(run_dir) if context.is_main else None
         bar = tqdm(total=t.max_steps, initial=start_step, desc="pretrain", unit="step", disable=not context.is_main,
                    dynamic_ncols=True)
-        tick, clips_since_tick = time.perf_counter(), 0
+        tick, clips_since_tick, steps_since_tick = time.perf_counter(), 0, 0
         for step in range(start_step, t.max_steps):
-            batch = next(batches)
+            log_step = (step + 1) % t.log_every == 0 or step + 1 == t.max_steps
+            timer = StepTimer(context.device) if log_step else None  # device time of log steps (CUDA)
+            batch = feed.take()  # on the device (copied, and decoded for decode_device=cuda, on a side stream)
             for name, reason in batch["skipped"]:
                 if name not in skipped:
                     skipped[name] = reason
                     log.warning("skipping unusable video (%d so far): %s", len(skipped), reason)
             result.skipped_videos = len(skipped)
 
-            # 1. views: crops came from the loader, photometry is drawn here, on the device
-            views = batch["views"].to(context.device, non_blocking=True)
+            # 1. views: crops came from the loader (or the feed), photometry is drawn here, on the device
+            views = batch["views"]
             images = _photometric_views(augment, views, _generator(t.seed, step, context.rank, context.device))
 
-            # 2. loss, gradients, LARS step (lr from the warm-up + cosine schedule), EMA update of the target
+            # 2. loss, watched on the device: no host sync here (see _LossWatch)
             with autocast:
-                out = network(images, video_index=batch["video_index"].to(views.device), gather=distributed.gather_keys)
+                out = network(images, video_index=batch["video_index"], gather=distributed.gather_keys)
+            watch.add(out["loss"], step + 1)
+
+            # 3. gradients, LARS step (lr from the warm-up + cosine schedule), EMA update of the target
             lr = learning_rate(step, o.base_lr, config.data.batch_size, o.warmup_steps, t.max_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -167,31 +180,47 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
             optimizer.step()
             tau = ema_tau(step, t.max_steps, o.ema_base)
             model.update_target(tau)
-
-            # 3. all processes agree on the loss and on whether to stop after this step: a signal that came at any
-            #    time during it stops the run now. A non-finite loss stops it before anything is saved.
-            loss, stopped_by = _agree(out["loss"], stop)
-            if not math.isfinite(loss):
-                raise _logged(VitoError(_non_finite_message(step + 1, loss, last_good)))
-            result.step, result.last_loss = step + 1, loss
+            if timer is not None:
+                timer.stop()
+            if step + 1 < t.max_steps:
+                feed.prefetch()  # the next batch loads while the device still computes this one
+            result.step = step + 1
             clips_since_tick += config.data.batch_size
+            steps_since_tick += 1
+
+            # 3b. the host reads the loss, its finiteness and the stop agreement at log and checkpoint steps
+            # only (and at once in a single process asked to stop): a non-finite loss stops the run within
+            # train.log_every steps, before any checkpoint
+            save = result.step % t.checkpoint_every == 0 or result.step == t.max_steps
+            if log_step or save or (context.world_size == 1 and stop.requested):
+                loss, bad, stopped_by = watch.agree(stop)
+                if bad is not None:
+                    raise _logged(VitoError(_non_finite_message(bad, last_good)))
+                result.last_loss = loss
+            else:
+                stopped_by = None
 
             # 4. logging and checkpoints (rank 0 writes every file)
-            if result.step % t.log_every == 0 or result.step == t.max_steps or stopped_by:
+            if log_step or stopped_by:
                 now = time.perf_counter()
                 record = {"step": result.step, "loss": loss, "lr": lr, "tau": tau,
                           "clips_per_s": clips_since_tick / max(now - tick, 1e-9),
-                          "skipped": result.skipped_videos, **_attention_entropy(out)}
-                tick, clips_since_tick = now, 0
+                          "skipped": result.skipped_videos, **_attention_entropy(out),
+                          **_input_wait(feed, now - tick, steps_since_tick, timer)}
+                tick, clips_since_tick, steps_since_tick = now, 0, 0
                 result.history.append(record)
                 if context.is_main:
                     _log_record(run_dir, writer, record)
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}", clips_s=f"{record['clips_per_s']:.1f}",
-                                skipped=result.skipped_videos)
+                                wait=f"{record['data_wait_share']:.0%}", skipped=result.skipped_videos)
             bar.update(1)
-            if result.step % t.checkpoint_every == 0 or result.step == t.max_steps or stopped_by:
+            if save or stopped_by:
+                if not _finite_weights(model):  # never a checkpoint from non-finite weights, on any rank
+                    what = f"the weights became non-finite by step {result.step}"
+                    raise _logged(VitoError(_non_finite_message(what, last_good)))
                 if context.is_main:
-                    state = _checkpoint_state(result.step, config, model, optimizer, data, context.world_size)
+                    state = _checkpoint_state(result.step, config, model, optimizer, data, context.world_size,
+                                              data_version)
                     try:
                         last_good = save_checkpoint(run_dir, state, keep=t.keep_checkpoints)
                     except VitoError as error:  # a full disk: say so in train.log too
@@ -268,7 +297,7 @@ def check_image_size(model: torch.nn.Module, config: Config, device: torch.devic
 
 
 def _loader(config: Config, data: Path, context: distributed.Context, start_step: int, notes: list[str],
-            scan_cache: Path | None = None):
+            decode: str = "cpu", scan_cache: Path | None = None):
     """DataLoader of this rank's batches from ``start_step``; opening it checks the data has a usable video.
 
     Workers are capped at the CPUs available to this process (shared by the processes of this host), and
@@ -282,7 +311,9 @@ def _loader(config: Config, data: Path, context: distributed.Context, start_step
                      f"to itself: using {workers} DataLoader worker(s)")
     data_cfg = dataclasses.replace(config.data, num_workers=workers)
     loader = build_pretrain_loader(data, data_cfg, config.train.seed, rank=context.rank,
-                                   world_size=context.world_size, start_step=start_step, scan_cache=scan_cache)
+                                   world_size=context.world_size, start_step=start_step, scan_cache=scan_cache,
+                                   batches=JpegBatches if decode == "cuda" else None)
+    loader.pin_memory = context.device.type == "cuda"  # the feed copies batches from pinned memory
     loader.worker_init_fn = functools.partial(_init_worker, loader.worker_init_fn)
     return loader
 
@@ -360,18 +391,90 @@ def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+class _LossWatch:
+    """The loss between host syncs, kept on the device: its last value and the first non-finite one.
+
+    Reading a loss with ``float()`` every step makes the host wait for the device each step (and, with
+    several processes, an all-reduce too), so the host cannot queue the next step ahead. ``add`` only
+    queues device operations; ``agree`` is the sync: one all-reduce and one read of a few numbers.
+    """
+
+    def __init__(self, device: torch.device):
+        self.last = torch.zeros((), device=device)
+        self.first_bad = torch.zeros((), device=device)  # 1-based step of the first non-finite loss; 0: none
+        self.bad_value = torch.zeros((), device=device)
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        self.last = loss.detach().float()
+        new = (self.first_bad == 0) & ~torch.isfinite(self.last)
+        self.first_bad = torch.where(new, float(step), self.first_bad)
+        self.bad_value = torch.where(new, self.last, self.bad_value)
+
+    def agree(self, stop: StopSignal) -> tuple[float, str | None, str | None]:
+        """Mean last loss over processes; what went wrong when a loss on any process was non-finite, else
+        None; the stop signal any process received (so all stop at the same step)."""
+        shared = torch.cat([self.last.reshape(1), (self.first_bad > 0).float().reshape(1),
+                            _stop_flags(stop, self.last.device)])
+        shared = distributed.mean_over_processes(shared)
+        values = torch.cat([shared, self.first_bad.reshape(1), self.bad_value.reshape(1)]).tolist()
+        loss, any_bad, flags, first_bad, bad_value = values[0], values[1], values[2:-2], values[-2], values[-1]
+        bad = None
+        if any_bad > 0:
+            bad = (f"the loss became {bad_value} at step {int(first_bad)}" if first_bad > 0
+                   else "the loss became non-finite on another process")
+        return loss, bad, _stopped_by(flags)
+
+
 def _agree(loss: torch.Tensor, stop: StopSignal) -> tuple[float, str | None]:
-    """Mean loss over processes, and the stop signal any process received (so all stop at the same step)."""
-    received = [float(stop.name == signum.name) for signum in signals.STOP_SIGNALS]
-    values = torch.cat([loss.detach().float().reshape(1), torch.tensor(received, device=loss.device)])
-    values = distributed.mean_over_processes(values)
-    stopped_by = [signum.name for signum, v in zip(signals.STOP_SIGNALS, values[1:].tolist()) if v > 0]
-    return float(values[0]), (stopped_by[0] if stopped_by else None)
+    """Mean loss over processes, and the stop signal any process received (so all stop at the same step);
+    a host sync (the fine-tune loops call it; pretraining reads its loss through ``_LossWatch``)."""
+    values = distributed.mean_over_processes(torch.cat([loss.detach().float().reshape(1),
+                                                        _stop_flags(stop, loss.device)]))
+    return float(values[0]), _stopped_by(values[1:].tolist())
 
 
-def _non_finite_message(step: int, loss: float, last_good: Path | None) -> str:
+def _stop_flags(stop: StopSignal, device: torch.device) -> torch.Tensor:
+    """1.0 for the stop signal this process received, per ``signals.STOP_SIGNALS`` (averaged over processes)."""
+    return torch.tensor([float(stop.name == signum.name) for signum in signals.STOP_SIGNALS], device=device)
+
+
+def _stopped_by(flags: list[float]) -> str | None:
+    """The first stop signal any process received, from the averaged flags."""
+    names = [signum.name for signum, v in zip(signals.STOP_SIGNALS, flags) if v > 0]
+    return names[0] if names else None
+
+
+def _finite_weights(model: torch.nn.Module) -> bool:
+    """All floating-point parameters and buffers finite (one host read)."""
+    tensors = [v for v in model.state_dict().values() if v.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(v).all() for v in tensors]).all())
+
+
+def _input_wait(feed: DeviceFeed, seconds: float, steps: int, timer: StepTimer | None) -> dict[str, float]:
+    """How input-bound the loop was since the last log: time per step spent waiting for the loader, its
+    share of the wall time, and (CUDA) the device time of this log step from CUDA events."""
+    waited, feed.waited = feed.waited, 0.0
+    record = {"data_wait_s": waited / max(steps, 1), "data_wait_share": min(waited / max(seconds, 1e-9), 1.0),
+              "step_s": seconds / max(steps, 1)}
+    gpu = timer.seconds() if timer is not None else None
+    if gpu is not None:
+        record["gpu_step_s"] = gpu
+    return record
+
+
+def _note_data_path_change(checkpoint: dict[str, Any], version: str, notes: list[str]) -> None:
+    """A resume whose batches are made another way than the checkpoint's (docs/data_path.md): reported."""
+    stored = checkpoint.get("data_path_version", "cpu-torchvision/1")  # checkpoints before versions
+    if stored != version:
+        notes.append(f"the checkpoint's batches were made by data path {stored}, this run uses {version}: "
+                     "the same clips, times, crop boxes and flips, resized differently (under 2/255 per view "
+                     "on average; docs/data_path.md), so the run continues but does not repeat the original "
+                     "bit for bit")
+
+
+def _non_finite_message(what: str, last_good: Path | None) -> str:
     where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-    return (f"the loss became {loss} at step {step}: training stopped and {where} (left untouched). "
+    return (f"{what}: training stopped and {where} (left untouched). "
             "Lower optim.base_lr or raise optim.warmup_steps, then resume or start again.")
 
 
@@ -381,7 +484,7 @@ def _attention_entropy(out: dict[str, Any]) -> dict[str, float]:
 
 
 def _checkpoint_state(step: int, config: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                      data: str | Path, world_size: int) -> dict[str, Any]:
+                      data: str | Path, world_size: int, data_version: str) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "step": step,
@@ -391,6 +494,7 @@ def _checkpoint_state(step: int, config: Config, model: torch.nn.Module, optimiz
         "rng": rng_state(),
         "data_path": str(data),  # absolute: resume works from any folder
         "world_size": world_size,
+        "data_path_version": data_version,  # how the batches were made (vito.data.gpu_decode)
     }
 
 

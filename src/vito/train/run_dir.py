@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +52,24 @@ class RunFolder:
         self.notes: list[str] = []
         self._locked = False
 
+    def check(self) -> None:
+        """The refusal of :meth:`__enter__` for a fresh run into a run, early: before a long start-up."""
+        self._on_main(self._refuse_a_fresh_run_into_a_run)
+
     def __enter__(self) -> RunFolder:
+        self._on_main(self._take)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._locked:
+            self._release()
+
+    def _on_main(self, action: Callable[[], None]) -> None:
+        """Run ``action`` on rank 0; every rank raises its error (the others wait for rank 0's outcome)."""
         error: VitoError | None = None
         if self.is_main:
             try:
-                self._take()
+                action()
             except VitoError as exc:
                 error = exc
         message = distributed.broadcast_from_main(None if error is None else str(error))
@@ -64,21 +77,19 @@ class RunFolder:
             raise error
         if message is not None:
             raise VitoError(f"{message} (reported by rank 0)")
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if self._locked:
-            self._release()
 
     # rank 0
 
-    def _take(self) -> None:
+    def _refuse_a_fresh_run_into_a_run(self) -> None:
         if not self.resume and not self.overwrite and holds_run(self.path):
             raise VitoError(
                 f"{self.path} already holds a run ({', '.join(self._markers())}); continue it with "
                 f"--resume {self.path}, start it afresh with --overwrite (deletes its checkpoints and logs), "
                 "or choose another --out"
             )
+
+    def _take(self) -> None:
+        self._refuse_a_fresh_run_into_a_run()
         if self.path.exists() and not self.path.is_dir():
             raise VitoError(f"{self.path} is a file, not a run folder")
         self.path.mkdir(parents=True, exist_ok=True)

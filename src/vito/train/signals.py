@@ -13,7 +13,8 @@ arrive in the instant between a worker's start and its ``worker_init_fn``.
 
 Exit status: 128 + the signal number, as a shell reports a process killed by that signal, so that a
 scheduler never mistakes a stopped run for a finished one: SIGTERM -> 143, SIGINT -> 130, and SIGUSR1
-(an early warning, "stop soon") -> 143 like SIGTERM.
+(an early warning, "stop soon") -> 143 like SIGTERM. A second SIGINT (Ctrl-C twice) stops at once, without
+a checkpoint (a save cut short leaves the previous one intact).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class StopSignal:
     def _handle(self, signum: int, frame: Any) -> None:
         if not self.requested:  # the first signal names the stop (SIGUSR1 then SIGTERM: still SIGUSR1)
             self.requested, self.name = True, signal.Signals(signum).name
+        elif signum == signal.SIGINT:  # Ctrl-C twice: the user does not want to wait (schedulers never do this)
+            raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopSignal]:

@@ -14,15 +14,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from vito.viz.figures import save_figure  # noqa: E402
 
 HEADER_WIDTH = 14  # characters per line of a column title
 
 
-def plot_consistency_table(row_labels: Sequence[str], column_titles: Sequence[str], cells: Sequence[Sequence[str]],
-                           out: str | Path) -> Path:
-    """Render a table of pre-formatted cells (one row per decision maker) as a PNG."""
+def consistency_table_figure(row_labels: Sequence[str], column_titles: Sequence[str],
+                             cells: Sequence[Sequence[str]]) -> Figure:
+    """The table of pre-formatted cells (one row per decision maker) as a matplotlib figure."""
     titles = [textwrap.fill(t, HEADER_WIDTH) for t in column_titles]
     labels = [textwrap.fill(label, 36) for label in row_labels]
     header_lines = max(t.count("\n") + 1 for t in titles)
@@ -38,4 +39,10 @@ def plot_consistency_table(row_labels: Sequence[str], column_titles: Sequence[st
     for (row, _), cell in table.get_celld().items():
         if row == 0:
             cell.set_height(cell.get_height() * header_lines)
-    return save_figure(figure, out, dpi=150, tight=True)
+    return figure
+
+
+def plot_consistency_table(row_labels: Sequence[str], column_titles: Sequence[str], cells: Sequence[Sequence[str]],
+                           out: str | Path) -> Path:
+    """Render the table as a PNG at ``out``."""
+    return save_figure(consistency_table_figure(row_labels, column_titles, cells), out, dpi=150, tight=True)

@@ -1,0 +1,74 @@
+"""The training loop's input: batches with their views on the training device, one batch ahead, and how
+long the loop waited for the loader (whether a run is input-bound).
+
+On CUDA, the next batch is copied from pinned memory (the DataLoader pins it in its own thread) on a side
+stream, and for ``data.decode_device=cuda`` decoded and cropped there too, while the device still computes
+the current step; the step then waits for that stream only, not the host. On CPU it is a pass-through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from vito.data.gpu_decode import decode_views
+
+
+class DeviceFeed:
+    """``take()`` the current batch; ``prefetch()`` the next one once the current step's work is queued."""
+
+    def __init__(self, batches: Iterator[dict[str, Any]], device: torch.device, image_size: int, decode: str):
+        self.batches, self.device, self.image_size, self.decode = batches, device, image_size, decode
+        self.stream = torch.cuda.Stream(device=device) if device.type == "cuda" else None
+        self.waited = 0.0  # seconds spent waiting for the loader, summed until the caller resets it
+        self._next: dict[str, Any] | None = None
+
+    def prefetch(self) -> None:
+        """Take the next batch from the loader (its wait is counted) and start moving it to the device."""
+        start = time.perf_counter()
+        batch = next(self.batches)
+        self.waited += time.perf_counter() - start
+        with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+            if self.decode == "cuda":
+                batch["views"] = decode_views(batch, self.image_size, self.device)
+            else:
+                batch["views"] = batch["views"].to(self.device, non_blocking=True)
+            batch["video_index"] = batch["video_index"].to(self.device, non_blocking=True)
+        self._next = batch
+
+    def take(self) -> dict[str, Any]:
+        """The prefetched batch (fetched now if there is none), usable on the current stream."""
+        if self._next is None:
+            self.prefetch()
+        batch, self._next = self._next, None
+        if self.stream is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(self.stream)
+            for key in ("views", "video_index"):  # allocated on the side stream, used on this one
+                batch[key].record_stream(current)
+        return batch
+
+
+class StepTimer:
+    """Device time of one step from CUDA events (read at a log step, when the loop syncs anyway); ``None``
+    on CPU, where the host's wall time is the step time."""
+
+    def __init__(self, device: torch.device):
+        self.events = None
+        if device.type == "cuda":
+            self.events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            self.events[0].record()
+
+    def stop(self) -> None:
+        if self.events is not None:
+            self.events[1].record()
+
+    def seconds(self) -> float | None:
+        if self.events is None:
+            return None
+        self.events[1].synchronize()
+        return self.events[0].elapsed_time(self.events[1]) / 1000.0
