@@ -86,3 +86,7 @@ def test_finished_run_is_reused_and_other_settings_are_refused(tmp_path: Path) -
 def test_non_finite_loss_names_the_last_good_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(VitoError, match="non-finite loss at step 0.*none"):
         _run(tmp_path, scale=float("nan"))
+    with pytest.raises(VitoError, match="--resume"):  # the failed run's folder is not taken silently
+        _run(tmp_path)
+    resumed, _, calls = _run(tmp_path, resume=True)  # nothing was checkpointed: it starts from step 0
+    assert resumed.finished and len(calls) == 6

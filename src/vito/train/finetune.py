@@ -114,7 +114,7 @@ def finetune(
     if found is not None and found["step"] >= spec.iterations:
         model.load_state_dict(found["model"])
         return FinetuneResult(run_dir, found["step"], finished=True, reused=True, notes=["reused a finished run"])
-    with RunFolder(run_dir, resume=resume and found is not None, overwrite=overwrite, is_main=context.is_main,
+    with RunFolder(run_dir, resume=resume and holds_run(run_dir), overwrite=overwrite, is_main=context.is_main,
                    kind=spec.format.split("/")[0]) as folder:
         state = load_checkpoint(run_dir, expected_format=spec.format) if resume and found is not None else None
         if context.is_main:
