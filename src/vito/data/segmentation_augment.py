@@ -17,7 +17,6 @@ Augmentation (per sample, uint8 in, normalised float out, in the DataLoader work
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +24,10 @@ import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import IterableDataset, get_worker_info
 
 from vito.data.augment import normalize
 from vito.data.segmentation import IGNORE_INDEX, SegmentationDataset, UnreadableFile, read_image
+from vito.data.stream import EpochShuffle, StepStream
 
 CAT_MAX_TRIES = 10  # mmseg RandomCrop
 
@@ -143,10 +142,10 @@ def logits_to_original(logits: torch.Tensor, mode: str, geometry: tuple[int, ...
     return F.interpolate(logits.float(), size=geometry, mode="bilinear", align_corners=False)[0]
 
 
-class SegmentationBatches(IterableDataset):
+class SegmentationBatches(StepStream):
     """Endless batches for one rank from ``start_step``; use with ``DataLoader(batch_size=None)``.
 
-    Worker ``w`` of ``K`` makes steps ``start + w + k*K`` (the loader's round-robin keeps the order).
+    Workers split the steps as ``StepStream`` says.
     Batch: ``{"step", "images": float [b, 3, S, S], "labels": int64 [b, S, S], "skipped": [(id, reason)]}``;
     an unreadable image or mask is replaced by the next item of the permutation and reported once per worker.
     """
@@ -159,24 +158,11 @@ class SegmentationBatches(IterableDataset):
         self.global_batch, self.rank, self.world_size, self.start_step = global_batch, rank, world_size, start_step
         self.batch_size = global_batch // world_size
         self._bad: dict[int, str] = {}
-        self._orders: dict[int, np.ndarray] = {}
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        step = self.start_step + worker
-        while True:
-            yield self.batch(step)
-            step += workers
+        self._shuffle = EpochShuffle(seed, len(dataset.items))
 
     def item_for(self, position: int) -> int:
         """The item at a position of the endless, epoch-wise shuffled sequence."""
-        epoch, within = divmod(position, len(self.dataset.items))
-        if epoch not in self._orders:
-            if len(self._orders) >= 2:
-                self._orders.pop(min(self._orders))
-            self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset.items))
-        return int(self._orders[epoch][within])
+        return self._shuffle(position)[0]
 
     def batch(self, step: int) -> dict[str, Any]:
         images, labels, skipped = [], [], []

@@ -35,11 +35,12 @@ import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
 from vito.config import DataConfig
 from vito.data.augment import RandomResizedCropFlip
 from vito.data.sampling import sample_times
+from vito.data.stream import EpochShuffle, StepStream
 from vito.data.video import VideoReader, check_regular_file
 from vito.errors import DataError, VitoError
 from vito.io import write_json
@@ -340,11 +341,10 @@ def _no_usable_message(total: int, reasons: Sequence[str]) -> str:
 # The batch stream
 
 
-class PretrainBatches(IterableDataset):
+class PretrainBatches(StepStream):
     """Infinite stream of whole batches for one rank, starting at ``start_step``.
 
-    Use with ``DataLoader(batch_size=None)``. Worker ``w`` of ``K`` makes steps ``start_step + w + k*K``, so
-    the loader's round-robin order yields steps ``start_step, start_step + 1, ...`` for any ``K``.
+    Use with ``DataLoader(batch_size=None)``; workers split the steps as ``StepStream`` says.
     Batch: ``{"step": int, "views": uint8 [B, V, 3, S, S], "video_index": int64 [B],
     "skipped": [(name, reason), ...]}``: the clips that failed while making this batch, and in the batch of
     ``start_step`` also everything left out before (``skipped``: manifest rows, files and shards, and the
@@ -377,15 +377,7 @@ class PretrainBatches(IterableDataset):
         self.crop = RandomResizedCropFlip(data.image_size, scale=(data.crop_min_scale, 1.0))
         self.unusable = dict(unusable)
         self.skipped = list(skipped) + [(source.name(i), unusable[i]) for i in sorted(unusable)]
-        self._orders: dict[int, np.ndarray] = {}  # epoch -> permutation (cache of the last two)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        step = self.start_step + worker
-        while True:
-            yield self.batch(step)
-            step += workers
+        self._shuffle = EpochShuffle(seed, len(self.usable) * data.clips_per_video)
 
     def save_scan(self, folder: Path) -> None:
         """Keep this stream's pre-scan in the run ``folder``, for ``build_pretrain_loader(scan_cache=folder)``."""
@@ -396,14 +388,9 @@ class PretrainBatches(IterableDataset):
     def video_for(self, step: int, slot: int) -> int:
         """The video at a position of the infinite, epoch-wise shuffled sequence of usable videos, split
         across ranks."""
-        epoch_size = len(self.usable) * self.data.clips_per_video
         position = (step * self.world_size + self.rank) * self.batch_size + slot
-        epoch, within = divmod(position, epoch_size)
-        if epoch not in self._orders:
-            if len(self._orders) >= 2:
-                self._orders.pop(min(self._orders))
-            self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(epoch_size)
-        return int(self.usable[self._orders[epoch][within] % len(self.usable)])
+        item, _ = self._shuffle(position)
+        return int(self.usable[item % len(self.usable)])
 
     def candidates(self, step: int, slot: int) -> Iterator[int]:
         """The scheduled video, then its replacements should a read fail: every other usable video once,

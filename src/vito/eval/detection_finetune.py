@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, IterableDataset, Subset, get_worker_info
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from vito.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from vito.data.stream import EpochShuffle, StepStream
 from vito.errors import VitoError
 from vito.eval.detection_data import Annotations, DetectionImages, collate_detection, image_file, targets_of
 from vito.eval.detection_metrics import LVIS_MAX_DETS, DetectionScores, score_detections
@@ -109,11 +109,11 @@ def lr_factor(step: int, steps: int, warmup_steps: int) -> float:
 # Data
 
 
-class DetectionBatches(IterableDataset):
+class DetectionBatches(StepStream):
     """Endless training batches of one process from ``start``; use with ``DataLoader(batch_size=None)``.
 
     Step ``s`` takes positions ``s*B .. s*B + B - 1`` of an endless stream of per-epoch permutations of the
-    train images (this process: its ``B / K`` slots); worker ``w`` of ``W`` makes steps ``start + w + k*W``.
+    train images (this process: its ``B / K`` slots); workers split the steps as ``StepStream`` says.
     An unreadable image is replaced by the next usable one of the stream and listed in ``skipped`` once.
     Batch: ``{"step", "images": [uint8 [3, h, w]], "targets": [{"boxes", "labels"}], "skipped"}``.
     """
@@ -122,28 +122,10 @@ class DetectionBatches(IterableDataset):
                  world_size: int = 1) -> None:
         if batch_size % world_size:
             raise VitoError(f"--batch-size {batch_size} does not split over {world_size} processes")
-        self.images, self.batch_size, self.seed, self.start = images, batch_size, seed, start
+        self.images, self.batch_size, self.seed, self.start_step = images, batch_size, seed, start
         self.local, self.offset = batch_size // world_size, rank * (batch_size // world_size)
         self._bad: set[int] = set()
-        self._orders: dict[int, np.ndarray] = {}
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        step = self.start + worker
-        while True:
-            yield self.batch(step)
-            step += workers
-
-    def _position(self, position: int) -> tuple[int, int]:
-        """(image index, epoch) at a position of the endless stream."""
-        count = len(self.images)
-        epoch, within = divmod(position, count)
-        if epoch not in self._orders:
-            if len(self._orders) >= 2:
-                self._orders.pop(min(self._orders))
-            self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(count)
-        return int(self._orders[epoch][within]), epoch
+        self._shuffle = EpochShuffle(seed, len(images))
 
     def batch(self, step: int) -> dict[str, Any]:
         images, targets, skipped = [], [], []
@@ -154,7 +136,7 @@ class DetectionBatches(IterableDataset):
         return {"step": step, "images": images, "targets": targets, "skipped": skipped}
 
     def _first_usable(self, position: int, skipped: list[tuple[str, str]]) -> dict[str, Any]:
-        index, epoch = self._position(position)
+        index, epoch = self._shuffle(position)
         for offset in range(len(self.images)):
             candidate = (index + offset) % len(self.images)
             if candidate in self._bad:
