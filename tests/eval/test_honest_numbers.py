@@ -53,6 +53,16 @@ def test_a_partial_responses_set_over_several_datasets_is_flagged(shared_data, t
     assert labels[0].startswith("mine (") and any(label.startswith("humans, subject pairs") for label in labels)
 
 
+def test_a_complete_responses_file_is_not_partial_where_conditions_are_excluded(shared_data, tmp_path) -> None:
+    """low-pass leaves 3 of its 8 conditions out of every metric: they count neither as used nor as expected."""
+    raw = shared_data / "model-vs-human" / "raw-data"
+    responses = sorted((raw / "low-pass").glob("*.csv"))[0]
+    assert main(["eval", "model-vs-human", "--responses", str(responses), "--raw-data", str(raw),
+                 "--datasets", "low-pass", "--out", str(tmp_path)]) == 0
+    coverage = read_result(tmp_path).coverage
+    assert not coverage.partial and coverage.used == coverage.expected == 800  # 5 of 8 conditions x 160
+
+
 def test_several_datasets_in_one_call(shared_data, tmp_path) -> None:
     raw = shared_data / "model-vs-human" / "raw-data"
     datasets = ["edge", "cue-conflict", "low-pass", "uniform-noise"]
@@ -62,6 +72,9 @@ def test_several_datasets_in_one_call(shared_data, tmp_path) -> None:
     assert result.settings["datasets_scored"] == sorted(datasets)
     assert [row["dataset"] for row in result.tables["per dataset"]] == sorted(datasets)
     assert not result.coverage.partial
+    humans = human.load_human_data(raw, datasets)
+    assert result.coverage.used == sum(len(human.scored_trials(subjects, human.EXCLUDED_CONDITIONS.get(name, ())))
+                                       for name, subjects in humans.items()) > 0  # every human trial, not 0 of 0
     assert main(["eval", "model-vs-human", "--humans", "--raw-data", str(raw), "--datasets", "edge,nonsense",
                  "--out", str(tmp_path / "bad")]) == 2
 

@@ -348,6 +348,12 @@ def human_pairs(subjects: Mapping[str, Session], excluded: Iterable[str]) -> dic
     }
 
 
+def scored_trials(subjects: Mapping[str, Session], excluded: Iterable[str]) -> set[str]:
+    """The human trials a dataset is scored on: every subject's images outside the excluded conditions."""
+    excluded = set(excluded)
+    return {i for session in subjects.values() for i, trial in session.items() if trial.condition not in excluded}
+
+
 def score_dataset(model: Session, subjects: Mapping[str, Session], dataset: str) -> dict:
     """Per-subject and averaged metrics of ``model`` on one dataset, plus its two ceiled forms.
 
@@ -365,8 +371,8 @@ def score_dataset(model: Session, subjects: Mapping[str, Session], dataset: str)
     ceiling = nested_mean({p: {c: v.error_consistency for c, v in sc.items()} for p, sc in pairs.items()})
     noise_ceiled = min(max(abs(raw_kappa) / abs(ceiling), 0.0), 1.0) if pairs and ceiling else math.nan
     result = {
-        "trials_compared": sum(s.trials for s in next(iter(per_subject.values())).values()),
-        "human_trials": len(set().union(*(session.keys() for session in subjects.values()))),
+        "trials_compared": len(scored_trials(subjects, excluded) & model.keys()),
+        "human_trials": len(scored_trials(subjects, excluded)),
         "excluded_conditions": sorted(excluded),
         "mean": mean_row(per_subject),
         "humans": humans_row(pairs),
@@ -442,9 +448,10 @@ def leave_one_out(dataset: str, subjects: Mapping[str, Session]) -> dict:
             per_subject[name]["shape_bias"] = scored["shape_bias"]["shape_bias"]
     keys = next(iter(per_subject.values()))
     mean = {key: nested_mean({name: row[key] for name, row in per_subject.items()}) for key in keys}
+    trials = len(scored_trials(subjects, excluded))  # each subject in turn: every human trial is scored
     return {"mean": mean, "error_consistency_ceiled_noise": mean["error_consistency_ceiled_noise"],
             "humans": humans_row(human_pairs(subjects, excluded)), "excluded_conditions": sorted(excluded),
-            "subjects": per_subject}
+            "subjects": per_subject, "trials_compared": trials, "human_trials": trials}
 
 
 CEILING_NOTES = {
