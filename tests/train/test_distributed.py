@@ -100,7 +100,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 def _stop_and_run_folder(rank: int, out: Path) -> dict:
     """A signal seen by rank 1 only stops both ranks after the same step; rank 0 decides on the run folder."""
     from vito.errors import VitoError
-    from vito.train.loop import _agree
+    from vito.train.loop import agree_on_stop
     from vito.train.run_dir import LOCK, RunFolder
     from vito.train.signals import StopSignal
 
@@ -108,7 +108,7 @@ def _stop_and_run_folder(rank: int, out: Path) -> dict:
     stop = StopSignal()
     if rank == 1:
         stop.requested, stop.name = True, "SIGUSR1"
-    results["agreed"] = _agree(torch.tensor(float(rank)), stop)
+    results["agreed"] = agree_on_stop(torch.tensor(float(rank)), stop)
     folder = out / "run"
     with RunFolder(folder, resume=False, is_main=rank == 0):
         results["locked"] = (folder / LOCK).is_file()  # rank 1 waited for rank 0 to take the lock

@@ -38,7 +38,7 @@ from vito.errors import VitoError
 from vito.io import atomic_write
 from vito.train import distributed
 from vito.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from vito.train.loop import _agree as agree_on_stop  # every process stops after the same step, on the same signal
+from vito.train.loop import agree_on_stop  # every process stops after the same step, on the same signal
 from vito.train.run_dir import RunFolder, holds_run
 from vito.train.signals import StopSignal, blocked, ignore_stop_signals_in_worker
 

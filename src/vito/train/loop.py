@@ -425,7 +425,7 @@ class _LossWatch:
         return loss, bad, _stopped_by(flags)
 
 
-def _agree(loss: torch.Tensor, stop: StopSignal) -> tuple[float, str | None]:
+def agree_on_stop(loss: torch.Tensor, stop: StopSignal) -> tuple[float, str | None]:
     """Mean loss over processes, and the stop signal any process received (so all stop at the same step);
     a host sync (the fine-tune loops call it; pretraining reads its loss through ``_LossWatch``)."""
     values = distributed.mean_over_processes(torch.cat([loss.detach().float().reshape(1),
