@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -43,12 +41,12 @@ from vito.eval.detection_data import DetectionImages, collate_detection, load_an
 from vito.eval.detection_finetune import (CHECKPOINT_FORMAT, DetectionBatches, FinetunePlan, as_float,
                                           build_detector, detection_loss, lr_factor, make_optimizer, predict)
 from vito.eval.encoders import load_encoder
+from benchmarks.loop_vs_plain import comparison_lines, interleaved_rounds, machine, summary
 from vito.io import atomic_write, write_json
 from vito.train import distributed
 from vito.train.finetune import FinetuneSpec, finetune
 
 RESULTS = Path(__file__).parent / "results"
-TARGET_RATIO = 0.95
 
 
 def make_plan(size: tuple[int, int], batch: int, steps: int, fpn_channels: int) -> FinetunePlan:
@@ -111,31 +109,20 @@ def run(shared: Path, rounds: int, steps: int, size: tuple[int, int], batch: int
     images = DetectionImages(annotations, coco / "images", train=True, canvas=size, seed=0)
     encoder = load_encoder("torchvision:resnet18")
     load_before = os.getloadavg()[0]
-    per_round = []
-    for index in range(rounds):
-        order = ["vito", "plain"] if index % 2 == 0 else ["plain", "vito"]
-        times = {}
-        for name in order:
-            times[name] = vito_round(encoder, annotations, images, plan, tmp) if name == "vito" else \
-                plain_round(encoder, annotations, images, plan)
-        ips = {name: batch / statistics.median(t) for name, t in times.items()}
-        per_round.append({"order": order, "images_per_s": ips, "step_s": times})
-        print(f"round {index}: " + ", ".join(f"{n} {v:.2f} img/s" for n, v in ips.items()), flush=True)
-    medians = {name: statistics.median(r["images_per_s"][name] for r in per_round) for name in ("vito", "plain")}
-    ratio = medians["vito"] / medians["plain"]
+    per_round = interleaved_rounds(rounds, batch, {
+        "vito": lambda: vito_round(encoder, annotations, images, plan, tmp),
+        "plain": lambda: plain_round(encoder, annotations, images, plan)})
     return {
         "setup": {"model": f"FCOS (FPN width {fpn_channels}) on torchvision:resnet18", "size": list(size),
                   "batch": batch, "rounds": rounds, "steps_per_round": steps, "precision": "fp32",
-                  "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                  "torch": torch.__version__, "load_average_1min": [load_before, os.getloadavg()[0]]},
-        "train_images_per_s": medians, "ratio_vito_over_plain": ratio, "target_ratio": TARGET_RATIO,
-        "meets_target": ratio >= TARGET_RATIO, "rounds": per_round,
+                  **machine(load_before)},
+        **summary(per_round),
         "inference": inference(encoder, annotations, coco / "images", plan, count=12, batch=batch),
     }
 
 
 def markdown(report: dict) -> str:
-    s, t, inf = report["setup"], report["train_images_per_s"], report["inference"]
+    s, inf = report["setup"], report["inference"]
     return "\n".join([
         "# Detection fine-tuning throughput: vito's loop vs a plain loop",
         "",
@@ -145,15 +132,7 @@ def markdown(report: dict) -> str:
         f"the absolute numbers). {s['rounds']} rounds of {s['steps_per_round']} timed steps per loop, the loops' "
         "order alternating; per round images/s = batch / median step time; below: median over rounds.",
         "",
-        "| loop | train images/s |",
-        "|---|---|",
-        f"| vito `finetune` | {t['vito']:.3f} |",
-        f"| plain loop | {t['plain']:.3f} |",
-        "",
-        f"Ratio vito / plain: **{report['ratio_vito_over_plain']:.3f}** (target >= {report['target_ratio']}: "
-        f"{'met' if report['meets_target'] else 'not met'}). Per round (vito / plain): "
-        + ", ".join(f"{r['images_per_s']['vito'] / r['images_per_s']['plain']:.2f}" for r in report["rounds"])
-        + ": on a loaded machine the spread between rounds is larger than any difference between the loops.",
+        *comparison_lines(report),
         "",
         f"Inference (`predict`: eval view, batches of {inf['batch']}, boxes back in original pixels): "
         f"**{inf['images_per_s']:.3f} images/s** over {inf['images']} images ({inf['detections']} detections).",

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -38,12 +36,12 @@ from vito.eval.base import settings_from_mapping
 from vito.eval.encoders import load_encoder
 from vito.eval.segment import Segment, protocol_for
 from vito.eval.segment_finetune import build_model, learning_rate, make_optimizer, predict_image, segmentation_loss
+from benchmarks.loop_vs_plain import comparison_lines, interleaved_rounds, machine, summary
 from vito.io import atomic_write, write_json
 from vito.train import distributed
 from vito.train.finetune import FinetuneSpec, finetune
 
 RESULTS = Path(__file__).parent / "results"
-TARGET_RATIO = 0.95
 LR = 0.01
 VOC_IDS = ("2007_000033", "2007_000129")
 
@@ -133,31 +131,19 @@ def run(shared: Path, rounds: int, steps: int, crop: int, batch: int) -> dict:
     train, val = open_dataset("voc", root, "trainaug"), open_dataset("voc", root, "val")
     encoder = load_encoder("timm:resnet18")
     load_before = os.getloadavg()[0]
-    per_round = []
-    for index in range(rounds):
-        order = ["vito", "plain"] if index % 2 == 0 else ["plain", "vito"]
-        times = {}
-        for name in order:
-            times[name] = vito_round(protocol, encoder, train, steps, batch, tmp) if name == "vito" else \
-                plain_round(protocol, encoder, train, steps, batch)
-        ips = {name: batch / statistics.median(t) for name, t in times.items()}
-        per_round.append({"order": order, "images_per_s": ips, "step_s": times})
-        print(f"round {index}: " + ", ".join(f"{n} {v:.2f} img/s" for n, v in ips.items()))
-    medians = {name: statistics.median(r["images_per_s"][name] for r in per_round) for name in ("vito", "plain")}
-    ratio = medians["vito"] / medians["plain"]
+    per_round = interleaved_rounds(rounds, batch, {
+        "vito": lambda: vito_round(protocol, encoder, train, steps, batch, tmp),
+        "plain": lambda: plain_round(protocol, encoder, train, steps, batch)})
     return {
         "setup": {"model": "DilatedFCN on timm:resnet18 (res5 dilated)", "crop": crop, "batch": batch,
-                  "rounds": rounds, "steps_per_round": steps, "precision": "fp32", "threads": torch.get_num_threads(),
-                  "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                  "load_average_1min": [load_before, os.getloadavg()[0]]},
-        "train_images_per_s": medians, "ratio_vito_over_plain": ratio, "target_ratio": TARGET_RATIO,
-        "meets_target": ratio >= TARGET_RATIO, "rounds": per_round,
+                  "rounds": rounds, "steps_per_round": steps, "precision": "fp32", **machine(load_before)},
+        **summary(per_round),
         "inference": inference(protocol, encoder, val, repeats=3),
     }
 
 
 def markdown(report: dict) -> str:
-    s, t, inf = report["setup"], report["train_images_per_s"], report["inference"]
+    s, inf = report["setup"], report["inference"]
     return "\n".join([
         "# Segmentation fine-tuning throughput: vito's loop vs a plain loop",
         "",
@@ -167,15 +153,7 @@ def markdown(report: dict) -> str:
         f"of {s['steps_per_round']} timed steps per loop, the loops' order alternating; per round images/s = "
         "batch / median step time; below: median over rounds.",
         "",
-        "| loop | train images/s |",
-        "|---|---|",
-        f"| vito `finetune` | {t['vito']:.3f} |",
-        f"| plain loop | {t['plain']:.3f} |",
-        "",
-        f"Ratio vito / plain: **{report['ratio_vito_over_plain']:.3f}** (target >= {report['target_ratio']}: "
-        f"{'met' if report['meets_target'] else 'not met'}). Per round (vito / plain): "
-        + ", ".join(f"{r['images_per_s']['vito'] / r['images_per_s']['plain']:.2f}" for r in report["rounds"])
-        + ": on a loaded machine the spread between rounds is larger than any difference between the loops.",
+        *comparison_lines(report),
         "",
         f"Inference (`predict_image`: centre-pad, whole image, logits at the original size, argmax): "
         f"**{inf['images_per_s']:.3f} images/s** over {inf['images']} predictions of images "
