@@ -125,7 +125,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         dtype = x.dtype
-        x = x.float()  # statistics in float32 even under bf16 autocast
+        x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # float32 statistics under autocast
         dims = [0, *range(2, x.dim())]
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
         totals = dist_fn.all_reduce(torch.cat([x.sum(dims), count]))
