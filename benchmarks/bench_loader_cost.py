@@ -8,6 +8,9 @@ measures, in this process and one thread (like one worker, without the DataLoade
 - ``per-frame tensor crops``: the original path, kept here as the reference: ``ShardSource.read_clip``
   (decode every frame to uint8 [V, H, W, 3]), then per frame a torchvision antialiased ``resized_crop`` and
   flip on a tensor, then ``torch.stack`` per clip and per batch;
+- ``decode + one bilinear resize``: the same decode, then one bare OpenCV bilinear resize of each frame's crop
+  box (the loader's boxes) into a preallocated view: no antialiasing, flip, checks or batch assembly. No crop
+  path can cost less than this, so it shows how much of the target the decode and one resize leave;
 - ``decode-only bound``: ``simplejpeg.decode_jpeg`` at full size of the same stored frames the loader read
   (their bytes read beforehand, untimed).
 
@@ -93,6 +96,36 @@ def stored_jpegs(source: ShardSource, read: list[tuple[int, np.ndarray]]) -> lis
     return jpegs
 
 
+def crop_boxes(loader: PretrainBatches, step: int) -> list[tuple[int, int, int, int]]:
+    """The crop box of every view of a batch, as ``per_frame_batch`` draws them (untimed)."""
+    d, boxes = loader.data, []
+    for slot in range(loader.batch_size):
+        rng = np.random.default_rng([loader.seed, step, loader.rank, slot])
+        index = loader.video_for(step, slot)
+        duration = loader.source.duration(index)
+        sample_times(duration, d.num_views, d.window_seconds, d.sampling, d.delta_seconds, rng)
+        height, width = frame_size(loader.source, index)
+        boxes += [loader.crop.sample(height, width, rng)[0] for _ in range(d.num_views)]
+    return boxes
+
+
+def frame_size(source: ShardSource, index: int) -> tuple[int, int]:
+    """(height, width) of a clip's stored frames."""
+    clip = source.clip(index)
+    offset, size = clip["frames"][0]
+    with open(source.folder / clip["tar"], "rb") as handle:
+        handle.seek(offset)
+        return simplejpeg.decode_jpeg_header(handle.read(size))[:2]
+
+
+def decode_and_resize(jpegs: list[bytes], boxes: list[tuple[int, int, int, int]], size: int) -> None:
+    """Decode each frame and resize its crop box once with OpenCV's plain bilinear (the floor of any crop path)."""
+    out = np.empty((size, size, 3), dtype=np.uint8)
+    for data, (top, left, h, w) in zip(jpegs, boxes):
+        frame = simplejpeg.decode_jpeg(data, "rgb")
+        cv2.resize(frame[top : top + h, left : left + w], (size, size), dst=out, interpolation=cv2.INTER_LINEAR)
+
+
 def cpu_seconds(work: Callable[[], object]) -> float:
     start = time.process_time()
     work()
@@ -101,12 +134,14 @@ def cpu_seconds(work: Callable[[], object]) -> float:
 
 def measure(loader: PretrainBatches, rounds: int, steps_per_round: int) -> dict[str, list[float]]:
     """CPU seconds per clip of each contender in each round (the same steps for all in a round)."""
-    per_clip: dict[str, list[float]] = {"loader": [], "per-frame tensor crops": [], "decode-only bound": []}
+    per_clip: dict[str, list[float]] = {"loader": [], "per-frame tensor crops": [],
+                                        "decode + one bilinear resize": [], "decode-only bound": []}
     max_error = 0.0
     for r in range(rounds):
         steps = range(1 + r * steps_per_round, 1 + (r + 1) * steps_per_round)
         reads = {step: per_frame_batch(loader, step)[1] for step in steps}  # untimed: the frames to decode
         jpegs = [data for step in steps for data in stored_jpegs(loader.source, reads[step])]
+        boxes = [box for step in steps for box in crop_boxes(loader, step)]
         clips = len(steps) * loader.batch_size
         order = list(per_clip) if r % 2 == 0 else list(reversed(per_clip))  # alternate who goes first
         for name in order:
@@ -114,6 +149,8 @@ def measure(loader: PretrainBatches, rounds: int, steps_per_round: int) -> dict[
                 seconds = cpu_seconds(lambda: [loader.batch(step) for step in steps])
             elif name == "per-frame tensor crops":
                 seconds = cpu_seconds(lambda: [per_frame_batch(loader, step) for step in steps])
+            elif name == "decode + one bilinear resize":
+                seconds = cpu_seconds(lambda: decode_and_resize(jpegs, boxes, loader.data.image_size))
             else:
                 seconds = cpu_seconds(lambda: [simplejpeg.decode_jpeg(data, "rgb") for data in jpegs])
             per_clip[name].append(seconds / clips)
