@@ -17,12 +17,21 @@ from vito.eval.base import (
     Metric,
     Result,
     add_settings_arguments,
+    mean_and_sd,
     read_result,
     settings_from_mapping,
     settings_from_namespace,
     write_result,
 )
 from vito.eval.encoders import EncoderSpec, load_encoder
+
+
+def test_mean_and_sd_over_runs_is_undefined_on_partial_runs_and_for_one_run() -> None:
+    mean, sd = mean_and_sd([0.2, 0.4, 0.9])
+    assert mean == pytest.approx(0.5) and sd == pytest.approx(0.3605551275463989)  # sample sd (ddof 1)
+    assert mean_and_sd([0.7]) == (0.7, None)  # one seed: no sd, not 0
+    assert mean_and_sd([0.2, None]) == (None, None) and mean_and_sd([0.2, float("nan")]) == (None, None)
+    assert mean_and_sd([]) == (None, None)
 
 
 def test_metric_checks_proportions_and_maps_nan_to_none() -> None:

@@ -181,11 +181,22 @@ def test_a_backbone_that_cannot_run_at_the_image_size_is_named_at_start(videos: 
 
 
 def test_workers_are_capped_at_the_cpus_of_the_process(monkeypatch) -> None:
-    from vito.train.loop import _worker_count
+    from vito.train.distributed import worker_count
+    from vito.train.finetune import make_loader
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    assert [_worker_count(n) for n in (0, 1, 4, 8)] == [0, 1, 4, 4]
+    assert [worker_count(n) for n in (0, 1, 4, 8)] == [0, 1, 4, 4]
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun processes on this host share the CPUs
-    assert _worker_count(4) == 2
+    assert worker_count(4) == 2
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
-    assert _worker_count(4) == 1
+    assert worker_count(4) == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # the fine-tunes' loaders are capped too
+    batches = make_loader(_Steps(), num_workers=4)
+    assert batches._num_workers == 1 and next(batches) == 0
+    del batches
+
+
+class _Steps(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        yield from range(3)

@@ -22,6 +22,7 @@ import json
 import math
 import pkgutil
 import platform
+import statistics
 import time
 import types
 import typing
@@ -117,6 +118,19 @@ def plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return plain(value.item())
     return str(value)
+
+
+def mean_and_sd(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of one number over repeated runs (seeds, splits).
+
+    Both are ``None`` (null in the Result) when any run's number is undefined (``None`` or NaN): a mean over
+    the runs that happened to give a number would be a figure on partial data, reported as if whole. The sd
+    is ``None`` for a single run (it is undefined there, not 0).
+    """
+    defined = [float(v) for v in values if v is not None and not math.isnan(v)]
+    if not values or len(defined) < len(values):
+        return None, None
+    return statistics.fmean(defined), statistics.stdev(defined) if len(defined) > 1 else None
 
 
 def result_to_dict(result: Result) -> dict[str, Any]:

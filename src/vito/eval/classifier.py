@@ -22,6 +22,7 @@ from vito.errors import DataError, VitoError
 from vito.eval.encoders import Encoder, inference_mode
 from vito.eval.inputs import EvalTransform, ImageFiles, collate_readable
 from vito.eval.probes import load_linear_head
+from vito.train.distributed import worker_count
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ def predict_logits(
     encoder = classifier.encoder
     device = next(classifier.parameters(), torch.empty(0)).device
     files = ImageFiles(paths, list(range(len(paths))), EvalTransform(image_size))
-    loader = DataLoader(files, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_readable)
+    loader = DataLoader(files, batch_size=batch_size, num_workers=worker_count(num_workers),
+                        collate_fn=collate_readable)
     classifier = classifier.to(device).eval()
     outputs, kept, skipped = [], [], []
     with inference_mode(device, getattr(encoder, "precision", "auto")):

@@ -15,13 +15,12 @@ an undefined number (COCOeval's -1) is null.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from vito.errors import VitoError
-from vito.eval.base import Coverage, Evaluation, Metric, Result, register
+from vito.eval.base import Coverage, Evaluation, Metric, Result, mean_and_sd, register
 from vito.eval.detection_data import Annotations, load_annotations
 from vito.eval.detection_finetune import REFERENCE_BATCH, FinetunePlan, SeedOutcome, finetune_seed, plan_steps
 from vito.eval.detection_metrics import DetectionScores, load_results, metric_labels, score_detections
@@ -152,11 +151,8 @@ def finetune_result(name: str, val: Annotations, outcomes: list[SeedOutcome], ou
     labels = metric_labels(val.dataset)
     metrics: dict[str, Metric] = {}
     for key, label in labels.items():
-        values = [o.scores.metrics[key] for o in outcomes]
-        defined = [v for v in values if v is not None]
-        mean = statistics.fmean(defined) if len(defined) == len(values) else None
-        sd = statistics.stdev(defined) if mean is not None and len(defined) > 1 else None
-        metrics[key] = Metric(mean, "proportion", f"bbox {label}, mean of {len(values)} seeds")
+        mean, sd = mean_and_sd([o.scores.metrics[key] for o in outcomes])
+        metrics[key] = Metric(mean, "proportion", f"bbox {label}, mean of {len(outcomes)} seeds")
         metrics[f"{key}_sd"] = Metric(sd, "value", f"sd of {key} over seeds")
     per_seed = [{"seed": o.run_dir.name.removeprefix("seed_"), **o.scores.metrics, "final_loss": o.final_loss,
                  "reused": o.reused} for o in outcomes]

@@ -291,7 +291,7 @@ def evaluate_detector(model: nn.Module, val: Annotations, images_dir: Path, plan
     dataset = DetectionImages(val, images_dir, train=False, canvas=plan.canvas)
     indices = list(range(context.rank, len(dataset), context.world_size))
     loader = DataLoader(Subset(dataset, indices), batch_size=plan.eval_batch_size, collate_fn=collate_detection,
-                        num_workers=plan.num_workers)
+                        num_workers=distributed.worker_count(plan.num_workers))
     picture_ids = {image_id for image_id, _ in dataset.items[: plan.pictures]}
     results, used, unread, kept = predict(model, loader, val, context.device, precision, picture_ids,
                                           progress=context.is_main)

@@ -21,6 +21,7 @@ from vito.errors import DataError
 from vito.eval.encoders import Encoder, inference_mode, resolve_precision
 from vito.eval.inputs import EvalTransform, ImageFolder, collate_readable
 from vito.io import atomic_write
+from vito.train.distributed import worker_count
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def extract_features(
 ) -> FeatureSet:
     """Features of every readable image of ``dataset``, in dataset order; unreadable ones are listed as skipped."""
     device = next(encoder.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=worker_count(num_workers),
                         collate_fn=collate_readable)
     features, labels, skipped = [], [], []
     with inference_mode(device, encoder.precision):

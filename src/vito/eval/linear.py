@@ -42,6 +42,7 @@ from vito.eval.probes import (
     save_linear_head,
     train_linear_probe,
 )
+from vito.train.distributed import worker_count
 
 BYOL_CROP_SCALE = (0.08, 1.0)
 DEFAULTS = LinearProbeSettings()
@@ -98,7 +99,8 @@ def train_heads_augmented(encoder: Encoder, dataset: ImageFolder, indices: Seque
     skipped: dict[str, str] = {}
     for epoch in range(settings.epochs):
         loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=True,
-                            num_workers=settings.num_workers, collate_fn=collate_readable, generator=generator)
+                            num_workers=worker_count(settings.num_workers), collate_fn=collate_readable,
+                            generator=generator)
         for images, labels, bad in tqdm(loader, desc=f"linear probe (byol) epoch {epoch + 1}", unit="batch",
                                         leave=False):
             skipped.update(dict(bad))

@@ -35,7 +35,7 @@ import torch
 from vito.data.segmentation import SegmentationDataset, UnreadableFile, open_dataset, read_index_png
 from vito.data.segmentation_augment import SegmentationBatches
 from vito.errors import DataError, VitoError
-from vito.eval.base import Coverage, Evaluation, Metric, Result, register
+from vito.eval.base import Coverage, Evaluation, Metric, Result, mean_and_sd, register
 from vito.eval.encoders import Encoder
 from vito.eval.segment_finetune import (
     CHECKPOINT_FORMAT,
@@ -44,7 +44,6 @@ from vito.eval.segment_finetune import (
     build_model,
     learning_rate,
     make_optimizer,
-    mean_sd,
     predict_split,
     segmentation_loss,
 )
@@ -300,16 +299,16 @@ def _sweep_result(runs: list[RunScores], protocol: Protocol, val: SegmentationDa
               "reused": r.reused, "run": str(r.run_dir.relative_to(out_dir))} for r in runs]
     per_lr = []
     for lr in protocol.lrs:
-        mean, sd = mean_sd([row["mIoU"] for row in sweep if row["lr"] == lr])
+        mean, sd = mean_and_sd([row["mIoU"] for row in sweep if row["lr"] == lr])
         per_lr.append({"lr": lr, "mIoU_mean": mean, "mIoU_sd": sd, "seeds": len(protocol.seeds)})
-    best = max(per_lr, key=lambda row: -1.0 if np.isnan(row["mIoU_mean"]) else row["mIoU_mean"])
+    best = max(per_lr, key=lambda row: -1.0 if row["mIoU_mean"] is None else row["mIoU_mean"])
     chosen = [r for r in runs if r.lr == best["lr"]]
     first = chosen[0]
     result = segmentation_result(val, first.areas, first.skipped, note=f"{val.split} images scored (best lr run)")
     del result.metrics["out_of_range_pixels"]  # a fine-tuned head predicts classes only
     for key, name in (("mIoU", "miou"), ("aAcc", "aacc"), ("mAcc", "macc"), ("devkit_mIoU", "devkit_miou")):
         if key in result.metrics:
-            mean, sd = mean_sd([getattr(scores[id(r)], name) for r in chosen])
+            mean, sd = mean_and_sd([getattr(scores[id(r)], name) for r in chosen])
             result.metrics[key].value = mean
             result.metrics[key].label += f", mean of {len(chosen)} seeds"
             result.metrics[f"{key}_sd"] = Metric(sd, "value", f"{key} standard deviation over seeds")

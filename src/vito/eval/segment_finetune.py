@@ -20,7 +20,6 @@ global batch. (mmseg averages per GPU, over all pixels; with one process and no 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -192,10 +191,3 @@ def _gather(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
     dist.all_gather_object(parts, items)
     return [tuple(entry) for part in parts for entry in part]
 
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value; NaN values left out)."""
-    finite = [v for v in values if not math.isnan(v)]
-    if not finite:
-        return math.nan, math.nan
-    return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0

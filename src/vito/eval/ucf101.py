@@ -36,10 +36,11 @@ from vito.data.augment import RandomResizedCropFlip
 from vito.data.imagenet import CROP_FRACTION, normalize
 from vito.data.video import probe_video, read_frames
 from vito.errors import DataError, VitoError
-from vito.eval.base import Coverage, Evaluation, Metric, Result, register
+from vito.eval.base import Coverage, Evaluation, Metric, Result, mean_and_sd, register
 from vito.eval.encoders import Encoder, inference_mode, uses_bf16
 from vito.eval.inputs import EvalTransform, collate_readable
 from vito.io import atomic_write
+from vito.train.distributed import worker_count
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +283,8 @@ def train_video_classifier(model: VideoClassifier, dataset: UCF101Clips, setting
         model.train()
         if frozen:
             model.encoder.eval()  # frozen = inference-mode batch-norm statistics too
-        loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=settings.num_workers,
+        loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=True,
+                            num_workers=worker_count(settings.num_workers),
                             collate_fn=collate_readable, generator=torch.Generator().manual_seed(settings.seed + epoch))
         losses = []
         for clips, labels, bad in tqdm(loader, desc=f"UCF-101 epoch {epoch + 1}/{settings.epochs}", unit="batch"):
@@ -312,7 +314,7 @@ def evaluate_video_classifier(model: VideoClassifier, dataset: UCF101Clips, sett
     """Top-1/top-5 of the mean softmax over each video's test clips."""
     model.eval()
     loader = DataLoader(dataset, batch_size=max(1, settings.batch_size // 4), shuffle=False,
-                        num_workers=settings.num_workers, collate_fn=collate_readable)
+                        num_workers=worker_count(settings.num_workers), collate_fn=collate_readable)
     probabilities, targets, skipped = [], [], []
     with inference_mode(device, model.encoder.precision):
         for clips, labels, bad in tqdm(loader, desc="UCF-101 test", unit="batch"):
@@ -436,12 +438,11 @@ class UCF101(Evaluation):
             model = copy.deepcopy(encoder) if len(settings.split) > 1 else encoder
             reports.append(run_ucf101(model, settings.root, settings.splits, split, settings.pooling, out_dir,
                                       finetune, clips))
-        top1 = np.array([r["top1"] for r in reports])
-        metrics = {"top1": Metric(float(top1.mean()), "proportion", "top-1" + (" (mean over splits)"
-                                                                                if len(reports) > 1 else "")),
+        top1, top1_sd = mean_and_sd([r["top1"] for r in reports])
+        metrics = {"top1": Metric(top1, "proportion", "top-1" + (" (mean over splits)" if len(reports) > 1 else "")),
                    "top5": Metric(float(np.mean([r["top5"] for r in reports])), "proportion", "top-5")}
         if len(reports) > 1:
-            metrics["top1_sd"] = Metric(float(top1.std(ddof=1)), "value", "top-1 sd over splits")
+            metrics["top1_sd"] = Metric(top1_sd, "value", "top-1 sd over splits")
             metrics.update({f"top1_split{r['split']}": Metric(r["top1"], "proportion", f"top-1 split {r['split']}")
                             for r in reports})
         used = sum(r["test_videos"] for r in reports)

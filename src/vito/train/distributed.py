@@ -105,6 +105,17 @@ def broadcast_from_main(value: Any) -> Any:
     return box[0]
 
 
+def worker_count(configured: int) -> int:
+    """DataLoader workers to start: at most the CPUs this process may run on (its affinity, which SLURM and
+    taskset set), split among the processes of this host (``LOCAL_WORLD_SIZE``); never 0 when workers were
+    asked for. More workers than cores only make every one of them slower (and DataLoader warns)."""
+    if configured == 0:
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_process = max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return min(configured, per_process)
+
+
 class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose batch statistics cover the batches of all processes, on any device.
 

@@ -84,6 +84,7 @@ class FinetuneResult:
 
 def make_loader(batches: IterableDataset, num_workers: int) -> Iterator[dict[str, Any]]:
     """An iterator over a stream of whole batches, workers started with stop signals blocked and ignoring them."""
+    num_workers = distributed.worker_count(num_workers)
     loader = DataLoader(batches, batch_size=None, num_workers=num_workers,
                         worker_init_fn=ignore_stop_signals_in_worker if num_workers else None)
     with blocked():

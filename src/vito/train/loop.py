@@ -305,7 +305,7 @@ def _loader(config: Config, data: Path, context: distributed.Context, start_step
     """
     from vito.data.sources import build_pretrain_loader
 
-    workers = _worker_count(config.data.num_workers)
+    workers = distributed.worker_count(config.data.num_workers)
     if workers < config.data.num_workers:
         notes.append(f"data.num_workers={config.data.num_workers}, but this process has {workers} CPU(s) "
                      f"to itself: using {workers} DataLoader worker(s)")
@@ -322,16 +322,6 @@ def _init_worker(init: Callable[[int], None] | None, worker_id: int) -> None:
     signals.ignore_stop_signals_in_worker(worker_id)
     if init is not None:
         init(worker_id)
-
-
-def _worker_count(configured: int) -> int:
-    """At most the CPUs this process may run on (its affinity, which SLURM and taskset set), split among the
-    processes of this host; never 0 when workers were asked for."""
-    if configured == 0:
-        return 0
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    per_process = max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return min(configured, per_process)
 
 
 def _logged(error: VitoError) -> VitoError:
