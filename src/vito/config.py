@@ -28,7 +28,7 @@ class ConfigError(VitoError, ValueError):
 
 @dataclass
 class DataConfig:
-    """How views are cut out of videos (paper §3.1, spec §10)."""
+    """How views are cut out of videos (paper §3.1, docs/pretraining.md)."""
 
     window_seconds: float = 2.56  # clip window T; a shorter video uses its whole length
     num_views: int = 3  # V frames per clip
@@ -46,7 +46,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Encoder, multi-scale attention pooling and heads (paper §3.1, spec §10)."""
+    """Encoder, multi-scale attention pooling and heads (paper §3.1, docs/pretraining.md)."""
 
     backbone: str = "resnet50"  # any timm model that supports features_only
     stages: list[int] = field(default_factory=lambda: [-2, -1])  # feature stages to pool (negative = from the end)
@@ -60,7 +60,7 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     temperature: float = 0.1
-    mask_same_video: bool = True  # other clips of a clip's own video are not its negatives (spec §10)
+    mask_same_video: bool = True  # other clips of a clip's own video are not its negatives (docs/pretraining.md)
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 For an ordered pair of views (i, j), the online prediction of view i of clip b must pick out the target
 projection of view j of the *same* clip among the view-j target projections of every clip in the global
-batch (spec §10). The multi-view loss sums over all ordered pairs i != j. Negatives are other *videos*
-only (spec §10): never other views of the same clip, and, given each clip's ``video_index``, never clips
+batch (docs/pretraining.md). The multi-view loss sums over all ordered pairs i != j. Negatives are other *videos*
+only (docs/pretraining.md): never other views of the same clip, and, given each clip's ``video_index``, never clips
 of the same video either (two clips of one video are in a batch whenever the batch exceeds the number of
 videos or ``data.clips_per_video`` > 1). Their keys are masked out of the softmax denominator;
 ``loss.mask_same_video: false`` keeps them as negatives (an ablation).

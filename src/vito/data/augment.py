@@ -1,4 +1,4 @@
-"""BYOL image augmentations for the views of a clip (paper §3.1, spec §10), split in two for speed.
+"""BYOL image augmentations for the views of a clip (paper §3.1, docs/pretraining.md), split in two for speed.
 
 Measured on CPU (docs: /work/shared/design/measurements.md), the per-pixel colour and blur work is the
 bottleneck, while cropping is cheap. So:
@@ -41,7 +41,7 @@ from vito.errors import VitoError
 class RandomResizedCropFlip:
     """Random-resized crop (area fraction in ``scale``, aspect in ``ratio``) to ``size``, then a flip p=0.5.
 
-    VITO uses a minimum area of 0.4 instead of BYOL's 0.08 (spec §10). The box is drawn as torchvision's
+    VITO uses a minimum area of 0.4 instead of BYOL's 0.08 (docs/pretraining.md). The box is drawn as torchvision's
     ``RandomResizedCrop`` does (10 attempts, then the largest centred crop within ``ratio``), but from a
     numpy ``Generator`` passed in, so the data loader's crops are a pure function of its seed.
     """

@@ -1,4 +1,4 @@
-"""``vito eval detect``: COCO / LVIS object detection (spec §12, paper A.3).
+"""``vito eval detect``: COCO / LVIS object detection (docs/detection.md, paper A.3).
 
 Two modes that share the metrics (``vito.eval.detection_metrics``, faster-coco-eval underneath):
 

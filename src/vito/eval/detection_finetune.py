@@ -1,6 +1,6 @@
 """One FCOS fine-tune of an encoder on COCO or LVIS (one seed): train, predict the val set, score.
 
-The protocol (paper A.3, spec §12): torchvision FCOS on an FPN over the encoder's C3..C5, the A.3 views
+The protocol (paper A.3, docs/detection.md): torchvision FCOS on an FPN over the encoder's C3..C5, the A.3 views
 (``vito.eval.detection_transforms``), AdamW with weight decay 1e-4 on every parameter, a base learning rate
 of 1e-3 at a global batch of 128 scaled linearly with the batch, a linear warm-up over 1/4 epoch and x0.1
 after 2/3 and after 8/9 of the steps, 30 epochs. An "epoch" is ``len(train images) / batch`` steps; step

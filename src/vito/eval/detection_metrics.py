@@ -1,4 +1,4 @@
-"""COCO and LVIS detection metrics from faster-coco-eval, with the input checked first (spec §12).
+"""COCO and LVIS detection metrics from faster-coco-eval, with the input checked first (docs/detection.md).
 
 Why faster-coco-eval: it gives pycocotools' ``COCOeval`` numbers (all 12 summary numbers on the shared
 43-image set, bbox and segm, agree to 1.1e-16, the last bit of a float's summation order), is 3-5x

@@ -1,6 +1,6 @@
 """Fine-tuning an encoder for semantic segmentation: the two protocols, the model, the loss and inference.
 
-Protocols (spec §11.2; the paper states none for segmentation, appendix A.2 is missing from our copy):
+Protocols (docs/segmentation.md; the paper states none for segmentation, appendix A.2 is missing from our copy):
 
 - ``voc`` [DEFAULT: BYOL appendix D, the protocol DetCon and VITO descend from]: ``DilatedFCN`` on the encoder
   with res5 dilated (stride 16); ``trainaug`` (VOC 2012 train + SBD, 10 582 images) → ``val``; random scale
@@ -68,14 +68,14 @@ PROTOCOLS: dict[str, Protocol] = {
         head="fcn", train_split="trainaug", iterations=30_000, batch_size=16, crop=513,
         lrs=tuple(float(v) for v in np.logspace(-3, -1, 5)), seeds=(0, 1, 2, 3, 4), weight_decay=1e-4,
         schedule="step", augment=TrainAugment(crop=513), test_mode="centre-pad", test_size=513,
-        source="BYOL appendix D (FCN-16s-style head, dilated res5), spec §11.2",
+        source="BYOL appendix D (FCN-16s-style head, dilated res5), docs/segmentation.md",
     ),
     "ade20k": Protocol(
         head="upernet", train_split="train", iterations=160_000, batch_size=16, crop=512, lrs=(0.01,), seeds=(0,),
         weight_decay=5e-4, schedule="poly", min_lr=1e-4, aux_weight=0.4,
         augment=TrainAugment(crop=512, fit_scale=(2048, 512), cat_max_ratio=0.75, photometric=True),
         test_mode="resize-fit", test_size=(2048, 512),
-        source="mmsegmentation upernet_r50_4xb4-160k_ade20k-512x512 (UperNet, Xiao et al. 2018), spec §11.2",
+        source="mmsegmentation upernet_r50_4xb4-160k_ade20k-512x512 (UperNet, Xiao et al. 2018), docs/segmentation.md",
     ),
 }
 STEP_MILESTONES = (0.7, 0.9)

@@ -1,4 +1,4 @@
-"""Semantic-segmentation scores exactly as mmsegmentation's ``IoUMetric`` computes them (spec §11.1).
+"""Semantic-segmentation scores exactly as mmsegmentation's ``IoUMetric`` computes them (docs/segmentation.md).
 
 Why not a mean of per-image IoUs: the papers report mmsegmentation's numbers, which sum four per-class areas
 (intersection, union, prediction, label) over the whole dataset first and only then take ratios. On any

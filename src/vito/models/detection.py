@@ -1,4 +1,4 @@
-"""FCOS with an FPN on any backbone that returns C3, C4, C5 feature maps (paper A.3, spec §12).
+"""FCOS with an FPN on any backbone that returns C3, C4, C5 feature maps (paper A.3, docs/detection.md).
 
 torchvision's ``FCOS`` is used as it is, with three pieces around it:
 

@@ -8,7 +8,7 @@ from torch import nn
 class MLPHead(nn.Sequential):
     """Linear -> BatchNorm1d -> ReLU -> Linear (projector 3072 -> 4096 -> 256, predictor 256 -> 4096 -> 256).
 
-    The shape and the batch norm in the hidden layer follow BYOL/MoCLR (spec §10 [DEFAULT]).
+    The shape and the batch norm in the hidden layer follow BYOL/MoCLR (docs/pretraining.md).
     """
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:

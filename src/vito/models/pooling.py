@@ -35,7 +35,7 @@ class AttentionPool(nn.Module):
 
     def __init__(self, channels: int, hidden: int = 0) -> None:
         super().__init__()
-        hidden = hidden or channels  # default width = the stage's channel width (spec §10)
+        hidden = hidden or channels  # default width = the stage's channel width (docs/pretraining.md)
         self.score = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
         self.register_load_state_dict_pre_hook(_conv_weights_as_linear)
 

@@ -1,4 +1,4 @@
-"""Optimiser and schedules of BYOL/MoCLR (spec §10): LARS, warm-up + cosine learning rate, cosine EMA decay.
+"""Optimiser and schedules of BYOL/MoCLR (docs/pretraining.md): LARS, warm-up + cosine learning rate, cosine EMA decay.
 
 LARS scales each layer's update so that its size is a fixed fraction (the trust coefficient) of the
 layer's weight norm; this is what lets these methods train with batches of thousands. Biases and
