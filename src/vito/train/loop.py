@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import yaml
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from vito.config import Config, ConfigError
@@ -210,7 +211,11 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
                 tick, clips_since_tick, steps_since_tick = now, 0, 0
                 result.history.append(record)
                 if context.is_main:
-                    _log_record(run_dir, writer, record)
+                    try:
+                        _log_record(run_dir, writer, record)
+                    except OSError as error:  # a full disk: the run stops with the checkpoint it has
+                        raise _logged(VitoError(_unwritable(run_dir / "metrics.jsonl", result.step, error,
+                                                            last_good))) from error
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}", clips_s=f"{record['clips_per_s']:.1f}",
                                 wait=f"{record['data_wait_share']:.0%}", skipped=result.skipped_videos)
             bar.update(1)
@@ -492,8 +497,22 @@ def _checkpoint_state(step: int, config: Config, model: torch.nn.Module, optimiz
 # Files of a run: config.yaml, train.log, metrics.jsonl, tb/
 
 
+def _unwritable(path: Path, step: int, error: OSError, last_good: Path | None) -> str:
+    where = f"the last good checkpoint is {last_good} (left untouched)" if last_good else "no checkpoint was written yet"
+    return f"could not write {path} at step {step}: {error.strerror or error}; training stopped and {where}"
+
+
 def _prepare_run_dir(run_dir: Path, config: Config, start_step: int) -> None:
-    """Write the resolved config; on resume, drop metrics logged after the checkpoint (they are redone)."""
+    """Write the resolved config; on resume, drop metrics logged after the checkpoint (they are redone).
+    A full or read-only disk is a ``VitoError`` naming the file, before any step."""
+    try:
+        _write_run_files(run_dir, config, start_step)
+    except OSError as error:
+        raise VitoError(f"could not write the run's files in {run_dir}: {error.strerror or error} "
+                        f"({getattr(error, 'filename', None) or run_dir})") from error
+
+
+def _write_run_files(run_dir: Path, config: Config, start_step: int) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(run_dir / "config.yaml") as handle:
         yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
@@ -528,9 +547,7 @@ class _TqdmHandler(logging.Handler):
             tqdm.write(record.getMessage())
 
 
-def _tensorboard(run_dir: Path):
-    from torch.utils.tensorboard import SummaryWriter
-
+def _tensorboard(run_dir: Path) -> SummaryWriter:
     return SummaryWriter(str(run_dir / "tb"))
 
 
