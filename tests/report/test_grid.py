@@ -1,12 +1,17 @@
 """`vito report` on fake evaluations: the grid, its cache, dependency order, failures, --only and --dry-run."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from vito.cli import main
+from vito.errors import VitoError
 from vito.eval import base
 from vito.eval.encoders import EncoderSpec
 from vito.report.build import make_report
@@ -285,3 +290,21 @@ def test_out_that_is_not_a_report_folder_is_refused(tmp_path, fakes, capsys) -> 
     out = tmp_path / "report"  # its own folder is fine, again and again
     assert main(["report", str(suite), "--out", str(out)]) == 0
     assert main(["report", str(suite), "--out", str(out)]) == 0
+
+
+def test_a_report_folder_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, fakes) -> None:
+    out = tmp_path / "report"
+    out.mkdir()
+    lock = out / ".lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "kind": "report"}))
+    with pytest.raises(VitoError, match=f"{out} is in use by the run of process {os.getpid()}"):
+        make_report(_suite(tmp_path, TWO), out, echo=lambda _: None)
+    assert fakes.calls == [] and not (out / "results.json").exists()  # nothing computed or written
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "kind": "report"}))
+    printed: list[str] = []
+    run = make_report(_suite(tmp_path, TWO), out, echo=printed.append)
+    assert len(run.computed) == 6 and not lock.exists()  # released at the end
+    assert any("took over the stale lock" in line for line in printed)

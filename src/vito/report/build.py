@@ -12,6 +12,7 @@ from vito.report.grid import PLANNED, GridRun, run_grid
 from vito.report.html import write_html
 from vito.report.markdown import write_markdown
 from vito.report.suite import load_suite
+from vito.train.run_dir import RunFolder
 
 
 def check_report_folder(out: Path) -> None:
@@ -34,18 +35,24 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
                 echo: Callable[[str], None] = print) -> GridRun:
     """Compute what is missing and write ``out/index.html``, ``out/report.md`` and ``out/results.json``.
 
-    With ``dry_run`` nothing is computed or written: the planned cells are only listed.
+    With ``dry_run`` nothing is computed or written: the planned cells are only listed. While it computes,
+    the folder holds the run-folder lock (``vito.train.run_dir``): a second report into the same folder is
+    refused instead of computing the same cells and writing over the first one's files.
     """
     suite = load_suite(suite_path)
     out = Path(out)
     check_report_folder(out)
-    run = run_grid(suite, out, only=only, dry_run=dry_run, echo=echo)
     if dry_run:
+        run = run_grid(suite, out, only=only, dry_run=True, echo=echo)
         planned = sum(cell.status == PLANNED for cell in run.cells)
         echo(f"dry run: {planned} of {len(run.cells)} cells would be computed; nothing written")
         return run
-    document = build_document(suite, run, out)
-    paths = [write_document(document, out), write_markdown(document, out), write_html(document, out)]
+    with RunFolder(out, resume=True, kind="report", run_files=()) as folder:
+        for note in folder.notes:
+            echo(note)
+        run = run_grid(suite, out, only=only, dry_run=False, echo=echo)
+        document = build_document(suite, run, out)
+        paths = [write_document(document, out), write_markdown(document, out), write_html(document, out)]
     echo(f"{len(run.computed)} cells computed, {document['counts']['cached']} reused, {len(run.failed)} failed "
          f"-> {', '.join(str(p) for p in paths)}")
     return run
