@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from vito.errors import VitoError
 from vito.eval.base import run_evaluation, settings_from_mapping
 from vito.eval.encoders import EncoderSpec, load_encoder
 from vito.eval.segment import Segment, protocol_for
-from vito.eval.segment_finetune import PROTOCOLS, build_model, learning_rate, segmentation_loss
+from vito.eval.segment_finetune import PROTOCOLS, build_model, learning_rate, predict_image, segmentation_loss
 from vito.train import distributed
 from vito.train.finetune import FinetuneSpec, finetune
 
@@ -207,3 +208,16 @@ def test_a_stopped_fine_tune_exits_with_128_plus_the_signal(shared_data: Path, t
             "--root", str(_voc(shared_data, tmp_path)), "--out", str(tmp_path / "out")]
     assert cli.main(argv) == 143
     assert not (tmp_path / "out" / "result.json").exists()
+
+
+def test_a_swin_backbone_predicts_images_of_any_size_with_upernet() -> None:
+    """timm transformers are built for any input size; test images whose sides are no multiple of the patch
+    size (ADE20K's 2048x512 fit gives such sides) are padded to the next multiple and cut back."""
+    swin = load_encoder("timm:swin_tiny_patch4_window7_224")
+    model = build_model(swin, PROTOCOLS["ade20k"], num_classes=150).eval()
+    assert model.backbone.input_multiple == 4
+    assert build_model(load_encoder("timm:resnet18"), PROTOCOLS["ade20k"], 150).backbone.input_multiple == 1
+    protocol = dataclasses.replace(PROTOCOLS["ade20k"], test_size=(90, 45))
+    image = np.random.default_rng(0).integers(0, 256, (50, 67, 3), dtype=np.uint8)
+    prediction = predict_image(model, image, protocol, torch.device("cpu"), "fp32")
+    assert prediction.shape == (50, 67) and 0 <= prediction.min() and prediction.max() < 150

@@ -197,10 +197,18 @@ class TrainableBackbone(nn.Module):
             _dilate_stage(self.encoder, self.encoder.num_stages - 1, dilation)
         self.dilation = dilation
         self.channels = [self.encoder.stage_channels()[i] for i in self.stages]
+        self.input_multiple = input_multiple(model)
         self.encoder.requires_grad_(True)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         return self.encoder.feature_maps(images, self.stages)
+
+
+def input_multiple(model: nn.Module) -> int:
+    """What an input's height and width must be multiples of: the patch size of a patch-embedding transformer
+    (Swin, ViT: timm asserts it), 1 for a convolutional network (any size runs)."""
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", 1)
+    return int(max(patch)) if isinstance(patch, (tuple, list)) else int(patch)
 
 
 def _dilate_stage(encoder: Encoder, stage: int, dilation: int) -> None:

@@ -165,10 +165,18 @@ def predict_split(model: nn.Module, dataset: SegmentationDataset, protocol: Prot
 
 def predict_image(model: nn.Module, image: np.ndarray, protocol: Protocol, device: torch.device,
                   precision: str) -> np.ndarray:
-    """int64 ``[H, W]`` class map of one uint8 RGB image, at its original size."""
+    """int64 ``[H, W]`` class map of one uint8 RGB image, at its original size.
+
+    The network input is zero-padded at the bottom and right to a multiple of the backbone's
+    ``input_multiple`` (a transformer's patch size; mmseg pads to a size divisor the same way) and the
+    padding's logits are cut off again; convolutional backbones take the input as it is.
+    """
     inputs, geometry = network_input(image, protocol.test_mode, protocol.test_size)
+    height, width = inputs.shape[-2:]
+    multiple = getattr(model.backbone, "input_multiple", 1)
+    inputs = F.pad(inputs, (0, -width % multiple, 0, -height % multiple))
     with inference_mode(device, precision):
-        logits = model(inputs.to(device))["logits"]
+        logits = model(inputs.to(device))["logits"][..., :height, :width]
     return logits_to_original(logits.float(), protocol.test_mode, geometry).argmax(0).cpu().numpy()
 
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import timm
 import torch
+import torchvision
+from safetensors.torch import load_file
 from torch import nn
 
 from vito.errors import VitoError
@@ -25,16 +28,20 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 
 def create_architecture(spec: str, num_classes: int = 1000) -> nn.Module:
-    """Build the architecture with random weights (never fetches pretrained weights)."""
+    """Build the architecture with random weights (never fetches pretrained weights).
+
+    timm transformers (Swin, ViT) are built with ``dynamic_img_size=True`` where the architecture offers it:
+    the same weights then run at any input size (a multiple of the patch size), which the dense fine-tunes
+    need (crops of 512, test images of 2048 x 512); architectures without the option (ResNets) ignore it.
+    """
     library, name = parse_spec(spec)
     if library == "timm":
-        import timm
-
         if not timm.is_model(name):
             raise VitoError(f"timm has no model named {name!r}")
-        return timm.create_model(name, pretrained=False, num_classes=num_classes)
-    import torchvision
-
+        try:
+            return timm.create_model(name, pretrained=False, num_classes=num_classes, dynamic_img_size=True)
+        except TypeError:  # "unexpected keyword argument 'dynamic_img_size'": a fixed-size-free architecture
+            return timm.create_model(name, pretrained=False, num_classes=num_classes)
     try:
         builder = torchvision.models.get_model_builder(name)
     except ValueError as error:
@@ -51,8 +58,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         state = load_file(str(path))
     else:
         try:
