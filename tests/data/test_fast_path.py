@@ -1,4 +1,4 @@
-"""The loader's CPU path from shards: one read per clip, decode into one array, one OpenCV resize per crop
+"""The loader's CPU path from shards: few small reads per clip, decode into one array, one OpenCV resize per crop
 into one preallocated batch; compared with the original path (per-frame torchvision crops), which the
 reference below recomputes from the stored JPEG bytes."""
 

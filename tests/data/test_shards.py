@@ -84,18 +84,25 @@ def test_frame_at_t_is_the_last_stored_frame_at_or_before_t(tmp_path, make_video
     assert [decode_index(f) for f in frames] == [0, 0, 5, 10, 25, 45, 45, 45]
 
 
-def test_reading_a_clip_touches_only_its_own_bytes(shared_shards, monkeypatch):
+def test_reading_a_clip_touches_only_its_own_bytes_and_skips_far_gaps(shared_shards, monkeypatch):
     out, _ = shared_shards
     source = ShardSource(out)
     clip = source.clip(2)
-    reads = []
     import vito.data.shards as shards
 
+    reads = []
     original = shards._read_at
     monkeypatch.setattr(shards, "_read_at", lambda h, o, s: reads.append((o, s)) or original(h, o, s))
-    source.read_clip(2, lambda duration: np.array([0.0, 1.0, 2.5]), None)
-    first, last = clip["frames"][0], clip["frames"][12]  # one contiguous read of the span holding the frames
-    assert reads == [(first[0], last[0] + last[1] - first[0])]
+    times = lambda duration: np.array([2.5, 0.0, 1.0, 0.0])  # noqa: E731 - unsorted, one frame twice
+    wanted = [clip["frames"][k] for k in frame_indices(times(0), clip["fps"], clip["num_frames"])]
+    reference = source.read_clip(2, times)
+    (first, _), (last, last_size) = min(wanted), max(wanted)
+    assert reads == [(first, last + last_size - first)]  # frames this close together: one read of their span
+
+    reads.clear()
+    monkeypatch.setattr(shards, "READ_GAP_BYTES", 0)  # any gap between wanted frames: one read per frame
+    assert torch.equal(source.read_clip(2, times), reference)
+    assert reads == sorted({tuple(span) for span in wanted})
 
 
 def test_pretraining_reads_shards_through_open_source(shared_shards):

@@ -57,6 +57,8 @@ INDEX_NAME = "shards.json"
 DECODE_CHUNK = 64
 # Tar files a reader keeps open (a few per worker: the shards its clips come from).
 OPEN_TARS = 16
+# Wanted frames at most this many bytes apart are read together (one read across the frames between them).
+READ_GAP_BYTES = 64 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -391,17 +393,20 @@ class ShardSource:
         return [bytes(data) for data in jpegs], size
 
     def _read_jpegs(self, clip: dict[str, Any], times_fn: Callable[[float], np.ndarray]) -> list[memoryview]:
-        """The wanted frames' bytes, from one read of the span of the tar that holds them (a clip's frames
-        are stored one after the other, and a training window spans a few of them)."""
+        """The wanted frames' bytes, in the order of the times. A clip's frames lie one after the other in
+        its tar, so wanted frames close together (``READ_GAP_BYTES``) are read with one read; farther apart,
+        each gets its own: a 2.56 s window at 10 fps spans ~25 stored frames, of which a clip wants 3, and
+        reading the whole span would move ~8x the bytes (bandwidth a network file system does not have)."""
         times = np.asarray(times_fn(float(clip["duration"])), dtype=np.float64).reshape(-1)
-        spans = [clip["frames"][k] for k in frame_indices(times, clip["fps"], clip["num_frames"])]
-        start = min(offset for offset, _ in spans)
-        path = self.folder / clip["tar"]
+        spans = [tuple(clip["frames"][k]) for k in frame_indices(times, clip["fps"], clip["num_frames"])]
+        handle, views = self._file(clip["tar"]), {}
         try:
-            data = memoryview(_read_at(self._file(clip["tar"]), start, max(o + s for o, s in spans) - start))
+            for start, end in _read_runs(spans):
+                data = memoryview(_read_at(handle, start, end - start))
+                views.update({(o, s): data[o - start : o - start + s] for o, s in spans if start <= o < end})
         except (OSError, ValueError) as error:
-            raise DataError(f"{path}: cannot read clip {clip['key']} ({error})") from None
-        return [data[offset - start : offset - start + size] for offset, size in spans]
+            raise DataError(f"{self.folder / clip['tar']}: cannot read clip {clip['key']} ({error})") from None
+        return [views[span] for span in spans]
 
     def _file(self, tar: str) -> Any:
         """An open handle on a tar of this folder; the last ``OPEN_TARS`` stay open (a worker reads many clips
@@ -439,6 +444,17 @@ class ShardSource:
             else:
                 decode_jpeg(data, out=out)
         return frames
+
+
+def _read_runs(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(start, end) byte ranges that cover the (offset, size) spans, merging spans at most READ_GAP_BYTES apart."""
+    runs: list[list[int]] = []
+    for offset, size in sorted(set(spans)):
+        if runs and offset - runs[-1][1] <= READ_GAP_BYTES:
+            runs[-1][1] = max(runs[-1][1], offset + size)
+        else:
+            runs.append([offset, offset + size])
+    return [(start, end) for start, end in runs]
 
 
 def _read_header(path: Path) -> dict[str, Any]:
