@@ -6,6 +6,7 @@ name, not silently train the wrong model. ``load_config`` is the only way config
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -116,15 +117,41 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"config {name_or_path!r} is neither a file nor a preset (presets: {presets})")
 
 
-def load_config(name_or_path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Schema defaults <- YAML file (if any) <- ``section.key=value`` overrides, then validated."""
+# Keys added after runs existed without them, with the value that reproduces how such a run trained. A saved
+# run's config (its config.yaml, a checkpoint's copy) that lacks one takes this value, not today's default, so
+# that resuming an older run continues it as it was.
+ADDED_KEYS: dict[str, Any] = {
+    "loss.mask_same_video": False,  # before it, same-video clips were negatives like any other
+}
+
+
+def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A saved run's config mapping with every missing :data:`ADDED_KEYS` entry filled in, and those keys."""
+    filled, added = copy.deepcopy(saved), []
+    for key, value in ADDED_KEYS.items():
+        *sections, leaf = key.split(".")
+        node = filled
+        for section in sections:
+            node = node.setdefault(section, {}) if isinstance(node, dict) else node
+        if isinstance(node, dict) and leaf not in node:
+            node[leaf] = value
+            added.append(key)
+    return filled, added
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: typing.Sequence[str] = (),
+                saved_run: bool = False) -> Config:
+    """Schema defaults <- YAML file (if any) <- ``section.key=value`` overrides, then validated.
+
+    ``saved_run``: the file is a run's own config.yaml, whose missing keys mean the values of :data:`ADDED_KEYS`.
+    """
     raw: dict[str, Any] = {}
     if name_or_path is not None:
         path = resolve_config_path(name_or_path)
         loaded = _parse_yaml(_read_text(path), str(path)) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        raw = loaded
+        raw = with_added_keys(loaded)[0] if saved_run else loaded
     for item in overrides:
         _apply_override(raw, item)
     return config_from_dict(raw)

@@ -226,3 +226,31 @@ def test_a_full_disk_while_logging_stops_with_a_message_naming_the_file_and_chec
         OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "other" / "config.yaml"))))
     with pytest.raises(VitoError, match="could not write the run's files in .*other: Read-only file system"):
         pretrain(config, videos, tmp_path / "other")
+
+
+def test_a_run_from_before_mask_same_video_resumes_as_it_trained(videos: Path, tmp_path: Path) -> None:
+    """Runs older than loss.mask_same_video lack the key in config.yaml and in their checkpoints: they trained
+    with same-video clips as negatives, and a resume continues so (it was refused as a config change)."""
+    import yaml
+
+    from vito.train.checkpoint import resume_config
+
+    run = tmp_path / "run"
+    pretrain(_config("train.max_steps=2"), videos, run)
+    config_file = run / "config.yaml"
+    saved = yaml.safe_load(config_file.read_text())
+    del saved["loss"]["mask_same_video"]
+    config_file.write_text(yaml.safe_dump(saved))
+    last = run / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    del state["config"]["loss"]["mask_same_video"]
+    torch.save(state, last)
+
+    config = resume_config(run, ["train.max_steps=3"])
+    assert config.loss.mask_same_video is False
+    result = pretrain(config, None, run, resume=True)
+    assert result.step == 3
+    assert "the checkpoint predates loss.mask_same_video: the run continues as it trained, " \
+           "loss.mask_same_video=False" in (run / "train.log").read_text()
+    with pytest.raises(ConfigError, match=r"loss\.mask_same_video cannot change when resuming \(False -> True\)"):
+        resume_config(run, ["loss.mask_same_video=true"])

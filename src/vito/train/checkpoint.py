@@ -213,8 +213,8 @@ def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise VitoError(f"{run_dir} is not a vito run folder: {path} is missing")
-    saved = load_config(path)
-    resumed = load_config(path if config is None else config, overrides)
+    saved = load_config(path, saved_run=True)
+    resumed = load_config(path if config is None else config, overrides, saved_run=config is None)
     try:
         check_resumable(saved.to_dict(), resumed.to_dict())
     except ConfigError as error:

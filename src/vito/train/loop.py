@@ -31,7 +31,7 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from vito.config import Config, ConfigError
+from vito.config import ADDED_KEYS, Config, ConfigError, with_added_keys
 from vito.data.gpu_decode import JpegBatches, data_path_version, resolve_decode_device
 from vito.errors import VitoError
 from vito.io import atomic_write
@@ -255,8 +255,11 @@ def _resume_point(run_dir: Path, file: str | Path | None, config: Config, notes:
     """The checkpoint to continue from, checked against the config it continues with."""
     checkpoint = load_checkpoint(run_dir if file is None else file)
     notes.extend(f"{reason}: resuming from {checkpoint['path']} instead" for reason in checkpoint.get("fallback", []))
-    check_resumable(checkpoint["config"], config.to_dict())
-    for key, (old, new) in sorted(config_changes(checkpoint["config"], config.to_dict()).items()):
+    saved, added = with_added_keys(checkpoint["config"])
+    notes.extend(f"the checkpoint predates {key}: the run continues as it trained, {key}={value!r}"
+                 for key, value in ((k, ADDED_KEYS[k]) for k in added))
+    check_resumable(saved, config.to_dict())
+    for key, (old, new) in sorted(config_changes(saved, config.to_dict()).items()):
         notes.append(f"on resume {key} changes from {old!r} to {new!r}")
     if config.train.max_steps <= checkpoint["step"]:
         raise VitoError(f"{checkpoint['path']} is at step {checkpoint['step']} already: train.max_steps="
