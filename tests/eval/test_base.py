@@ -21,6 +21,7 @@ from vito.eval.base import (
     read_result,
     settings_from_mapping,
     settings_from_namespace,
+    stamped_settings,
     write_result,
 )
 from vito.eval.encoders import EncoderSpec, load_encoder
@@ -32,6 +33,15 @@ def test_mean_and_sd_over_runs_is_undefined_on_partial_runs_and_for_one_run() ->
     assert mean_and_sd([0.7]) == (0.7, None)  # one seed: no sd, not 0
     assert mean_and_sd([0.2, None]) == (None, None) and mean_and_sd([0.2, float("nan")]) == (None, None)
     assert mean_and_sd([]) == (None, None)
+
+
+def test_recorded_settings_never_replace_the_given_ones() -> None:
+    """vito report compares a stored Result's settings with the suite's field by field: an evaluation that
+    records a field it resolved must not make the Result look like one of other settings."""
+    given = {"lrs": None, "root": Path("data"), "seeds": (0, 1)}
+    recorded = {"lrs": [0.1, 0.01], "root": "data", "seeds": [0, 1], "protocol": {"head": "fcn"}}
+    assert stamped_settings(given, recorded) == {"lrs": None, "root": "data", "seeds": [0, 1],
+                                                 "protocol": {"head": "fcn"}, "lrs_as_run": [0.1, 0.01]}
 
 
 def test_metric_checks_proportions_and_maps_nan_to_none() -> None:

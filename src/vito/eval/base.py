@@ -548,6 +548,22 @@ def run_from_args(args: argparse.Namespace) -> Result:
     return run_evaluation(cls.name, settings_from_namespace(cls, args), args.out, spec)
 
 
+def stamped_settings(given: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
+    """The settings a Result keeps: every field as given, then what the evaluation recorded of its own.
+
+    Why the given values win: ``vito report`` reuses a stored Result only when its settings equal the
+    suite's, field by field. An evaluation that records a field it resolved (a default list of lrs in place
+    of "none given") would make every stored Result look stale, so such a value is kept as ``NAME_as_run``.
+    """
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(a, default=str, sort_keys=True) == json.dumps(b, default=str, sort_keys=True)
+
+    stamped = dict(given)
+    for key, value in recorded.items():
+        stamped[key if key not in given or same(value, given[key]) else f"{key}_as_run"] = value
+    return stamped
+
+
 def run_evaluation(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | None = None) -> Result:
     """Check, load the encoder (if any), run, stamp encoder/settings/versions/time, and write the Result."""
     cls = get(name)
@@ -560,7 +576,7 @@ def run_evaluation(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | 
     started = time.perf_counter()
     encoder = spec.load() if spec is not None else None
     result = evaluation.run(encoder, settings, Path(out_dir))
-    result.settings = {**settings_dict(settings), **result.settings}
+    result.settings = stamped_settings(settings_dict(settings), result.settings)
     if spec is not None:
         result.encoder = {**spec.describe(), "name": encoder.name, **result.encoder}
     result.seconds = result.seconds or time.perf_counter() - started
