@@ -30,6 +30,7 @@ from vito.errors import VitoError
 from vito.models.backbones import backbone_state_dict
 from vito.models.external import SPEC_HELP, create_architecture, parse_spec, read_state_dict
 from vito.models.vito import VitoNetwork
+from vito.precision import uses_bf16
 from vito.train.checkpoint import LAST, checkpoint_dir, load_checkpoint
 
 TORCHVISION_RESNET_STAGES = ["relu", "layer1", "layer2", "layer3", "layer4"]
@@ -358,13 +359,6 @@ def _load_vito_checkpoint(path: Path) -> Encoder:
 
 # --------------------------------------------------------------------------------------------------
 # Inference precision
-
-
-def uses_bf16(device: torch.device | str, precision: str = "auto") -> bool:
-    """Whether evaluation on ``device`` runs in bf16: ``auto`` = CUDA with bf16 support; else as ``precision``."""
-    if precision != "auto":
-        return precision == "bf16"
-    return torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 @contextlib.contextmanager

@@ -37,9 +37,10 @@ from vito.data.imagenet import CROP_FRACTION, normalize
 from vito.data.video import probe_video, read_frames
 from vito.errors import DataError, VitoError
 from vito.eval.base import Coverage, Evaluation, Metric, Result, mean_and_sd, register
-from vito.eval.encoders import Encoder, inference_mode, uses_bf16
+from vito.eval.encoders import Encoder, inference_mode
 from vito.eval.inputs import EvalTransform, collate_readable
 from vito.io import atomic_write
+from vito.precision import uses_bf16
 from vito.train.distributed import worker_count
 
 log = logging.getLogger(__name__)

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from vito.errors import VitoError
 from vito.io import atomic_write
+from vito.precision import uses_bf16
 from vito.train import distributed
 from vito.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vito.train.loop import agree_on_stop  # every process stops after the same step, on the same signal
@@ -157,7 +158,7 @@ def _train(model, loss_fn, optimizer, lr_at, batches, run_dir, spec, context, st
             _drop_metrics_after(run_dir / METRICS_FILE, start)  # logged after the checkpoint: they are redone
     wrapped = distributed.wrap_for_training(model, context)
     wrapped.train()
-    use_bf16 = _bf16(spec.precision, context.device)
+    use_bf16 = uses_bf16(context.device, spec.precision)
     writer = SummaryWriter(str(run_dir / "tb")) if context.is_main else None
     stop = StopSignal()
     result = FinetuneResult(run_dir, start, finished=False)
@@ -200,12 +201,6 @@ def _train(model, loss_fn, optimizer, lr_at, batches, run_dir, spec, context, st
             writer.close()
     result.step, result.finished = step, step >= spec.iterations
     return result
-
-
-def _bf16(precision: str, device: torch.device) -> bool:
-    if precision == "auto":
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return precision == "bf16"
 
 
 def _save(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, spec: FinetuneSpec,

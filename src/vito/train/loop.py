@@ -35,6 +35,7 @@ from vito.config import ADDED_KEYS, Config, ConfigError, with_added_keys
 from vito.data.gpu_decode import JpegBatches, data_path_version, resolve_decode_device
 from vito.errors import VitoError
 from vito.io import atomic_write
+from vito.precision import bf16_supported
 from vito.train import distributed, signals
 from vito.train.checkpoint import (
     FORMAT,
@@ -378,12 +379,7 @@ def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContex
     """
     if precision != "bf16":
         return contextlib.nullcontext()
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = any(getattr(torch.cpu, name, lambda: False)()
-                        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    if not supported:
+    if not bf16_supported(device):
         log.info("no bf16 arithmetic on this %s: training in fp32", device.type)
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
