@@ -3,6 +3,7 @@ before the folder is touched. The refusals are checked on real `vito pretrain` s
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -154,3 +155,20 @@ def test_demo_starts_its_run_folder_afresh(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(Stop):
         vito.demo.run_demo(tmp_path, max_steps=1)
     assert calls[0]["overwrite"] is True and calls[0]["run_dir"] == tmp_path
+
+
+def test_an_unwritable_folder_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("")
+    with pytest.raises(VitoError, match="cannot create the folder .*a_file/run: Not a directory"):
+        RunFolder(in_the_way / "run", resume=False).__enter__()
+
+    import vito.train.run_dir as run_dir
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(run_dir.os, "open", read_only)  # root ignores permissions: a read-only mount instead
+    with pytest.raises(VitoError, match=f"cannot write in {tmp_path / 'run'} \\(creating its lock file: "
+                                        "Read-only file system"):
+        RunFolder(tmp_path / "run", resume=False).__enter__()

@@ -92,7 +92,10 @@ class RunFolder:
         self._refuse_a_fresh_run_into_a_run()
         if self.path.exists() and not self.path.is_dir():
             raise VitoError(f"{self.path} is a file, not a run folder")
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise VitoError(f"cannot create the folder {self.path}: {error.strerror or error}") from error
         self._lock()
         if self.overwrite:
             self._empty()
@@ -113,6 +116,9 @@ class RunFolder:
                 if holder is not None or lock.exists():  # else: released meanwhile, try again
                     self._judge(lock, holder)
                 continue
+            except OSError as error:  # a read-only or full file system, no permission
+                raise VitoError(f"cannot write in {self.path} (creating its lock file: {error.strerror or error})"
+                                ) from error
             with os.fdopen(fd, "w") as handle:
                 json.dump(mine, handle)
             self._locked = True
