@@ -466,9 +466,14 @@ def _note_data_path_change(checkpoint: dict[str, Any], version: str, notes: list
                      "bit for bit")
 
 
+def _stopped_with(last_good: Path | None) -> str:
+    """What a run that stops on an error leaves behind, for its message."""
+    return (f"training stopped and the last good checkpoint is {last_good} (left untouched)" if last_good
+            else "training stopped and no checkpoint was written yet")
+
+
 def _non_finite_message(what: str, last_good: Path | None) -> str:
-    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-    return (f"{what}: training stopped and {where} (left untouched). "
+    return (f"{what}: {_stopped_with(last_good)}. "
             "Lower optim.base_lr or raise optim.warmup_steps, then resume or start again.")
 
 
@@ -497,8 +502,7 @@ def _checkpoint_state(step: int, config: Config, model: torch.nn.Module, optimiz
 
 
 def _unwritable(path: Path, step: int, error: OSError, last_good: Path | None) -> str:
-    where = f"the last good checkpoint is {last_good} (left untouched)" if last_good else "no checkpoint was written yet"
-    return f"could not write {path} at step {step}: {error.strerror or error}; training stopped and {where}"
+    return f"could not write {path} at step {step}: {error.strerror or error}; {_stopped_with(last_good)}"
 
 
 def _prepare_run_dir(run_dir: Path, config: Config, start_step: int) -> None:
