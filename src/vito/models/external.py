@@ -40,7 +40,7 @@ def create_architecture(spec: str, num_classes: int = 1000) -> nn.Module:
             raise VitoError(f"timm has no model named {name!r}")
         try:
             return timm.create_model(name, pretrained=False, num_classes=num_classes, dynamic_img_size=True)
-        except TypeError:  # "unexpected keyword argument 'dynamic_img_size'": a fixed-size-free architecture
+        except TypeError:  # "unexpected keyword argument": a convolutional net, which runs at any size anyway
             return timm.create_model(name, pretrained=False, num_classes=num_classes)
     try:
         builder = torchvision.models.get_model_builder(name)
