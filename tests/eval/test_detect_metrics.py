@@ -258,6 +258,24 @@ def test_malformed_results_files(coco: Path, tmp_path: Path) -> None:
                    iou_type="segm", **common)
 
 
+@pytest.mark.parametrize(("box", "score", "message"), [
+    ([1, 1, "5", 5], 0.3, r"bbox \[1, 1, '5', 5\]: four finite numbers"),
+    ([1, 1, float("nan"), 5], 0.3, "four finite numbers"),
+    ([1, 1, 5], 0.3, "four finite numbers"),
+    ([1, 1, -5, 5], 0.3, "negative width or height"),
+    ([1, 1, 5, 5], float("inf"), "score inf: a finite number"),
+    ([1, 1, 5, 5], True, "score True"),
+])
+def test_boxes_and_scores_that_cannot_be_scored_are_an_error(coco: Path, box, score, message) -> None:
+    """The libraries would crash on a text coordinate and silently score a NaN or negative-area box."""
+    annotations = load_annotations(coco / "instances_train2017_overlap43.json", "coco")
+    image_id, category = annotations.image_ids[0], next(iter(annotations.categories))
+    good = {"image_id": image_id, "category_id": category, "bbox": [1, 1, 5, 5], "score": 0.3}
+    bad = {**good, "bbox": box, "score": score}
+    with pytest.raises(DataError, match=f"detection #1 \\(image_id {image_id}\\) has .*{message}"):
+        score_detections(annotations, [good, bad], "bbox")
+
+
 def test_scoring_needs_predictions_or_an_encoder(coco: Path, tmp_path: Path) -> None:
     with pytest.raises(VitoError, match="--predictions RESULTS.json .* or --encoder ENC"):
         _score_cli(tmp_path, dataset="coco", val_ann=coco / "instances_train2017_overlap43.json")

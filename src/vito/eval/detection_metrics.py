@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,9 @@ def check_results(results: Any, annotations: Annotations, iou_type: str, source:
         if missing:
             raise DataError(f"{source}: detection #{index} lacks {', '.join(map(repr, missing))} "
                             f"(needed for --iou-type {iou_type})")
+        problem = _malformed(detection, iou_type)
+        if problem:
+            raise DataError(f"{source}: detection #{index} (image_id {detection['image_id']!r}) {problem}")
     for key, known, what in (("image_id", annotations.images, "images"),
                              ("category_id", annotations.categories, "categories")):
         unknown = Counter(d[key] for d in results if d[key] not in known)
@@ -115,6 +119,25 @@ def check_results(results: Any, annotations: Annotations, iou_type: str, source:
                 f"that are not among the {len(known)} {what} of {annotations.path}; is it a results file for "
                 "another dataset or split?"
             )
+
+
+def _malformed(detection: dict[str, Any], iou_type: str) -> str | None:
+    """Why a detection's score or box cannot be scored (the libraries would crash on it or score it silently
+    as a box of negative area), or None."""
+    if not _finite_number(detection["score"]):
+        return f"has score {detection['score']!r}: a finite number is needed"
+    if iou_type != "bbox":
+        return None
+    box = detection["bbox"]
+    if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(_finite_number(v) for v in box):
+        return f"has bbox {box!r}: four finite numbers [x, y, width, height] are needed"
+    if box[2] < 0 or box[3] < 0:
+        return f"has bbox {box!r} with a negative width or height"
+    return None
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def cap_per_image(results: list[dict[str, Any]], max_dets: int) -> list[dict[str, Any]]:
