@@ -119,6 +119,7 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from vito.eval.base import run_from_args, summary_line
+    from vito.train.distributed import launched_rank
     from vito.train.finetune import FinetuneStopped
     from vito.train.signals import exit_status
 
@@ -127,7 +128,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     except FinetuneStopped as stopped:  # a fine-tuning evaluation stopped by a signal: exit 128 + signal
         print(f"vito eval {args.evaluation}: {stopped}", file=sys.stderr)
         return exit_status(stopped.stopped_by)
-    print(f"{summary_line(result)}  ->  {args.out}/result.json")
+    if launched_rank() == 0:  # one line per command, not one per torchrun process
+        print(f"{summary_line(result)}  ->  {args.out}/result.json")
     return 0
 
 

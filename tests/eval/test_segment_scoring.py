@@ -121,3 +121,16 @@ def test_command_line(shared_data: Path, tmp_path: Path) -> None:
     assert read_result(tmp_path / "cli").metrics["mIoU"].value == result.metrics["mIoU"].value > 0.5
     with pytest.raises(SystemExit):
         parser.parse_args(["segment", "--dataset", "coco", "--root", str(root), "--out", str(tmp_path)])
+
+
+def test_under_torchrun_only_rank_0_writes_the_result(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """Every process of a `torchrun ... vito eval` holds the same Result; one writes it (and prints its line)."""
+    root = build_voc(shared_data, tmp_path)
+    settings = settings_from_mapping(Segment, {"dataset": "voc", "root": root,
+                                               "predictions": _voc_predictions(shared_data, tmp_path)})
+    monkeypatch.setenv("RANK", "1")
+    result = run_evaluation("segment", settings, tmp_path / "rank1")
+    assert result.metrics["mIoU"].value is not None and not (tmp_path / "rank1").exists()
+    monkeypatch.setenv("RANK", "0")
+    assert run_evaluation("segment", settings, tmp_path / "rank0").metrics["mIoU"].value == result.metrics["mIoU"].value
+    assert (tmp_path / "rank0" / "result.json").is_file()

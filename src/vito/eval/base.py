@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Literal
 from vito.errors import VitoError
 from vito.eval.encoders import Encoder, EncoderSpec, add_encoder_arguments
 from vito.io import atomic_write
+from vito.train.distributed import launched_rank
 
 Kind = Literal["proportion", "signed", "count", "value"]
 KINDS: tuple[str, ...] = typing.get_args(Kind)
@@ -581,5 +582,6 @@ def run_evaluation(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | 
         result.encoder = {**spec.describe(), "name": encoder.name, **result.encoder}
     result.seconds = result.seconds or time.perf_counter() - started
     result.versions = result.versions or package_versions()
-    write_result(result, Path(out_dir))
+    if launched_rank() == 0:  # under torchrun every process holds the same Result; one writes it
+        write_result(result, Path(out_dir))
     return result

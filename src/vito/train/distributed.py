@@ -38,6 +38,11 @@ class Context:
         return self.rank == 0
 
 
+def launched_rank() -> int:
+    """The rank torchrun gave this process (``RANK``); 0 without torchrun. Valid before and after ``setup``."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup(device: str = "auto") -> Context:
     """Join the process group described by torchrun's RANK/WORLD_SIZE/LOCAL_RANK (if any).
 
@@ -46,7 +51,7 @@ def setup(device: str = "auto") -> Context:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = launched_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "cuda":
         torch.cuda.set_device(local_rank)
