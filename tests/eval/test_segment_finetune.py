@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +20,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from tests.eval.segment_layouts import VOC_IDS, build_ade20k, build_voc
+from tests.train.test_loop import _tensors_equal
 from vito.data.segmentation import open_dataset
 from vito.data.segmentation_augment import SegmentationBatches, TrainAugment
 from vito.errors import VitoError
@@ -221,3 +226,41 @@ def test_a_swin_backbone_predicts_images_of_any_size_with_upernet() -> None:
     image = np.random.default_rng(0).integers(0, 256, (50, 67, 3), dtype=np.uint8)
     prediction = predict_image(model, image, protocol, torch.device("cpu"), "fp32")
     assert prediction.shape == (50, 67) and 0 <= prediction.min() and prediction.max() < 150
+
+
+def test_sigterm_to_the_process_group_with_workers_then_resume_equals_an_uninterrupted_fine_tune(
+        shared_data: Path, tmp_path: Path) -> None:
+    """What SLURM and Kubernetes do: SIGTERM to `vito eval segment` and its 2 DataLoader workers at once. The
+    fine-tune checkpoints the step it finished, exits 143, and `--resume` ends with the weights, optimizer and
+    RNG states of a run that was never stopped, and the same scores."""
+    root = _voc(shared_data, tmp_path)
+    command = [sys.executable, "-m", "vito", "eval", "segment", "--encoder", "timm:resnet18", "--random-init",
+               "--dataset", "voc", "--root", str(root), "--iters", "40", "--lrs", "0.01", "--seeds", "0",
+               "--batch-size", "2", "--crop-size", "65", "--device", "cpu", "--num-workers", "2",
+               "--checkpoint-every", "100"]
+    whole = subprocess.run([*command, "--out", str(tmp_path / "whole")], capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    out = tmp_path / "stopped"
+    run = subprocess.Popen([*command, "--out", str(out)], start_new_session=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    metrics = out / "runs" / "lr0.01_seed0" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.is_file() and metrics.read_text().strip()) and run.poll() is None:
+        assert time.monotonic() < deadline, "the fine-tune logged nothing"
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGTERM)  # the whole group: the main process and its DataLoader workers
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 143, stderr[-2000:]
+    stopped_at = int(re.search(r"stopped by SIGTERM after step (\d+) \(checkpoint written\)", stderr).group(1))
+    assert 10 <= stopped_at < 40
+
+    resumed = subprocess.run([*command, "--out", str(out), "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    final = [torch.load(folder / "runs/lr0.01_seed0/checkpoints/last.pt", weights_only=True)
+             for folder in (tmp_path / "whole", out)]
+    assert final[0]["step"] == final[1]["step"] == 40
+    for part in ("model", "optimizer", "rng"):
+        _tensors_equal(final[0][part], final[1][part], part)
+    scores = [json.loads((folder / "result.json").read_text())["metrics"] for folder in (tmp_path / "whole", out)]
+    assert scores[0] == scores[1]

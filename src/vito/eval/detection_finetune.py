@@ -44,6 +44,7 @@ from vito.eval.inputs import UnreadableImage, read_image
 from vito.io import atomic_write
 from vito.models.detection import FPN_CHANNELS, build_fcos
 from vito.train import distributed
+from vito.train.checkpoint import seed_all
 from vito.train.finetune import FinetuneSpec, FinetuneStopped, finetune, make_loader
 from vito.viz.detection import save_detection_picture
 
@@ -259,6 +260,7 @@ def finetune_seed(encoder: Encoder, train: Annotations, val: Annotations, images
 
     A stop signal ends the fine-tune after a checkpoint and raises ``FinetuneStopped``.
     """
+    seed_all(plan.seed)
     model = build_detector(encoder, len(train.categories), plan).to(context.device)
     images = DetectionImages(train, images_dir, train=True, canvas=plan.canvas, seed=plan.seed, flip=plan.flip)
     if len(images) == 0:

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from vito.data.segmentation import SegmentationDataset, UnreadableFile, open_dataset, read_index_png
 from vito.data.segmentation_augment import SegmentationBatches
@@ -50,6 +49,7 @@ from vito.eval.segment_finetune import (
 from vito.eval.segmentation_metrics import SegmentationAreas, per_class_table, segmentation_scores
 from vito.io import write_json
 from vito.train import distributed
+from vito.train.checkpoint import seed_all
 from vito.train.finetune import FinetuneSpec, FinetuneStopped, finetune, make_loader
 
 SCORES_FILE = "scores.json"
@@ -242,7 +242,7 @@ def _one_run(encoder: Encoder, settings: SegmentSettings, protocol: Protocol, tr
              context: distributed.Context) -> RunScores:
     run_dir = out_dir / "runs" / f"lr{lr:g}_seed{seed}"
     config = _run_config(encoder, settings, protocol, lr, seed, train.num_classes)
-    torch.manual_seed(seed)
+    seed_all(seed)
     model = build_model(encoder, protocol, train.num_classes).to(context.device)
     optimizer = make_optimizer(model, lr, protocol)
 

@@ -189,6 +189,15 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
+def seed_all(seed: int) -> None:
+    """Seed torch's, numpy's and Python's global generators: a fine-tune then starts from the same state in
+    every process it runs in, so a resumed one (which restores them) ends where one never stopped does.
+    (numpy's global generator is seeded from OS entropy at import otherwise.)"""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, cached = state["numpy"]

@@ -84,9 +84,14 @@ class FinetuneResult:
 
 
 def make_loader(batches: IterableDataset, num_workers: int) -> Iterator[dict[str, Any]]:
-    """An iterator over a stream of whole batches, workers started with stop signals blocked and ignoring them."""
+    """An iterator over a stream of whole batches, workers started with stop signals blocked and ignoring them.
+
+    The DataLoader draws its workers' seeds from a generator of its own: starting workers draws from the
+    global torch RNG otherwise, and a resumed fine-tune starts them again after restoring that RNG, so it would
+    continue with another RNG state than a run never stopped (the batches themselves are functions of the step).
+    """
     num_workers = distributed.worker_count(num_workers)
-    loader = DataLoader(batches, batch_size=None, num_workers=num_workers,
+    loader = DataLoader(batches, batch_size=None, num_workers=num_workers, generator=torch.Generator().manual_seed(0),
                         worker_init_fn=ignore_stop_signals_in_worker if num_workers else None)
     with blocked():
         return iter(loader)
