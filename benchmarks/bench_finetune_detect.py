@@ -41,7 +41,7 @@ from vito.eval.detection_data import DetectionImages, collate_detection, load_an
 from vito.eval.detection_finetune import (CHECKPOINT_FORMAT, DetectionBatches, FinetunePlan, as_float,
                                           build_detector, detection_loss, lr_factor, make_optimizer, predict)
 from vito.eval.encoders import load_encoder
-from benchmarks.loop_vs_plain import comparison_lines, interleaved_rounds, machine, summary
+from benchmarks.loop_vs_plain import comparison_lines, interleaved_rounds, machine, method_sentence, summary
 from vito.io import atomic_write, write_json
 from vito.train import distributed
 from vito.train.finetune import FinetuneSpec, finetune
@@ -127,10 +127,7 @@ def markdown(report: dict) -> str:
         "# Detection fine-tuning throughput: vito's loop vs a plain loop",
         "",
         f"{s['model']}, {s['batch']} images per step at {s['size'][0]}x{s['size'][1]} (A.3 train views), "
-        f"{s['precision']}, {s['threads']} threads on {s['cpus']} CPUs (shared machine, load average "
-        f"{s['load_average_1min'][0]:.1f} before and {s['load_average_1min'][1]:.1f} after: read the ratio, not "
-        f"the absolute numbers). {s['rounds']} rounds of {s['steps_per_round']} timed steps per loop, the loops' "
-        "order alternating; per round images/s = batch / median step time; below: median over rounds.",
+        + method_sentence(s),
         "",
         *comparison_lines(report),
         "",

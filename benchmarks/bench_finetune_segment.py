@@ -36,7 +36,7 @@ from vito.eval.base import settings_from_mapping
 from vito.eval.encoders import load_encoder
 from vito.eval.segment import Segment, protocol_for
 from vito.eval.segment_finetune import build_model, learning_rate, make_optimizer, predict_image, segmentation_loss
-from benchmarks.loop_vs_plain import comparison_lines, interleaved_rounds, machine, summary
+from benchmarks.loop_vs_plain import comparison_lines, interleaved_rounds, machine, method_sentence, summary
 from vito.io import atomic_write, write_json
 from vito.train import distributed
 from vito.train.finetune import FinetuneSpec, finetune
@@ -147,11 +147,7 @@ def markdown(report: dict) -> str:
     return "\n".join([
         "# Segmentation fine-tuning throughput: vito's loop vs a plain loop",
         "",
-        f"{s['model']}, {s['batch']} crops of {s['crop']} px per step, {s['precision']}, {s['threads']} threads on "
-        f"{s['cpus']} CPUs (shared machine, load average {s['load_average_1min'][0]:.1f} before and "
-        f"{s['load_average_1min'][1]:.1f} after: read the ratio, not the absolute numbers). {s['rounds']} rounds "
-        f"of {s['steps_per_round']} timed steps per loop, the loops' order alternating; per round images/s = "
-        "batch / median step time; below: median over rounds.",
+        f"{s['model']}, {s['batch']} crops of {s['crop']} px per step, " + method_sentence(s),
         "",
         *comparison_lines(report),
         "",

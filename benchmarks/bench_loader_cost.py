@@ -97,25 +97,18 @@ def stored_jpegs(source: ShardSource, read: list[tuple[int, np.ndarray]]) -> lis
 
 
 def crop_boxes(loader: PretrainBatches, step: int) -> list[tuple[int, int, int, int]]:
-    """The crop box of every view of a batch, as ``per_frame_batch`` draws them (untimed)."""
+    """The crop box of every view of a batch, as ``per_frame_batch`` draws them (untimed): the view times, then
+    per view the box for the frame size that ``read_jpegs`` reads from the headers."""
     d, boxes = loader.data, []
     for slot in range(loader.batch_size):
         rng = np.random.default_rng([loader.seed, step, loader.rank, slot])
-        index = loader.video_for(step, slot)
-        duration = loader.source.duration(index)
-        sample_times(duration, d.num_views, d.window_seconds, d.sampling, d.delta_seconds, rng)
-        height, width = frame_size(loader.source, index)
+
+        def times_fn(duration: float, rng=rng) -> np.ndarray:
+            return sample_times(duration, d.num_views, d.window_seconds, d.sampling, d.delta_seconds, rng)
+
+        _, (height, width) = loader.source.read_jpegs(loader.video_for(step, slot), times_fn, d.decode_short_side)
         boxes += [loader.crop.sample(height, width, rng)[0] for _ in range(d.num_views)]
     return boxes
-
-
-def frame_size(source: ShardSource, index: int) -> tuple[int, int]:
-    """(height, width) of a clip's stored frames."""
-    clip = source.clip(index)
-    offset, size = clip["frames"][0]
-    with open(source.folder / clip["tar"], "rb") as handle:
-        handle.seek(offset)
-        return simplejpeg.decode_jpeg_header(handle.read(size))[:2]
 
 
 def decode_all(jpegs: list[bytes]) -> None:

@@ -46,6 +46,15 @@ def summary(per_round: list[dict]) -> dict:
             "meets_target": ratio >= TARGET_RATIO, "rounds": per_round}
 
 
+def method_sentence(setup: dict) -> str:
+    """Precision, threads, load and the round structure: the part of each report's set-up line they share."""
+    before, after = setup["load_average_1min"]
+    return (f"{setup['precision']}, {setup['threads']} threads on {setup['cpus']} CPUs (shared machine, load average "
+            f"{before:.1f} before and {after:.1f} after: read the ratio, not the absolute numbers). "
+            f"{setup['rounds']} rounds of {setup['steps_per_round']} timed steps per loop, the loops' order "
+            "alternating; per round images/s = batch / median step time; below: median over rounds.")
+
+
 def comparison_lines(report: dict) -> list[str]:
     """The markdown table of the two loops and the ratio paragraph."""
     t = report["train_images_per_s"]
