@@ -129,11 +129,9 @@ def with_added_keys(saved: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """A saved run's config mapping with every missing :data:`ADDED_KEYS` entry filled in, and those keys."""
     filled, added = copy.deepcopy(saved), []
     for key, value in ADDED_KEYS.items():
-        *sections, leaf = key.split(".")
-        node = filled
-        for section in sections:
-            node = node.setdefault(section, {}) if isinstance(node, dict) else node
-        if isinstance(node, dict) and leaf not in node:
+        section, leaf = key.split(".")  # a config is sections of keys
+        node = filled.setdefault(section, {})
+        if isinstance(node, dict) and leaf not in node:  # a malformed section is left to the validation
             node[leaf] = value
             added.append(key)
     return filled, added
