@@ -15,7 +15,6 @@ reduction (a local normaliser, an unsynchronised batch norm) shows up as a per-c
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ import torch
 import torch.multiprocessing as mp
 from torchvision.models.detection.fcos import FCOSHead
 
+from tests.helpers import free_port
 from vito.eval.detection_data import DetectionImages, collate_detection, load_annotations
 from vito.eval.detection_finetune import FinetunePlan, as_float, build_detector
 from vito.eval.encoders import load_encoder
@@ -30,12 +30,6 @@ from vito.train import distributed
 
 WORLD = 2
 CANVAS = (96, 128)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _batch(shared: Path) -> dict:
@@ -88,7 +82,7 @@ def _worker(rank: int, port: int, shared: str, out: str) -> None:
 @pytest.mark.ddp
 def test_two_processes_equal_one(shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "rank0.pt"
-    mp.spawn(_worker, args=(_free_port(), str(shared_data), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(shared_data), str(out)), nprocs=WORLD, join=True)
     results = torch.load(out, weights_only=True)
     batch, num_classes = _batch(shared_data)
     loss, grads = _loss_and_grads(_model(num_classes, plain_head=False), batch, slice(0, 4))

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from tests.eval.segment_layouts import VOC_IDS, build_ade20k, build_voc
-from tests.train.test_loop import _tensors_equal
+from tests.helpers import free_port, tensors_equal
 from vito.data.segmentation import open_dataset
 from vito.data.segmentation_augment import SegmentationBatches, TrainAugment
 from vito.errors import VitoError
@@ -182,17 +181,11 @@ def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
         distributed.cleanup()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.ddp
 def test_two_gloo_processes_match_one_process(shared_data: Path, tmp_path: Path) -> None:
     root = _voc(shared_data, tmp_path)
     single_loss, single_grads = _first_step(root, 0, 1)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(root), str(tmp_path / "ddp.pt")), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(root), str(tmp_path / "ddp.pt")), nprocs=2, join=True)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     assert ddp["loss"] == pytest.approx(single_loss, rel=1e-5)
     assert set(ddp["grads"]) == set(single_grads)
@@ -261,6 +254,6 @@ def test_sigterm_to_the_process_group_with_workers_then_resume_equals_an_uninter
              for folder in (tmp_path / "whole", out)]
     assert final[0]["step"] == final[1]["step"] == 40
     for part in ("model", "optimizer", "rng"):
-        _tensors_equal(final[0][part], final[1][part], part)
+        tensors_equal(final[0][part], final[1][part], part)
     scores = [json.loads((folder / "result.json").read_text())["metrics"] for folder in (tmp_path / "whole", out)]
     assert scores[0] == scores[1]

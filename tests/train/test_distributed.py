@@ -7,7 +7,6 @@ writes its results to a file and the test compares them with a single-process re
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,10 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from tests.helpers import free_port
 from vito.train import distributed
 
 WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _bn_net() -> nn.Module:
@@ -126,7 +120,7 @@ def _stop_and_run_folder(rank: int, out: Path) -> dict:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import tensors_equal
 from vito.config import ConfigError, load_config
 from vito.demo import render_videos
 from vito.errors import VitoError
@@ -40,22 +41,6 @@ def _config(*extra: str):
     return load_config("demo", [*TINY, *extra])
 
 
-def _tensors_equal(a, b, where: str = "") -> None:
-    """Recursive torch.equal over nested dicts/lists of tensors and numbers."""
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _tensors_equal(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _tensors_equal(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
 def _interrupt_during_step(monkeypatch, step: int) -> None:
     """Send this process SIGTERM while step ``step`` (1-based) updates the weights, late in the step."""
     update = LARS.step
@@ -81,8 +66,8 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(videos: Path, tmp_path: 
     assert straight.step == resumed.step == 4 and resumed.stopped_by is None
     a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split")
     assert any(k.startswith("target.") for k in a["model"]) and any(k.startswith("predictor.") for k in a["model"])
-    _tensors_equal(a["model"], b["model"], "model")
-    _tensors_equal(a["optimizer"], b["optimizer"], "optimizer")
+    tensors_equal(a["model"], b["model"], "model")
+    tensors_equal(a["optimizer"], b["optimizer"], "optimizer")
     initial = load_checkpoint(tmp_path / "split" / "checkpoints" / "step_0000002.pt")["model"]
     assert not torch.equal(initial["online.backbone.body.conv1.weight"], a["model"]["online.backbone.body.conv1.weight"])
     # metrics of the split run read like those of the straight run, one line per step

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import tensors_equal
 from vito.train.checkpoint import load_checkpoint
 from vito.train.loop import pretrain
 from vito.train.signals import STOP_SIGNALS, StopSignal, exit_status, ignore_stop_signals_in_worker
 
-from .test_loop import TINY, _config, _tensors_equal, videos  # noqa: F401 - videos is a fixture
+from .test_loop import TINY, _config, videos  # noqa: F401 - videos is a fixture
 
 WORKERS = ["data.num_workers=2"]
 
@@ -84,7 +85,7 @@ def test_sigterm_to_the_process_group_checkpoints_and_resumes_bit_for_bit(videos
     assert resumed.step == straight.step == 8 and resumed.stopped_by is None
     a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(run)
     a.pop("path"), b.pop("path")
-    _tensors_equal(a, b, "checkpoint")  # model, optimizer, RNG states, config, data path: every tensor and value
+    tensors_equal(a, b, "checkpoint")  # model, optimizer, RNG states, config, data path: every tensor and value
 
 
 @pytest.mark.slow

@@ -1,0 +1,31 @@
+"""Small helpers shared by test modules: a free TCP port for gloo process groups, and a deep tensor comparison
+for "resume equals an uninterrupted run" checks."""
+
+from __future__ import annotations
+
+import socket
+
+import torch
+
+
+def free_port() -> int:
+    """A TCP port on localhost that is free now (for MASTER_PORT of a test's process group)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tensors_equal(a, b, where: str = "") -> None:
+    """Recursive torch.equal over nested dicts/lists of tensors and numbers."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            tensors_equal(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            tensors_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
