@@ -33,7 +33,7 @@ def test_reads_the_loss_only_at_log_and_checkpoint_steps_and_logs_input_wait(vid
     assert [r["step"] for r in records] == [3, 6]
     for record in records:
         assert 0 <= record["data_wait_share"] <= 1 and 0 <= record["data_wait_s"] <= record["step_s"]
-    assert load_checkpoint(tmp_path)["data_path_version"] == "cpu-opencv/2"
+    assert load_checkpoint(tmp_path)["data_path_version"] == "cpu-opencv/3"
 
 
 def _poison(monkeypatch, where: str, call: int) -> None:

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # What made a run's batches: the CPU path's crops (OpenCV, one resize per crop), or the device path's.
 # Version 1 (no entry in old checkpoints) was the per-frame torchvision CPU path.
-DATA_PATH_VERSIONS = {"cpu": "cpu-opencv/2", "cuda": "device-torchvision/1"}
+DATA_PATH_VERSIONS = {"cpu": "cpu-opencv/3", "cuda": "device-torchvision/1"}
 
 
 def data_path_version(decode_device: str) -> str:

@@ -478,7 +478,8 @@ def _read_header(path: Path) -> dict[str, Any]:
 
 def frame_indices(times: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
     """Index of the last stored frame with timestamp ``k / fps <= t`` (clamped to the stored frames)."""
-    return np.clip(np.floor(np.asarray(times) * fps + 1e-6).astype(np.int64), 0, num_frames - 1)
+    index = np.floor(np.asarray(times) * fps + 1e-6).astype(np.int64)
+    return np.minimum(np.maximum(index, 0), num_frames - 1)  # np.clip's checks cost 10x more on 3 times
 
 
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
