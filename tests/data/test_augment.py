@@ -1,10 +1,22 @@
 from __future__ import annotations
 
+import os
+import signal
+import time
+
+import cv2
 import numpy as np
 import pytest
 import torch
 
-from vito.data.augment import IMAGENET_MEAN, IMAGENET_STD, PhotometricAugment, RandomResizedCropFlip, normalize
+from vito.data.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PhotometricAugment,
+    RandomResizedCropFlip,
+    normalize,
+    resize_into,
+)
 
 
 def test_crop_flip_shape_and_reproducible():
@@ -95,3 +107,26 @@ def test_normalize_uint8_and_float_agree():
     assert torch.allclose(a, b)
     expected = (images[0, 1, 0, 0].item() / 255 - IMAGENET_MEAN[1]) / IMAGENET_STD[1]
     assert a[0, 1, 0, 0].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_worker_forked_right_after_the_main_process_cropped_does_not_deadlock():
+    """OpenCV's thread pool does not survive fork: with it running, 56 of 60 such children hung in their first
+    OpenCV call (the suite once hung so in a DataLoader worker). vito keeps OpenCV on one thread."""
+    image = np.random.default_rng(0).integers(0, 256, (600, 600, 3), dtype=np.uint8)
+    out = np.empty((224, 224, 3), np.uint8)
+    hung = 0
+    for _ in range(10):
+        resize_into(image[:330, :300], out)  # blurs, then resizes: the operations a worker runs
+        pid = os.fork()
+        if pid == 0:  # the child: what a DataLoader worker did first (user code may still do it), then a crop
+            cv2.setNumThreads(1)
+            resize_into(image[:330, :300], out)
+            os._exit(0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0):
+            time.sleep(0.01)
+        if time.monotonic() >= deadline:
+            hung += 1
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert hung == 0

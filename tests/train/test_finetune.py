@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,40 @@ def test_non_finite_loss_names_the_last_good_checkpoint(tmp_path: Path) -> None:
         _run(tmp_path)
     resumed, _, calls = _run(tmp_path, resume=True)  # nothing was checkpointed: it starts from step 0
     assert resumed.finished and len(calls) == 6
+
+
+WORKER_FAILS = """
+import sys
+import torch
+from torch.utils.data import IterableDataset
+from vito.train.finetune import make_loader
+
+
+class FailsAfterOneBatch(IterableDataset):
+    def __iter__(self):
+        yield {"x": torch.zeros(1)}
+        raise ValueError("bad data in a worker")
+
+
+def main() -> int:
+    batches = make_loader(FailsAfterOneBatch(), 2)
+    try:
+        for _ in batches:
+            pass
+    except ValueError:
+        return 2  # what the CLI does with an error: print it and return
+    return 0
+
+
+sys.exit(main())
+"""
+
+
+def test_an_error_raised_in_a_worker_ends_the_process_instead_of_hanging_at_exit(tmp_path: Path) -> None:
+    """Workers ignore SIGTERM; multiprocessing's exit handler stops leftover workers with SIGTERM and waits."""
+    script = tmp_path / "fails.py"
+    script.write_text(WORKER_FAILS)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 2, done.stderr
+    assert "Exception ignored" not in done.stderr and "killed by signal" not in done.stderr, done.stderr

@@ -33,6 +33,12 @@ import torchvision.transforms.v2.functional as TF
 from vito.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, normalize  # noqa: F401 - re-exported for callers
 from vito.errors import VitoError
 
+# OpenCV runs on one thread in every process that crops: the crops already run one per DataLoader worker, and
+# OpenCV's thread pool does not survive fork. A worker forked just after the pool ran (the main process cropping
+# with 0 workers, or probing a clip, then starting workers) deadlocks in its first OpenCV call, which showed as
+# a test suite hanging in a worker's cv2.setNumThreads; a pool that never starts cannot be copied mid-job.
+cv2.setNumThreads(1)
+
 
 # --------------------------------------------------------------------------------------------------
 # 1. Geometry: per sample, uint8, in the data loader

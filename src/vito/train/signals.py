@@ -19,7 +19,10 @@ a checkpoint (a save cut short leaves the previous one intact).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import multiprocessing
+import multiprocessing.util  # registers multiprocessing's exit handler, which must run after ours (below)
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -44,6 +47,22 @@ def ignore_stop_signals_in_worker(worker_id: int | None = None) -> None:
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def _kill_workers_left_at_exit() -> None:
+    """At exit, multiprocessing stops daemonic children (DataLoader workers) with SIGTERM and waits for them.
+    Ours ignore SIGTERM, so a loader that was not shut down (its iterator kept alive by the traceback of an
+    error raised in a worker) would make the process wait forever after printing the error. The workers hold
+    nothing that needs saving: kill them. Registered after multiprocessing's handler, so it runs before it."""
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    if children:  # torch's SIGCHLD handler would report the killed workers as a failure of the exiting process
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.kill()
+        child.join(timeout=5)
+
+
+atexit.register(_kill_workers_left_at_exit)
 
 
 @contextlib.contextmanager
