@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from vito.errors import VitoError
 from vito.models.external import SPEC_HELP
 
 
@@ -175,6 +176,7 @@ def _cmd_curate(args: argparse.Namespace) -> int:
 
     settings = CurationSettings(min_duration=args.min_duration, max_frames=args.max_frames,
                                 class_cap=args.class_cap, batch_size=args.batch_size, image_size=args.image_size)
+    _check_out_folder(args.out)
     summary = curate_from_spec(args.candidates, args.out, args.classifier, args.weights, settings,
                                rank=args.rank, world_size=args.world_size, resume=args.resume, device=args.device)
     if summary is None:
@@ -185,9 +187,20 @@ def _cmd_curate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out_folder(out: Path) -> None:
+    """A VitoError unless ``out`` is a folder or can be made one: a file in its place (or in place of a folder
+    above it) would be a FileExistsError / NotADirectoryError traceback once the long work starts."""
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise VitoError(f"--out {out}: {existing} is a file, not a folder")
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from vito.data.shards import ShardSettings, write_shards
 
+    if args.workers < 0:
+        raise VitoError(f"--workers must be at least 0, got {args.workers}")
+    _check_out_folder(args.out)
     settings = ShardSettings(fps=args.fps, short_side=args.short_side, quality=args.quality,
                              max_seconds=args.max_seconds, shard_megabytes=args.shard_mb)
     index = write_shards(args.manifest, args.out, settings, workers=args.workers)
@@ -294,8 +307,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
-    from vito.errors import VitoError
-
     try:
         return args.handler(args)
     except (VitoError, FileNotFoundError) as error:

@@ -146,7 +146,7 @@ def load_config(name_or_path: str | Path | None = None, overrides: typing.Sequen
     raw: dict[str, Any] = {}
     if name_or_path is not None:
         path = resolve_config_path(name_or_path)
-        loaded = _parse_yaml(_read_text(path), str(path)) or {}
+        loaded = parse_yaml(_read_text(path), str(path)) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         raw = with_added_keys(loaded)[0] if saved_run else loaded
@@ -155,9 +155,31 @@ def load_config(name_or_path: str | Path | None = None, overrides: typing.Sequen
     return config_from_dict(raw)
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 as PyYAML reads it, except that ``1e-5`` is a float (YAML 1.2 and every user agree; 1.1 made
-    it a string because its float pattern demands a dot)."""
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: PyYAML keeps the last
+    value silently, so a config or suite that names ``batch_size`` (or an encoder) twice would quietly drop
+    one of them."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *anchor": merged keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"duplicate key {key!r} (first given at line {first.line + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _Loader(UniqueKeyLoader):
+    """YAML 1.1 as PyYAML reads it (each key once, see ``UniqueKeyLoader``), except that ``1e-5`` is a float
+    (YAML 1.2 and every user agree; 1.1 made it a string because its float pattern demands a dot)."""
 
 
 _Loader.add_implicit_resolver(
@@ -180,10 +202,12 @@ def _read_text(path: Path) -> str:
                           f"{error.start}); save the config as UTF-8") from error
 
 
-def _parse_yaml(text: str, where: str) -> Any:
-    """YAML text -> Python values; a syntax error is a ConfigError naming the line (and tabs, a common cause)."""
+def parse_yaml(text: str, where: str, loader: type[yaml.SafeLoader] | None = None) -> Any:
+    """YAML text -> Python values; a syntax error is a ConfigError naming the line (and tabs, a common cause).
+
+    ``loader``: another SafeLoader subclass than the config's (the report's suite files use ``UniqueKeyLoader``)."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=loader or _Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -208,7 +232,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         node = node.setdefault(section, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {section!r} is not a section")
-    node[leaf] = _parse_yaml(value, f"override {item!r}")
+    node[leaf] = parse_yaml(value, f"override {item!r}")
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
@@ -216,9 +240,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
+    unknown = sorted((key for key in raw if key not in names), key=str)  # YAML keys may be numbers or null
     if unknown:
-        raise ConfigError(f"unknown config key {prefix + unknown[0]!r} (valid: {', '.join(sorted(names))})")
+        raise ConfigError(f"unknown config key {prefix + str(unknown[0])!r} (valid: {', '.join(sorted(names))})")
     values = {}
     for name in raw:
         hint = hints[name]

@@ -1,4 +1,5 @@
-"""Small I/O helpers shared by every writer: atomic files and JSON results.
+"""Small I/O helpers shared by every writer and reader: atomic files, JSON results, and text and JSON inputs
+read with an error that names the file.
 
 Why atomic: a long job killed mid-write must never leave a half-written checkpoint, manifest or result
 that a later run would trust. Everything is written to a temporary file in the same folder and renamed.
@@ -13,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from vito.errors import DataError
 
 
 @contextlib.contextmanager
@@ -58,3 +61,24 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def read_text(path: str | Path, what: str, kind: str = "UTF-8 text file") -> str:
+    """The text of a list, CSV or JSON file; a missing, unreadable or non-UTF-8 file is a ``DataError`` naming
+    ``what`` it is (a ``UnicodeDecodeError`` traceback tells the user nothing about which file is wrong)."""
+    path = Path(path)
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError as error:
+        raise DataError(f"{what} {path} does not exist") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{what} {path} is not a readable {kind}: {error}") from error
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """JSON from ``path``; a missing, non-UTF-8 or malformed file is a ``DataError`` naming ``what`` it is."""
+    text = read_text(path, what, kind="JSON file")
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise DataError(f"{what} {path} is not a readable JSON file: {error}") from error

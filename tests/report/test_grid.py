@@ -308,3 +308,38 @@ def test_a_report_folder_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path,
     run = make_report(_suite(tmp_path, TWO), out, echo=printed.append)
     assert len(run.computed) == 6 and not lock.exists()  # released at the end
     assert any("took over the stale lock" in line for line in printed)
+
+
+def test_a_full_disk_is_a_clear_error_and_the_previous_report_stays_whole(tmp_path, fakes, capsys,
+                                                                          monkeypatch) -> None:
+    import errno
+
+    import vito.io
+
+    suite = _suite(tmp_path, {"a": TWO["a"]}, {"knn": {"train": "data"}})
+    out = tmp_path / "report"
+    assert main(["report", str(suite), "--out", str(out)]) == 0
+    before = {name: (out / name).read_bytes() for name in ("results.json", "report.md", "index.html")}
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(vito.io.os, "fsync", disk_full)  # every atomic write fails, as on a full disk
+    capsys.readouterr()
+    assert main(["report", str(suite), "--out", str(out)]) == 2  # cached cells, then the outputs fail
+    error = capsys.readouterr().err
+    assert error.startswith(f"vito report: error: cannot write the report in {out}: No space left on device")
+    assert {name: (out / name).read_bytes() for name in before} == before and not (out / ".lock").exists()
+    fresh = tmp_path / "fresh"
+    assert main(["report", str(suite), "--out", str(fresh)]) == 2  # the cell fails too: no error.json either
+    assert "a × knn: FAILED: OSError" in capsys.readouterr().out and not (fresh / ".lock").exists()
+
+
+def test_a_suite_naming_an_encoder_twice_is_refused(tmp_path, fakes, capsys) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("encoders:\n  a: {encoder: 'timm:resnet18', random_init: true}\n"
+                     "  a: {encoder: 'timm:resnet34', random_init: true}\nevaluations: {knn: {train: d}}\n")
+    assert main(["report", str(suite), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "duplicate key 'a' (first given at line 2)" in error and error.count("\n") <= 6
+    assert not (tmp_path / "out").exists() and fakes.calls == []

@@ -142,6 +142,39 @@ def test_a_full_disk_names_the_last_good_checkpoint_and_leaves_no_temporary_file
     assert load_checkpoint(tmp_path)["step"] == 1
 
 
+def test_a_disk_that_fills_inside_torch_save_is_the_same_clear_error(tmp_path, monkeypatch) -> None:
+    """A real full disk fails in torch.save's own writes, which torch turns into a RuntimeError."""
+    save_checkpoint(tmp_path, _state(1))
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle, self.writes = handle, 0
+
+        def write(self, data) -> int:
+            self.writes += 1
+            if self.writes > 2:  # the disk fills after torch.save's first records
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.handle.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.handle.close()
+
+    monkeypatch.setattr(vito.io.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    last = tmp_path / "checkpoints" / "last.pt"
+    with pytest.raises(VitoError, match=f"checkpoint of step 2 to {last}: No space left on device; "):
+        save_checkpoint(tmp_path, _state(2))
+    monkeypatch.undo()
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.pt", "step_0000001.pt"]
+    assert load_checkpoint(tmp_path)["step"] == 1
+
+
 def test_only_the_newest_step_copies_are_kept(tmp_path) -> None:
     save_checkpoint(tmp_path, _state(9))  # left by a continuation abandoned for a resume from step 4
     for step in (4, 5, 6, 7):

@@ -172,3 +172,19 @@ def test_an_unwritable_folder_is_a_clear_error(tmp_path: Path, monkeypatch) -> N
     with pytest.raises(VitoError, match=f"cannot write in {tmp_path / 'run'} \\(creating its lock file: "
                                         "Read-only file system"):
         RunFolder(tmp_path / "run", resume=False).__enter__()
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_no_empty_lock(tmp_path: Path, monkeypatch) -> None:
+    import vito.train.run_dir as run_dir
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patch:  # creating the lock file works, writing into it does not
+        patch.setattr(run_dir.json, "dump", disk_full)
+        with pytest.raises(VitoError, match=f"cannot write in {tmp_path / 'run'} \\(writing its lock file: "
+                                            "No space left on device"):
+            RunFolder(tmp_path / "run", resume=False).__enter__()
+    assert not (tmp_path / "run" / LOCK).exists()  # an empty lock would need --break-lock once there is room
+    with RunFolder(tmp_path / "run", resume=False):
+        assert (tmp_path / "run" / LOCK).is_file()

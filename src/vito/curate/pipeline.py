@@ -56,6 +56,20 @@ class CurationSettings:
     batch_size: int = 32  # frames per classifier forward pass
     image_size: int | None = None  # classifier crop; None = the model's own input size
 
+    def __post_init__(self) -> None:
+        """Refuse values that would reject every video for a wrong reason instead of failing: 0 frames makes
+        each video "unreadable", a NaN minimum duration each "too_short", a cap below 1 each "class_cap"."""
+        checks = [
+            ("min_duration", math.isfinite(self.min_duration) and self.min_duration >= 0, "a number of seconds >= 0"),
+            ("max_frames", self.max_frames >= 1, "at least 1"),
+            ("class_cap", self.class_cap >= 1, "at least 1"),
+            ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("image_size", self.image_size is None or self.image_size >= 1, "at least 1"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise VitoError(f"--{name.replace('_', '-')} must be {expected}, got {getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -228,16 +242,24 @@ def _cut_partial_tail(path: Path) -> None:
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Complete records of one log; an unterminated last line (a crash mid-write) is ignored."""
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
+    """Complete records of one log; an unterminated last line (a crash mid-write) is ignored. A damaged log
+    (bytes that are not UTF-8, a line that is not a record with its candidate ``index``) is a DataError naming
+    the file and line: merging it would mix unknown data into the accepted list."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: corrupt record log (not UTF-8 at byte {error.start})") from None
     lines = text.split("\n")[:-1]  # the piece after the last newline is empty or partial
     records = []
     for number, line in enumerate(lines, start=1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as error:
             raise DataError(f"{path}:{number}: corrupt record ({error})") from None
+        if not isinstance(record, dict) or type(record.get("index")) is not int:
+            raise DataError(f"{path}:{number}: corrupt record (not a JSON object with an integer 'index')")
+        records.append(record)
     return records
 
 
@@ -331,7 +353,7 @@ def _check_run(run: CurationRun, resume: bool) -> None:
     marker = run.out_dir / "run.json"
     fingerprint = run.fingerprint()
     if marker.exists():
-        existing = json.loads(marker.read_text())
+        existing = _read_fingerprint(marker)
         if existing != fingerprint:
             changed = sorted(k for k in fingerprint if existing.get(k) != fingerprint[k])
             raise VitoError(f"{run.out_dir} holds a curation run with other {', '.join(changed)}; use another --out")
@@ -339,6 +361,18 @@ def _check_run(run: CurationRun, resume: bool) -> None:
         raise VitoError(f"nothing to resume in {run.out_dir} (no run.json)")
     else:
         write_json(marker, fingerprint)
+
+
+def _read_fingerprint(marker: Path) -> dict[str, Any]:
+    """An output folder's ``run.json``; one that is not a JSON object (damaged, or some other tool's file) is a
+    VitoError naming it, since the folder's records cannot be trusted to belong to this run."""
+    try:
+        existing = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: not JSON or not UTF-8
+        raise VitoError(f"{marker}: unreadable curation run record ({error}); use another --out") from None
+    if not isinstance(existing, dict):
+        raise VitoError(f"{marker}: not a curation run record (a JSON {type(existing).__name__}); use another --out")
+    return existing
 
 
 def merge(run: CurationRun, candidates: list[Candidate], records: dict[int, dict[str, Any]],

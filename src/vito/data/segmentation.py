@@ -17,6 +17,8 @@ them; ground-truth values outside the classes (other than 255) are a ``DataError
 from __future__ import annotations
 
 import csv
+import io
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +27,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vito.errors import DataError
+from vito.data.images import BOMBS, bombs_are_errors
+from vito.io import read_text
 
 DatasetName = Literal["voc", "ade20k"]
 
@@ -36,7 +40,9 @@ ADE20K_NUM_CLASSES = 150
 ADE20K_SPLITS = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
 VOC_SPLITS = ("train", "val", "trainaug")
 MASK_MODES = ("P", "L")
-READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError)
+# A decompression bomb (a PNG header claiming e.g. 20000x20000) is one more unreadable file: skipped and
+# counted, never decoded into gigabytes (``vito.data.images``).
+READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, *BOMBS)
 IGNORE_INDEX = 255  # VOC's object boundaries and "void"; ADE20K's "other" after reduce_zero_label
 
 
@@ -113,9 +119,12 @@ def _open_voc(root: Path, split: str) -> SegmentationDataset:
     list_file = base / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not list_file.is_file():
         raise DataError(f"VOC split list {list_file} does not exist")
-    ids = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+    ids = [line.split()[0] for line in read_text(list_file, "VOC split list").splitlines() if line.strip()]
     if not ids:
         raise DataError(f"VOC split list {list_file} is empty")
+    repeated = [i for i, n in Counter(ids).items() if n > 1]
+    if repeated:  # an image listed twice would be scored twice and the coverage would count it twice
+        raise DataError(f"VOC split list {list_file}: {len(repeated)} ids occur more than once (e.g. {repeated[:5]})")
     folders = ["SegmentationClassAug", "SegmentationClass"] if split == "trainaug" else \
         ["SegmentationClass", "SegmentationClassAug"]
     folders = [base / f for f in folders if (base / f).is_dir()]
@@ -144,8 +153,8 @@ def _ade20k_names(base: Path) -> tuple[str, ...]:
     """Names from objectInfo150.csv (comma-separated) or objectInfo150.txt (tab-separated), else numbers."""
     for path, delimiter in ((base / "objectInfo150.csv", ","), (base / "objectInfo150.txt", "\t")):
         if path.is_file():
-            with path.open(newline="") as handle:
-                rows = list(csv.DictReader(handle, delimiter=delimiter))
+            rows = list(csv.DictReader(io.StringIO(read_text(path, "ADE20K class list"), newline=""),
+                                       delimiter=delimiter))
             names = [row.get("Name", "").strip() for row in rows]
             if len(names) == ADE20K_NUM_CLASSES and all(names):
                 return tuple(names)
@@ -165,7 +174,7 @@ def read_index_png(path: Path, what: str) -> np.ndarray:
     if not path.is_file():
         raise UnreadableFile(f"{what} {path} does not exist")
     try:
-        with Image.open(path) as image:
+        with bombs_are_errors(), Image.open(path) as image:
             if image.mode not in MASK_MODES:
                 raise UnreadableFile(f"{what} {path} has mode {image.mode}, not a class-index PNG (mode P or L)")
             return np.asarray(image, dtype=np.int64)
@@ -178,7 +187,7 @@ def read_image(path: Path) -> np.ndarray:
     if not path.is_file():
         raise UnreadableFile(f"image {path} does not exist")
     try:
-        with Image.open(path) as image:
+        with bombs_are_errors(), Image.open(path) as image:
             return np.array(image.convert("RGB"), dtype=np.uint8)  # writable: torch.from_numpy needs it
     except READ_ERRORS as error:
         raise UnreadableFile(f"image {path} cannot be decoded: {error}") from error

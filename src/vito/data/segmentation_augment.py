@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from vito.data.augment import normalize
 from vito.data.segmentation import IGNORE_INDEX, SegmentationDataset, UnreadableFile, read_image
 from vito.data.stream import EpochShuffle, StepStream
+from vito.errors import DataError
 
 CAT_MAX_TRIES = 10  # mmseg RandomCrop
 
@@ -148,6 +149,10 @@ class SegmentationBatches(StepStream):
     Workers split the steps as ``StepStream`` says.
     Batch: ``{"step", "images": float [b, 3, S, S], "labels": int64 [b, S, S], "skipped": [(id, reason)]}``;
     an unreadable image or mask is replaced by the next item of the permutation and reported once per worker.
+    Data that stops the fine-tune (a mask with values outside the classes, no readable image at all) comes as
+    ``{"step", "error": message}``, raised by the loss in the main process (``raise_batch_error``): raised in a
+    DataLoader worker, it would reach the user wrapped in the worker's traceback, and the process would hang
+    at exit on the worker, which ignores stop signals.
     """
 
     def __init__(self, dataset: SegmentationDataset, augment: TrainAugment, seed: int, global_batch: int,
@@ -168,7 +173,10 @@ class SegmentationBatches(StepStream):
         images, labels, skipped = [], [], []
         for slot in range(self.rank * self.batch_size, (self.rank + 1) * self.batch_size):
             rng = np.random.default_rng([self.seed, step, slot])
-            image, label = self._first_usable(step * self.global_batch + slot, skipped)
+            try:
+                image, label = self._first_usable(step * self.global_batch + slot, skipped)
+            except DataError as error:
+                return {"step": step, "error": str(error)}
             image, label = self.augment(image, label, rng)
             images.append(image)
             labels.append(label)
@@ -193,4 +201,11 @@ class SegmentationBatches(StepStream):
                 skipped.append((item.id, self._bad[index]))
                 continue
             return image, label
-        raise UnreadableFile(f"no image of {self.dataset.name} {self.dataset.split} is readable")
+        raise DataError(f"no image of {self.dataset.name} {self.dataset.split} is readable (first problem: "
+                        f"{next(iter(self._bad.values()), 'none')})")
+
+
+def raise_batch_error(batch: dict[str, Any]) -> None:
+    """Raise, in the process that trains, the ``DataError`` that ``SegmentationBatches`` put in a batch."""
+    if "error" in batch:
+        raise DataError(batch["error"])

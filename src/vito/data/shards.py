@@ -23,6 +23,7 @@ loaded lazily, once per worker.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -71,6 +72,28 @@ class ShardSettings:
     max_seconds: float | None = None  # store at most the first seconds of each video
     shard_megabytes: float = 512.0  # a shard is closed once it holds this much
 
+    def __post_init__(self) -> None:
+        """Refuse values that would crash deep in the encoder (fps 0 or NaN, quality 500) or store nonsense (a
+        negative duration, 0-px frames, an fps so high that preparing never ends), naming the setting."""
+        def number(value: object) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        checks = [
+            ("fps", number(self.fps) and 0 < self.fps <= MAX_FPS, f"a number of frames per second in (0, {MAX_FPS:g}]"),
+            ("short_side", isinstance(self.short_side, int) and self.short_side >= 1, "a whole number of pixels >= 1"),
+            ("quality", isinstance(self.quality, int) and 1 <= self.quality <= 100, "a whole number in 1..100"),
+            ("max_seconds", self.max_seconds is None or (number(self.max_seconds) and self.max_seconds > 0), "> 0"),
+            ("shard_megabytes", number(self.shard_megabytes) and self.shard_megabytes > 0, "> 0"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise VitoError(f"shard setting {name} must be {expected}, got {getattr(self, name)!r}")
+
+
+# The most frames per second a shard stores: beyond any camera's rate it only repeats frames, and a typo such as
+# --fps 1e9 would otherwise decode for days.
+MAX_FPS = 1000.0
+
 
 def is_shard_folder(path: str | Path) -> bool:
     """True for a folder written by ``write_shards`` (the data sources dispatch on this file name)."""
@@ -107,16 +130,20 @@ def read_manifest(path: str | Path, required: tuple[str, ...] = ("path",)) -> li
 
 
 def _table_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
+    # utf-8-sig: spreadsheet programs start a CSV with a byte-order mark, which would rename its first column
     if path.suffix.lower() == ".csv":
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle)
-            missing = [key for key in required if key not in (reader.fieldnames or [])]
-            if missing:
-                raise DataError(f"{path}: missing column {', '.join(missing)} (header: {reader.fieldnames})")
-            for row in reader:
-                yield reader.line_num, row
+            try:
+                missing = [key for key in required if key not in (reader.fieldnames or [])]
+                if missing:
+                    raise DataError(f"{path}: missing column {', '.join(missing)} (header: {reader.fieldnames})")
+                for row in reader:
+                    yield reader.line_num, row
+            except csv.Error as error:  # e.g. a stray quote that runs a field past the csv module's size limit
+                raise DataError(f"{path}:{reader.line_num + 1}: malformed CSV ({error})") from None
     elif path.suffix.lower() in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             for line, text in enumerate(handle, start=1):
                 if text.strip():
                     yield line, _json_object(text, f"{path}:{line}")
@@ -176,7 +203,7 @@ def write_shards(manifest: str | Path, out_dir: str | Path, settings: ShardSetti
     writer = _ShardWriter(out_dir, settings)
     skipped = []
     jobs = [(row["path"], settings) for row in rows]
-    with _EncodedClips(jobs, workers) as results:
+    with _EncodedClips(jobs, workers) as results, writer.failing_as_error():
         for row, result in tqdm(zip(rows, results), total=len(rows), desc="prepare", unit="video",
                                 disable=not progress, dynamic_ncols=True):
             if isinstance(result, str):
@@ -185,7 +212,7 @@ def write_shards(manifest: str | Path, out_dir: str | Path, settings: ShardSetti
                 continue
             video, jpegs = result
             writer.add(row, video, jpegs)
-    writer.close()
+        writer.close()
     if writer.num_clips == 0:
         raise DataError(f"{manifest}: no readable video among {len(rows)} ({skipped[0]['error']})")
     index = {
@@ -210,9 +237,10 @@ def write_clips(out_dir: str | Path, clips: Iterable[tuple[dict[str, Any], dict[
         raise VitoError(f"{out_dir} already holds prepared shards; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = _ShardWriter(out_dir, settings)
-    for row, video, jpegs in clips:
-        writer.add(row, video, jpegs)
-    writer.close()
+    with writer.failing_as_error():
+        for row, video, jpegs in clips:
+            writer.add(row, video, jpegs)
+        writer.close()
     index = {"format": FORMAT, "settings": asdict(settings), "num_clips": writer.num_clips, "shards": writer.shards,
              "skipped": 0, "skipped_videos": []}
     write_json(out_dir / INDEX_NAME, index)
@@ -265,6 +293,22 @@ class _ShardWriter:
     def close(self) -> None:
         if self._tar is not None:
             self._close_shard()
+
+    @contextlib.contextmanager
+    def failing_as_error(self) -> Iterator[None]:
+        """A failed write (a full disk, a folder gone read-only) becomes one VitoError naming the folder; the
+        partial tar is removed. The folder has no ``shards.json`` yet, so nothing reads the shards written so
+        far, and preparing again into it starts over."""
+        try:
+            yield
+        except OSError as error:
+            if self._tar is not None:
+                with contextlib.suppress(OSError):
+                    self._tar.close()
+                self._tar = None
+                self._tmp.unlink(missing_ok=True)
+            raise VitoError(f"cannot write shards in {self.out_dir}: {error.strerror or error} (after "
+                            f"{self.num_clips} clips; the folder holds no usable shards yet)") from None
 
     def _open(self) -> None:
         self._name = f"shard-{len(self.shards):06d}"

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 
-import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -125,16 +124,27 @@ def _folder_videos(folder: Path) -> tuple[list[VideoEntry], list[Skip]]:
                 found.append(file)
             except DataError as error:
                 skipped.append((str(file), str(error)))
-    return [VideoEntry(p) for p in sorted(found)], skipped
+    first: dict[tuple[int, int], Path] = {}  # a linked file and its target are one video (see _listed)
+    for file in sorted(found):
+        original = first.setdefault(_file_identity(file), file)
+        if original != file:
+            skipped.append((str(file), f"{file}: the same file as {original}"))
+    return [VideoEntry(p) for p in sorted(first.values())], skipped
 
 
 def _csv_rows(manifest: Path) -> Iterator[tuple[int, str]]:
+    """``(line, path)`` of each row; a row the csv module cannot parse (a field over its size limit, e.g. a
+    stray quote that swallows the rest of the file) is a DataError naming the line, not a ``csv.Error``."""
     with _open_text(manifest, newline="") as handle:
         reader = csv.DictReader(handle)
-        if not reader.fieldnames or "path" not in reader.fieldnames:
-            raise DataError(f"{manifest}: the CSV header must contain a 'path' column (found {reader.fieldnames})")
-        for row in reader:
-            yield reader.line_num, row.get("path") or ""
+        try:
+            if not reader.fieldnames or "path" not in reader.fieldnames:
+                raise DataError(f"{manifest}: the CSV header must contain a 'path' column (found {reader.fieldnames})")
+            for row in reader:
+                yield reader.line_num, row.get("path") or ""
+        except csv.Error as error:
+            line = reader.line_num + 1  # the lines of the rows read so far, then the row that failed
+            raise DataError(f"{manifest} line {line}: malformed CSV ({error})") from None
 
 
 def _jsonl_rows(manifest: Path) -> Iterator[tuple[int, str]]:
@@ -152,12 +162,17 @@ def _jsonl_rows(manifest: Path) -> Iterator[tuple[int, str]]:
 
 
 def _open_text(manifest: Path, newline: str | None = None) -> IO[str]:
-    return manifest.open(encoding="utf-8", newline=newline)
+    """The manifest as UTF-8 text, with a leading byte-order mark dropped: spreadsheet programs write one,
+    and read as text it would rename the CSV's first column (``\ufeffpath``) or break the first JSON line."""
+    return manifest.open(encoding="utf-8-sig", newline=newline)
 
 
 def _listed(manifest: Path, rows: Iterator[tuple[int, str]]) -> tuple[list[VideoEntry], list[Skip]]:
-    """Resolve paths against the manifest's folder; empty, missing and non-regular ones are counted skips."""
+    """Resolve paths against the manifest's folder; empty, missing and non-regular ones are counted skips, and
+    so is a row naming a file an earlier row named (by any spelling or link): trained as two videos, its
+    clips would be each other's negatives and it would be drawn twice as often."""
     entries, skipped = [], []
+    first_line: dict[tuple[int, int], int] = {}  # (device, inode) -> the line that named the file first
     try:
         for number, name in rows:
             where = f"{manifest} line {number}"
@@ -168,9 +183,16 @@ def _listed(manifest: Path, rows: Iterator[tuple[int, str]]) -> tuple[list[Video
             file = file if file.is_absolute() else manifest.parent / file
             try:
                 check_regular_file(file)
-                entries.append(VideoEntry(file, number))
             except DataError as error:
                 skipped.append((str(file), f"{where}: {error}"))
+                continue
+            identity = _file_identity(file)
+            if identity in first_line:
+                skipped.append((f"{manifest}:{number}",
+                                f"{where}: {file}: duplicate of line {first_line[identity]}"))
+                continue
+            first_line[identity] = number
+            entries.append(VideoEntry(file, number))
     except UnicodeDecodeError as error:
         raise DataError(f"{manifest}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     if skipped:
@@ -178,6 +200,12 @@ def _listed(manifest: Path, rows: Iterator[tuple[int, str]]) -> tuple[list[Video
     if not entries:
         raise DataError(f"{manifest}: lists no existing video file ({len(skipped)} rows skipped)")
     return entries, skipped
+
+
+def _file_identity(file: Path) -> tuple[int, int]:
+    """(device, inode) of a regular file (after links): the same for every name of one file."""
+    status = os.stat(file)
+    return status.st_dev, status.st_ino
 
 
 # --------------------------------------------------------------------------------------------------
@@ -494,9 +522,9 @@ def build_pretrain_loader(
 
 
 def _one_thread(_: int | None = None) -> None:
-    """Workers decode and crop in one thread each: K workers already use K cores."""
+    """Workers decode and crop in one thread each: K workers already use K cores (OpenCV runs on one thread in
+    every process, see vito.data.augment; setting it here, after the fork, is what could deadlock)."""
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)
 
 
 class SkipCounter:

@@ -80,13 +80,16 @@ def open_local_file(path: str | Path) -> BinaryIO:
 
 def check_regular_file(path: str | Path) -> None:
     """DataError unless ``path`` is a regular file (after symlinks): directories, devices (``/dev/zero``)
-    and FIFOs are no videos, and reading one would never end or fail late."""
+    and FIFOs are no videos, and reading one would never end or fail late. A name with a NUL byte (a
+    corrupt manifest row) names no file at all: ``os.stat`` raises ``ValueError`` for it, not ``OSError``."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({_reason(exc)})") from None
+    except ValueError:
+        raise DataError(f"{str(path)!r}: not a file name (it holds a NUL byte)") from None
     if not stat.S_ISREG(mode):
         raise DataError(f"{path}: not a regular file ({_file_kind(mode)})")
 

@@ -565,8 +565,45 @@ def stamped_settings(given: dict[str, Any], recorded: dict[str, Any]) -> dict[st
     return stamped
 
 
+RERUN_FLAGS = ("resume", "overwrite")  # settings that say how to continue a run, not which run it is
+
+
+def check_out_dir(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | None) -> None:
+    """Refuse an ``OUT`` that holds another run's Result, before anything is computed or written.
+
+    Why: ``write_result`` would replace that run's result.json and result.md (and its pictures) without a
+    word. The same evaluation with the same encoder and settings is this run again (``vito report`` and
+    ``--resume`` rely on rerunning into a folder) and may replace it; so may ``--overwrite`` where an
+    evaluation has it. A non-folder ``OUT`` or an unreadable result.json are refused too.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise VitoError(f"--out {out_dir} is a file, not a folder")
+    if not (out_dir / RESULT_JSON).exists() or getattr(settings, "overwrite", False) is True:
+        return
+    try:
+        previous = read_result(out_dir)
+    except VitoError as error:
+        raise VitoError(f"--out {out_dir} already holds a {RESULT_JSON} that is not a vito result ({error}); "
+                        "choose another --out") from error
+    given = {k: v for k, v in settings_dict(settings).items() if k not in RERUN_FLAGS}
+    encoder = plain(spec.describe()) if spec is not None else {}
+    differences = [f"evaluation {previous.evaluation}"] if previous.evaluation != name else []
+    differences += [f"encoder {k}" for k, v in encoder.items() if previous.encoder.get(k) != v]
+    if spec is None and previous.encoder.get("spec"):
+        differences.append(f"encoder {previous.encoder['spec']}")
+    differences += [k for k, v in given.items() if json.dumps(previous.settings.get(k), sort_keys=True, default=str)
+                    != json.dumps(v, sort_keys=True, default=str)]
+    if differences:
+        overwrite = ", give --overwrite" if hasattr(settings, "overwrite") else ""
+        raise VitoError(f"--out {out_dir} already holds another run's result (different settings, evaluation or "
+                        f"encoder: {', '.join(differences[:5])}); choose another --out{overwrite}, or remove "
+                        f"{out_dir / RESULT_JSON}")
+
+
 def run_evaluation(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | None = None) -> Result:
-    """Check, load the encoder (if any), run, stamp encoder/settings/versions/time, and write the Result."""
+    """Check (the settings, and that ``out_dir`` holds no other run), load the encoder (if any), run, stamp
+    encoder/settings/versions/time, and write the Result."""
     cls = get(name)
     evaluation = cls()
     if spec is not None and cls.needs_encoder is False:
@@ -574,6 +611,7 @@ def run_evaluation(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | 
     if spec is not None:
         spec.check()
     evaluation.check(settings, spec is not None)
+    check_out_dir(name, settings, Path(out_dir), spec)
     started = time.perf_counter()
     encoder = spec.load() if spec is not None else None
     result = evaluation.run(encoder, settings, Path(out_dir))

@@ -31,6 +31,7 @@ from PIL import Image
 from scipy.spatial import cKDTree
 from tqdm import tqdm
 
+from vito.data.images import BOMBS, bombs_are_errors
 from vito.data.imagenet import normalize
 from vito.errors import DataError, VitoError
 from vito.eval.base import Coverage, Evaluation, Metric, Result, register
@@ -78,9 +79,9 @@ def find_sequences(
 def read_png_ids(path: Path) -> tuple[np.ndarray, str]:
     """The ``[H, W]`` values and the PIL mode of a single-channel PNG; anything else is a ``DataError``."""
     try:
-        with Image.open(path) as image:
+        with bombs_are_errors(), Image.open(path) as image:
             ids, mode = np.array(image), image.mode
-    except OSError as error:
+    except (OSError, ValueError, SyntaxError, *BOMBS) as error:
         raise DataError(f"cannot read {path}: {error}") from error
     if ids.ndim != 2 or ids.max(initial=0) > 255:
         raise DataError(f"{path}: expected a single-channel 8-bit PNG (palette or grey), got mode {mode}")
@@ -402,9 +403,9 @@ def first_frame_labels(ids: np.ndarray, size: tuple[int, int], num_classes: int)
 def read_frame(path: Path, short_side: int | None) -> torch.Tensor:
     """A normalised ``[3, H, W]`` frame; resized (bilinear, as mmcv/VFS) when its short side is not ``short_side``."""
     try:
-        with Image.open(path) as frame:
+        with bombs_are_errors(), Image.open(path) as frame:
             image = torch.from_numpy(np.array(frame.convert("RGB"))).permute(2, 0, 1).float() / 255
-    except (OSError, ValueError, SyntaxError) as error:
+    except (OSError, ValueError, SyntaxError, *BOMBS) as error:
         raise DataError(f"cannot read frame {path}: {error}") from error
     height, width = image.shape[1:]
     if short_side and min(height, width) != short_side:

@@ -12,7 +12,7 @@ of ``coco_url``.
 
 from __future__ import annotations
 
-import json
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from vito.errors import DataError, VitoError
 from vito.eval.detection_transforms import TARGET_RESOLUTION, eval_view, train_view
 from vito.eval.inputs import UnreadableImage, read_image
+from vito.io import read_json
 
 DATASETS: tuple[str, ...] = ("coco", "lvis")
 LVIS_FREQUENCIES = ("r", "c", "f")  # rare, common, frequent: LVIS's category groups (APr, APc, APf)
@@ -73,18 +74,6 @@ class Annotations:
         return self._by_image[image_id]
 
 
-def read_json(path: str | Path, what: str) -> Any:
-    """JSON from ``path``; a missing, non-UTF-8 or malformed file is a ``DataError`` naming ``what`` it is."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read().decode("utf-8"))
-    except FileNotFoundError as error:
-        raise DataError(f"{what} {path} does not exist") from error
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise DataError(f"{what} {path} is not a readable JSON file: {error}") from error
-
-
 def load_annotations(path: str | Path, dataset: str) -> Annotations:
     """Read and check an instances file for ``dataset`` (``coco`` or ``lvis``)."""
     if dataset not in DATASETS:
@@ -104,6 +93,14 @@ def _check_records(path: Path, data: dict[str, Any]) -> None:
     images = _unique_ids(path, data["images"], "image", ("id", "width", "height"))
     categories = _unique_ids(path, data["categories"], "category", ("id", "name"))
     _unique_ids(path, data["annotations"], "annotation", ("id", "image_id", "category_id", "bbox", "area"))
+    for index, image in enumerate(data["images"]):
+        if not all(integer(image[k]) and image[k] > 0 for k in ("width", "height")):
+            raise DataError(f"{path}: image #{index} (id {image['id']!r}) has width {image['width']!r} and height "
+                            f"{image['height']!r}: positive integers are needed")
+    for index, annotation in enumerate(data["annotations"]):
+        problem = _annotation_problem(annotation)
+        if problem:
+            raise DataError(f"{path}: annotation #{index} (id {annotation['id']!r}) {problem}")
     for key, known, listing in (("image_id", images, "images"), ("category_id", categories, "categories")):
         unknown = Counter(a[key] for a in data["annotations"] if a[key] not in known)
         if unknown:
@@ -120,11 +117,52 @@ def _unique_ids(path: Path, records: list[Any], what: str, keys: tuple[str, ...]
         missing = [k for k in keys if not isinstance(record, dict) or k not in record]
         if missing:
             raise DataError(f"{path}: {what} #{index} lacks {', '.join(repr(k) for k in missing)}")
+    wrong = next((i for i, record in enumerate(records) if not integer(record["id"])), None)
+    if wrong is not None:
+        raise DataError(f"{path}: {what} #{wrong} has id {records[wrong]['id']!r}: an integer is needed")
     ids = Counter(record["id"] for record in records)
     duplicates = [i for i, n in ids.items() if n > 1]
     if duplicates:
         raise DataError(f"{path}: {len(duplicates)} {what} ids occur more than once (e.g. {duplicates[:5]})")
     return set(ids)
+
+
+def integer(value: Any) -> bool:
+    """A JSON integer (not a bool, a float or a string): what COCO ids must be."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def finite_number(value: Any) -> bool:
+    """An int or float that is finite (not a bool, a string, NaN or inf)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def box_problem(box: Any) -> str | None:
+    """Why ``box`` is not a COCO ``[x, y, width, height]`` (four finite numbers, no negative side), or None.
+
+    Why checked: the libraries crash deep inside on strings or short lists, and silently score a box of
+    negative area. A zero side is allowed: it is a valid, if empty, box.
+    """
+    if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(finite_number(v) for v in box):
+        return f"has bbox {box!r}: four finite numbers [x, y, width, height] are needed"
+    if box[2] < 0 or box[3] < 0:
+        return f"has bbox {box!r} with a negative width or height"
+    return None
+
+
+def _annotation_problem(annotation: dict[str, Any]) -> str | None:
+    """Why a ground-truth annotation cannot be scored (ids that are not integers, a bad box, area or iscrowd)."""
+    for key in ("image_id", "category_id"):
+        if not integer(annotation[key]):
+            return f"has {key} {annotation[key]!r}: an integer is needed"
+    problem = box_problem(annotation["bbox"])
+    if problem:
+        return problem
+    if not finite_number(annotation["area"]) or annotation["area"] < 0:
+        return f"has area {annotation['area']!r}: a finite number of at least 0 is needed"
+    if annotation.get("iscrowd", 0) not in (0, 1) or isinstance(annotation.get("iscrowd", 0), float):
+        return f"has iscrowd {annotation['iscrowd']!r}: 0 or 1 is needed"
+    return None
 
 
 def _check_dataset_kind(path: Path, data: dict[str, Any], dataset: str) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +24,11 @@ from typing import Any
 
 import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
+from faster_coco_eval.core import mask as mask_api
 
 from vito.errors import DataError, VitoError
-from vito.eval.detection_data import Annotations, read_json
+from vito.eval.detection_data import Annotations, box_problem, finite_number, integer
+from vito.io import read_json
 
 IOU_TYPES = ("bbox", "segm")
 LVIS_MAX_DETS = 300  # lvis-api's official detections per image (LVISResults max_dets, LVISEval max_dets)
@@ -109,6 +110,8 @@ def check_results(results: Any, annotations: Annotations, iou_type: str, source:
         problem = _malformed(detection, iou_type)
         if problem:
             raise DataError(f"{source}: detection #{index} (image_id {detection['image_id']!r}) {problem}")
+    if iou_type == "segm":
+        _check_ground_truth_masks(annotations)
     for key, known, what in (("image_id", annotations.images, "images"),
                              ("category_id", annotations.categories, "categories")):
         unknown = Counter(d[key] for d in results if d[key] not in known)
@@ -124,20 +127,51 @@ def check_results(results: Any, annotations: Annotations, iou_type: str, source:
 def _malformed(detection: dict[str, Any], iou_type: str) -> str | None:
     """Why a detection's score or box cannot be scored (the libraries would crash on it or score it silently
     as a box of negative area), or None."""
-    if not _finite_number(detection["score"]):
+    for key in ("image_id", "category_id"):
+        if not integer(detection[key]):
+            return f"has {key} {detection[key]!r}: an integer is needed"
+    if not finite_number(detection["score"]):
         return f"has score {detection['score']!r}: a finite number is needed"
     if iou_type != "bbox":
+        return segmentation_problem(detection["segmentation"], None)
+    return box_problem(detection["bbox"])
+
+
+def segmentation_problem(segmentation: Any, size: tuple[int, int] | None) -> str | None:
+    """Why a COCO ``segmentation`` (polygons, or an RLE ``{size, counts}``) cannot be scored, or None.
+
+    Why checked: the mask library fails on these deep inside (``TypeError``, a pybind11 cast error, "RLE
+    counts exceed the mask dimensions"). ``size`` (height, width) is the image's, needed for polygons.
+    """
+    if isinstance(segmentation, list):
+        if size is None:  # as pycocotools' loadRes: a results file holds masks as RLE
+            return "has a polygon segmentation: results need RLE masks {size: [h, w], counts}"
+        if not all(isinstance(p, list) and len(p) % 2 == 0 and all(finite_number(v) for v in p)
+                                   for p in segmentation):
+            return "has a polygon segmentation that is not lists of x, y pairs of finite numbers"
         return None
-    box = detection["bbox"]
-    if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(_finite_number(v) for v in box):
-        return f"has bbox {box!r}: four finite numbers [x, y, width, height] are needed"
-    if box[2] < 0 or box[3] < 0:
-        return f"has bbox {box!r} with a negative width or height"
+    if not (isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), (str, list))
+            and isinstance(segmentation.get("size"), list) and len(segmentation["size"]) == 2
+            and all(integer(v) and v >= 0 for v in segmentation["size"])):
+        return f"has segmentation {str(segmentation)[:60]!r}: polygons or an RLE {{size: [h, w], counts}} are needed"
+    try:
+        height, width = segmentation["size"]
+        rle = mask_api.frPyObjects(segmentation, height, width) if isinstance(segmentation["counts"], list) \
+            else segmentation
+        mask_api.area(rle)  # decodes the counts
+    except (TypeError, ValueError, RuntimeError) as error:
+        return f"has an RLE segmentation that cannot be decoded ({error})"
     return None
 
 
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _check_ground_truth_masks(annotations: Annotations) -> None:
+    """Every annotation of ``annotations`` must carry a scorable ``segmentation`` for ``--iou-type segm``."""
+    for index, annotation in enumerate(annotations.data["annotations"]):
+        image = annotations.images[annotation["image_id"]]
+        problem = ("lacks 'segmentation' (needed for --iou-type segm)" if "segmentation" not in annotation else
+                   segmentation_problem(annotation["segmentation"], (image["height"], image["width"])))
+        if problem:
+            raise DataError(f"{annotations.path}: annotation #{index} (id {annotation['id']!r}) {problem}")
 
 
 def cap_per_image(results: list[dict[str, Any]], max_dets: int) -> list[dict[str, Any]]:

@@ -12,8 +12,8 @@ human subject's, are scored against the human raw data the same way.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
-import json
 import logging
 import math
 import re
@@ -29,7 +29,7 @@ from vito.eval.base import Coverage, Evaluation, Metric, Result, register
 from vito.eval.classifier import InferenceSettings, ImageNetClassifier, attach_head, predict_logits
 from vito.eval.encoders import Encoder
 from vito.eval.inputs import list_images
-from vito.io import atomic_write, write_json
+from vito.io import atomic_write, read_json, read_text, write_json
 from vito.viz.human import plot_consistency_table
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def read_response_rows(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"responses file not found: {path}")
-    with open(path, newline="") as handle:
+    with io.StringIO(read_text(path, "responses file"), newline="") as handle:
         reader = csv.DictReader(handle)
         columns = [name.strip().lower() for name in reader.fieldnames or []]
         missing = [name for name in REQUIRED_COLUMNS if name not in columns]
@@ -578,7 +578,11 @@ def load_results(items: Iterable[str | Path]) -> dict[str, dict]:
         path = Path(item) / DETAILS if Path(item).is_dir() else Path(item)
         if not path.is_file():
             raise DataError(f"no model-vs-human result at {path}")
-        result = json.loads(path.read_text())
+        result = read_json(path, "model-vs-human result")
+        if not (isinstance(result, dict) and isinstance(result.get("datasets"), dict)
+                and isinstance(result.get("overall"), dict) and "humans" in result):
+            raise DataError(f"{path} is not a model-vs-human result (it needs 'datasets', 'overall' and 'humans'; "
+                            f"give the {DETAILS} of an earlier run)")
         name = row_label(result)
         loaded[name if name not in loaded else f"{name} [{path.parent.name}]"] = result
     return loaded

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from vito.data.imagenet import CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD
+from vito.data.images import BOMBS, bombs_are_errors
 from vito.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,9 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
 def read_image(path: str | Path) -> torch.Tensor:
     """uint8 ``[3, H, W]`` of an image file; ``UnreadableImage`` (with the reason) when it must be skipped."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                array = to_rgb_array(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        with bombs_are_errors(), Image.open(path) as image:
+            array = to_rgb_array(image)
+    except BOMBS as error:
         raise UnreadableImage(f"decompression-bomb-sized image: {error}") from error
     except (OSError, ValueError, SyntaxError) as error:  # PIL reports broken files with all three
         raise UnreadableImage(f"cannot read image: {error}") from error

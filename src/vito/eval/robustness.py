@@ -7,11 +7,11 @@ asks for stability over neighbouring video frames, 3DCC measures the drop from c
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from vito.eval.classifier import (
 )
 from vito.eval.encoders import Encoder
 from vito.eval.inputs import list_images
+from vito.io import read_json
 from vito.viz.robustness import plot_delta_accuracy
 
 log = logging.getLogger(__name__)
@@ -111,11 +112,25 @@ class VidRobustMetadata:
         missing = [name for name in self.FILES if not (folder / name).is_file()]
         if missing:
             raise DataError(f"{folder}: missing ImageNet-Vid-Robust metadata {', '.join(missing)}")
-        self.labels: dict[str, list[int]] = json.loads((folder / "labels.json").read_text())
-        self.pmsets: dict[str, list[str]] = json.loads((folder / "pmsets.json").read_text())
-        reverse = json.loads((folder / "rev_class_idx_map.json").read_text())
+        self.labels: dict[str, list[int]] = _json_mapping(folder / "labels.json")
+        self.pmsets: dict[str, list[str]] = _json_mapping(folder / "pmsets.json")
+        reverse = _json_mapping(folder / "rev_class_idx_map.json")
+        if set(reverse) != {str(k) for k in range(len(reverse))}:
+            raise DataError(f"{folder / 'rev_class_idx_map.json'}: the superclass keys must be 0..N-1 without gaps")
         self.members: list[list[int]] = [reverse[str(k)] for k in range(len(reverse))]
+        unlabelled = [f for a, n in self.pmsets.items() for f in [a, *n] if f not in self.labels]
+        if unlabelled:
+            raise DataError(f"{folder / 'labels.json'} has no label for {len(unlabelled)} frames of pmsets.json "
+                            f"(e.g. {unlabelled[:3]})")
         self.image_root = root / "frames" if (root / "frames").is_dir() else root
+
+
+def _json_mapping(path: Path) -> dict[str, Any]:
+    """A metadata file that must be a JSON object; anything else (truncated, non-UTF-8, a list) is a DataError."""
+    data = read_json(path, "ImageNet-Vid-Robust metadata")
+    if not isinstance(data, dict):
+        raise DataError(f"ImageNet-Vid-Robust metadata {path} is not a JSON object (got {type(data).__name__})")
+    return data
 
 
 def superclass_predictions(logits: torch.Tensor, members: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -202,6 +217,8 @@ def evaluate_3dcc(
     else:
         clean_accuracy, found, listed = folder_accuracy(classifier, Path(clean), "clean", **predict_kwargs)
         skipped, used, expected = found.skipped, len(found.kept), listed
+    clean_incomplete = used < expected
+    incomplete: set[str] = set()
     present = [c for c in corruptions if (root / c).is_dir()]
     missing = [c for c in corruptions if c not in present]
     if missing:
@@ -221,14 +238,20 @@ def evaluate_3dcc(
                                                    f"{corruption}/{severity}", **predict_kwargs)
             accuracy[corruption][severity] = value
             skipped, used, expected = skipped + found.skipped, used + len(found.kept), expected + listed
+            if len(found.kept) < listed:
+                incomplete.add(corruption)
     if not accuracy:
         raise DataError(f"{root}: no corruption has severity folders named 1..5")
     delta = delta_accuracy(clean_accuracy, accuracy)
     metrics = {"clean_top1": clean_accuracy, "delta_accuracy": delta["mean"],
                **{f"delta_severity_{s}": v for s, v in delta["per_severity"].items()}}
-    note = (f"corruptions evaluated ({used} of {expected} images readable)"
+    note = (f"corruptions evaluated on every image ({used} of {expected} images readable)"
             + (f"; missing: {', '.join(missing)}" if missing else ""))
-    return Scored(metrics, len(accuracy), len(corruptions), note, skipped,
+    # A corruption with an unreadable image counts as not evaluated, and an unreadable clean image adds one to
+    # the expected count, as in model-vs-human's coverage: else half the images of every corruption (or of the
+    # clean folder) could fail while the figure reads as whole.
+    whole = [c for c in accuracy if c not in incomplete]
+    return Scored(metrics, len(whole), len(corruptions) + int(clean_incomplete), note, skipped,
                   {"accuracy": accuracy, "delta": delta, "missing_corruptions": missing})
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
+import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +170,10 @@ class ClickMeBatch:
     names: list[str]
 
 
+# How np.load fails on an .npz that is empty, truncated, corrupt inside, not a zip, pickled, or lacks a key.
+NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def clickme_files(root: str | Path) -> list[Path]:
     root = Path(root)
     files = sorted(root.rglob("*.npz")) if root.is_dir() else []
@@ -185,7 +191,7 @@ def read_clickme_file(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as data:
             image, heatmap, label = (data[key] for key in ("image", "heatmap", "label"))
-    except (OSError, ValueError, KeyError) as error:
+    except NPZ_ERRORS as error:
         raise DataError(f"{path}: not a ClickMe .npz with image, heatmap and label arrays ({error})") from error
     if label.ndim == 0 or (label.size == 1 and image.ndim == 3 and image.shape[-1] in (3, 4)):
         image, heatmap, label = image[None], heatmap[None], label.reshape(1)
@@ -294,8 +300,11 @@ def compare_clickme(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         path = Path(folder) / EXAMPLES
         if not path.is_file():
             raise DataError(f"no ClickMe examples at {path}")
-        with np.load(path) as data:
-            loaded.append({key: data[key] for key in data.files})
+        try:
+            with np.load(path) as data:
+                loaded.append({key: data[key] for key in data.files})
+        except NPZ_ERRORS as error:
+            raise DataError(f"{path}: unreadable ClickMe examples of an earlier run ({error})") from error
     first = loaded[0]
     for other in loaded[1:]:
         if list(other["names"]) != list(first["names"]):

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vito.data.segmentation import IGNORE_INDEX, SegmentationDataset, UnreadableFile, read_image
-from vito.data.segmentation_augment import TrainAugment, logits_to_original, network_input
+from vito.data.segmentation_augment import TrainAugment, logits_to_original, network_input, raise_batch_error
 from vito.eval.encoders import Encoder, TrainableBackbone, inference_mode
 from vito.eval.segmentation_metrics import SegmentationAreas
 from vito.models.segmentation_heads import DilatedFCN, UPerNetSegmenter
@@ -115,6 +115,7 @@ def global_mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tor
 
 
 def segmentation_loss(model: nn.Module, batch: dict[str, Any], aux_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    raise_batch_error(batch)  # bad data found by a loader worker stops the run here, as a one-line DataError
     out = model(batch["images"])
     decode = global_mean_cross_entropy(out["logits"], batch["labels"])
     if aux_weight and "aux_logits" in out:

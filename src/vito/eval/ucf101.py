@@ -39,7 +39,7 @@ from vito.errors import DataError, VitoError
 from vito.eval.base import Coverage, Evaluation, Metric, Result, mean_and_sd, register
 from vito.eval.encoders import Encoder, inference_mode
 from vito.eval.inputs import EvalTransform, collate_readable
-from vito.io import atomic_write
+from vito.io import atomic_write, read_text
 from vito.precision import uses_bf16
 from vito.train.distributed import worker_count
 
@@ -63,11 +63,16 @@ def read_class_names(splits_dir: str | Path) -> list[str]:
     path = Path(splits_dir) / "classInd.txt"
     if not path.is_file():
         raise DataError(f"UCF-101 class index not found: {path}")
-    names = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            index, name = line.split()
-            names[int(index) - 1] = name
+    names: dict[int, str] = {}
+    for number, line in enumerate(read_text(path, "UCF-101 class index").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) < 1 or int(parts[0]) - 1 in names:
+            raise DataError(f"{path} line {number}: {line.strip()!r} is not '<1-based id> <ClassName>' with a new id")
+        names[int(parts[0]) - 1] = parts[1]
+    if not names or sorted(names) != list(range(len(names))):
+        raise DataError(f"{path}: the class ids must be 1..N without gaps (found {len(names)} classes)")
     return [names[i] for i in range(len(names))]
 
 
@@ -84,18 +89,25 @@ def read_split(splits_dir: str | Path, split: int, subset: str) -> list[VideoEnt
     path = Path(splits_dir) / f"{subset}list0{split}.txt"
     if not path.is_file():
         raise DataError(f"UCF-101 split file not found: {path}")
-    entries = []
-    for line in path.read_text().splitlines():
+    entries, seen = [], set()
+    for number, line in enumerate(read_text(path, "UCF-101 split file").splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
         folder = parts[0].split("/")[0].lower()
         if folder not in by_folder:
             raise DataError(f"{path}: class folder {folder!r} is not in classInd.txt")
+        if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+            raise DataError(f"{path} line {number}: {line.strip()!r} is not '<Class>/<video> [<1-based label>]'")
+        if parts[0] in seen:  # a video listed twice would be trained on or scored twice
+            raise DataError(f"{path} line {number}: {parts[0]} is listed more than once")
+        seen.add(parts[0])
         label = int(parts[1]) - 1 if len(parts) > 1 else by_folder[folder]
         if label != by_folder[folder]:
             raise DataError(f"{path}: {parts[0]} is labelled {label + 1}, its folder is class {by_folder[folder] + 1}")
         entries.append(VideoEntry(parts[0], label))
+    if not entries:  # scored on nothing, the accuracy would be undefined (and the test loop has no batch)
+        raise DataError(f"UCF-101 split file {path} lists no videos")
     return entries
 
 

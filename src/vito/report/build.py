@@ -52,7 +52,11 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
             echo(note)
         run = run_grid(suite, out, only=only, dry_run=False, echo=echo)
         document = build_document(suite, run, out)
-        paths = [write_document(document, out), write_markdown(document, out), write_html(document, out)]
+        try:
+            paths = [write_document(document, out), write_markdown(document, out), write_html(document, out)]
+        except OSError as error:  # a full disk or a read-only folder; the atomic writes leave the old files whole
+            raise VitoError(f"cannot write the report in {out}: {error.strerror or error} (a rerun reuses the "
+                            f"cells already computed under {out / 'cells'})") from None
     echo(f"{len(run.computed)} cells computed, {document['counts']['cached']} reused, {len(run.failed)} failed "
          f"-> {', '.join(str(p) for p in paths)}")
     return run

@@ -191,23 +191,30 @@ def describe(error: BaseException) -> str:
 
 
 def _fail(cell: Cell, error: BaseException, details: str = "") -> None:
+    """Mark the cell failed and keep its error in ``error.json``. Why that write may fail quietly: the cell
+    often failed because its folder cannot be written (a full disk); the error is still shown in the report."""
     cell.status, cell.error, cell.details = FAILED, describe(error), details
-    cell.folder.mkdir(parents=True, exist_ok=True)
-    write_json(cell.folder / ERROR_FILE, {
-        "row": cell.row, "evaluation": cell.evaluation, "error": cell.error, "traceback": details,
-        "identity": cell.identity, "settings": base.settings_dict(cell.settings) if cell.settings is not None else {},
-    })
+    try:
+        cell.folder.mkdir(parents=True, exist_ok=True)
+        write_json(cell.folder / ERROR_FILE, {
+            "row": cell.row, "evaluation": cell.evaluation, "error": cell.error, "traceback": details,
+            "identity": cell.identity,
+            "settings": base.settings_dict(cell.settings) if cell.settings is not None else {},
+        })
+    except OSError as write_error:
+        log.warning("%s: cannot write %s: %s", cell.label, cell.folder / ERROR_FILE,
+                    write_error.strerror or write_error)
 
 
 def compute_cell(cell: Cell) -> None:
     """Run the cell's evaluation into its folder exactly as ``vito eval`` does (``base.run_evaluation``: the same
     checks, stamping and a freshly loaded encoder, since an evaluation may change its encoder in place, as
     DAVIS removes the stride of res4); an exception becomes the cell's error, never the grid's."""
-    cell.folder.mkdir(parents=True, exist_ok=True)
-    for stale in (base.RESULT_JSON, base.RESULT_MD, ERROR_FILE):
-        (cell.folder / stale).unlink(missing_ok=True)
     spec = cell.encoder.spec if cell.encoder is not None else None
     try:
+        cell.folder.mkdir(parents=True, exist_ok=True)  # in the try: a folder that cannot be made fails the cell
+        for stale in (base.RESULT_JSON, base.RESULT_MD, ERROR_FILE):
+            (cell.folder / stale).unlink(missing_ok=True)
         cell.result = base.run_evaluation(cell.evaluation, cell.settings, cell.folder, spec)
     except Exception as error:  # noqa: BLE001 - one failing evaluation must not stop the others
         _fail(cell, error, "" if isinstance(error, VitoError) else traceback.format_exc())

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from vito.config import UniqueKeyLoader, parse_yaml
 from vito.errors import VitoError
 from vito.eval import base
 from vito.eval.encoders import EncoderSpec, is_outside
@@ -74,11 +73,13 @@ def load_suite(path: str | Path) -> Suite:
     """Read and check a suite YAML file; every problem is a ``VitoError`` naming the key and the file."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise VitoError(f"suite file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError) as error:
         raise VitoError(f"cannot read suite {path}: {error}") from error
+    # One line naming the line and column; a key given twice (two encoders of one name) is refused.
+    raw = parse_yaml(text, f"cannot read suite {path}", loader=UniqueKeyLoader)
     if raw is None:
         raw = {}
     return parse_suite(raw, path)

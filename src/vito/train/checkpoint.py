@@ -65,7 +65,11 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int = 0, k
     try:
         with atomic_write(last, mode="wb") as handle:
             torch.save(state, handle)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
+        # torch.save reports a failed write (a full disk) as a RuntimeError raised while handling the OSError
+        error = error if isinstance(error, OSError) else error.__context__
+        if not isinstance(error, OSError):
+            raise
         previous = f"the last good checkpoint is {last} (left untouched)" if last.is_file() else \
             "no checkpoint was written before"
         raise VitoError(f"could not write the checkpoint of step {state['step']} to {last}: "

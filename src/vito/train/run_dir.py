@@ -119,8 +119,14 @@ class RunFolder:
             except OSError as error:  # a read-only or full file system, no permission
                 raise VitoError(f"cannot write in {self.path} (creating its lock file: {error.strerror or error})"
                                 ) from error
-            with os.fdopen(fd, "w") as handle:
-                json.dump(mine, handle)
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    json.dump(mine, handle)
+            except OSError as error:  # a full disk fails the write, not the create: leave no empty lock behind
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+                raise VitoError(f"cannot write in {self.path} (writing its lock file: {error.strerror or error})"
+                                ) from error
             self._locked = True
             return
         raise VitoError(f"{lock}: could not take the run folder's lock (another run keeps taking it)")
