@@ -42,7 +42,7 @@ from vito.curate.lexicon import Lexicon, imagenet_lexicon
 from vito.data.shards import read_manifest
 from vito.data.video import probe_video
 from vito.errors import DataError, VitoError
-from vito.io import atomic_write, write_json
+from vito.io import atomic_write, read_json, write_json
 from vito.viz.distribution import plot_class_distribution
 
 REASONS = ("kept", "no_title_match", "duplicate", "class_cap", "unreadable", "too_short", "classifier_miss")
@@ -366,10 +366,7 @@ def _check_run(run: CurationRun, resume: bool) -> None:
 def _read_fingerprint(marker: Path) -> dict[str, Any]:
     """An output folder's ``run.json``; one that is not a JSON object (damaged, or some other tool's file) is a
     VitoError naming it, since the folder's records cannot be trusted to belong to this run."""
-    try:
-        existing = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:  # ValueError: not JSON or not UTF-8
-        raise VitoError(f"{marker}: unreadable curation run record ({error}); use another --out") from None
+    existing = read_json(marker, "curation run record")
     if not isinstance(existing, dict):
         raise VitoError(f"{marker}: not a curation run record (a JSON {type(existing).__name__}); use another --out")
     return existing
