@@ -67,12 +67,26 @@ def test_write_result_is_unrounded_json_with_null_and_a_partial_markdown(tmp_pat
     data = json.loads((tmp_path / "result.json").read_text())
     assert data["metrics"]["top1"]["value"] == 1 / 3  # unrounded
     assert data["metrics"]["kappa"]["value"] is None and data["tables"]["per class"][1]["acc"] is None
-    assert data["coverage"] == {"used": 1, "expected": 1109, "note": "anchors with all frames", "partial": True}
+    assert data["coverage"] == {"used": 1, "expected": 1109, "note": "anchors with all frames", "training_skipped": 0,
+                                "partial": True}
     assert data["settings"]["root"] == "/data/x"
     markdown = (tmp_path / "result.md").read_text()
     assert "PARTIAL" in markdown and "1 of 1109" in markdown and "bad.jpg" in markdown and "33.33 %" in markdown
     back = read_result(tmp_path)
     assert back.metrics == _result().metrics and back.coverage.partial and back.skipped == _result().skipped
+
+
+def test_unreadable_training_items_flag_a_result_whose_evaluation_items_all_scored(tmp_path) -> None:
+    result = _result()
+    result.coverage = Coverage(40, 40, "val images", training_skipped=3)
+    write_result(result, tmp_path)
+    assert json.loads((tmp_path / "result.json").read_text())["coverage"]["partial"] is True
+    assert "40 of 40 items (val images); 3 training items unreadable" in (tmp_path / "result.md").read_text()
+    assert read_result(tmp_path).coverage == result.coverage
+    data = json.loads((tmp_path / "result.json").read_text())
+    del data["coverage"]["training_skipped"]  # a result written before the field existed
+    (tmp_path / "result.json").write_text(json.dumps(data))
+    assert read_result(tmp_path).coverage == Coverage(40, 40, "val images") and not Coverage(40, 40).partial
 
 
 def test_read_result_names_a_missing_or_foreign_file(tmp_path) -> None:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,6 +72,20 @@ def test_voc_fine_tune_writes_scores_predictions_pictures_and_is_reused(shared_d
     assert again.metrics["mIoU"].value == result.metrics["mIoU"].value
     with pytest.raises(VitoError, match="different settings.*batch_size.*--overwrite"):
         run_evaluation("segment", _settings(root, batch_size=4), out, RESNET18)
+
+
+def test_training_images_that_cannot_be_read_flag_the_result_partial(shared_data: Path, tmp_path: Path) -> None:
+    """The val images all score, but the model trained without some of its training set: say so."""
+    root = build_voc(shared_data, tmp_path, splits={"val": VOC_IDS, "trainaug": (*VOC_IDS, "2099_000001")})
+    base = root / "VOC2012"
+    (base / "JPEGImages" / "2099_000001.jpg").write_bytes(b"not a jpeg")
+    shutil.copy(base / "SegmentationClass" / f"{VOC_IDS[0]}.png", base / "SegmentationClass" / "2099_000001.png")
+    result = run_evaluation("segment", _settings(root), tmp_path / "out", RESNET18)
+    assert result.coverage.used == result.coverage.expected == len(VOC_IDS)
+    assert result.coverage.training_skipped == 1 and result.coverage.partial
+    page = (tmp_path / "out" / "result.md").read_text()
+    assert "1 training items unreadable" in page and "PARTIAL" in page
+    assert json.loads((tmp_path / "out" / "result.json").read_text())["coverage"]["partial"] is True
 
 
 def test_ade20k_upernet_fine_tune_with_aux_head(shared_data: Path, tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def test_voc_scoring_equals_accumulating_the_files_directly(shared_data: Path, t
     assert data["metrics"]["aAcc"]["value"] == expected.aacc and data["metrics"]["mAcc"]["value"] == expected.macc
     assert "devkit_mIoU" not in data["metrics"] and data["metrics"]["out_of_range_pixels"]["value"] == 0
     assert data["coverage"] == {"used": 2, "expected": 2, "note": "images with a readable mask and prediction",
-                                "partial": False}
+                                "training_skipped": 0, "partial": False}
     rows = data["tables"]["per_class"]
     assert len(rows) == 21 and rows[1]["name"] == "aeroplane" and rows[15]["iou"] == 1.0 and rows[3]["iou"] is None
     assert "mIoU" in (tmp_path / "out" / "result.md").read_text()

@@ -66,15 +66,27 @@ class Metric:
 
 @dataclass
 class Coverage:
-    """How much of what the data promised was evaluated: ``used`` of ``expected`` items (images, videos...)."""
+    """How much of what the data promised was evaluated: ``used`` of ``expected`` items (images, videos...).
+
+    ``training_skipped``: for evaluations that train (fine-tunes, probes), training items that could not be
+    read; the model learned from the rest, so its figures depend on partial data too and are flagged.
+    """
 
     used: int
     expected: int
     note: str = ""
+    training_skipped: int = 0
 
     @property
     def partial(self) -> bool:
-        return self.used < self.expected
+        return self.used < self.expected or self.training_skipped > 0
+
+    def describe(self) -> str:
+        """'U of E items (note)', and the unreadable training items when there were any."""
+        text = f"{self.used} of {self.expected} items" + (f" ({self.note})" if self.note else "")
+        if self.training_skipped:
+            text += f"; {self.training_skipped} training items unreadable (trained without them)"
+        return text
 
 
 @dataclass
@@ -220,7 +232,7 @@ def summary_line(result: Result, count: int = 3) -> str:
     name = result.encoder.get("name") or "scoring only"
     values = ", ".join(f"{m.label or key} {format_value(m)}" for key, m in list(result.metrics.items())[:count])
     cov = result.coverage
-    partial = f" [PARTIAL: {cov.used} of {cov.expected} items]" if cov.partial else ""
+    partial = f" [PARTIAL: {cov.describe()}]" if cov.partial else ""
     return f"{result.evaluation} — {name}: {values or 'no metrics'}{partial}"
 
 
@@ -231,7 +243,7 @@ def result_markdown(result: Result) -> str:
     lines = [f"# {result.evaluation} — {name}", ""]
     lines += ["| metric | value |", "|---|---|"]
     lines += [f"| {m.label or key} | {format_value(m)} |" for key, m in result.metrics.items()]
-    lines += ["", f"Coverage: {cov.used} of {cov.expected} items" + (f" ({cov.note})" if cov.note else "")
+    lines += ["", f"Coverage: {cov.describe()}"
               + (" — **PARTIAL: the numbers cover only part of the data**" if cov.partial else "")]
     if result.skipped:
         lines += ["", f"Skipped {len(result.skipped)} inputs:"]

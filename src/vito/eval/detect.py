@@ -162,5 +162,6 @@ def finetune_result(name: str, val: Annotations, outcomes: list[SeedOutcome], ou
     pictures = [str(p.relative_to(out_dir)) for p in outcomes[0].pictures]
     artifacts = {f"detections seed {o.run_dir.name.removeprefix('seed_')}":
                  str((o.run_dir / "detections.json").relative_to(out_dir)) for o in outcomes}
+    coverage.training_skipped = max(o.training_skipped for o in outcomes)
     return Result(name, metrics, {"seeds_run": len(outcomes)}, coverage, tables={"per seed": per_seed},
                   pictures=pictures, skipped=skipped, artifacts=artifacts)

@@ -252,6 +252,7 @@ class SeedOutcome:
     run_dir: Path
     reused: bool = False
     final_loss: float | None = None
+    training_skipped: int = 0  # distinct training images missing or unreadable
 
 
 def finetune_seed(encoder: Encoder, train: Annotations, val: Annotations, images_dir: Path, plan: FinetunePlan,
@@ -282,6 +283,7 @@ def finetune_seed(encoder: Encoder, train: Annotations, val: Annotations, images
     skipped = list(images.skipped) + list(result.skipped)
     outcome = evaluate_detector(model, val, images_dir, plan, run_dir, encoder.precision, context)
     outcome.skipped = skipped + outcome.skipped
+    outcome.training_skipped = len({item for item, _ in skipped})
     outcome.reused = result.reused
     outcome.final_loss = None if math.isnan(result.last_loss) else result.last_loss
     return outcome

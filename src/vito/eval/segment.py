@@ -206,6 +206,7 @@ class RunScores:
     skipped: list[tuple[str, str]]
     pictures: list[Path]
     reused: bool
+    training_skipped: int = 0  # distinct training images the fine-tune met unreadable
 
 
 def run_sweep(encoder: Encoder, settings: SegmentSettings, val: SegmentationDataset, out_dir: Path) -> Result:
@@ -273,7 +274,7 @@ def _one_run(encoder: Encoder, settings: SegmentSettings, protocol: Protocol, tr
                                                "images": predictions.areas.images, "skipped": predictions.skipped,
                                                "pictures": [p.name for p in predictions.pictures]})
     areas, val_skipped, pictures = scored
-    return RunScores(lr, seed, run_dir, areas, skipped + list(val_skipped), pictures, outcome.reused)
+    return RunScores(lr, seed, run_dir, areas, skipped + list(val_skipped), pictures, outcome.reused, len(skipped))
 
 
 def _saved_scores(run_dir: Path, config: dict[str, Any], val: SegmentationDataset):
@@ -305,6 +306,7 @@ def _sweep_result(runs: list[RunScores], protocol: Protocol, val: SegmentationDa
     chosen = [r for r in runs if r.lr == best["lr"]]
     first = chosen[0]
     result = segmentation_result(val, first.areas, first.skipped, note=f"{val.split} images scored (best lr run)")
+    result.coverage.training_skipped = max(r.training_skipped for r in chosen)
     del result.metrics["out_of_range_pixels"]  # a fine-tuned head predicts classes only
     for key, name in (("mIoU", "miou"), ("aAcc", "aacc"), ("mAcc", "macc"), ("devkit_mIoU", "devkit_miou")):
         if key in result.metrics:

@@ -469,5 +469,7 @@ class UCF101(Evaluation):
                                 for r in reports],
                   "loss history": [{"split": r["split"], **h} for r in reports for h in r["history"]]}
         return Result(self.name, metrics, {"milestones": FINETUNE.milestones, "clip": asdict(clips)},
-                      Coverage(used, expected, note), tables=tables, skipped=skipped,
+                      Coverage(used, expected, note, training_skipped=sum(len(r["skipped_videos"]["train"])
+                                                                          for r in reports)),
+                      tables=tables, skipped=skipped,
                       artifacts={f"classifier_split{r['split']}": f"classifier_split{r['split']}.pt" for r in reports})
