@@ -100,6 +100,23 @@ def test_finetune_needs_its_inputs(coco: Path, tmp_path: Path) -> None:
         run_evaluation("detect", _settings(coco, tmp_path, predictions=tmp_path / "x.json"), tmp_path / "o", spec)
 
 
+def test_an_unreadable_training_image_flags_the_result_partial(coco: Path, tmp_path: Path) -> None:
+    """Every val image scores, but the detector trained without one of its 4 images: the Result says so."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for image in (coco / "images").iterdir():
+        (folder / image.name).symlink_to(image)
+    settings = _settings(coco, tmp_path, images=folder, max_steps=1)
+    first = load_annotations(tmp_path / "train.json", "coco").image_ids[0]
+    (folder / f"{first:012d}.jpg").unlink()
+    (folder / f"{first:012d}.jpg").write_bytes(b"not a jpeg")
+    result = run_evaluation("detect", settings, tmp_path / "out",
+                            EncoderSpec("torchvision:resnet18", random_init=True, device="cpu"))
+    assert result.coverage.used == result.coverage.expected == 3
+    assert result.coverage.training_skipped == 1 and result.coverage.partial
+    assert "1 training items unreadable" in (tmp_path / "out" / "result.md").read_text()
+
+
 def test_missing_and_broken_images_are_skipped_and_listed(coco: Path, tmp_path: Path) -> None:
     annotations = load_annotations(coco / "instances_train2017_overlap43.json", "coco")
     folder = tmp_path / "images"

@@ -189,7 +189,8 @@ def _train(model, loss_fn, optimizer, lr_at, batches, run_dir, spec, context, st
                 loss.backward()
                 optimizer.step()
                 step += 1
-                result.skipped.extend(batch.get("skipped", []))
+                # (item, reason) pairs: a DataLoader hands tuples on as lists, which cannot be counted in a set
+                result.skipped.extend((str(item), str(reason)) for item, reason in batch.get("skipped", []))
                 result.last_loss = float(loss.detach())
                 progress.update(1)
                 if step % spec.log_every == 0 or step == spec.iterations:
