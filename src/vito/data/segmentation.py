@@ -26,8 +26,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from vito.errors import DataError
 from vito.data.images import BOMBS, bombs_are_errors
+from vito.errors import DataError
 from vito.io import read_text
 
 DatasetName = Literal["voc", "ade20k"]

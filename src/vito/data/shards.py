@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vito.checks import finite_number, integer
 from vito.data.augment import resize_into
 from vito.data.video import VideoReader
 from vito.errors import DataError, VitoError
@@ -75,15 +76,14 @@ class ShardSettings:
     def __post_init__(self) -> None:
         """Refuse values that would crash deep in the encoder (fps 0 or NaN, quality 500) or store nonsense (a
         negative duration, 0-px frames, an fps so high that preparing never ends), naming the setting."""
-        def number(value: object) -> bool:
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
         checks = [
-            ("fps", number(self.fps) and 0 < self.fps <= MAX_FPS, f"a number of frames per second in (0, {MAX_FPS:g}]"),
-            ("short_side", isinstance(self.short_side, int) and self.short_side >= 1, "a whole number of pixels >= 1"),
-            ("quality", isinstance(self.quality, int) and 1 <= self.quality <= 100, "a whole number in 1..100"),
-            ("max_seconds", self.max_seconds is None or (number(self.max_seconds) and self.max_seconds > 0), "> 0"),
-            ("shard_megabytes", number(self.shard_megabytes) and self.shard_megabytes > 0, "> 0"),
+            ("fps", finite_number(self.fps) and 0 < self.fps <= MAX_FPS,
+             f"a number of frames per second in (0, {MAX_FPS:g}]"),
+            ("short_side", integer(self.short_side) and self.short_side >= 1, "a whole number of pixels >= 1"),
+            ("quality", integer(self.quality) and 1 <= self.quality <= 100, "a whole number in 1..100"),
+            ("max_seconds", self.max_seconds is None or (finite_number(self.max_seconds) and self.max_seconds > 0),
+             "> 0"),
+            ("shard_megabytes", finite_number(self.shard_megabytes) and self.shard_megabytes > 0, "> 0"),
         ]
         for name, ok, expected in checks:
             if not ok:

@@ -12,7 +12,6 @@ of ``coco_url``.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vito.checks import finite_number, integer
 from vito.errors import DataError, VitoError
 from vito.eval.detection_transforms import TARGET_RESOLUTION, eval_view, train_view
 from vito.eval.inputs import UnreadableImage, read_image
@@ -125,16 +125,6 @@ def _unique_ids(path: Path, records: list[Any], what: str, keys: tuple[str, ...]
     if duplicates:
         raise DataError(f"{path}: {len(duplicates)} {what} ids occur more than once (e.g. {duplicates[:5]})")
     return set(ids)
-
-
-def integer(value: Any) -> bool:
-    """A JSON integer (not a bool, a float or a string): what COCO ids must be."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def finite_number(value: Any) -> bool:
-    """An int or float that is finite (not a bool, a string, NaN or inf)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def box_problem(box: Any) -> str | None:

@@ -27,7 +27,8 @@ from faster_coco_eval import COCO, COCOeval_faster
 from faster_coco_eval.core import mask as mask_api
 
 from vito.errors import DataError, VitoError
-from vito.eval.detection_data import Annotations, box_problem, finite_number, integer
+from vito.checks import finite_number, integer
+from vito.eval.detection_data import Annotations, box_problem
 from vito.io import read_json
 
 IOU_TYPES = ("bbox", "segm")
