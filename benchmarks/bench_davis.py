@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from vito.eval.davis import (
+from vito.eval.core.encoders import inference_mode, load_encoder, pick_device
+from vito.eval.video.davis import (
     PropagationSettings,
     find_sequences,
     first_frame_labels,
@@ -30,7 +31,6 @@ from vito.eval.davis import (
     propagate_frame,
     read_object_ids,
 )
-from vito.eval.encoders import inference_mode, load_encoder, pick_device
 from vito.io import atomic_write, write_json
 
 RESULTS = Path(__file__).parent / "results"

@@ -30,9 +30,9 @@ from pathlib import Path
 from benchmarks.bench_demo_memory import KIB_PER_GIB, TARGET_GIB, descendants, memory_kib
 from vito.config import load_config
 from vito.demo import measure_frames, subject_retrieval
+from vito.engine.checkpoint import load_checkpoint
 from vito.io import atomic_write, write_json
-from vito.train import loop
-from vito.train.checkpoint import load_checkpoint
+from vito.pretrain import loop
 
 RESULTS = Path(__file__).parent / "results"
 CPU_TARGET_S = 600.0

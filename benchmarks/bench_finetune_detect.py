@@ -5,7 +5,7 @@ deterministic batches (``DetectionBatches`` over the 43 shared COCO images, the 
 target resolution), with the same AdamW and A.3 learning-rate schedule, on the CPU in fp32 (what the loop
 picks on a CPU):
 
-- ``vito``: ``vito.train.finetune.finetune`` in a fresh run folder (run-folder lock, stop-signal handling,
+- ``vito``: ``vito.engine.finetune.finetune`` in a fresh run folder (run-folder lock, stop-signal handling,
   logging to metrics.jsonl/TensorBoard every ``log_every`` steps, the process-count-independent loss
   normaliser of ``GlobalFCOSHead``);
 - ``plain``: ``losses = model(images, targets); loss = sum(losses.values()); zero_grad; backward; step``
@@ -37,14 +37,23 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.models.detection.fcos import FCOSHead
 
 from benchmarks.bench_finetune_segment import Timed
-from vito.eval.detection_data import DetectionImages, collate_detection, load_annotations
-from vito.eval.detection_finetune import (CHECKPOINT_FORMAT, DetectionBatches, FinetunePlan, as_float,
-                                          build_detector, detection_loss, lr_factor, make_optimizer, predict)
-from vito.eval.encoders import load_encoder
 from benchmarks.loop_vs_plain import comparison_lines, interleaved_rounds, machine, method_sentence, summary
+from vito.engine import distributed
+from vito.engine.finetune import FinetuneSpec, finetune
+from vito.eval.core.encoders import load_encoder
+from vito.eval.dense.detection.data import DetectionImages, collate_detection, load_annotations
+from vito.eval.dense.detection.recipe import (
+    CHECKPOINT_FORMAT,
+    DetectionBatches,
+    FinetunePlan,
+    as_float,
+    build_detector,
+    detection_loss,
+    lr_factor,
+    make_optimizer,
+    predict,
+)
 from vito.io import atomic_write, write_json
-from vito.train import distributed
-from vito.train.finetune import FinetuneSpec, finetune
 
 RESULTS = Path(__file__).parent / "results"
 

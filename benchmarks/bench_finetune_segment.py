@@ -4,7 +4,7 @@ Both loops train the same model (the VOC protocol's dilated FCN on a ResNet-18, 
 deterministic batches (``SegmentationBatches`` over the shared VOC images, in this process), with the same
 SGD and lr schedule, on the CPU in fp32 (what the loop picks on a CPU):
 
-- ``vito``: ``vito.train.finetune.finetune`` in a fresh run folder (run-folder lock, stop-signal handling,
+- ``vito``: ``vito.engine.finetune.finetune`` in a fresh run folder (run-folder lock, stop-signal handling,
   logging to metrics.jsonl/TensorBoard every ``log_every`` steps, the process-count-independent loss);
 - ``plain``: ``loss = segmentation_loss(model, batch)["loss"]; zero_grad; backward; step``.
 
@@ -30,16 +30,22 @@ from pathlib import Path
 
 import torch
 
-from vito.data.segmentation import open_dataset, read_image
-from vito.data.segmentation_augment import SegmentationBatches
-from vito.eval.base import settings_from_mapping
-from vito.eval.encoders import load_encoder
-from vito.eval.segment import Segment, protocol_for
-from vito.eval.segment_finetune import build_model, learning_rate, make_optimizer, predict_image, segmentation_loss
 from benchmarks.loop_vs_plain import comparison_lines, interleaved_rounds, machine, method_sentence, summary
+from vito.engine import distributed
+from vito.engine.finetune import FinetuneSpec, finetune
+from vito.eval.core.base import settings_from_mapping
+from vito.eval.core.encoders import load_encoder
+from vito.eval.dense.segmentation.augment import SegmentationBatches
+from vito.eval.dense.segmentation.data import open_dataset, read_image
+from vito.eval.dense.segmentation.recipe import (
+    build_model,
+    learning_rate,
+    make_optimizer,
+    predict_image,
+    segmentation_loss,
+)
+from vito.eval.dense.segmentation.segment import Segment, protocol_for
 from vito.io import atomic_write, write_json
-from vito.train import distributed
-from vito.train.finetune import FinetuneSpec, finetune
 
 RESULTS = Path(__file__).parent / "results"
 LR = 0.01

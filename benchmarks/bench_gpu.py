@@ -4,10 +4,10 @@ Measures, on the first CUDA device (or the CPU with ``--smoke``):
 
 - ``model step``: the VITO ResNet-50 training step alone (3 views at 224, bf16 autocast, channels_last, LARS
   + EMA update, the loop's code), views/s at the largest batch that fits, with and without ``torch.compile``;
-- ``input``: the loader alone (shards, DataLoader workers, ``vito.train.feed.DeviceFeed``), clips/s it can
+- ``input``: the loader alone (shards, DataLoader workers, ``vito.pretrain.feed.DeviceFeed``), clips/s it can
   supply with CPU decoding (4/8/16 workers) and with GPU decoding (``data.decode_device=cuda``: nvJPEG), with
   the CPU time it costs: CPU cores per 1,000 views/s;
-- ``loop``: input + photometric augmentation + model step, as ``vito.train.loop`` runs them, views/s and the
+- ``loop``: input + photometric augmentation + model step, as ``vito.pretrain.loop`` runs them, views/s and the
   share of time the loop waited for its input, for each input above;
 - ``eval``: frozen-feature extraction (ResNet-50 ``embed``, 224 px) images/s, and DAVIS label propagation
   (res4 at stride 8 of 480x854 frames, 21-frame context, top-10, radius 18) frames/s.
@@ -44,12 +44,12 @@ from vito.data.gpu_decode import JpegBatches
 from vito.data.shards import ShardSettings, encode_jpeg, write_clips
 from vito.data.sources import build_pretrain_loader
 from vito.errors import VitoError
-from vito.eval.davis import PropagationSettings, propagate_features
-from vito.eval.encoders import inference_mode, load_encoder
+from vito.eval.core.encoders import inference_mode, load_encoder
+from vito.eval.video.davis import PropagationSettings, propagate_features
 from vito.io import atomic_write, write_json
-from vito.train.feed import DeviceFeed
-from vito.train.loop import build_model
-from vito.train.optim import LARS, ema_tau, param_groups
+from vito.pretrain.feed import DeviceFeed
+from vito.pretrain.loop import build_model
+from vito.pretrain.optim import LARS, ema_tau, param_groups
 
 RESULTS = Path(__file__).parent / "results"
 

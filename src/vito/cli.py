@@ -12,7 +12,6 @@ from pathlib import Path
 from vito.errors import VitoError
 from vito.models.external import SPEC_HELP
 
-
 # --------------------------------------------------------------------------------------------------
 # Pretraining (issue: pretraining foundation)
 
@@ -28,14 +27,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from vito.config import load_config
-    from vito.train.loop import pretrain
-    from vito.train.signals import exit_status
+    from vito.engine.signals import exit_status
+    from vito.pretrain.loop import pretrain
 
     overrides = list(args.overrides)
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
     if args.resume is not None:
-        from vito.train.checkpoint import resume_config, resume_target
+        from vito.engine.checkpoint import resume_config, resume_target
 
         out, checkpoint = resume_target(args.resume)
         if args.out is not None and args.out.resolve() != out.resolve():
@@ -56,7 +55,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from vito.train.export import export_backbone
+    from vito.pretrain.export import export_backbone
 
     export_backbone(args.run, fmt=args.format, out=args.out)
     return 0
@@ -115,14 +114,14 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Evaluation: `vito eval NAME` from the registry (vito.eval.base), and `vito attention`
+# Evaluation: `vito eval NAME` from the registry (vito.eval.core.base), and `vito attention`
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from vito.eval.base import run_from_args, summary_line
-    from vito.train.distributed import launched_rank
-    from vito.train.finetune import FinetuneStopped
-    from vito.train.signals import exit_status
+    from vito.engine.distributed import launched_rank
+    from vito.engine.finetune import FinetuneStopped
+    from vito.engine.signals import exit_status
+    from vito.eval.core.base import run_from_args, summary_line
 
     try:
         result = run_from_args(args)
@@ -135,8 +134,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_attention(args: argparse.Namespace) -> int:
-    from vito.eval.attention_cli import save_attention_pictures
-    from vito.eval.encoders import EncoderSpec
+    from vito.eval.attention import save_attention_pictures
+    from vito.eval.core.encoders import EncoderSpec
 
     report = save_attention_pictures(EncoderSpec.from_args(args).load(), args.inputs, args.out, args.image_size,
                                      args.frames_per_video)
@@ -151,13 +150,13 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction, with_evaluations: 
     evals = evaluate.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
     evaluate.set_defaults(handler=_cmd_eval)
     if with_evaluations:
-        from vito.eval.base import add_evaluation_commands
+        from vito.eval.core.base import add_evaluation_commands
 
         add_evaluation_commands(evals)
     attention = sub.add_parser("attention", help="attention pictures of a vito encoder for images or videos",
                                description="One PNG per input: the picture, each stage's attention and their mean.")
     if with_evaluations:
-        from vito.eval.encoders import add_encoder_arguments
+        from vito.eval.core.encoders import add_encoder_arguments
 
         add_encoder_arguments(attention)
     attention.add_argument("--out", type=Path, required=True, help="output folder")

@@ -26,9 +26,9 @@ from vito.config import load_config
 from vito.data.augment import normalize
 from vito.data.video import iter_frames
 from vito.demo_world import HELDOUT_SECONDS, NUM_VIDEOS, SIZE, TRAIN_SECONDS, render_videos
+from vito.engine.checkpoint import load_checkpoint
 from vito.io import write_json
-from vito.train import loop
-from vito.train.checkpoint import load_checkpoint
+from vito.pretrain import loop
 from vito.viz.attention import save_attention_grid
 from vito.viz.curves import plot_loss_curve
 

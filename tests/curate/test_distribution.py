@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from vito.curate.distribution import kl_to_uniform
-from vito.viz.distribution import plot_class_distribution
+from vito.curate.plots import plot_class_distribution
 
 TAB_BLUE = np.array([31, 119, 180])  # matplotlib's "tab:blue", the curated bars
 

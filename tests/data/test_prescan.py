@@ -146,7 +146,7 @@ def test_the_cache_is_what_a_resume_uses(tmp_path, monkeypatch):
 def test_training_log_counts_every_skip_and_the_run_keeps_the_scan(tmp_path, make_video):
     """Through ``pretrain``: manifest rows and unusable files are in train.log and in the skipped total."""
     from vito.config import load_config
-    from vito.train.loop import pretrain
+    from vito.pretrain.loop import pretrain
 
     for name in ("a.mp4", "b.mp4"):
         make_video(name, num_frames=20, fps=10, b_frames=0, size=(48, 32))

@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from vito.cli import main
-from vito.eval import human, ucf101
-from vito.eval.base import read_result
+from vito.eval.core.base import read_result
+from vito.eval.human import model_vs_human as human
+from vito.eval.video import ucf101
 
 
 def _responses(path: Path, rows: list[dict]) -> Path:
@@ -102,7 +103,7 @@ def _image_folder(root: Path, shared_data: Path) -> Path:
 
 
 def test_linear_probe_offers_the_byol_protocol_and_records_it(shared_data, tmp_path) -> None:
-    from vito.eval.linear import AugmentedView
+    from vito.eval.probes.linear import AugmentedView
 
     data = _image_folder(tmp_path / "data", shared_data)
     common = ["--encoder", "timm:resnet18", "--random-init", "--device", "cpu", "--train", str(data), "--val",
@@ -131,8 +132,8 @@ def test_knn_reports_several_k(shared_data, tmp_path) -> None:
 
 def test_attention_on_a_run_without_attention_pooling_says_so(tmp_path, capsys) -> None:
     from vito.config import load_config
+    from vito.engine.checkpoint import save_checkpoint
     from vito.models.vito import Vito
-    from vito.train.checkpoint import save_checkpoint
 
     config = load_config(None, ["model.backbone=resnet18", "model.projector_hidden=32", "model.projector_dim=16",
                                 "model.attention=false"])

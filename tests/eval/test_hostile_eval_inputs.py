@@ -17,12 +17,15 @@ import pytest
 from PIL import Image
 
 from vito.errors import DataError, VitoError
-from vito.eval import human, robustness, saliency, ucf101
-from vito.eval.base import read_result, run_evaluation, settings_from_mapping
-from vito.eval.davis import read_png_ids
-from vito.eval.detection_data import load_annotations
-from vito.eval.detection_metrics import check_results
-from vito.eval.segment import Segment
+from vito.eval.core.base import read_result, run_evaluation, settings_from_mapping
+from vito.eval.dense.detection.data import load_annotations
+from vito.eval.dense.detection.metrics import check_results
+from vito.eval.dense.segmentation.segment import Segment
+from vito.eval.human import clickme as saliency
+from vito.eval.human import model_vs_human as human
+from vito.eval.robustness import sets as robustness
+from vito.eval.video import ucf101
+from vito.eval.video.davis import read_png_ids
 
 
 def _png_header(path: Path, width: int, height: int) -> None:
@@ -93,9 +96,9 @@ def test_voc_split_list_with_a_repeated_id_is_a_data_error(tmp_path: Path) -> No
 def test_segment_finetune_bad_training_data_stops_in_the_main_process(tmp_path: Path, fault: str) -> None:
     """Raised in a DataLoader worker, the DataError came wrapped in the worker's traceback and the process hung at
     exit (the worker ignores SIGTERM); the batch now carries it and the loss raises it as one line."""
-    from vito.data.segmentation import open_dataset
-    from vito.data.segmentation_augment import SegmentationBatches, TrainAugment
-    from vito.eval.segment_finetune import segmentation_loss
+    from vito.eval.dense.segmentation.augment import SegmentationBatches, TrainAugment
+    from vito.eval.dense.segmentation.data import open_dataset
+    from vito.eval.dense.segmentation.recipe import segmentation_loss
 
     root = _voc(tmp_path)
     if fault == "labels outside the classes":
@@ -112,7 +115,7 @@ def test_segment_finetune_bad_training_data_stops_in_the_main_process(tmp_path: 
 
 
 def test_ade20k_class_list_that_is_not_utf8_is_a_data_error(tmp_path: Path) -> None:
-    from vito.data.segmentation import open_dataset
+    from vito.eval.dense.segmentation.data import open_dataset
 
     base = tmp_path / "ADEChallengeData2016"
     (base / "images" / "validation").mkdir(parents=True)
@@ -269,7 +272,7 @@ def test_vid_robust_malformed_metadata_is_a_data_error(tmp_path: Path, name: str
 
 def test_3dcc_with_unreadable_images_in_every_corruption_is_partial(tmp_path: Path) -> None:
     """Coverage counts corruptions: 2 of 2 present read as complete with half the images of each broken."""
-    from tests.eval.test_robustness import _ConstantEncoder, _favouring
+    from tests.eval.robustness.test_robustness import _ConstantEncoder, _favouring
 
     _, wnids = robustness.imagenet_a_classes()
     for corruption in ("near_focus", "fog_3d"):
@@ -341,7 +344,7 @@ def test_a_run_never_replaces_another_runs_result(tmp_path: Path) -> None:
     detect = {"dataset": "coco", "val_ann": tmp_path / "instances.json", "predictions": tmp_path / "results.json"}
     (tmp_path / "instances.json").write_text(json.dumps(_instances()))
     (tmp_path / "results.json").write_text("[]")
-    from vito.eval.base import get
+    from vito.eval.core.base import get
 
     with pytest.raises(VitoError, match="evaluation or encoder: evaluation segment.*give --overwrite"):
         run_evaluation("detect", settings_from_mapping(get("detect"), detect), out)

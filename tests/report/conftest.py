@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from vito.errors import DataError, VitoError
-from vito.eval import base
-from vito.eval.encoders import EncoderSpec
+from vito.eval.core import base
+from vito.eval.core.encoders import EncoderSpec
 
 
 class Calls(list):

@@ -12,8 +12,8 @@ import yaml
 
 from vito.cli import main
 from vito.errors import VitoError
-from vito.eval import base
-from vito.eval.encoders import EncoderSpec
+from vito.eval.core import base
+from vito.eval.core.encoders import EncoderSpec
 from vito.report.build import make_report
 
 

@@ -16,7 +16,7 @@ import yaml
 from torch import nn
 
 from vito.cli import main
-from vito.eval import base
+from vito.eval.core import base
 from vito.report.document import table_value
 
 TRAIN_PER_CLASS = 7  # of the 10 edge drawings per class; the other 3 are the validation images
@@ -26,9 +26,9 @@ CLASSES = ("bear", "car", "clock", "knife")  # 4 of the 16 classes: 40 images ke
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, shared_data) -> dict:
     from vito.config import load_config
-    from vito.eval.probes import save_linear_head
+    from vito.engine.checkpoint import save_checkpoint
+    from vito.eval.probes.heads import save_linear_head
     from vito.models.vito import Vito
-    from vito.train.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("report-shared")
     torch.manual_seed(1)  # not timm's random-init seed (0): the vito row must be another network

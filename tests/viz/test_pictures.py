@@ -10,8 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 import vito.viz  # noqa: E402
-from vito.eval import human  # noqa: E402
-from vito.viz.human import consistency_table_figure  # noqa: E402
+from vito.eval.human import model_vs_human as human  # noqa: E402
+from vito.eval.human.pictures import consistency_table_figure  # noqa: E402
 
 
 def test_viz_imports_nothing_from_eval_or_curate() -> None:

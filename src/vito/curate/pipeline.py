@@ -39,11 +39,11 @@ from tqdm import tqdm
 from vito.curate.distribution import kl_to_uniform
 from vito.curate.filters import FrameClassifier, Preprocess, long_enough, verify
 from vito.curate.lexicon import Lexicon, imagenet_lexicon
+from vito.curate.plots import plot_class_distribution
 from vito.data.shards import read_manifest
 from vito.data.video import probe_video
 from vito.errors import DataError, VitoError
 from vito.io import atomic_write, read_json, write_json
-from vito.viz.distribution import plot_class_distribution
 
 REASONS = ("kept", "no_title_match", "duplicate", "class_cap", "unreadable", "too_short", "classifier_miss")
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
+
 try:  # the training machine needs it; a machine only decoding and cropping (a bare GPU box) may lack it
     import kornia
 except ImportError:  # pragma: no cover - kornia is a core dependency

@@ -6,13 +6,13 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from vito.engine.run_folder import RunFolder
 from vito.errors import VitoError
 from vito.report.document import FORMAT, build_document, write_document
 from vito.report.grid import PLANNED, GridRun, run_grid
 from vito.report.html import write_html
 from vito.report.markdown import write_markdown
 from vito.report.suite import load_suite
-from vito.train.run_dir import RunFolder
 
 
 def check_report_folder(out: Path) -> None:
@@ -36,7 +36,7 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
     """Compute what is missing and write ``out/index.html``, ``out/report.md`` and ``out/results.json``.
 
     With ``dry_run`` nothing is computed or written: the planned cells are only listed. While it computes,
-    the folder holds the run-folder lock (``vito.train.run_dir``): a second report into the same folder is
+    the folder holds the run-folder lock (``vito.engine.run_folder``): a second report into the same folder is
     refused instead of computing the same cells and writing over the first one's files.
     """
     suite = load_suite(suite_path)

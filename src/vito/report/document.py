@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vito.eval import base
+from vito.eval.core import base
 from vito.io import write_json
 from vito.report.grid import CACHED, COMPUTED, FAILED, Cell, GridRun
 from vito.report.suite import Suite

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vito.errors import VitoError
-from vito.eval import base
+from vito.eval.core import base
 from vito.io import write_json
 from vito.report.suite import EncoderEntry, Suite, make_settings
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from vito.config import UniqueKeyLoader, parse_yaml
 from vito.errors import VitoError
-from vito.eval import base
-from vito.eval.encoders import EncoderSpec, is_outside
+from vito.eval.core import base
+from vito.eval.core.encoders import EncoderSpec, is_outside
 
 TOP_LEVEL_KEYS = ("encoders", "evaluations", "references", "columns")
 ENCODER_KEYS = ("encoder", "weights", "random_init", "classifier", "device", "precision")

@@ -8,8 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 
-from matplotlib.figure import Figure  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from vito.io import atomic_write  # noqa: E402
 

@@ -1,0 +1,251 @@
+"""A reusable fine-tuning loop for transfer evaluations (segmentation, detection): one readable function.
+
+Why not the pretraining loop: pretraining has an EMA target, LARS and views; a transfer fine-tune is only
+``loss(model, batch) → backward → step`` with a learning-rate schedule. What both share is the plumbing,
+reused here from the pretraining code rather than copied: one run per folder with a lock
+(``run_dir.RunFolder``), stop signals that finish the step and checkpoint (``signals.StopSignal``), atomic
+checkpoints with fallback to the newest intact one (``checkpoint.save_checkpoint``/``load_checkpoint``, in a
+format of the caller's kind, e.g. ``"vito-segment/1"``), torchrun DDP with synchronised batch norm
+(``distributed.wrap_for_training``), bf16 autocast on CUDA, a progress bar, ``metrics.jsonl`` and TensorBoard.
+
+Run-folder rule (the pretraining rule): the folder's ``config.yaml`` is the identity of the fine-tune. A
+finished fine-tune with the same config is reused (its weights are loaded, nothing is trained); a stopped
+one continues with ``resume=True``; a different config is refused unless ``overwrite=True``.
+
+Determinism: the caller's ``batches(start_step)`` must make the batch of step ``s`` a pure function of
+``s`` (``vito.eval.dense.segmentation.augment.SegmentationBatches`` does), so a resumed fine-tune on CPU repeats
+the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from vito.engine import distributed
+from vito.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vito.engine.precision import uses_bf16
+from vito.engine.run_folder import RunFolder, holds_run
+from vito.engine.signals import StopSignal, blocked, ignore_stop_signals_in_worker
+from vito.errors import VitoError
+from vito.io import atomic_write
+from vito.pretrain.loop import agree_on_stop  # every process stops after the same step, on the same signal
+
+log = logging.getLogger("vito.finetune")
+
+LossFn = Callable[[nn.Module, dict[str, Any]], dict[str, torch.Tensor]]  # must hold "loss"; the rest is logged
+CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.jsonl"
+
+
+class FinetuneStopped(VitoError):
+    """A stop signal ended a fine-tune early (after a checkpoint); ``--resume`` continues it."""
+
+    def __init__(self, message: str, signal_name: str) -> None:
+        super().__init__(message)
+        self.stopped_by = signal_name
+
+
+@dataclass
+class FinetuneSpec:
+    """How long and how to train, and the identity of the run (``config``, a JSON-like mapping)."""
+
+    format: str  # checkpoint kind, e.g. "vito-segment/1"
+    iterations: int
+    config: dict[str, Any]
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    precision: str = "auto"  # auto: bf16 autocast on CUDA with bf16 support, else fp32; or fp32 / bf16
+    description: str = "fine-tune"
+
+
+@dataclass
+class FinetuneResult:
+    run_dir: Path
+    step: int
+    finished: bool
+    reused: bool = False
+    stopped_by: str | None = None  # signal name when a stop request ended the run early
+    last_loss: float = math.nan
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def make_loader(batches: IterableDataset, num_workers: int) -> Iterator[dict[str, Any]]:
+    """An iterator over a stream of whole batches, workers started with stop signals blocked and ignoring them.
+
+    The DataLoader draws its workers' seeds from a generator of its own: starting workers draws from the
+    global torch RNG otherwise, and a resumed fine-tune starts them again after restoring that RNG, so it would
+    continue with another RNG state than a run never stopped (the batches themselves are functions of the step).
+    """
+    num_workers = distributed.worker_count(num_workers)
+    loader = DataLoader(batches, batch_size=None, num_workers=num_workers, generator=torch.Generator().manual_seed(0),
+                        worker_init_fn=ignore_stop_signals_in_worker if num_workers else None)
+    with blocked():
+        return iter(loader)
+
+
+def finetune(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    lr_at: Callable[[int], float],
+    batches: Callable[[int], Iterable[dict[str, Any]]],
+    run_dir: Path,
+    spec: FinetuneSpec,
+    context: distributed.Context,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> FinetuneResult:
+    """Train ``model`` for ``spec.iterations`` steps in ``run_dir`` (or reuse/continue what is there).
+
+    ``lr_at(step)`` is the learning rate of step ``step`` (0-based) for every parameter group, scaled by a
+    group's ``lr_scale`` when it has one; ``batches(start)`` yields the batches of steps ``start, start+1...``.
+    On return ``model`` holds the trained weights (also when reused or stopped).
+    """
+    run_dir = Path(run_dir)
+    config = _plain(spec.config)
+    found = _existing(run_dir, config, spec, overwrite)
+    if found is not None and found["step"] >= spec.iterations:
+        model.load_state_dict(found["model"])
+        return FinetuneResult(run_dir, found["step"], finished=True, reused=True, notes=["reused a finished run"])
+    with RunFolder(run_dir, resume=resume and holds_run(run_dir), overwrite=overwrite, is_main=context.is_main,
+                   kind=spec.format.split("/")[0]) as folder:
+        state = load_checkpoint(run_dir, expected_format=spec.format) if resume and found is not None else None
+        if context.is_main:
+            with atomic_write(run_dir / CONFIG_FILE) as handle:
+                yaml.safe_dump(config, handle, sort_keys=True)
+        result = _train(model, loss_fn, optimizer, lr_at, batches, run_dir, spec, context, state)
+        result.notes = folder.notes + result.notes
+        return result
+
+
+def _existing(run_dir: Path, config: dict[str, Any], spec: FinetuneSpec, overwrite: bool) -> dict[str, Any] | None:
+    """The newest checkpoint of a run with the same config in ``run_dir``; a different config is refused."""
+    if overwrite or not holds_run(run_dir):
+        return None
+    saved_file = run_dir / CONFIG_FILE
+    saved = yaml.safe_load(saved_file.read_text()) if saved_file.is_file() else None
+    if saved != config:
+        diff = sorted(k for k in set(saved or {}) | set(config) if (saved or {}).get(k) != config.get(k))
+        raise VitoError(f"{run_dir} holds a {spec.description} with different settings ({', '.join(diff) or 'none'}"
+                        "); use --overwrite to replace it or choose another --out")
+    if not (run_dir / "checkpoints").is_dir():
+        return None
+    state = load_checkpoint(run_dir, expected_format=spec.format)
+    return state if state.get("config") == config else None
+
+
+def _plain(config: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(config, default=str))
+
+
+def _train(model, loss_fn, optimizer, lr_at, batches, run_dir, spec, context, state) -> FinetuneResult:
+    start = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        start = state["step"]
+        if context.is_main:
+            _drop_metrics_after(run_dir / METRICS_FILE, start)  # logged after the checkpoint: they are redone
+    wrapped = distributed.wrap_for_training(model, context)
+    wrapped.train()
+    use_bf16 = uses_bf16(context.device, spec.precision)
+    writer = SummaryWriter(str(run_dir / "tb")) if context.is_main else None
+    stop = StopSignal()
+    result = FinetuneResult(run_dir, start, finished=False)
+    last_saved: Path | None = None
+    progress = tqdm(total=spec.iterations, initial=start, desc=spec.description, disable=None if context.is_main
+                    else True, leave=False)
+    step = start
+    try:
+        with stop.installed():
+            for batch in batches(start):
+                if step >= spec.iterations:
+                    break
+                lr = lr_at(step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
+                with torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    losses = loss_fn(wrapped, to_device(batch, context.device))
+                loss = losses["loss"]
+                if not torch.isfinite(loss.detach()).all():
+                    raise VitoError(f"non-finite loss at step {step} of {run_dir}; the last good checkpoint is "
+                                    f"{last_saved or 'none (none was written)'}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                # (item, reason) pairs: a DataLoader hands tuples on as lists, which cannot be counted in a set
+                result.skipped.extend((str(item), str(reason)) for item, reason in batch.get("skipped", []))
+                result.last_loss = float(loss.detach())
+                progress.update(1)
+                if step % spec.log_every == 0 or step == spec.iterations:
+                    _log(run_dir, writer, step, lr, losses, context)
+                _, stopped_by = agree_on_stop(loss, stop)
+                if step % spec.checkpoint_every == 0 or step == spec.iterations or stopped_by:
+                    last_saved = _save(run_dir, model, optimizer, step, spec, context)
+                if stopped_by:
+                    result.stopped_by = stopped_by
+                    break
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.close()
+    result.step, result.finished = step, step >= spec.iterations
+    return result
+
+
+def _save(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, spec: FinetuneSpec,
+          context: distributed.Context) -> Path | None:
+    if not context.is_main:
+        return None
+    state = {"format": spec.format, "step": step, "config": _plain(spec.config), "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "rng": rng_state()}
+    return save_checkpoint(run_dir, state, keep=spec.keep_checkpoints)
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    with atomic_write(path) as handle:
+        handle.write("".join(line + "\n" for line in kept))
+
+
+def _log(run_dir: Path, writer: SummaryWriter | None, step: int, lr: float, losses: dict[str, torch.Tensor],
+         context: distributed.Context) -> None:
+    values = {name: float(distributed.mean_over_processes(value.detach().float().reshape(1)).item())
+              for name, value in losses.items()}
+    if not context.is_main:
+        return
+    record = {"step": step, "lr": lr, **values}
+    with open(run_dir / METRICS_FILE, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    if writer is not None:
+        for name, value in {"lr": lr, **values}.items():
+            writer.add_scalar(f"train/{name}", value, step)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors anywhere inside dicts, lists and tuples moved to ``device`` (other values as they are)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch

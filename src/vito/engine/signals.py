@@ -1,0 +1,101 @@
+"""Stop requests from a scheduler or a terminal: finish the step, write a checkpoint, exit with 128 + signal.
+
+Why a flag and not an exception: a signal may arrive anywhere (inside a backward pass, a collective, a
+checkpoint write). The handler only records it; the loop looks at the flag once per step, at a point where
+all processes agree (``vito.pretrain.loop.agree_on_stop``), so every rank stops after the same step.
+
+Who receives the signal: ``scancel``, SLURM's ``--signal=USR1@120``, Kubernetes, torchrun and Ctrl-C often
+signal the whole *process group*, DataLoader workers included. A worker that dies takes the run down with
+it (PyTorch raises in the main process when a worker exits), so workers ignore these signals
+(:func:`ignore_stop_signals_in_worker`) and leave the decision to the main process, which shuts them down
+normally when the loop ends. Workers are forked with the signals blocked (:func:`blocked`), so none can
+arrive in the instant between a worker's start and its ``worker_init_fn``.
+
+Exit status: 128 + the signal number, as a shell reports a process killed by that signal, so that a
+scheduler never mistakes a stopped run for a finished one: SIGTERM -> 143, SIGINT -> 130, and SIGUSR1
+(an early warning, "stop soon") -> 143 like SIGTERM. A second SIGINT (Ctrl-C twice) stops at once, without
+a checkpoint (a save cut short leaves the previous one intact).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import multiprocessing
+import multiprocessing.util  # registers multiprocessing's exit handler, which must run after ours (below)
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+def exit_status(signal_name: str) -> int:
+    """The process exit status of a run stopped by ``signal_name`` ("SIGTERM", "SIGINT", "SIGUSR1")."""
+    signum = signal.Signals[signal_name]
+    if signum == signal.SIGUSR1:
+        signum = signal.SIGTERM
+    return 128 + int(signum)
+
+
+def ignore_stop_signals_in_worker(worker_id: int | None = None) -> None:
+    """DataLoader ``worker_init_fn`` piece: this worker ignores stop signals (the main process decides).
+
+    Also unblocks them again (a worker starts with them blocked, see :func:`blocked`); a signal that arrived
+    while blocked is discarded, being ignored.
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def _kill_workers_left_at_exit() -> None:
+    """At exit, multiprocessing stops daemonic children (DataLoader workers) with SIGTERM and waits for them.
+    Ours ignore SIGTERM, so a loader that was not shut down (its iterator kept alive by the traceback of an
+    error raised in a worker) would make the process wait forever after printing the error. The workers hold
+    nothing that needs saving: kill them. Registered after multiprocessing's handler, so it runs before it."""
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    if children:  # torch's SIGCHLD handler would report the killed workers as a failure of the exiting process
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.kill()
+        child.join(timeout=5)
+
+
+atexit.register(_kill_workers_left_at_exit)
+
+
+@contextlib.contextmanager
+def blocked() -> Iterator[None]:
+    """Hold stop signals back (delivered on exit) while DataLoader workers are started by fork."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class StopSignal:
+    """While :meth:`installed`, SIGTERM, SIGINT and SIGUSR1 set ``requested`` (and ``name``) instead of killing."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.name: str | None = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if not self.requested:  # the first signal names the stop (SIGUSR1 then SIGTERM: still SIGUSR1)
+            self.requested, self.name = True, signal.Signals(signum).name
+        elif signum == signal.SIGINT:  # Ctrl-C twice: the user does not want to wait (schedulers never do this)
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopSignal]:
+        try:
+            previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        except ValueError:  # not the main thread: signals cannot be caught here
+            previous = {}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)

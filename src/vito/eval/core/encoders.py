@@ -1,0 +1,488 @@
+"""One interface for every encoder we evaluate: a vito run, an exported backbone, or an outside model.
+
+Why one interface: every evaluation (probes, DAVIS, UCF-101, human alignment) must treat VITO and its
+baselines identically, so the only thing an evaluation sees is an ``Encoder``: stage feature maps,
+a global-average-pooled embedding, VITO's attention maps when there are any, and the ImageNet head
+of an outside classifier when there is one.
+
+Stages are numbered like timm's ``feature_info`` (ResNet: 0 = stem, 1..4 = res2..res5) and may be
+negative (``-2`` = res4, ``-1`` = res5), as in the model config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from vito.config import config_from_dict
+from vito.engine.checkpoint import LAST, checkpoint_dir, load_checkpoint
+from vito.engine.precision import uses_bf16
+from vito.errors import VitoError
+from vito.models.backbones import backbone_state_dict
+from vito.models.external import SPEC_HELP, create_architecture, parse_spec, read_state_dict
+from vito.models.vito import VitoNetwork
+
+TORCHVISION_RESNET_STAGES = ["relu", "layer1", "layer2", "layer3", "layer4"]
+
+
+class Encoder(nn.Module):
+    """A frozen image encoder in eval mode: ``[B, 3, H, W]`` normalised images in, features out."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        library: str,
+        arch: str,
+        name: str = "",
+        classifier: nn.Module | None = None,
+        network: nn.Module | None = None,
+        fingerprint: str = "",
+        attention_pooling: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model  # the full timm/torchvision architecture (its head is unused by embed)
+        self.library = library
+        self.arch = arch
+        self.name = name or f"{library}:{arch}"  # for reports
+        self.classifier = classifier
+        self.network = network  # the VitoNetwork, for attention maps
+        # a vito run trained with average pooling (model.attention=false) has a network but no attention
+        self.attention_pooling = network is not None if attention_pooling is None else attention_pooling
+        self.fingerprint = fingerprint or self.name  # identifies architecture + weights, for feature caches
+        self.precision = "auto"  # inference precision (EncoderSpec.load resolves it: fp32 or bf16)
+        self.stage_names = _stage_module_names(model, library, arch)
+        self._extractors: dict[tuple[int, ...], nn.Module] = {}
+        self._unstrided: set[int] = set()  # stages whose stride was removed
+        self.eval().requires_grad_(False)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_names)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.stage_channels()[-1]
+
+    def stage_channels(self) -> list[int]:
+        """Output channels of every stage (probed once with a tiny image)."""
+        if not hasattr(self, "_channels"):
+            device = next(self.model.parameters()).device
+            with torch.no_grad():
+                maps = self.feature_maps(torch.zeros(1, 3, 64, 64, device=device), range(self.num_stages))
+            self._channels = [m.shape[1] for m in maps]
+        return self._channels
+
+    def resolve_stages(self, stages: Sequence[int]) -> list[int]:
+        """Negative stage numbers count from the end; out-of-range numbers are a user error."""
+        resolved = []
+        for stage in stages:
+            index = stage + self.num_stages if stage < 0 else stage
+            if not 0 <= index < self.num_stages:
+                raise VitoError(f"stage {stage} does not exist: {self.name} has stages 0..{self.num_stages - 1}")
+            resolved.append(index)
+        return resolved
+
+    def feature_maps(self, images: torch.Tensor, stages: Sequence[int] = (-1,)) -> list[torch.Tensor]:
+        """NCHW feature maps of the chosen stages, computing only as deep as the deepest one needs."""
+        indices = self.resolve_stages(list(stages))
+        wanted = sorted(set(indices))
+        if self.library == "timm":
+            maps = self.model.forward_intermediates(
+                images, indices=wanted, intermediates_only=True, stop_early=True
+            )
+        else:
+            maps = list(self._torchvision_extractor(tuple(wanted))(images).values())
+        by_stage = dict(zip(wanted, maps))
+        return [by_stage[i] for i in indices]
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, D]``: global average pool of the last stage (the linear-probe feature)."""
+        return self.feature_maps(images, [-1])[0].float().mean(dim=(2, 3))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embed(images)
+
+    def attention_maps(self, images: torch.Tensor) -> list[torch.Tensor] | None:
+        """VITO's attention-pooling weights per pooled stage, ``[B, h, w]`` each; None without attention pooling."""
+        if self.network is None or not self.attention_pooling:
+            return None
+        return list(self.network.attention_maps(images))
+
+    def stage_module(self, stage: int) -> nn.Module:
+        return self.model.get_submodule(self.stage_names[self.resolve_stages([stage])[0]])
+
+    def remove_stride(self, stage: int) -> None:
+        """Make ``stage`` keep its input resolution by setting its strided convs/pools to stride 1.
+
+        No dilation is added, exactly as VFS's test-time ``strides=(1, 2, 1, 1)``: res4 then has stride 8.
+        Calling it again for the same stage changes nothing.
+        """
+        index = self.resolve_stages([stage])[0]
+        if index in self._unstrided:
+            return
+        changed = 0
+        for module in self.stage_module(stage).modules():
+            if isinstance(module, (nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d)) and _stride_of(module) != (1, 1):
+                module.stride = (1, 1) if isinstance(module, nn.Conv2d) else 1
+                changed += 1
+        if changed == 0:
+            raise VitoError(f"stage {stage} of {self.name} has no strided layer to remove")
+        self._unstrided.add(index)
+        self._extractors.clear()
+        if hasattr(self, "_channels"):
+            del self._channels
+
+    def _torchvision_extractor(self, indices: tuple[int, ...]) -> nn.Module:
+        if indices not in self._extractors:
+            nodes = {self.stage_names[i]: str(i) for i in indices}
+            # batch norms stay leaves (any subclass, e.g. vito's CPU synchronised one, is not traced into); the
+            # extractor shares its modules with ``model``, so it takes the model's mode (``.eval()`` here would
+            # switch a fine-tuned model's batch norms to eval mode)
+            leaves = {"leaf_modules": [nn.modules.batchnorm._BatchNorm]}
+            extractor = create_feature_extractor(self.model, return_nodes=nodes, tracer_kwargs=leaves)
+            self._extractors[indices] = extractor.train(self.model.training)
+        return self._extractors[indices]
+
+
+def _stride_of(module: nn.Module) -> tuple[int, int]:
+    stride = module.stride
+    return tuple(stride) if isinstance(stride, (tuple, list)) else (stride, stride)
+
+
+def _stage_module_names(model: nn.Module, library: str, name: str) -> list[str]:
+    if library == "timm":
+        if not hasattr(model, "forward_intermediates") or not hasattr(model, "feature_info"):
+            raise VitoError(f"timm:{name} does not expose intermediate features; choose a CNN such as resnet50")
+        return [info["module"] for info in model.feature_info]
+    if all(hasattr(model, n) for n in TORCHVISION_RESNET_STAGES[1:]):
+        return list(TORCHVISION_RESNET_STAGES)
+    raise VitoError(f"torchvision:{name} is not a ResNet-family model; use timm:{name} for stage features")
+
+
+# --------------------------------------------------------------------------------------------------
+# Fine-tuning (dense transfer): a trainable copy of an encoder, optionally with a dilated last stage
+
+
+class TrainableBackbone(nn.Module):
+    """A trainable copy of an ``Encoder``'s network that returns the feature maps of ``stages``.
+
+    Why a copy: every fine-tune of a learning-rate sweep or a seed starts from the same pretrained weights,
+    and the frozen ``Encoder`` stays as it was. The copy has no classifier head and no VITO pooling (they take
+    no part in dense prediction, and unused trainable parameters would break DDP). ``dilation`` > 1 makes
+    the last stage keep its input resolution with dilated convolutions instead (DeepLab / torchvision's
+    ``replace_stride_with_dilation``): its strided layers get stride 1, every other k×k convolution of
+    the stage dilation ``dilation``, so a ResNet's res5 runs at stride 16 ("conv5 dilation 2").
+    """
+
+    def __init__(self, encoder: Encoder, stages: Sequence[int], dilation: int = 1) -> None:
+        super().__init__()
+        model = copy.deepcopy(encoder.model)
+        if encoder.library == "timm":
+            model.reset_classifier(0)
+        elif hasattr(model, "fc"):
+            model.fc = nn.Identity()
+        self.encoder = Encoder(model, encoder.library, encoder.arch, encoder.name, fingerprint=encoder.fingerprint)
+        self.stages = self.encoder.resolve_stages(stages)
+        if dilation > 1:
+            _dilate_stage(self.encoder, self.encoder.num_stages - 1, dilation)
+        self.dilation = dilation
+        self.channels = [self.encoder.stage_channels()[i] for i in self.stages]
+        self.input_multiple = input_multiple(model)
+        self.encoder.requires_grad_(True)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.encoder.feature_maps(images, self.stages)
+
+
+def input_multiple(model: nn.Module) -> int:
+    """What an input's height and width must be multiples of: the patch size of a patch-embedding transformer
+    (Swin, ViT: timm asserts it), 1 for a convolutional network (any size runs)."""
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", 1)
+    return int(max(patch)) if isinstance(patch, (tuple, list)) else int(patch)
+
+
+def _dilate_stage(encoder: Encoder, stage: int, dilation: int) -> None:
+    strided = 0
+    for module in encoder.stage_module(stage).modules():
+        if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)) and _stride_of(module) != (1, 1):
+            module.stride, strided = 1, strided + 1
+        elif isinstance(module, nn.Conv2d) and _stride_of(module) != (1, 1):
+            module.stride, strided = (1, 1), strided + 1  # the first block's strided conv keeps dilation 1
+        elif isinstance(module, nn.Conv2d) and max(module.kernel_size) > 1:
+            module.dilation = (dilation, dilation)
+            module.padding = tuple(dilation * (k - 1) // 2 for k in module.kernel_size)
+    if strided == 0:
+        raise VitoError(f"the last stage of {encoder.name} has no strided layer to replace by dilation")
+    encoder._extractors.clear()
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+RANDOM_INIT_SEED = 0  # random-init baselines are the same network in every run (and so can share feature caches)
+
+
+def load_encoder(spec: str | Path, weights: str | Path | None = None, device: str | torch.device = "cpu") -> Encoder:
+    """An ``Encoder`` from a vito run folder/checkpoint, an exported file, or ``timm:NAME``/``torchvision:NAME``.
+
+    ``weights`` is only for ``timm:``/``torchvision:`` specs; without it the architecture keeps a random
+    initialisation drawn with a fixed seed (a reproducible baseline). Weights that do not fit the
+    architecture raise ``VitoError``.
+    """
+    text = str(spec)
+    if text.startswith(("timm:", "torchvision:")):
+        encoder = _load_outside_model(text, weights)
+    else:
+        path = Path(text)
+        if weights is not None:
+            raise VitoError("--weights is only used with timm:NAME or torchvision:NAME encoders")
+        if not path.exists():
+            raise VitoError(f"encoder {text!r} is neither timm:/torchvision:NAME nor an existing file or folder")
+        sidecar = Path(f"{path}.json")
+        if path.is_file() and sidecar.is_file():
+            encoder = _load_exported(path, sidecar)
+        else:
+            encoder = _load_vito_checkpoint(path)
+    return encoder.to(device)
+
+
+def _fingerprint(*parts: Any) -> str:
+    text = "|".join(str(p) for p in parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_identity(path: str | Path) -> str:
+    stat = Path(path).stat()
+    return f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _head_of(model: nn.Module, library: str) -> nn.Module | None:
+    head = model.get_classifier() if library == "timm" else getattr(model, "fc", None)
+    return head if isinstance(head, nn.Linear) else None
+
+
+def _load_outside_model(spec: str, weights: str | Path | None) -> Encoder:
+    library, name = parse_spec(spec)
+    with torch.random.fork_rng(devices=[]):  # a seeded init that leaves the caller's random stream alone
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = create_architecture(spec)
+    if weights is not None:
+        _load_strict(model, read_state_dict(weights), f"weights in {weights}", spec)
+    label = f"{spec} ({Path(weights).name})" if weights is not None else f"{spec} (random init)"
+    return Encoder(
+        model, library, name, label, classifier=_head_of(model, library), fingerprint=encoder_fingerprint(spec, weights)
+    )
+
+
+def _load_exported(path: Path, sidecar: Path) -> Encoder:
+    """An exported backbone: a plain state dict plus ``{"library", "name", "format"}`` in ``FILE.json``."""
+    try:
+        info = json.loads(sidecar.read_text())
+        name, fmt = info["name"], info.get("format", info["library"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise VitoError(f"{sidecar} must be JSON with 'library', 'name' and 'format': {error}") from error
+    if fmt not in ("timm", "torchvision"):
+        raise VitoError(f"{path} is a {fmt} export; evaluate the run folder or a timm/torchvision export instead")
+    spec = f"{fmt}:{name}"  # the format says whose key layout (and so whose architecture) the file has
+    model = create_architecture(spec)
+    state = read_state_dict(path)
+    head = _head_of(model, parse_spec(spec)[0])
+    head_keys = [k for k in state if k.startswith(_head_prefix(model, spec))]
+    has_head = any(bool(state[k].any()) for k in head_keys)  # vito exports carry an all-zero head
+    _load_strict(model, state, f"exported weights {path}", spec, allow_missing_head=not head_keys)
+    return Encoder(
+        model, parse_spec(spec)[0], name, f"{spec} ({path.name})", classifier=head if has_head else None,
+        fingerprint=encoder_fingerprint(path),
+    )
+
+
+def _head_prefix(model: nn.Module, spec: str) -> str:
+    library, _ = parse_spec(spec)
+    if library == "timm":
+        head = model.get_classifier()
+        for name, module in model.named_modules():
+            if module is head:
+                return name + "."
+    return "fc."
+
+
+def _load_strict(
+    model: nn.Module, state: dict[str, torch.Tensor], what: str, spec: str, allow_missing_head: bool = False
+) -> None:
+    """Load ``state``; only a missing classifier head is tolerated (and only when asked)."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatch
+        raise VitoError(f"{what} do not fit {spec}: {error}") from error
+    prefix = _head_prefix(model, spec)
+    tolerated = [k for k in missing if allow_missing_head and k.startswith(prefix)]
+    missing = [k for k in missing if k not in tolerated]
+    if missing or unexpected:
+        raise VitoError(
+            f"{what} do not fit {spec}: {len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+        )
+
+
+def _load_vito_checkpoint(path: Path) -> Encoder:
+    """The online encoder of a vito run: its backbone as a full timm model, plus the network for attention."""
+    checkpoint = load_checkpoint(path)  # checks the format
+    config = config_from_dict(checkpoint["config"])
+    network = VitoNetwork(config.model)
+    online = {k[len("online."):]: v for k, v in checkpoint["model"].items() if k.startswith("online.")}
+    try:
+        network.load_state_dict(online, strict=True)
+    except RuntimeError as error:
+        raise VitoError(f"checkpoint {path} does not fit model {config.model.backbone}: {error}") from error
+    spec = f"timm:{config.model.backbone}"
+    model = create_architecture(spec)
+    _load_strict(model, backbone_state_dict(network.backbone, "timm"), f"backbone of {path}", spec)
+    step = checkpoint.get("step", 0)
+    fingerprint = encoder_fingerprint(path)
+    label = f"vito {config.model.backbone} step {step} ({path})"
+    return Encoder(model, "timm", config.model.backbone, label, network=network.eval(), fingerprint=fingerprint,
+                   attention_pooling=config.model.attention)
+
+
+
+# --------------------------------------------------------------------------------------------------
+# Inference precision
+
+
+@contextlib.contextmanager
+def inference_mode(device: torch.device | str, precision: str = "auto") -> Iterator[None]:
+    """``torch.inference_mode`` with bf16 autocast where ``precision`` asks for it (``auto``: CUDA with bf16)."""
+    device = torch.device(device)
+    enabled = uses_bf16(device, precision)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled):
+        yield
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """``auto`` = CUDA when available, else CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+# --------------------------------------------------------------------------------------------------
+# The one encoder argument path: --encoder/--weights/--random-init/--device/--precision
+
+ENCODER_HELP = (
+    "a vito run folder or checkpoint (.pt), an exported backbone file, or "
+    f"{SPEC_HELP} together with --weights FILE (or --random-init)"
+)
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+def is_outside(spec: str | Path) -> bool:
+    return str(spec).startswith(("timm:", "torchvision:"))
+
+
+@dataclass
+class EncoderSpec:
+    """What names an encoder on the command line and in a suite file; ``check`` holds the random-init rule.
+
+    An outside architecture (``timm:``/``torchvision:``) without ``--weights`` is only evaluated with an
+    explicit ``--random-init``: a silently random network would be scored as if it were a model.
+    """
+
+    encoder: str
+    weights: Path | None = None
+    random_init: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+
+    def check(self) -> None:
+        outside = is_outside(self.encoder)
+        if self.random_init and (not outside or self.weights is not None):
+            raise VitoError("--random-init is for a timm:NAME / torchvision:NAME encoder given without --weights")
+        if outside and self.weights is None and not self.random_init:
+            raise VitoError(f"{self.encoder} needs --weights FILE (or --random-init for a randomly initialised "
+                            "baseline)")
+        if not outside and self.weights is not None:
+            raise VitoError("--weights is only used with timm:NAME or torchvision:NAME encoders")
+        if self.precision not in PRECISIONS:
+            raise VitoError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+    def load(self) -> Encoder:
+        """The checked encoder on its device, with its inference precision attached."""
+        self.check()
+        device = pick_device(self.device)
+        encoder = load_encoder(self.encoder, weights=self.weights, device=device)
+        encoder.precision = resolve_precision(self.precision, device)
+        return encoder
+
+    def identity(self) -> str:
+        """Architecture + weights fingerprint without building the network (the feature cache's rule)."""
+        self.check()
+        return encoder_fingerprint(self.encoder, self.weights)
+
+    def describe(self) -> dict[str, Any]:
+        return {"spec": str(self.encoder), "weights": str(self.weights) if self.weights else None,
+                "random_init": self.random_init, "identity": self.identity(), "precision": self.precision}
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "EncoderSpec":
+        return cls(str(args.encoder), args.weights, args.random_init, args.device, args.precision)
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any]) -> "EncoderSpec":
+        """From a suite file entry: ``{encoder, weights?, random_init?, device?, precision?}`` (dashes allowed)."""
+        values = {str(k).replace("-", "_"): v for k, v in mapping.items()}
+        unknown = sorted(set(values) - {"encoder", "weights", "random_init", "device", "precision"})
+        if unknown:
+            raise VitoError(f"unknown encoder option(s) {', '.join(unknown)}")
+        if "encoder" not in values:
+            raise VitoError("an encoder entry needs 'encoder'")
+        weights = values.get("weights")
+        return cls(str(values["encoder"]), Path(weights) if weights else None, bool(values.get("random_init", False)),
+                   str(values.get("device", "auto")), str(values.get("precision", "auto")))
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--encoder --weights --random-init --device --precision``: the same five options on every command."""
+    parser.add_argument("--encoder", required=required, default=None, help=ENCODER_HELP)
+    parser.add_argument("--weights", type=Path, default=None, help="local weights file for a timm:/torchvision: encoder")
+    parser.add_argument("--random-init", action="store_true",
+                        help="evaluate a timm:/torchvision: encoder at its (seeded) random initialisation, no --weights")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="inference precision: auto (bf16 on CUDA with bf16 support, else fp32), fp32, bf16")
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``auto`` → bf16 on CUDA with bf16 support, else fp32; an explicit choice is kept."""
+    if precision == "auto":
+        return "bf16" if uses_bf16(device) else "fp32"
+    return precision
+
+
+def encoder_fingerprint(spec: str | Path, weights: str | Path | None = None) -> str:
+    """Identity of architecture + weights: the file's path, size and mtime, or the random-init seed."""
+    text = str(spec)
+    if is_outside(text):
+        identity = _file_identity(weights) if weights is not None else f"random-init seed {RANDOM_INIT_SEED}"
+        return _fingerprint(text, identity)
+    path = Path(text)
+    if not path.exists():
+        raise VitoError(f"encoder {text!r} is neither timm:/torchvision:NAME nor an existing file or folder")
+    sidecar = Path(f"{path}.json")
+    if path.is_file() and sidecar.is_file():
+        info = json.loads(sidecar.read_text())
+        return _fingerprint(f"{info.get('format', info.get('library'))}:{info.get('name')}", _file_identity(path))
+    checkpoint = path if path.is_file() else checkpoint_dir(path) / LAST
+    return _fingerprint("vito", _file_identity(checkpoint))

@@ -1,0 +1,48 @@
+"""Paper Table 3 as a picture: accuracy difference and consistency with people, one row per decision maker.
+
+Pure drawing: the caller (``vito.eval.human.model_vs_human``) passes the row labels, column titles and formatted cells, the
+humans' reference row included. Column titles are wrapped so that long ones never overlap their neighbours.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from vito.viz.figures import save_figure  # noqa: E402
+
+HEADER_WIDTH = 14  # characters per line of a column title
+
+
+def consistency_table_figure(row_labels: Sequence[str], column_titles: Sequence[str],
+                             cells: Sequence[Sequence[str]]) -> Figure:
+    """The table of pre-formatted cells (one row per decision maker) as a matplotlib figure."""
+    titles = [textwrap.fill(t, HEADER_WIDTH) for t in column_titles]
+    labels = [textwrap.fill(label, 36) for label in row_labels]
+    header_lines = max(t.count("\n") + 1 for t in titles)
+    label_width = max(len(line) for label in labels for line in label.split("\n"))
+    width = 1.25 * len(titles) + 0.085 * label_width + 0.5
+    figure, axis = plt.subplots(figsize=(width, 0.42 * (len(cells) + header_lines + 1)))
+    axis.axis("off")
+    table = axis.table(cellText=[list(row) for row in cells], rowLabels=labels, colLabels=titles, loc="center",
+                       cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.scale(1.0, 1.5)
+    for (row, _), cell in table.get_celld().items():
+        if row == 0:
+            cell.set_height(cell.get_height() * header_lines)
+    return figure
+
+
+def plot_consistency_table(row_labels: Sequence[str], column_titles: Sequence[str], cells: Sequence[Sequence[str]],
+                           out: str | Path) -> Path:
+    """Render the table as a PNG at ``out``."""
+    return save_figure(consistency_table_figure(row_labels, column_titles, cells), out, dpi=150, tight=True)

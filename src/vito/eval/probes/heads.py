@@ -1,0 +1,229 @@
+"""Classifiers on frozen features: weighted kNN (DINO) and the linear probe (BYOL protocol, VITO's sweep).
+
+Both read cached features (``vito.eval.core.features``), so the learning-rate sweep costs seconds, not
+forward passes. A trained linear head is saved as ``{"weight", "bias", "meta"}``; other evaluations
+(human alignment, robustness) load it with ``load_linear_head`` and apply it to ``Encoder.embed``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from vito.errors import VitoError
+from vito.io import atomic_write
+
+LINEAR_LRS = (0.4, 0.3, 0.2, 0.1, 0.05)  # VITO's sweep (paper appendix), base lr for batch 256
+
+
+# --------------------------------------------------------------------------------------------------
+# Weighted kNN (docs/metrics.md, kNN)
+
+
+@torch.no_grad()
+def knn_scores(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """``[N_test, C]`` class scores: the k most cosine-similar training points vote with ``exp(sim / T)``.
+
+    Scores are normalised to sum to one per test point (the argmax is DINO's prediction).
+    """
+    train = F.normalize(train_features.float(), dim=1)
+    test = F.normalize(test_features.float(), dim=1)
+    k = min(k, train.shape[0])
+    scores = []
+    for start in range(0, test.shape[0], chunk):
+        similarity = test[start : start + chunk] @ train.T
+        top_sim, top_idx = similarity.topk(k, dim=1)
+        votes = torch.zeros(top_sim.shape[0], num_classes)
+        # subtracting the row maximum leaves the normalised scores unchanged and avoids overflow
+        weights = torch.exp((top_sim - top_sim[:, :1]) / temperature)
+        votes.scatter_add_(1, train_labels[top_idx].long(), weights)
+        scores.append(votes / votes.sum(dim=1, keepdim=True))
+    return torch.cat(scores)
+
+
+def knn_classify(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> torch.Tensor:
+    """Predicted class per test point (docs/metrics.md, kNN)."""
+    return knn_scores(train_features, train_labels, test_features, num_classes, k, temperature).argmax(dim=1)
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """Top-k accuracies (fractions) for each k that does not exceed the number of classes."""
+    result = {}
+    for k in ks:
+        if k <= scores.shape[1]:
+            top = scores.topk(k, dim=1).indices
+            result[f"top{k}"] = (top == labels[:, None]).any(dim=1).float().mean().item()
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Linear probe (docs/metrics.md, linear probe)
+
+
+@dataclass
+class LinearProbeSettings:
+    lrs: Sequence[float] = LINEAR_LRS
+    epochs: int = 80
+    batch_size: int = 1024
+    momentum: float = 0.9
+    holdout_fraction: float = 0.0  # > 0: choose the lr on a held-out part of train, not on the test set
+    seed: int = 0
+
+
+@dataclass
+class LinearProbeResult:
+    best_lr: float
+    sweep: dict[float, float]  # base lr -> selection accuracy
+    selection: str  # where the lr was chosen: "holdout" or "val"
+    val_metrics: dict[str, float]
+    head: nn.Linear
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def new_head(dim: int, num_classes: int, generator: torch.Generator) -> nn.Linear:
+    """A linear head initialised N(0, 0.01) with zero bias, drawn from ``generator`` (the same head every run)."""
+    head = nn.Linear(dim, num_classes)
+    with torch.no_grad():
+        head.weight.normal_(0, 0.01, generator=generator)
+        head.bias.zero_()
+    return head
+
+
+def head_optimizer(head: nn.Linear, base_lr: float, batch_size: int, momentum: float,
+                   total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD with Nesterov momentum, no weight decay, ``lr = base_lr · batch / 256``, cosine decay to 0."""
+    optimizer = torch.optim.SGD(head.parameters(), lr=base_lr * batch_size / 256, momentum=momentum, nesterov=True,
+                                weight_decay=0.0)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+
+
+def fit_linear_head(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    base_lr: float,
+    epochs: int = 80,
+    batch_size: int = 1024,
+    momentum: float = 0.9,
+    seed: int = 0,
+) -> nn.Linear:
+    """Train a head on fixed features (the fast path): SGD as ``head_optimizer``, reshuffled every epoch."""
+    generator = torch.Generator().manual_seed(seed)
+    head = new_head(features.shape[1], num_classes, generator)
+    batch_size = min(batch_size, features.shape[0])
+    steps_per_epoch = math.ceil(features.shape[0] / batch_size)
+    optimizer, schedule = head_optimizer(head, base_lr, batch_size, momentum, epochs * steps_per_epoch)
+    for _ in range(epochs):
+        order = torch.randperm(features.shape[0], generator=generator)
+        for start in range(0, features.shape[0], batch_size):
+            index = order[start : start + batch_size]
+            loss = F.cross_entropy(head(features[index]), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return head.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def evaluate_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    return topk_accuracy(head(features.float()).softmax(dim=1), labels)
+
+
+def train_linear_probe(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_features: torch.Tensor,
+    val_labels: torch.Tensor,
+    num_classes: int,
+    settings: LinearProbeSettings | None = None,
+) -> LinearProbeResult:
+    """Sweep the base lr, pick the best, and train the final head on the whole training set.
+
+    With ``holdout_fraction > 0`` the lr is chosen on a random held-out part of the training set (BYOL);
+    otherwise on the validation set (as the paper states: "best picked on validation").
+    """
+    settings = settings or LinearProbeSettings()
+    train_features, val_features = train_features.float(), val_features.float()
+    if settings.holdout_fraction > 0:
+        order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(settings.seed))
+        n_hold = max(1, int(round(settings.holdout_fraction * len(order))))
+        hold, fit = order[:n_hold], order[n_hold:]
+        if len(fit) == 0:
+            raise VitoError("the held-out fraction leaves no training images")
+        sel_train = (train_features[fit], train_labels[fit])
+        sel_eval = (train_features[hold], train_labels[hold])
+        selection = "holdout"
+    else:
+        sel_train, sel_eval, selection = (train_features, train_labels), (val_features, val_labels), "val"
+    sweep = {}
+    for lr in tqdm(list(settings.lrs), desc="linear probe lr sweep", unit="lr"):
+        head = fit_linear_head(*sel_train, num_classes, lr, settings.epochs, settings.batch_size,
+                               settings.momentum, settings.seed)
+        sweep[lr] = evaluate_head(head, *sel_eval)["top1"]
+    best_lr = max(sweep, key=lambda lr: (sweep[lr], -lr))  # ties: the smaller lr
+    head = fit_linear_head(train_features, train_labels, num_classes, best_lr, settings.epochs,
+                           settings.batch_size, settings.momentum, settings.seed)
+    return LinearProbeResult(
+        best_lr=best_lr,
+        sweep=sweep,
+        selection=selection,
+        val_metrics=evaluate_head(head, val_features, val_labels),
+        head=head,
+        settings={"lrs": list(settings.lrs), "epochs": settings.epochs, "batch_size": settings.batch_size,
+                  "momentum": settings.momentum, "nesterov": True, "weight_decay": 0.0,
+                  "holdout_fraction": settings.holdout_fraction, "seed": settings.seed},
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Saving and loading heads
+
+
+def save_linear_head(path: str | Path, head: nn.Linear, meta: dict[str, Any] | None = None) -> None:
+    """Write ``{"weight", "bias", "meta"}`` atomically (``meta``: classes, encoder, lr... plain values)."""
+    state = {"weight": head.weight.detach().cpu().clone(), "bias": head.bias.detach().cpu().clone(),
+             "meta": dict(meta or {})}
+    with atomic_write(path, "wb") as handle:
+        torch.save(state, handle)
+
+
+def load_linear_head(path: str | Path) -> nn.Linear:
+    """The saved head as an ``nn.Linear`` in eval mode; its ``meta`` dict is attached as ``head.meta``."""
+    path = Path(path)
+    if not path.is_file():
+        raise VitoError(f"linear head not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        weight, bias = state["weight"], state["bias"]
+    except Exception as error:  # unreadable file or wrong layout
+        raise VitoError(f"{path} is not a linear head saved by vito (weight, bias, meta): {error}") from error
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    head.meta = state.get("meta", {})
+    return head.eval().requires_grad_(False)

@@ -1,0 +1,81 @@
+"""`vito eval knn`: weighted kNN classification on frozen features (DINO protocol, docs/metrics.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vito.errors import VitoError
+from vito.eval.core.base import Coverage, Evaluation, Metric, Result, register
+from vito.eval.core.encoders import Encoder
+from vito.eval.core.features import FeatureSet, cached_features
+from vito.eval.probes.heads import knn_scores, topk_accuracy
+
+DINO_KS = (10, 20, 100, 200)  # the k values DINO reports
+HEADLINE_K = 20  # DINO's headline number
+
+
+@dataclass
+class ImageFolderPair:
+    """Two ImageFolders with the same classes and how to read them (shared by kNN and the linear probe)."""
+
+    train: Path = field(metadata={"help": "ImageFolder of training images (root/<class>/<img>)"})
+    val: Path = field(metadata={"help": "ImageFolder of validation images, same classes"})
+    image_size: int = field(default=224, metadata={"help": "side after the 224/256 centre crop"})
+    batch_size: int = field(default=64, metadata={"help": "images per forward pass"})
+    num_workers: int = field(default=4, metadata={"help": "image-decoding worker processes"})
+    cache_dir: Path | None = field(default=None, metadata={"help": "feature cache (default: OUT/features)"})
+
+
+def feature_pair(encoder: Encoder, settings: ImageFolderPair, out_dir: Path) -> tuple[FeatureSet, FeatureSet]:
+    """Cached features of train and val; different class folders are a user error."""
+    cache = settings.cache_dir if settings.cache_dir is not None else Path(out_dir) / "features"
+    kwargs = {"image_size": settings.image_size, "batch_size": settings.batch_size,
+              "num_workers": settings.num_workers}
+    train = cached_features(encoder, settings.train, cache, **kwargs)
+    val = cached_features(encoder, settings.val, cache, **kwargs)
+    if train.classes != val.classes:
+        raise VitoError(f"{settings.train} and {settings.val} have different class folders")
+    return train, val
+
+
+def image_coverage(train: FeatureSet, val: FeatureSet) -> tuple[Coverage, list[tuple[str, str]]]:
+    """Readable images of train + val out of all listed, and the skipped ones with their reasons."""
+    skipped = [*train.skipped, *val.skipped]
+    used = len(train.paths) + len(val.paths)
+    note = f"{len(train.paths)} train + {len(val.paths)} val images, {len(train.classes)} classes"
+    return Coverage(used, used + len(skipped), note), skipped
+
+
+@dataclass
+class KnnSettings(ImageFolderPair):
+    k: list[int] = field(default_factory=lambda: list(DINO_KS),
+                         metadata={"help": "neighbours; several values are all reported (DINO: 10 20 100 200)"})
+    temperature: float = field(default=0.07, metadata={"help": "vote weight exp(sim / T)"})
+
+
+@register
+class Knn(Evaluation):
+    name = "knn"
+    Settings = KnnSettings
+    group = "scene"
+    help = "weighted kNN classification on frozen features (DINO protocol)"
+
+    def run(self, encoder: Encoder, settings: KnnSettings, out_dir: Path) -> Result:
+        if not settings.k or min(settings.k) < 1:
+            raise VitoError(f"--k needs positive neighbour counts, got {settings.k}")
+        train, val = feature_pair(encoder, settings, out_dir)
+        metrics, rows = {}, []
+        for k in settings.k:
+            scores = knn_scores(train.features, train.labels, val.features, len(train.classes), k,
+                                settings.temperature)
+            accuracy = topk_accuracy(scores, val.labels)
+            rows.append({"k": k, **accuracy})
+            for name, value in accuracy.items():
+                metrics[f"{name}_k{k}"] = Metric(value, "proportion", f"{name.replace('top', 'top-')} (k={k})")
+        headline = HEADLINE_K if HEADLINE_K in settings.k else settings.k[0]
+        metrics = {"top1": Metric(metrics[f"top1_k{headline}"].value, "proportion", f"top-1 (k={headline})"),
+                   **metrics}
+        coverage, skipped = image_coverage(train, val)
+        return Result(self.name, metrics, {"headline_k": headline}, coverage, tables={"accuracy per k": rows},
+                      skipped=skipped)

@@ -1,0 +1,131 @@
+"""The reusable fine-tune loop: reuse, refusal, stop + resume bit-identical, non-finite loss."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from vito.engine import distributed
+from vito.engine.checkpoint import load_checkpoint
+from vito.engine.finetune import FinetuneSpec, finetune
+from vito.errors import VitoError
+
+CPU = distributed.Context(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+def _batches(start: int):
+    step = start
+    while True:
+        generator = torch.Generator().manual_seed(step)
+        yield {"x": torch.randn(8, 4, generator=generator), "y": torch.randn(8, 1, generator=generator),
+               "skipped": [("bad.jpg", "broken")] if step == 1 else []}
+        step += 1
+
+
+def _job(stop_at: int | None = None, scale: float = 1.0):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    calls = []
+
+    def loss_fn(net, batch):
+        calls.append(1)
+        if stop_at is not None and len(calls) == stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-step: the loop finishes it, saves and stops
+        return {"loss": scale * nn.functional.mse_loss(net(batch["x"]), batch["y"])}
+
+    return model, optimizer, loss_fn, calls
+
+
+def _spec(**config) -> FinetuneSpec:
+    return FinetuneSpec(format="vito-test/1", iterations=6, config={"lr": 0.1, **config}, checkpoint_every=4,
+                        log_every=1)
+
+
+def _run(tmp: Path, stop_at=None, resume=False, overwrite=False, scale=1.0, **config):
+    model, optimizer, loss_fn, calls = _job(stop_at, scale)
+    result = finetune(model, loss_fn, optimizer, lambda s: 0.1 * (0.5 if s >= 3 else 1.0), _batches, tmp, _spec(**config),
+                      CPU, resume=resume, overwrite=overwrite)
+    return result, model, calls
+
+
+def test_stop_then_resume_equals_the_uninterrupted_run(tmp_path: Path) -> None:
+    whole, reference, _ = _run(tmp_path / "whole")
+    assert whole.finished and whole.step == 6 and ("bad.jpg", "broken") in whole.skipped
+    stopped, _, calls = _run(tmp_path / "stopped", stop_at=2)
+    assert stopped.stopped_by == "SIGTERM" and stopped.step == 2 and not stopped.finished and len(calls) == 2
+    assert load_checkpoint(tmp_path / "stopped", expected_format="vito-test/1")["step"] == 2
+    with pytest.raises(VitoError, match="--resume"):
+        _run(tmp_path / "stopped")  # a fresh start into the stopped run's folder is refused
+    resumed, model, calls = _run(tmp_path / "stopped", resume=True)
+    assert resumed.finished and len(calls) == 4
+    for key, value in reference.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key
+    lines = (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and (tmp_path / "stopped" / "tb").is_dir()
+
+
+def test_finished_run_is_reused_and_other_settings_are_refused(tmp_path: Path) -> None:
+    _, trained, _ = _run(tmp_path)
+    again, model, calls = _run(tmp_path)
+    assert again.reused and calls == []
+    for key, value in trained.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key
+    with pytest.raises(VitoError, match=r"different settings \(lr\).*--overwrite"):
+        _run(tmp_path, lr=0.2)
+    replaced, _, calls = _run(tmp_path, overwrite=True, lr=0.2)
+    assert not replaced.reused and len(calls) == 6
+    assert load_checkpoint(tmp_path, expected_format="vito-test/1")["config"]["lr"] == 0.2
+
+
+def test_non_finite_loss_names_the_last_good_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(VitoError, match="non-finite loss at step 0.*none"):
+        _run(tmp_path, scale=float("nan"))
+    with pytest.raises(VitoError, match="--resume"):  # the failed run's folder is not taken silently
+        _run(tmp_path)
+    resumed, _, calls = _run(tmp_path, resume=True)  # nothing was checkpointed: it starts from step 0
+    assert resumed.finished and len(calls) == 6
+
+
+WORKER_FAILS = """
+import sys
+import torch
+from torch.utils.data import IterableDataset
+from vito.engine.finetune import make_loader
+
+
+class FailsAfterOneBatch(IterableDataset):
+    def __iter__(self):
+        yield {"x": torch.zeros(1)}
+        raise ValueError("bad data in a worker")
+
+
+def main() -> int:
+    batches = make_loader(FailsAfterOneBatch(), 2)
+    try:
+        for _ in batches:
+            pass
+    except ValueError:
+        return 2  # what the CLI does with an error: print it and return
+    return 0
+
+
+sys.exit(main())
+"""
+
+
+def test_an_error_raised_in_a_worker_ends_the_process_instead_of_hanging_at_exit(tmp_path: Path) -> None:
+    """Workers ignore SIGTERM; multiprocessing's exit handler stops leftover workers with SIGTERM and waits."""
+    script = tmp_path / "fails.py"
+    script.write_text(WORKER_FAILS)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 2, done.stderr
+    assert "Exception ignored" not in done.stderr and "killed by signal" not in done.stderr, done.stderr

@@ -1,0 +1,142 @@
+"""``vito eval segment --predictions``: scoring any method's masks in the shipped VOC / ADE20K layouts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.eval.dense.segmentation.layouts import ADE_IDS, build_ade20k, build_voc
+from vito.errors import DataError, VitoError
+from vito.eval.core.base import (
+    add_evaluation_commands,
+    read_result,
+    run_evaluation,
+    run_from_args,
+    settings_from_mapping,
+)
+from vito.eval.dense.segmentation.metrics import SegmentationAreas, segmentation_scores
+from vito.eval.dense.segmentation.segment import Segment
+
+OVERFIT = Path("segmentation/voc2012/predictions/overfit-2007_000033/fcn16s_epoch_200.png")
+
+
+def _score(tmp: Path, **settings) -> dict:
+    run_evaluation("segment", settings_from_mapping(Segment, settings), tmp / "out")
+    return json.loads((tmp / "out" / "result.json").read_text())
+
+
+def _voc_predictions(shared: Path, tmp: Path) -> Path:
+    pred = tmp / "pred"
+    pred.mkdir()
+    (pred / "2007_000033.png").symlink_to(shared / OVERFIT)
+    (pred / "2007_000129.png").symlink_to(shared / "segmentation/voc2012/SegmentationClass/2007_000129.png")
+    return pred
+
+
+def test_voc_scoring_equals_accumulating_the_files_directly(shared_data: Path, tmp_path: Path) -> None:
+    root = build_voc(shared_data, tmp_path)
+    data = _score(tmp_path, dataset="voc", root=root, predictions=_voc_predictions(shared_data, tmp_path))
+    areas = SegmentationAreas(21)
+    areas.update(np.asarray(Image.open(shared_data / OVERFIT)),
+                 np.asarray(Image.open(shared_data / "segmentation/voc2012/SegmentationClass/2007_000033.png")))
+    gt = np.asarray(Image.open(shared_data / "segmentation/voc2012/SegmentationClass/2007_000129.png"))
+    areas.update(gt, gt)  # the 255 pixels of a mask used as its own prediction are ignored anyway
+    expected = segmentation_scores(areas)
+    assert data["metrics"]["mIoU"]["value"] == expected.miou  # unrounded, exactly
+    assert data["metrics"]["aAcc"]["value"] == expected.aacc and data["metrics"]["mAcc"]["value"] == expected.macc
+    assert "devkit_mIoU" not in data["metrics"] and data["metrics"]["out_of_range_pixels"]["value"] == 0
+    assert data["coverage"] == {"used": 2, "expected": 2, "note": "images with a readable mask and prediction",
+                                "training_skipped": 0, "partial": False}
+    rows = data["tables"]["per_class"]
+    assert len(rows) == 21 and rows[1]["name"] == "aeroplane" and rows[15]["iou"] == 1.0 and rows[3]["iou"] is None
+    assert "mIoU" in (tmp_path / "out" / "result.md").read_text()
+
+
+def test_missing_broken_and_wrongly_sized_files_are_skipped_listed_counted(shared_data: Path, tmp_path: Path) -> None:
+    ids = ("2007_000033", "2007_000129", "2007_999999", "2008_000001")
+    root = build_voc(shared_data, tmp_path, splits={"val": ids})
+    pred = _voc_predictions(shared_data, tmp_path)
+    (pred / "2007_000129.png").unlink()
+    Image.new("L", (10, 10)).save(pred / "2007_000129.png")  # wrong size
+    (root / "VOC2012" / "SegmentationClass" / "2008_000001.png").write_bytes(b"not a png")  # broken ground truth
+    Image.new("L", (10, 10)).save(pred / "2008_000001.png")
+    data = _score(tmp_path, dataset="voc", root=root, predictions=pred)
+    assert data["coverage"]["used"] == 1 and data["coverage"]["expected"] == 4 and data["coverage"]["partial"]
+    reasons = dict(data["skipped"])
+    assert "10x10" in reasons["2007_000129"] and "334x500" in reasons["2007_000129"]
+    assert "does not exist" in reasons["2007_999999"] and "cannot be decoded" in reasons["2008_000001"]
+    assert "PARTIAL" in (tmp_path / "out" / "result.md").read_text()
+
+
+def test_nothing_scorable_empty_split_and_missing_predictions_are_errors(shared_data: Path, tmp_path: Path) -> None:
+    root = build_voc(shared_data, tmp_path, splits={"val": ("2007_000033",), "train": ()})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="could be scored"):
+        _score(tmp_path, dataset="voc", root=root, predictions=tmp_path / "empty")
+    with pytest.raises(DataError, match="empty"):
+        _score(tmp_path, dataset="voc", root=root, split="train", predictions=tmp_path / "empty")
+    with pytest.raises(VitoError, match="--predictions"):
+        _score(tmp_path, dataset="voc", root=root)
+    with pytest.raises(VitoError, match="not a folder"):
+        _score(tmp_path, dataset="voc", root=root, predictions=tmp_path / "absent")
+
+
+def test_ade20k_official_convention_needs_label_offset_1(shared_data: Path, tmp_path: Path) -> None:
+    base = build_ade20k(shared_data, tmp_path)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for i in ADE_IDS:  # the annotations themselves are perfect predictions in the 1..150 convention
+        (pred / f"{i}.png").symlink_to(shared_data / "segmentation/ade20k/annotations" / f"{i}.png")
+    official = _score(tmp_path / "a", dataset="ade20k", root=base, predictions=pred, label_offset=1)
+    assert official["metrics"]["mIoU"]["value"] == 1.0 and official["metrics"]["aAcc"]["value"] == 1.0
+    present = sum(1 for row in official["tables"]["per_class"] if row["label_area"] > 0)
+    assert official["metrics"]["devkit_mIoU"]["value"] == pytest.approx(present / 150)
+    assert official["tables"]["per_class"][0]["name"] == "wall"
+    shifted = _score(tmp_path / "b", dataset="ade20k", root=base, predictions=pred)  # read as 0..149: off by one
+    assert shifted["metrics"]["mIoU"]["value"] < 0.05
+
+
+def test_out_of_range_predictions_are_reported(shared_data: Path, tmp_path: Path) -> None:
+    root = build_voc(shared_data, tmp_path, splits={"val": ("2007_000033",)})
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    values = np.zeros((366, 500), dtype=np.uint8)
+    values[:10, :10] = 21
+    values[-1, -1] = 250
+    Image.fromarray(values, mode="L").save(pred / "2007_000033.png")
+    label = np.asarray(Image.open(shared_data / "segmentation/voc2012/SegmentationClass/2007_000033.png"))
+    evaluated = int((label[:10, :10] != 255).sum() + (label[-1, -1] != 255))
+    data = _score(tmp_path, dataset="voc", root=root, predictions=pred)
+    assert data["metrics"]["out_of_range_pixels"]["value"] == evaluated > 0
+    assert set(data["settings"]["out_of_range_values"]) <= {21, 250} and 21 in data["settings"]["out_of_range_values"]
+
+
+def test_command_line(shared_data: Path, tmp_path: Path) -> None:
+    root = build_voc(shared_data, tmp_path)
+    parser = argparse.ArgumentParser()
+    add_evaluation_commands(parser.add_subparsers(dest="evaluation"))
+    args = parser.parse_args(["segment", "--dataset", "voc", "--root", str(root), "--split", "val",
+                              "--predictions", str(_voc_predictions(shared_data, tmp_path)),
+                              "--out", str(tmp_path / "cli")])
+    result = run_from_args(args)
+    assert read_result(tmp_path / "cli").metrics["mIoU"].value == result.metrics["mIoU"].value > 0.5
+    with pytest.raises(SystemExit):
+        parser.parse_args(["segment", "--dataset", "coco", "--root", str(root), "--out", str(tmp_path)])
+
+
+def test_under_torchrun_only_rank_0_writes_the_result(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """Every process of a `torchrun ... vito eval` holds the same Result; one writes it (and prints its line)."""
+    root = build_voc(shared_data, tmp_path)
+    settings = settings_from_mapping(Segment, {"dataset": "voc", "root": root,
+                                               "predictions": _voc_predictions(shared_data, tmp_path)})
+    monkeypatch.setenv("RANK", "1")
+    result = run_evaluation("segment", settings, tmp_path / "rank1")
+    assert result.metrics["mIoU"].value is not None and not (tmp_path / "rank1").exists()
+    monkeypatch.setenv("RANK", "0")
+    assert run_evaluation("segment", settings, tmp_path / "rank0").metrics["mIoU"].value == result.metrics["mIoU"].value
+    assert (tmp_path / "rank0" / "result.json").is_file()
