@@ -9,22 +9,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from vito.errors import VitoError
+from vito.schema import SchemaError, parse_yaml, read_yaml
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigError(VitoError, ValueError):
-    """A config file or override is invalid; the message names the offending key."""
+ConfigError = SchemaError  # a config file or override is invalid; the message names the offending key
 
 
 @dataclass
@@ -146,74 +142,13 @@ def load_config(name_or_path: str | Path | None = None, overrides: typing.Sequen
     raw: dict[str, Any] = {}
     if name_or_path is not None:
         path = resolve_config_path(name_or_path)
-        loaded = parse_yaml(_read_text(path), str(path)) or {}
+        loaded = read_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         raw = with_added_keys(loaded)[0] if saved_run else loaded
     for item in overrides:
         _apply_override(raw, item)
     return config_from_dict(raw)
-
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error: PyYAML keeps the last
-    value silently, so a config or suite that names ``batch_size`` (or an encoder) twice would quietly drop
-    one of them."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, yaml.Mark] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *anchor": merged keys may be overridden
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                first = seen.setdefault(key, key_node.start_mark)
-            except TypeError:  # an unhashable key: the base class reports it
-                break
-            if first is not key_node.start_mark:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    f"duplicate key {key!r} (first given at line {first.line + 1})", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
-
-
-class _Loader(UniqueKeyLoader):
-    """YAML 1.1 as PyYAML reads it (each key once, see ``UniqueKeyLoader``), except that ``1e-5`` is a float
-    (YAML 1.2 and every user agree; 1.1 made it a string because its float pattern demands a dot)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                  |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
-                  |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
-                          f"{error.start}); save the config as UTF-8") from error
-
-
-def parse_yaml(text: str, where: str, loader: type[yaml.SafeLoader] | None = None) -> Any:
-    """YAML text -> Python values; a syntax error is a ConfigError naming the line (and tabs, a common cause).
-
-    ``loader``: another SafeLoader subclass than the config's (the report's suite files use ``UniqueKeyLoader``)."""
-    try:
-        return yaml.load(text, Loader=loader or _Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error)
-        hint = "; YAML does not allow tabs for indentation, use spaces" if "\t" in text and "\t" in str(error) else ""
-        raise ConfigError(f"{where}: not valid YAML{at}: {problem}{hint}") from error
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:

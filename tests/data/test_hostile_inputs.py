@@ -112,6 +112,6 @@ def test_yaml_merge_keys_still_work(tmp_path):
     assert load_config(tmp_path / "c.yaml").data.batch_size == 8
     import yaml
 
-    from vito.config import UniqueKeyLoader
+    from vito.schema import StrictLoader
 
-    assert yaml.load("a: &x {b: 1, c: 2}\nd:\n  <<: *x\n  b: 3\n", Loader=UniqueKeyLoader)["d"] == {"b": 3, "c": 2}
+    assert yaml.load("a: &x {b: 1, c: 2}\nd:\n  <<: *x\n  b: 3\n", Loader=StrictLoader)["d"] == {"b": 3, "c": 2}

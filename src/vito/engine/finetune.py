@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.tensorboard import SummaryWriter
@@ -42,6 +41,7 @@ from vito.engine.signals import StopSignal, blocked, ignore_stop_signals_in_work
 from vito.errors import VitoError
 from vito.io import atomic_write
 from vito.pretrain.loop import agree_on_stop  # every process stops after the same step, on the same signal
+from vito.schema import dump_yaml, read_yaml
 
 log = logging.getLogger("vito.finetune")
 
@@ -126,7 +126,7 @@ def finetune(
         state = load_checkpoint(run_dir, expected_format=spec.format) if resume and found is not None else None
         if context.is_main:
             with atomic_write(run_dir / CONFIG_FILE) as handle:
-                yaml.safe_dump(config, handle, sort_keys=True)
+                dump_yaml(config, handle, sort_keys=True)
         result = _train(model, loss_fn, optimizer, lr_at, batches, run_dir, spec, context, state)
         result.notes = folder.notes + result.notes
         return result
@@ -137,7 +137,7 @@ def _existing(run_dir: Path, config: dict[str, Any], spec: FinetuneSpec, overwri
     if overwrite or not holds_run(run_dir):
         return None
     saved_file = run_dir / CONFIG_FILE
-    saved = yaml.safe_load(saved_file.read_text()) if saved_file.is_file() else None
+    saved = read_yaml(saved_file) if saved_file.is_file() else None
     if saved != config:
         diff = sorted(k for k in set(saved or {}) | set(config) if (saved or {}).get(k) != config.get(k))
         raise VitoError(f"{run_dir} holds a {spec.description} with different settings ({', '.join(diff) or 'none'}"

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -49,6 +48,7 @@ from vito.engine.signals import StopSignal
 from vito.errors import VitoError
 from vito.io import atomic_write
 from vito.pretrain.feed import DeviceFeed, StepTimer
+from vito.schema import dump_yaml
 
 log = logging.getLogger("vito.train")
 
@@ -518,7 +518,7 @@ def _prepare_run_dir(run_dir: Path, config: Config, start_step: int) -> None:
 def _write_run_files(run_dir: Path, config: Config, start_step: int) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(run_dir / "config.yaml") as handle:
-        yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
+        dump_yaml(config.to_dict(), handle)
     metrics = run_dir / "metrics.jsonl"
     kept = []
     if start_step > 0 and metrics.is_file():

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vito.config import UniqueKeyLoader, parse_yaml
 from vito.errors import VitoError
 from vito.eval.core import base
 from vito.eval.core.encoders import EncoderSpec, is_outside
+from vito.schema import parse_yaml
 
 TOP_LEVEL_KEYS = ("encoders", "evaluations", "references", "columns")
 ENCODER_KEYS = ("encoder", "weights", "random_init", "classifier", "device", "precision")
@@ -79,7 +79,7 @@ def load_suite(path: str | Path) -> Suite:
     except (OSError, UnicodeDecodeError) as error:
         raise VitoError(f"cannot read suite {path}: {error}") from error
     # One line naming the line and column; a key given twice (two encoders of one name) is refused.
-    raw = parse_yaml(text, f"cannot read suite {path}", loader=UniqueKeyLoader)
+    raw = parse_yaml(text, f"cannot read suite {path}")
     if raw is None:
         raw = {}
     return parse_suite(raw, path)
