@@ -33,8 +33,8 @@ import torch
 from benchmarks.loop_vs_plain import comparison_lines, interleaved_rounds, machine, method_sentence, summary
 from vito.engine import distributed
 from vito.engine.finetune import FinetuneSpec, finetune
-from vito.eval.core.base import settings_from_mapping
 from vito.eval.core.encoders import load_encoder
+from vito.eval.core.registry import settings_from_mapping
 from vito.eval.dense.segmentation.augment import SegmentationBatches
 from vito.eval.dense.segmentation.data import open_dataset, read_image
 from vito.eval.dense.segmentation.recipe import (

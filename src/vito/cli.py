@@ -121,7 +121,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from vito.engine.distributed import launched_rank
     from vito.engine.finetune import FinetuneStopped
     from vito.engine.signals import exit_status
-    from vito.eval.core.base import run_from_args, summary_line
+    from vito.eval.core.result_writer import summary_line
+    from vito.eval.core.running import run_from_args
 
     try:
         result = run_from_args(args)
@@ -150,7 +151,7 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction, with_evaluations: 
     evals = evaluate.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
     evaluate.set_defaults(handler=_cmd_eval)
     if with_evaluations:
-        from vito.eval.core.base import add_evaluation_commands
+        from vito.eval.core.running import add_evaluation_commands
 
         add_evaluation_commands(evals)
     attention = sub.add_parser("attention", help="attention pictures of a vito encoder for images or videos",

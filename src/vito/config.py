@@ -9,13 +9,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from vito.schema import SchemaError, parse_yaml, read_yaml
+from vito.schema import SchemaError, from_mapping, parse_yaml, read_yaml
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -152,7 +151,8 @@ def load_config(name_or_path: str | Path | None = None, overrides: typing.Sequen
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
-    config = _build(Config, raw, prefix="")
+    """A checked ``Config`` from a mapping (by the schema's rules), then :func:`validate`."""
+    config = from_mapping(Config, raw, where="config")
     validate(config)
     return config
 
@@ -168,61 +168,6 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {section!r} is not a section")
     node[leaf] = parse_yaml(value, f"override {item!r}")
-
-
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted((key for key in raw if key not in names), key=str)  # YAML keys may be numbers or null
-    if unknown:
-        raise ConfigError(f"unknown config key {prefix + str(unknown[0])!r} (valid: {', '.join(sorted(names))})")
-    values = {}
-    for name in raw:
-        hint = hints[name]
-        key = prefix + name
-        if dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, raw[name], prefix=key + ".")
-        else:
-            values[name] = _coerce(raw[name], hint, key)
-    return cls(**values)
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        if value not in choices:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
-        return value
-    if origin in (list, typing.List):
-        (item_type,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(hint):
-            if option is type(None) and value is None:
-                return None
-        return _coerce(value, next(a for a in typing.get_args(hint) if a is not type(None)), key)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported type {hint!r}")  # pragma: no cover - schema bug
 
 
 def _check(condition: bool, key: str, message: str) -> None:

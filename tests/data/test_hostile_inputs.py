@@ -93,8 +93,8 @@ def test_prepare_into_a_file_is_a_clear_error(two_videos, capsys, out):
     ("data:\n  batch_size: 4\n  batch_size: 8\n",
      r"line 3, column 3: duplicate key 'batch_size' \(first given at line 2\)"),
     ("data: {image_size: 64}\ndata: {batch_size: 8}\n", "duplicate key 'data'"),
-    ("data:\n  1: 2\n  foo: 3\n", "unknown config key 'data.1'"),  # keys that YAML reads as a number or null
-    ("~: 1\ndata: {}\n", "unknown config key 'None'"),
+    ("data:\n  1: 2\n  foo: 3\n", "unknown key 'data.1'"),  # keys that YAML reads as a number or null
+    ("~: 1\ndata: {}\n", "unknown key 'None'"),
 ])
 def test_config_keys_given_twice_or_not_as_names_are_refused(tmp_path, text, message):
     from vito.config import ConfigError, load_config

@@ -17,7 +17,9 @@ import pytest
 from PIL import Image
 
 from vito.errors import DataError, VitoError
-from vito.eval.core.base import read_result, run_evaluation, settings_from_mapping
+from vito.eval.core.registry import settings_from_mapping
+from vito.eval.core.result import read_result
+from vito.eval.core.running import run_evaluation
 from vito.eval.dense.detection.data import load_annotations
 from vito.eval.dense.detection.metrics import check_results
 from vito.eval.dense.segmentation.segment import Segment
@@ -344,7 +346,7 @@ def test_a_run_never_replaces_another_runs_result(tmp_path: Path) -> None:
     detect = {"dataset": "coco", "val_ann": tmp_path / "instances.json", "predictions": tmp_path / "results.json"}
     (tmp_path / "instances.json").write_text(json.dumps(_instances()))
     (tmp_path / "results.json").write_text("[]")
-    from vito.eval.core.base import get
+    from vito.eval.core.registry import get
 
     with pytest.raises(VitoError, match="evaluation or encoder: evaluation segment.*give --overwrite"):
         run_evaluation("detect", settings_from_mapping(get("detect"), detect), out)

@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 
 from vito.errors import DataError, VitoError
-from vito.eval.core import base
 from vito.eval.core.encoders import EncoderSpec
+from vito.eval.core.registry import REGISTRY, Evaluation, discover
+from vito.eval.core.result import Coverage, Metric, Result
 
 
 class Calls(list):
@@ -33,7 +34,7 @@ class LinearSettings:
     epochs: int = field(default=1, metadata={"help": "epochs"})
 
 
-class FakeLinear(base.Evaluation):
+class FakeLinear(Evaluation):
     name = "linear"
     Settings = LinearSettings
     group = "scene"
@@ -44,8 +45,8 @@ class FakeLinear(base.Evaluation):
             raise DataError(f"image folder not found: {settings.train}")
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "linear_head.pt").write_text(f"head of {encoder.name} epochs {settings.epochs}")
-        return base.Result(self.name, {"top1": base.Metric(_score(encoder, "linear"), "proportion", "top-1")},
-                           {"train": str(settings.train), "epochs": settings.epochs}, base.Coverage(4, 4),
+        return Result(self.name, {"top1": Metric(_score(encoder, "linear"), "proportion", "top-1")},
+                           {"train": str(settings.train), "epochs": settings.epochs}, Coverage(4, 4),
                            artifacts={"head": "linear_head.pt"})
 
 
@@ -56,7 +57,7 @@ class KnnSettings:
     used: int = field(default=4, metadata={"help": "images the fake pretends it could read (of 4)"})
 
 
-class FakeKnn(base.Evaluation):
+class FakeKnn(Evaluation):
     name = "knn"
     Settings = KnnSettings
     group = "scene"
@@ -66,11 +67,11 @@ class FakeKnn(base.Evaluation):
         if not Path(settings.train).is_dir():
             raise DataError(f"image folder not found: {settings.train}")
         top1 = _score(encoder, f"knn{settings.k}")
-        return base.Result(self.name, {"top1": base.Metric(top1, "proportion", "top-1"),
-                                       "top1_k": base.Metric(top1, "proportion", "top-1"),  # an alias: shown once
-                                       "count": base.Metric(settings.used, "count", "images")},
+        return Result(self.name, {"top1": Metric(top1, "proportion", "top-1"),
+                                       "top1_k": Metric(top1, "proportion", "top-1"),  # an alias: shown once
+                                       "count": Metric(settings.used, "count", "images")},
                            {"train": str(settings.train), "k": settings.k, "used": settings.used},
-                           base.Coverage(settings.used, 4, "fake"))
+                           Coverage(settings.used, 4, "fake"))
 
 
 @dataclass
@@ -79,7 +80,7 @@ class RobustSettings:
     classifier: str = field(default="own", metadata={"help": "own or a head file"})
 
 
-class FakeRobust(base.Evaluation):
+class FakeRobust(Evaluation):
     name = "imagenet-a"
     Settings = RobustSettings
     uses_classifier = True
@@ -91,10 +92,10 @@ class FakeRobust(base.Evaluation):
             Path(settings.classifier).read_text()  # the head must exist when the evaluation runs
         out_dir.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (64, 40), (200, 30, 30)).save(out_dir / "errors.png")
-        return base.Result(self.name, {"top1": base.Metric(_score(encoder, settings.classifier), "proportion"),
-                                       "delta": base.Metric(-0.25, "signed", "Δ accuracy"),
-                                       "undefined": base.Metric(None, "value")},
-                           {"root": str(settings.root), "classifier": settings.classifier}, base.Coverage(2, 2),
+        return Result(self.name, {"top1": Metric(_score(encoder, settings.classifier), "proportion"),
+                                       "delta": Metric(-0.25, "signed", "Δ accuracy"),
+                                       "undefined": Metric(None, "value")},
+                           {"root": str(settings.root), "classifier": settings.classifier}, Coverage(2, 2),
                            pictures=["errors.png"])
 
 
@@ -104,7 +105,7 @@ class DavisSettings:
     results: Path | None = field(default=None, metadata={"help": "score this results folder"})
 
 
-class FakeDavis(base.Evaluation):
+class FakeDavis(Evaluation):
     name = "davis"
     Settings = DavisSettings
     needs_encoder = "optional"
@@ -116,10 +117,10 @@ class FakeDavis(base.Evaluation):
             raise VitoError("give an encoder or --results")
         if not Path(settings.davis_root).is_dir():
             raise DataError(f"DAVIS root not found: {settings.davis_root}")
-        return base.Result(self.name, {"J&F-Mean": base.Metric(_score(encoder, "davis"), "proportion", "J&F")},
+        return Result(self.name, {"J&F-Mean": Metric(_score(encoder, "davis"), "proportion", "J&F")},
                            {"davis_root": str(settings.davis_root),
                             "results": None if settings.results is None else str(settings.results)},
-                           base.Coverage(3, 3))
+                           Coverage(3, 3))
 
 
 @dataclass
@@ -127,7 +128,7 @@ class ScoresSettings:
     predictions: Path = field(metadata={"help": "a method's predictions"})
 
 
-class FakeScores(base.Evaluation):
+class FakeScores(Evaluation):
     """Scoring only, like `vito eval segment --predictions`: no encoder rows, reference rows only."""
 
     name = "fake-scores"
@@ -137,8 +138,8 @@ class FakeScores(base.Evaluation):
 
     def run(self, encoder, settings, out_dir):
         CALLS.append((self.name, encoder, settings))
-        return base.Result(self.name, {"mIoU": base.Metric(0.5, "proportion", "mIoU")},
-                           {"predictions": str(settings.predictions)}, base.Coverage(1, 1))
+        return Result(self.name, {"mIoU": Metric(0.5, "proportion", "mIoU")},
+                           {"predictions": str(settings.predictions)}, Coverage(1, 1))
 
 
 FAKES = (FakeLinear, FakeKnn, FakeRobust, FakeDavis, FakeScores)
@@ -147,9 +148,9 @@ FAKES = (FakeLinear, FakeKnn, FakeRobust, FakeDavis, FakeScores)
 @pytest.fixture
 def fakes(monkeypatch):
     """The fake evaluations under the real names, and encoders that 'load' without building a network."""
-    base.discover()  # the real ones register first; the fakes then replace them for this test only
+    discover()  # the real ones register first; the fakes then replace them for this test only
     for cls in FAKES:
-        monkeypatch.setitem(base.REGISTRY, cls.name, cls)
+        monkeypatch.setitem(REGISTRY, cls.name, cls)
     loads = []
 
     def load(spec):

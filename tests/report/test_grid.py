@@ -12,8 +12,9 @@ import yaml
 
 from vito.cli import main
 from vito.errors import VitoError
-from vito.eval.core import base
 from vito.eval.core.encoders import EncoderSpec
+from vito.eval.core.result import Coverage, Metric, Result, read_result
+from vito.eval.core.result_writer import write_result
 from vito.report.build import make_report
 
 
@@ -58,7 +59,7 @@ def test_every_cell_is_computed_once_and_written(tmp_path, fakes) -> None:
     assert {(c["row"], c["evaluation"]) for c in document["cells"]} == {
         (r, e) for r in "ab" for e in ("linear", "imagenet-a", "knn")}
     for cell in document["cells"]:
-        stored = base.read_result(out / cell["folder"])
+        stored = read_result(out / cell["folder"])
         assert cell["metrics"] == {name: m.value for name, m in stored.metrics.items()}  # unrounded
         assert cell["status"] == "computed" and cell["seconds"] is not None
         assert cell["folder"] == f"cells/{cell['row']}/{cell['evaluation']}"
@@ -122,10 +123,10 @@ def test_cell_written_beforehand_by_vito_eval_is_picked_up(tmp_path, fakes) -> N
     data = tmp_path / "data"
     data.mkdir()
     folder = tmp_path / "report" / "cells" / "a" / "knn"
-    result = base.Result("knn", {"top1": base.Metric(0.123456789, "proportion", "top-1")},
-                         {"train": str(data), "k": 20, "used": 4, "num_workers": 8}, base.Coverage(4, 4),
+    result = Result("knn", {"top1": Metric(0.123456789, "proportion", "top-1")},
+                         {"train": str(data), "k": 20, "used": 4, "num_workers": 8}, Coverage(4, 4),
                          encoder={"spec": "timm:resnet18", "identity": spec.identity()})
-    base.write_result(result, folder)
+    write_result(result, folder)
     make_report(_suite(tmp_path, {"a": TWO["a"]}, {"knn": {"train": "data"}}), tmp_path / "report",
                 echo=lambda _: None)
     assert fakes.calls == []
@@ -256,7 +257,7 @@ def test_partial_coverage_and_undefined_values_are_flagged(tmp_path, fakes) -> N
     ("references: {r: {fake-scores: {}}}\nevaluations: {fake-scores: {predicton: p}}\n",
      "evaluations.fake-scores: unknown key 'predicton'"),
     ("references: {r: {fake-scores: {}}}\nevaluations: {fake-scores: {}}\n",
-     "references.r.fake-scores: .*missing setting.*predictions"),
+     "references.r.fake-scores: .*missing key .predictions."),
 ])
 def test_bad_suite_is_refused_naming_the_key(tmp_path, fakes, capsys, text, message) -> None:
     suite = tmp_path / "suite.yaml"

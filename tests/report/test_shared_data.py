@@ -16,7 +16,7 @@ import yaml
 from torch import nn
 
 from vito.cli import main
-from vito.eval.core import base
+from vito.eval.core.result import Result, read_result
 from vito.report.document import table_value
 
 TRAIN_PER_CLASS = 7  # of the 10 edge drawings per class; the other 3 are the validation images
@@ -51,9 +51,9 @@ def setup(tmp_path_factory, shared_data) -> dict:
                      "random": {"encoder": "timm:resnet18", "random_init": True}},
         "evaluations": {
             "knn": {"train": "edges/train", "val": "edges/val", "image_size": 64, "k": [5, 20], "num_workers": 0},
-            "davis": {"davis_root": str(davis), "sequences": "car-shadow", "max_frames": 3, "short_side": 48},
+            "davis": {"davis_root": str(davis), "sequences": ["car-shadow"], "max_frames": 3, "short_side": 48},
             # the stimuli of 4 classes: 40 of the 160 trials, a partial cell
-            "model-vs-human": {"raw_data": str(raw), "stimuli": "edges", "datasets": "edge",
+            "model-vs-human": {"raw_data": str(raw), "stimuli": "edges", "datasets": ["edge"],
                                "image_size": 64},
         },
         "references": {
@@ -77,7 +77,7 @@ def _row_line(markdown: str, row: str, evaluation_header: str) -> str:
     return next(line for line in table.splitlines() if f"{row}*" in line)
 
 
-def _assert_shown(out: Path, row: str, result: base.Result) -> None:
+def _assert_shown(out: Path, row: str, result: Result) -> None:
     """The report's three outputs show the standalone Result's numbers (exactly in JSON and HTML data-value)."""
     cell = _cells(out)[(row, result.evaluation)]
     assert cell["metrics"] == {name: metric.value for name, metric in result.metrics.items()}
@@ -108,9 +108,9 @@ def test_report_matches_standalone_commands_and_reruns_only_new_cells(setup, tmp
                  "--out", str(standalone / "knn")]) == 0
     assert main(["eval", "model-vs-human", "--responses", str(raw / "edge_subject-01_session_1.csv"),
                  "--raw-data", str(raw), "--datasets", "edge", "--out", str(standalone / "mvh")]) == 0
-    _assert_shown(out, "random", base.read_result(standalone / "knn"))
-    _assert_shown(out, "subject-01", base.read_result(standalone / "mvh"))
-    _assert_shown(out, "OSVOS", base.read_result(out / "cells/OSVOS/davis"))
+    _assert_shown(out, "random", read_result(standalone / "knn"))
+    _assert_shown(out, "subject-01", read_result(standalone / "mvh"))
+    _assert_shown(out, "OSVOS", read_result(out / "cells/OSVOS/davis"))
     assert cells[("vito", "model-vs-human")]["settings"]["classifier"] == str(root / "vito_head.pt")
     assert cells[("random", "knn")]["coverage"]["used"] == cells[("random", "knn")]["coverage"]["expected"] == 40
     for row, evaluation in [("random", "davis"), ("vito", "model-vs-human")]:  # 1 of 38 frames; 40 of 160 trials

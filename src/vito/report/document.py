@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vito.eval.core import base
+from vito.eval.core.registry import get, settings_dict
+from vito.eval.core.result import Result
 from vito.io import write_json
 from vito.report.grid import CACHED, COMPUTED, FAILED, Cell, GridRun
 from vito.report.suite import Suite
@@ -38,7 +39,7 @@ class Column:
 
 def table_value(value: float | None, kind: str) -> str:
     """A metric as the report's tables show it, compactly: proportions in percent with one decimal, signed
-    values with their sign, counts whole (``base.format_value`` is the longer form of each cell's result.md)."""
+    values with their sign, counts whole (``format_value`` is the longer form of each cell's result.md)."""
     if value is None:
         return "n/a"
     if kind == "proportion":
@@ -74,7 +75,7 @@ def _columns(cells: list[Cell], evaluation: str, chosen: list[str] | None) -> li
     return shown or [Column(evaluation, "", "no result yet", "value")]
 
 
-def _same_numbers(results: list[base.Result], a: Column, b: Column) -> bool:
+def _same_numbers(results: list[Result], a: Column, b: Column) -> bool:
     """Whether two columns are one metric under two names: same label and the same value in every cell."""
     if (a.label or a.metric) != (b.label or b.metric):
         return False
@@ -86,7 +87,7 @@ def groups(suite: Suite, cells: list[Cell]) -> list[dict[str, Any]]:
     """The tables: the paper's groups first in its order, then any other group, each with its evaluations."""
     by_group: dict[str, list[str]] = {}
     for name in suite.evaluations:
-        by_group.setdefault(getattr(base.get(name), "group", "other"), []).append(name)
+        by_group.setdefault(getattr(get(name), "group", "other"), []).append(name)
     ordered = [g for g in GROUPS if g in by_group] + [g for g in by_group if g not in GROUPS]
     tables = []
     for group in ordered:
@@ -109,7 +110,7 @@ def cell_record(cell: Cell, out: Path) -> dict[str, Any]:
         "folder": _relative(cell.folder, out), "error": cell.error, "traceback": cell.details or None,
         "metrics": {}, "kinds": {}, "coverage": None, "seconds": None, "versions": {}, "pictures": [],
         "skipped": 0, "summary": None,
-        "settings": base.settings_dict(cell.settings) if cell.settings is not None else dict(cell.options),
+        "settings": settings_dict(cell.settings) if cell.settings is not None else dict(cell.options),
     }
     result = cell.result
     if result is None:

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from vito.errors import VitoError
-from vito.eval.core import base
+from vito.eval.core.registry import get, settings_dict
+from vito.eval.core.result import RESULT_JSON, RESULT_MD, Result, read_result
+from vito.eval.core.running import run_evaluation
 from vito.io import write_json
 from vito.report.suite import EncoderEntry, Suite, make_settings
 
@@ -52,7 +54,7 @@ class Cell:
     options: dict[str, Any]
     needs_head: bool = False  # its --classifier is the head of the row's linear cell
     status: str = NOT_RUN
-    result: base.Result | None = None
+    result: Result | None = None
     error: str | None = None
     details: str = ""  # traceback of an unexpected exception
     settings: Any = None
@@ -78,11 +80,11 @@ def plan_cells(suite: Suite, out: Path) -> list[Cell]:
     order = sorted(suite.evaluations, key=lambda name: name != HEAD_SOURCE)  # stable: suite order otherwise
     for name, entry in suite.encoders.items():
         for evaluation in order:
-            if base.get(evaluation).needs_encoder is False:
+            if get(evaluation).needs_encoder is False:
                 continue  # scoring only: reference rows
             options = dict(suite.evaluations[evaluation].options)
             needs_head = False
-            if base.get(evaluation).uses_classifier:
+            if get(evaluation).uses_classifier:
                 if entry.classifier is not None:
                     options["classifier"] = entry.classifier
                 elif options.get("classifier") is None and HEAD_SOURCE in suite.evaluations:
@@ -145,18 +147,18 @@ def matches(stored: dict[str, Any], identity: str | None, stored_identity: str |
     if stored_identity != identity:
         return False
     paths = _path_fields(settings)
-    expected = _comparable(base.settings_dict(settings), paths)
-    found = _comparable({name: stored.get(name, "<absent>") for name in base.settings_dict(settings)}, paths)
+    expected = _comparable(settings_dict(settings), paths)
+    found = _comparable({name: stored.get(name, "<absent>") for name in settings_dict(settings)}, paths)
     return found == expected
 
 
-def read_current(cell: Cell, head: Path | None) -> base.Result | None:
+def read_current(cell: Cell, head: Path | None) -> Result | None:
     """The cell's stored Result when it is current (same identity and settings; newer than its head)."""
-    path = cell.folder / base.RESULT_JSON
+    path = cell.folder / RESULT_JSON
     if not path.is_file():
         return None
     try:
-        result = base.read_result(cell.folder)
+        result = read_result(cell.folder)
     except (OSError, VitoError) as error:
         log.warning("%s: unreadable %s is recomputed: %s", cell.label, path, error)
         return None
@@ -199,7 +201,7 @@ def _fail(cell: Cell, error: BaseException, details: str = "") -> None:
         write_json(cell.folder / ERROR_FILE, {
             "row": cell.row, "evaluation": cell.evaluation, "error": cell.error, "traceback": details,
             "identity": cell.identity,
-            "settings": base.settings_dict(cell.settings) if cell.settings is not None else {},
+            "settings": settings_dict(cell.settings) if cell.settings is not None else {},
         })
     except OSError as write_error:
         log.warning("%s: cannot write %s: %s", cell.label, cell.folder / ERROR_FILE,
@@ -207,15 +209,15 @@ def _fail(cell: Cell, error: BaseException, details: str = "") -> None:
 
 
 def compute_cell(cell: Cell) -> None:
-    """Run the cell's evaluation into its folder exactly as ``vito eval`` does (``base.run_evaluation``: the same
+    """Run the cell's evaluation into its folder exactly as ``vito eval`` does (``run_evaluation``: the same
     checks, stamping and a freshly loaded encoder, since an evaluation may change its encoder in place, as
     DAVIS removes the stride of res4); an exception becomes the cell's error, never the grid's."""
     spec = cell.encoder.spec if cell.encoder is not None else None
     try:
         cell.folder.mkdir(parents=True, exist_ok=True)  # in the try: a folder that cannot be made fails the cell
-        for stale in (base.RESULT_JSON, base.RESULT_MD, ERROR_FILE):
+        for stale in (RESULT_JSON, RESULT_MD, ERROR_FILE):
             (cell.folder / stale).unlink(missing_ok=True)
-        cell.result = base.run_evaluation(cell.evaluation, cell.settings, cell.folder, spec)
+        cell.result = run_evaluation(cell.evaluation, cell.settings, cell.folder, spec)
     except Exception as error:  # noqa: BLE001 - one failing evaluation must not stop the others
         _fail(cell, error, "" if isinstance(error, VitoError) else traceback.format_exc())
         return

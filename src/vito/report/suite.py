@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from vito.errors import VitoError
-from vito.eval.core import base
 from vito.eval.core.encoders import EncoderSpec, is_outside
-from vito.schema import parse_yaml
+from vito.eval.core.registry import REGISTRY, Evaluation, discover, get, settings_from_mapping
+from vito.schema import from_mapping, parse_yaml, refuse_unknown
 
 TOP_LEVEL_KEYS = ("encoders", "evaluations", "references", "columns")
-ENCODER_KEYS = ("encoder", "weights", "random_init", "classifier", "device", "precision")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # row names become folder names under cells/
 OWN_CLASSIFIER = "own"
 
@@ -88,10 +87,10 @@ def load_suite(path: str | Path) -> Suite:
 def parse_suite(raw: Any, path: Path) -> Suite:
     """A ``Suite`` from the parsed YAML mapping; ``path`` names the file in messages and anchors relative paths."""
     top = _mapping(raw, f"{path}")
-    _refuse_unknown(top, TOP_LEVEL_KEYS, f"{path}")
+    refuse_unknown([k for k in top if k not in TOP_LEVEL_KEYS], TOP_LEVEL_KEYS, f"{path}")
     folder = path.resolve().parent
     suite = Suite(path=path.resolve())
-    base.discover()
+    discover()
     for name, value in _mapping(top.get("encoders") or {}, f"{path}: encoders").items():
         suite.encoders[_row_name(name, path)] = _encoder_entry(name, value, folder, path)
     for name, value in _mapping(top.get("evaluations") or {}, f"{path}: evaluations").items():
@@ -115,12 +114,6 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _refuse_unknown(mapping: dict[str, Any], known: tuple[str, ...], where: str) -> None:
-    unknown = [key for key in mapping if key not in known]
-    if unknown:
-        raise VitoError(f"{where}: unknown key {unknown[0]!r} (valid: {', '.join(known)})")
-
-
 def _row_name(name: str, path: Path) -> str:
     if not NAME_PATTERN.fullmatch(name):
         raise VitoError(f"{path}: row name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
@@ -132,40 +125,34 @@ def _resolve(value: str | Path, folder: Path) -> Path:
     return value if value.is_absolute() else folder / value
 
 
+@dataclass
+class EncoderOptions(EncoderSpec):
+    """An encoder row as a suite writes it: the encoder options every command takes, and the row's own head."""
+
+    classifier: str | None = None
+
+
 def _encoder_entry(name: str, value: Any, folder: Path, path: Path) -> EncoderEntry:
     where = f"{path}: encoders.{name}"
-    if isinstance(value, str):
-        value = {"encoder": value}
-    options = {key.replace("-", "_"): v for key, v in _mapping(value, where).items()}
-    _refuse_unknown(options, ENCODER_KEYS, where)
-    if not isinstance(options.get("encoder"), str):
-        raise VitoError(f"{where}: 'encoder' is required (a vito run or checkpoint, an export, timm:NAME ...)")
-    if not isinstance(options.get("random_init", False), bool):
-        raise VitoError(f"{where}: random_init must be true or false, got {options['random_init']!r}")
-    values = {key: v for key, v in options.items() if key != "classifier" and v is not None}
-    if not is_outside(values["encoder"]):
-        values["encoder"] = str(_resolve(values["encoder"], folder))
-    if "weights" in values:
-        values["weights"] = str(_resolve(values["weights"], folder))
+    options = from_mapping(EncoderOptions, {"encoder": value} if isinstance(value, str) else value, where)
+    if not is_outside(options.encoder):
+        options.encoder = str(_resolve(options.encoder, folder))
+    if options.weights is not None:
+        options.weights = _resolve(options.weights, folder)
+    if options.classifier is not None and options.classifier != OWN_CLASSIFIER:
+        options.classifier = str(_resolve(options.classifier, folder))
+    spec = EncoderSpec(**{f.name: getattr(options, f.name) for f in dataclasses.fields(EncoderSpec)})
     try:
-        spec = EncoderSpec.from_mapping(values)
         spec.check()
     except VitoError as error:
         raise VitoError(f"{where}: {error}") from None
-    classifier = options.get("classifier")
-    if classifier is not None and str(classifier) != OWN_CLASSIFIER:
-        classifier = str(_resolve(classifier, folder))
-    return EncoderEntry(name, spec, classifier)
+    return EncoderEntry(name, spec, options.classifier)
 
 
-def _options(cls: type[base.Evaluation], value: Any, folder: Path, where: str) -> dict[str, Any]:
-    """Check ``value`` as options of ``cls`` (the harness names any bad key) and resolve its path values."""
+def _options(cls: type[Evaluation], value: Any, folder: Path, where: str) -> dict[str, Any]:
+    """Check ``value`` as options of ``cls`` (the schema names any bad key) and resolve its path values."""
     mapping = _mapping(value if value is not None else {}, where)
-    checked = {key: v for key, v in mapping.items() if v is not None}
-    try:
-        settings = base.settings_from_mapping(cls, checked)
-    except VitoError as error:
-        raise VitoError(f"{where}: {error}") from None
+    settings = from_mapping(cls.Settings, {key: v for key, v in mapping.items() if v is not None}, where)
     options = {key.replace("-", "_"): v for key, v in mapping.items()}
     for name, parsed in vars(settings).items():
         if name in options and options[name] is not None:
@@ -183,14 +170,14 @@ def _resolve_paths(parsed: Any, folder: Path, given: Any) -> Any:
 
 
 def _evaluation_entry(name: str, value: Any, folder: Path, path: Path) -> EvaluationEntry:
-    if name not in base.REGISTRY:
-        raise VitoError(f"{path}: evaluations.{name}: no such evaluation (known: {', '.join(sorted(base.REGISTRY))})")
-    cls, where = base.get(name), f"{path}: evaluations.{name}"
+    if name not in REGISTRY:
+        raise VitoError(f"{path}: evaluations.{name}: no such evaluation (known: {', '.join(sorted(REGISTRY))})")
+    cls, where = get(name), f"{path}: evaluations.{name}"
     if cls.needs_encoder is False:  # scoring only: these options are shared defaults of its reference rows
-        mapping = _mapping(value if value is not None else {}, where)
-        _refuse_unknown({k.replace("-", "_"): v for k, v in mapping.items()},
-                        tuple(f.name for f in dataclasses.fields(cls.Settings)), where)
-        return EvaluationEntry(name, {k.replace("-", "_"): v for k, v in mapping.items()})
+        options = {k.replace("-", "_"): v for k, v in _mapping(value if value is not None else {}, where).items()}
+        known = [f.name for f in dataclasses.fields(cls.Settings)]
+        refuse_unknown([key for key in options if key not in known], known, where)
+        return EvaluationEntry(name, options)
     return EvaluationEntry(name, _options(cls, value, folder, where))
 
 
@@ -201,7 +188,7 @@ def _reference_entry(name: str, value: Any, suite: Suite, folder: Path, path: Pa
         if evaluation not in suite.evaluations:
             raise VitoError(f"{where}: {evaluation!r} is not one of the suite's evaluations "
                             f"({', '.join(suite.evaluations)})")
-        cls = base.get(evaluation)
+        cls = get(evaluation)
         if cls.needs_encoder is True:
             raise VitoError(f"{where}: {evaluation} has no scoring-only mode; a reference row needs one")
         overrides = _mapping(overrides if overrides is not None else {}, f"{where}.{evaluation}")
@@ -224,4 +211,4 @@ def _columns_entry(name: str, metrics: Any, suite: Suite, path: Path) -> list[st
 
 def make_settings(evaluation: str, options: dict[str, Any]) -> Any:
     """The Settings of ``evaluation`` for ``options``; a ``None`` value drops an option (the default applies)."""
-    return base.settings_from_mapping(base.get(evaluation), {k: v for k, v in options.items() if v is not None})
+    return settings_from_mapping(get(evaluation), {k: v for k, v in options.items() if v is not None})

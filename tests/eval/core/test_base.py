@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import pytest
 
 from vito.errors import VitoError
-from vito.eval.core.base import (
-    Coverage,
-    Evaluation,
-    Metric,
-    Result,
-    add_settings_arguments,
-    mean_and_sd,
-    read_result,
-    settings_from_mapping,
-    settings_from_namespace,
-    stamped_settings,
-    write_result,
-)
 from vito.eval.core.encoders import EncoderSpec, load_encoder
+from vito.eval.core.result import Coverage, Metric, Result, mean_and_sd, read_result
+from vito.eval.core.result_writer import write_result
+from vito.eval.core.running import stamped_settings
 
 
 def test_mean_and_sd_over_runs_is_undefined_on_partial_runs_and_for_one_run() -> None:
@@ -95,55 +82,6 @@ def test_read_result_names_a_missing_or_foreign_file(tmp_path) -> None:
     (tmp_path / "result.json").write_text('{"top1": 0.5}')
     with pytest.raises(VitoError, match="not a vito result"):
         read_result(tmp_path)
-
-
-@dataclass
-class ToySettings:
-    root: Path = field(metadata={"help": "data folder"})
-    stride8: bool = field(default=True, metadata={"help": "remove the stride", "cli": {"flag": "--keep-stride",
-                                                                                          "invert": True}})
-    radius: float | None = field(default=18.0, metadata={"help": "0: none", "cli": {"none_at_or_below": 0}})
-    sequences: list[str] | None = field(default=None, metadata={"help": "comma list", "cli": {"sep": ","}})
-    lrs: tuple[float, ...] = field(default=(0.4, 0.3), metadata={"help": "base lrs"})
-    ks: list[int] = field(default_factory=lambda: [10, 20], metadata={"help": "neighbours"})
-    pooling: Literal["avg", "ms-avg"] = field(default="avg", metadata={"help": "temporal pooling"})
-    max_videos: int | None = field(default=None, metadata={"help": "quick runs"})
-
-
-class Toy(Evaluation):
-    name = "toy"
-    Settings = ToySettings
-
-
-def _parse(argv: list[str]) -> ToySettings:
-    parser = argparse.ArgumentParser()
-    add_settings_arguments(parser, ToySettings)
-    return settings_from_namespace(Toy, parser.parse_args(argv))
-
-
-def test_cli_from_settings_keeps_todays_flag_forms() -> None:
-    default = _parse(["--root", "r"])
-    assert default == ToySettings(root=Path("r"))
-    parsed = _parse(["--root", "r", "--keep-stride", "--radius", "0", "--sequences", "a,b", "--lrs", "0.1", "0.05",
-                     "--ks", "5", "--pooling", "ms-avg", "--max-videos", "3"])
-    assert parsed == ToySettings(Path("r"), stride8=False, radius=None, sequences=["a", "b"], lrs=(0.1, 0.05),
-                                 ks=[5], pooling="ms-avg", max_videos=3)
-    with pytest.raises(SystemExit):
-        _parse(["--root", "r", "--pooling", "max"])
-    with pytest.raises(SystemExit):
-        _parse([])  # --root is required
-
-
-def test_settings_from_mapping_takes_dashes_and_names_unknown_keys() -> None:
-    settings = settings_from_mapping(Toy, {"root": "r", "max-videos": 2, "sequences": "a,b", "radius": 0,
-                                           "lrs": [0.1]})
-    assert settings == ToySettings(Path("r"), radius=None, sequences=["a", "b"], lrs=(0.1,), max_videos=2)
-    with pytest.raises(VitoError, match="unknown setting.*colour"):
-        settings_from_mapping(Toy, {"root": "r", "colour": "red"})
-    with pytest.raises(VitoError, match="missing setting.*root"):
-        settings_from_mapping(Toy, {})
-    with pytest.raises(VitoError, match="pooling"):
-        settings_from_mapping(Toy, {"root": "r", "pooling": "max"})
 
 
 def test_encoder_spec_holds_the_random_init_rule(tmp_path) -> None:

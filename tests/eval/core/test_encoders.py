@@ -167,7 +167,7 @@ def test_vito_checkpoint_that_does_not_fit_its_architecture(tmp_path) -> None:
 
 def test_cli_asks_for_weights_or_an_explicit_random_init(tmp_path, capsys) -> None:
     from vito.cli import main
-    from vito.eval.core.base import read_result
+    from vito.eval.core.result import read_result
 
     _tiny_image_folder(tmp_path / "data")
     common = ["eval", "knn", "--train", str(tmp_path / "data"), "--val", str(tmp_path / "data"), "--out",

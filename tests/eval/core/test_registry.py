@@ -19,8 +19,10 @@ import torch
 from PIL import Image
 
 from vito.cli import build_parser, main
-from vito.eval.core.base import discover, flag_name, read_result
+from vito.eval.core.registry import discover
+from vito.eval.core.result import read_result
 from vito.eval.probes.heads import save_linear_head
+from vito.schema import flag_name
 
 REGISTRY = discover()
 ENCODER_OPTIONS = {"--encoder", "--weights", "--random-init", "--device", "--precision"}

@@ -180,7 +180,7 @@ def tiny_vito_run(tmp_path_factory):
 def test_cli_attention_and_gradient_runs_side_by_side(tiny_vito_run, tmp_path):
     """A vito checkpoint (attention) and a ResNet-18 with a linear head (gradient), then one Fig. 3 picture."""
     from vito.cli import main
-    from vito.eval.core.base import read_result
+    from vito.eval.core.result import read_result
     from vito.eval.probes.heads import save_linear_head
 
     root = _write_clickme(tmp_path / "clickme", count=3, size=64)

@@ -77,7 +77,7 @@ def test_cli_knn_and_linear_write_results(tmp_path) -> None:
     from PIL import Image
 
     from vito.cli import main
-    from vito.eval.core.base import read_result
+    from vito.eval.core.result import read_result
 
     for split in ("train", "val"):
         for c, colour in enumerate([(250, 10, 10), (10, 10, 250)]):
@@ -104,7 +104,7 @@ def test_cli_reads_any_image_mode_and_skips_unreadable_files(tmp_path) -> None:
     from PIL import Image
 
     from vito.cli import main
-    from vito.eval.core.base import read_result
+    from vito.eval.core.result import read_result
 
     for split in ("train", "val"):
         for c in range(2):

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from vito.errors import DataError
-from vito.eval.core.base import read_result, write_result
 from vito.eval.core.encoders import EncoderSpec
+from vito.eval.core.result import read_result
+from vito.eval.core.result_writer import write_result
 from vito.eval.robustness import sets as robustness
 
 

@@ -166,7 +166,7 @@ def _tiny_davis(root, frames: int = 4) -> None:
 
 def test_cli_propagates_and_scores_a_toy_sequence(tmp_path) -> None:
     from vito.cli import main
-    from vito.eval.core.base import read_result
+    from vito.eval.core.result import read_result
 
     _tiny_davis(tmp_path / "davis")
     out = tmp_path / "out"

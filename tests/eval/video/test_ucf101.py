@@ -99,7 +99,7 @@ def test_pooling_heads_by_hand() -> None:
 def test_finetune_and_test_end_to_end(tmp_path, shared_data) -> None:
     """Two 'classes' made of the one real clip: the whole pipeline runs and reports."""
     from vito.cli import main
-    from vito.eval.core.base import read_result
+    from vito.eval.core.result import read_result
 
     clip = shared_data / "ucf101" / "clips" / "test.avi"
     splits = tmp_path / "splits"

@@ -404,7 +404,7 @@ class EncoderSpec:
     weights: Path | None = None
     random_init: bool = False
     device: str = "auto"
-    precision: str = "auto"
+    precision: Precision = "auto"
 
     def check(self) -> None:
         outside = is_outside(self.encoder)
@@ -438,19 +438,6 @@ class EncoderSpec:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "EncoderSpec":
         return cls(str(args.encoder), args.weights, args.random_init, args.device, args.precision)
-
-    @classmethod
-    def from_mapping(cls, mapping: dict[str, Any]) -> "EncoderSpec":
-        """From a suite file entry: ``{encoder, weights?, random_init?, device?, precision?}`` (dashes allowed)."""
-        values = {str(k).replace("-", "_"): v for k, v in mapping.items()}
-        unknown = sorted(set(values) - {"encoder", "weights", "random_init", "device", "precision"})
-        if unknown:
-            raise VitoError(f"unknown encoder option(s) {', '.join(unknown)}")
-        if "encoder" not in values:
-            raise VitoError("an encoder entry needs 'encoder'")
-        weights = values.get("weights")
-        return cls(str(values["encoder"]), Path(weights) if weights else None, bool(values.get("random_init", False)),
-                   str(values.get("device", "auto")), str(values.get("precision", "auto")))
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:

@@ -29,9 +29,10 @@ from tqdm import tqdm
 
 from vito.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from vito.errors import DataError, VitoError
-from vito.eval.core.base import Coverage, Evaluation, Metric, Result, register
 from vito.eval.core.classifier import CLASSIFIER_HELP, attach_head
 from vito.eval.core.encoders import Encoder
+from vito.eval.core.registry import Evaluation, register
+from vito.eval.core.result import Coverage, Metric, Result
 from vito.eval.human.clickme_pictures import plot_saliency_overlays
 from vito.io import atomic_write
 

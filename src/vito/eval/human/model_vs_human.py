@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from vito.errors import DataError, VitoError
-from vito.eval.core.base import Coverage, Evaluation, Metric, Result, register
 from vito.eval.core.classifier import ImageNetClassifier, InferenceSettings, attach_head, predict_logits
 from vito.eval.core.encoders import Encoder
 from vito.eval.core.inputs import list_images
+from vito.eval.core.registry import Evaluation, register
+from vito.eval.core.result import Coverage, Metric, Result
 from vito.eval.human.pictures import plot_consistency_table
 from vito.io import atomic_write, read_json, read_text, write_json
 

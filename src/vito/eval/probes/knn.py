@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vito.errors import VitoError
-from vito.eval.core.base import Coverage, Evaluation, Metric, Result, register
 from vito.eval.core.encoders import Encoder
 from vito.eval.core.features import FeatureSet, cached_features
+from vito.eval.core.registry import Evaluation, register
+from vito.eval.core.result import Coverage, Metric, Result
 from vito.eval.probes.heads import knn_scores, topk_accuracy
 
 DINO_KS = (10, 20, 100, 200)  # the k values DINO reports

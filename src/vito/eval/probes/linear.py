@@ -30,10 +30,11 @@ from vito.data.augment import RandomResizedCropFlip
 from vito.data.imagenet import normalize
 from vito.engine.distributed import worker_count
 from vito.errors import DataError, VitoError
-from vito.eval.core.base import Evaluation, Metric, Result, register
 from vito.eval.core.encoders import Encoder
 from vito.eval.core.features import FeatureSet
 from vito.eval.core.inputs import ImageFolder, collate_readable
+from vito.eval.core.registry import Evaluation, register
+from vito.eval.core.result import Metric, Result
 from vito.eval.probes.heads import (
     LinearProbeSettings,
     evaluate_head,

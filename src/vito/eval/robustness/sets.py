@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from vito.errors import DataError, VitoError
-from vito.eval.core.base import Coverage, Evaluation, Metric, Result, read_result, register
 from vito.eval.core.classifier import (
     ImageNetClassifier,
     InferenceSettings,
@@ -29,6 +28,8 @@ from vito.eval.core.classifier import (
 )
 from vito.eval.core.encoders import Encoder
 from vito.eval.core.inputs import list_images
+from vito.eval.core.registry import Evaluation, register
+from vito.eval.core.result import Coverage, Metric, Result, read_result
 from vito.eval.robustness.pictures import plot_delta_accuracy
 from vito.io import read_json
 

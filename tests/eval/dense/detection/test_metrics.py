@@ -14,7 +14,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from vito.errors import DataError, VitoError
-from vito.eval.core.base import get, run_evaluation, settings_from_mapping
+from vito.eval.core.registry import get, settings_from_mapping
+from vito.eval.core.running import run_evaluation
 from vito.eval.dense.detection.data import image_file, load_annotations
 from vito.eval.dense.detection.metrics import LVIS_MAX_DETS, cap_per_image, score_detections
 

@@ -24,8 +24,9 @@ from tests.helpers import free_port, tensors_equal
 from vito.engine import distributed
 from vito.engine.finetune import FinetuneSpec, finetune
 from vito.errors import VitoError
-from vito.eval.core.base import run_evaluation, settings_from_mapping
 from vito.eval.core.encoders import EncoderSpec, load_encoder
+from vito.eval.core.registry import settings_from_mapping
+from vito.eval.core.running import run_evaluation
 from vito.eval.dense.segmentation.augment import SegmentationBatches, TrainAugment
 from vito.eval.dense.segmentation.data import open_dataset
 from vito.eval.dense.segmentation.recipe import PROTOCOLS, build_model, learning_rate, predict_image, segmentation_loss

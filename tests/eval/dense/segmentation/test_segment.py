@@ -12,13 +12,9 @@ from PIL import Image
 
 from tests.eval.dense.segmentation.layouts import ADE_IDS, build_ade20k, build_voc
 from vito.errors import DataError, VitoError
-from vito.eval.core.base import (
-    add_evaluation_commands,
-    read_result,
-    run_evaluation,
-    run_from_args,
-    settings_from_mapping,
-)
+from vito.eval.core.registry import settings_from_mapping
+from vito.eval.core.result import read_result
+from vito.eval.core.running import add_evaluation_commands, run_evaluation, run_from_args
 from vito.eval.dense.segmentation.metrics import SegmentationAreas, segmentation_scores
 from vito.eval.dense.segmentation.segment import Segment
 

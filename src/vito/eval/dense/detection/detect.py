@@ -21,8 +21,9 @@ from typing import Literal
 
 from vito.engine import distributed
 from vito.errors import VitoError
-from vito.eval.core.base import Coverage, Evaluation, Metric, Result, mean_and_sd, register
 from vito.eval.core.encoders import Encoder
+from vito.eval.core.registry import Evaluation, register
+from vito.eval.core.result import Coverage, Metric, Result, mean_and_sd
 from vito.eval.dense.detection.data import Annotations, load_annotations
 from vito.eval.dense.detection.metrics import DetectionScores, load_results, metric_labels, score_detections
 from vito.eval.dense.detection.model import FPN_CHANNELS

@@ -35,8 +35,9 @@ from vito.engine import distributed
 from vito.engine.checkpoint import seed_all
 from vito.engine.finetune import FinetuneSpec, FinetuneStopped, finetune, make_loader
 from vito.errors import DataError, VitoError
-from vito.eval.core.base import Coverage, Evaluation, Metric, Result, mean_and_sd, register
 from vito.eval.core.encoders import Encoder
+from vito.eval.core.registry import Evaluation, register
+from vito.eval.core.result import Coverage, Metric, Result, mean_and_sd
 from vito.eval.dense.segmentation.augment import SegmentationBatches
 from vito.eval.dense.segmentation.data import SegmentationDataset, UnreadableFile, open_dataset, read_index_png
 from vito.eval.dense.segmentation.metrics import SegmentationAreas, per_class_table, segmentation_scores

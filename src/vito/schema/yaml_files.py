@@ -1,10 +1,4 @@
-"""One schema for everything vito reads from a file or a command line: YAML, and mappings into dataclasses.
-
-Why one module: the pretraining config, every evaluation's Settings, encoder entries and suite files are all
-"a mapping a user wrote, into a typed dataclass". Read by one loader with one rule set, a value means the
-same everywhere: ``1e-5`` is a number in a config and in a suite, a key given twice is an error in both,
-and the string ``"3"`` is not an integer in either (only a command line's words are text to be parsed).
-"""
+"""YAML files, read one way: each key once, ``1e-5`` a number, errors naming the file and line."""
 
 from __future__ import annotations
 
@@ -14,15 +8,7 @@ from typing import IO, Any
 
 import yaml
 
-from vito.errors import VitoError
-
-
-class SchemaError(VitoError, ValueError):
-    """A file, mapping or command-line value does not fit its schema; the message names the key."""
-
-
-# --------------------------------------------------------------------------------------------------
-# YAML
+from vito.schema.errors import SchemaError
 
 
 class StrictLoader(yaml.SafeLoader):

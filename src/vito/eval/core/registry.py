@@ -1,0 +1,85 @@
+"""The evaluation registry: each evaluation is one class, found because its package holds it.
+
+Why a registry (as timm's ``register_model``): ``vito eval NAME`` is built from each registered class's
+Settings dataclass, and ``vito report`` runs the same classes, so a number in a report is the number the
+standalone command prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from vito.errors import VitoError
+from vito.eval.core.encoders import Encoder
+from vito.eval.core.result import Result, plain
+from vito.schema import from_mapping
+
+
+class Evaluation:
+    """Subclass, set the class attributes, implement ``run`` and decorate with ``@register``."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type]
+    needs_encoder: ClassVar[bool | Literal["optional"]] = True
+    uses_classifier: ClassVar[bool] = False  # its Settings has a ``classifier`` field (own | head file)
+    group: ClassVar[str] = "other"  # report grouping: "scene", "video", "ood", "human", "dense"
+    help: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def run(self, encoder: Encoder | None, settings: Any, out_dir: Path) -> Result:
+        raise NotImplementedError
+
+    def check(self, settings: Any, has_encoder: bool) -> None:
+        """Refuse settings that cannot run (before an encoder is loaded); the default checks the encoder rule."""
+        if self.needs_encoder is True and not has_encoder:
+            raise VitoError(f"vito eval {self.name} needs --encoder ENC")
+
+
+REGISTRY: dict[str, type[Evaluation]] = {}
+
+
+def register(cls: type[Evaluation]) -> type[Evaluation]:
+    """Class decorator: make ``cls`` available as ``vito eval cls.name`` and to ``vito report``."""
+    if not dataclasses.is_dataclass(getattr(cls, "Settings", None)):
+        raise TypeError(f"{cls.__name__}.Settings must be a dataclass")
+    existing = REGISTRY.get(cls.name)
+    if existing is not None and existing.__qualname__ != cls.__qualname__:
+        raise TypeError(f"evaluation name {cls.name!r} is taken by {existing.__module__}.{existing.__qualname__}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def discover() -> dict[str, type[Evaluation]]:
+    """Import every module under ``vito.eval`` so that each registers its evaluations; returns the registry.
+
+    Why walk everything: an evaluation is found because its package holds it, not because a list names it.
+    """
+    package = importlib.import_module("vito.eval")
+    for module in pkgutil.walk_packages(package.__path__, prefix="vito.eval."):
+        if not module.name.rsplit(".", 1)[-1].startswith("_"):
+            importlib.import_module(module.name)
+    return REGISTRY
+
+
+def get(name: str) -> type[Evaluation]:
+    """The registered evaluation called ``name`` (a ``VitoError`` listing the known names otherwise)."""
+    if name not in REGISTRY:
+        discover()
+    if name not in REGISTRY:
+        raise VitoError(f"unknown evaluation {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def settings_from_mapping(cls: type[Evaluation], mapping: Mapping[str, Any]) -> Any:
+    """``cls.Settings`` from a suite file's mapping, by the schema's rules (:mod:`vito.schema.mapping`)."""
+    return from_mapping(cls.Settings, mapping, where=cls.name)
+
+
+def settings_dict(settings: Any) -> dict[str, Any]:
+    """The settings as plain JSON values, for ``Result.settings``."""
+    return plain(dataclasses.asdict(settings))
