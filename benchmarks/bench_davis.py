@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from vito.eval.core.encoders import inference_mode, load_encoder, pick_device
+from vito.eval.core.encoder_spec import inference_mode, pick_device
+from vito.eval.core.encoders import load_encoder
 from vito.eval.video.davis import (
     PropagationSettings,
     find_sequences,

@@ -44,7 +44,8 @@ from vito.data.gpu_decode import JpegBatches
 from vito.data.shards import ShardSettings, encode_jpeg, write_clips
 from vito.data.sources import build_pretrain_loader
 from vito.errors import VitoError
-from vito.eval.core.encoders import inference_mode, load_encoder
+from vito.eval.core.encoder_spec import inference_mode
+from vito.eval.core.encoders import load_encoder
 from vito.eval.video.davis import PropagationSettings, propagate_features
 from vito.io import atomic_write, write_json
 from vito.pretrain.feed import DeviceFeed

@@ -136,7 +136,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_attention(args: argparse.Namespace) -> int:
     from vito.eval.attention import save_attention_pictures
-    from vito.eval.core.encoders import EncoderSpec
+    from vito.eval.core.encoder_spec import EncoderSpec
 
     report = save_attention_pictures(EncoderSpec.from_args(args).load(), args.inputs, args.out, args.image_size,
                                      args.frames_per_video)
@@ -157,7 +157,7 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction, with_evaluations: 
     attention = sub.add_parser("attention", help="attention pictures of a vito encoder for images or videos",
                                description="One PNG per input: the picture, each stage's attention and their mean.")
     if with_evaluations:
-        from vito.eval.core.encoders import add_encoder_arguments
+        from vito.eval.core.encoder_spec import add_encoder_arguments
 
         add_encoder_arguments(attention)
     attention.add_argument("--out", type=Path, required=True, help="output folder")

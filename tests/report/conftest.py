@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from vito.errors import DataError, VitoError
-from vito.eval.core.encoders import EncoderSpec
+from vito.eval.core.encoder_spec import EncoderSpec
 from vito.eval.core.registry import REGISTRY, Evaluation, discover
 from vito.eval.core.result import Coverage, Metric, Result
 

@@ -12,7 +12,7 @@ import yaml
 
 from vito.cli import main
 from vito.errors import VitoError
-from vito.eval.core.encoders import EncoderSpec
+from vito.eval.core.encoder_spec import EncoderSpec
 from vito.eval.core.result import Coverage, Metric, Result, read_result
 from vito.eval.core.result_writer import write_result
 from vito.report.build import make_report

@@ -17,7 +17,8 @@ from tqdm import tqdm
 from vito.data.imagenet import CROP_FRACTION, normalize
 from vito.data.video import probe_video, read_frames
 from vito.errors import DataError, VitoError
-from vito.eval.core.encoders import Encoder, inference_mode
+from vito.eval.core.encoder_spec import inference_mode
+from vito.eval.core.encoders import Encoder
 from vito.eval.core.inputs import IMAGE_SUFFIXES, UnreadableImage, centre_crop, read_image
 from vito.io import write_json
 from vito.viz.attention import save_attention_grid

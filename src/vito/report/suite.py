@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from vito.errors import VitoError
-from vito.eval.core.encoders import EncoderSpec, is_outside
+from vito.eval.core.encoder_spec import EncoderSpec
+from vito.eval.core.encoders import is_outside
 from vito.eval.core.registry import REGISTRY, Evaluation, discover, get, settings_from_mapping
 from vito.schema import from_mapping, parse_yaml, refuse_unknown
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from vito.errors import VitoError
-from vito.eval.core.encoders import EncoderSpec, load_encoder
+from vito.eval.core.encoder_spec import EncoderSpec
+from vito.eval.core.encoders import load_encoder
 from vito.eval.core.result import Coverage, Metric, Result, mean_and_sd, read_result
 from vito.eval.core.result_writer import write_result
 from vito.eval.core.running import stamped_settings

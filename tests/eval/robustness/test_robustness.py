@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vito.errors import DataError
-from vito.eval.core.encoders import EncoderSpec
+from vito.eval.core.encoder_spec import EncoderSpec
 from vito.eval.core.result import read_result
 from vito.eval.core.result_writer import write_result
 from vito.eval.robustness import sets as robustness

@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from vito.engine.distributed import worker_count
 from vito.errors import DataError, VitoError
-from vito.eval.core.encoders import Encoder, inference_mode
+from vito.eval.core.encoder_spec import inference_mode
+from vito.eval.core.encoders import Encoder
 from vito.eval.core.inputs import EvalTransform, ImageFiles, collate_readable
 from vito.eval.probes.heads import load_linear_head
 

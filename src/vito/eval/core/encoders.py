@@ -11,15 +11,11 @@ negative (``-2`` = res4, ``-1`` = res5), as in the model config.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import copy
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,10 +23,9 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from vito.config import config_from_dict
 from vito.engine.checkpoint import LAST, checkpoint_dir, load_checkpoint
-from vito.engine.precision import uses_bf16
 from vito.errors import VitoError
 from vito.models.backbones import backbone_state_dict
-from vito.models.external import SPEC_HELP, create_architecture, parse_spec, read_state_dict
+from vito.models.external import create_architecture, parse_spec, read_state_dict
 from vito.models.vito import VitoNetwork
 
 TORCHVISION_RESNET_STAGES = ["relu", "layer1", "layer2", "layer3", "layer4"]
@@ -133,7 +128,7 @@ class Encoder(nn.Module):
             return
         changed = 0
         for module in self.stage_module(stage).modules():
-            if isinstance(module, (nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d)) and _stride_of(module) != (1, 1):
+            if isinstance(module, (nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d)) and stride_of(module) != (1, 1):
                 module.stride = (1, 1) if isinstance(module, nn.Conv2d) else 1
                 changed += 1
         if changed == 0:
@@ -155,7 +150,7 @@ class Encoder(nn.Module):
         return self._extractors[indices]
 
 
-def _stride_of(module: nn.Module) -> tuple[int, int]:
+def stride_of(module: nn.Module) -> tuple[int, int]:
     stride = module.stride
     return tuple(stride) if isinstance(stride, (tuple, list)) else (stride, stride)
 
@@ -168,63 +163,6 @@ def _stage_module_names(model: nn.Module, library: str, name: str) -> list[str]:
     if all(hasattr(model, n) for n in TORCHVISION_RESNET_STAGES[1:]):
         return list(TORCHVISION_RESNET_STAGES)
     raise VitoError(f"torchvision:{name} is not a ResNet-family model; use timm:{name} for stage features")
-
-
-# --------------------------------------------------------------------------------------------------
-# Fine-tuning (dense transfer): a trainable copy of an encoder, optionally with a dilated last stage
-
-
-class TrainableBackbone(nn.Module):
-    """A trainable copy of an ``Encoder``'s network that returns the feature maps of ``stages``.
-
-    Why a copy: every fine-tune of a learning-rate sweep or a seed starts from the same pretrained weights,
-    and the frozen ``Encoder`` stays as it was. The copy has no classifier head and no VITO pooling (they take
-    no part in dense prediction, and unused trainable parameters would break DDP). ``dilation`` > 1 makes
-    the last stage keep its input resolution with dilated convolutions instead (DeepLab / torchvision's
-    ``replace_stride_with_dilation``): its strided layers get stride 1, every other k×k convolution of
-    the stage dilation ``dilation``, so a ResNet's res5 runs at stride 16 ("conv5 dilation 2").
-    """
-
-    def __init__(self, encoder: Encoder, stages: Sequence[int], dilation: int = 1) -> None:
-        super().__init__()
-        model = copy.deepcopy(encoder.model)
-        if encoder.library == "timm":
-            model.reset_classifier(0)
-        elif hasattr(model, "fc"):
-            model.fc = nn.Identity()
-        self.encoder = Encoder(model, encoder.library, encoder.arch, encoder.name, fingerprint=encoder.fingerprint)
-        self.stages = self.encoder.resolve_stages(stages)
-        if dilation > 1:
-            _dilate_stage(self.encoder, self.encoder.num_stages - 1, dilation)
-        self.dilation = dilation
-        self.channels = [self.encoder.stage_channels()[i] for i in self.stages]
-        self.input_multiple = input_multiple(model)
-        self.encoder.requires_grad_(True)
-
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return self.encoder.feature_maps(images, self.stages)
-
-
-def input_multiple(model: nn.Module) -> int:
-    """What an input's height and width must be multiples of: the patch size of a patch-embedding transformer
-    (Swin, ViT: timm asserts it), 1 for a convolutional network (any size runs)."""
-    patch = getattr(getattr(model, "patch_embed", None), "patch_size", 1)
-    return int(max(patch)) if isinstance(patch, (tuple, list)) else int(patch)
-
-
-def _dilate_stage(encoder: Encoder, stage: int, dilation: int) -> None:
-    strided = 0
-    for module in encoder.stage_module(stage).modules():
-        if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)) and _stride_of(module) != (1, 1):
-            module.stride, strided = 1, strided + 1
-        elif isinstance(module, nn.Conv2d) and _stride_of(module) != (1, 1):
-            module.stride, strided = (1, 1), strided + 1  # the first block's strided conv keeps dilation 1
-        elif isinstance(module, nn.Conv2d) and max(module.kernel_size) > 1:
-            module.dilation = (dilation, dilation)
-            module.padding = tuple(dilation * (k - 1) // 2 for k in module.kernel_size)
-    if strided == 0:
-        raise VitoError(f"the last stage of {encoder.name} has no strided layer to replace by dilation")
-    encoder._extractors.clear()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,106 +294,8 @@ def _load_vito_checkpoint(path: Path) -> Encoder:
                    attention_pooling=config.model.attention)
 
 
-
-# --------------------------------------------------------------------------------------------------
-# Inference precision
-
-
-@contextlib.contextmanager
-def inference_mode(device: torch.device | str, precision: str = "auto") -> Iterator[None]:
-    """``torch.inference_mode`` with bf16 autocast where ``precision`` asks for it (``auto``: CUDA with bf16)."""
-    device = torch.device(device)
-    enabled = uses_bf16(device, precision)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled):
-        yield
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    """``auto`` = CUDA when available, else CPU."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
-# --------------------------------------------------------------------------------------------------
-# The one encoder argument path: --encoder/--weights/--random-init/--device/--precision
-
-ENCODER_HELP = (
-    "a vito run folder or checkpoint (.pt), an exported backbone file, or "
-    f"{SPEC_HELP} together with --weights FILE (or --random-init)"
-)
-Precision = Literal["auto", "fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
-
-
 def is_outside(spec: str | Path) -> bool:
     return str(spec).startswith(("timm:", "torchvision:"))
-
-
-@dataclass
-class EncoderSpec:
-    """What names an encoder on the command line and in a suite file; ``check`` holds the random-init rule.
-
-    An outside architecture (``timm:``/``torchvision:``) without ``--weights`` is only evaluated with an
-    explicit ``--random-init``: a silently random network would be scored as if it were a model.
-    """
-
-    encoder: str
-    weights: Path | None = None
-    random_init: bool = False
-    device: str = "auto"
-    precision: Precision = "auto"
-
-    def check(self) -> None:
-        outside = is_outside(self.encoder)
-        if self.random_init and (not outside or self.weights is not None):
-            raise VitoError("--random-init is for a timm:NAME / torchvision:NAME encoder given without --weights")
-        if outside and self.weights is None and not self.random_init:
-            raise VitoError(f"{self.encoder} needs --weights FILE (or --random-init for a randomly initialised "
-                            "baseline)")
-        if not outside and self.weights is not None:
-            raise VitoError("--weights is only used with timm:NAME or torchvision:NAME encoders")
-        if self.precision not in PRECISIONS:
-            raise VitoError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-
-    def load(self) -> Encoder:
-        """The checked encoder on its device, with its inference precision attached."""
-        self.check()
-        device = pick_device(self.device)
-        encoder = load_encoder(self.encoder, weights=self.weights, device=device)
-        encoder.precision = resolve_precision(self.precision, device)
-        return encoder
-
-    def identity(self) -> str:
-        """Architecture + weights fingerprint without building the network (the feature cache's rule)."""
-        self.check()
-        return encoder_fingerprint(self.encoder, self.weights)
-
-    def describe(self) -> dict[str, Any]:
-        return {"spec": str(self.encoder), "weights": str(self.weights) if self.weights else None,
-                "random_init": self.random_init, "identity": self.identity(), "precision": self.precision}
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "EncoderSpec":
-        return cls(str(args.encoder), args.weights, args.random_init, args.device, args.precision)
-
-
-def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """``--encoder --weights --random-init --device --precision``: the same five options on every command."""
-    parser.add_argument("--encoder", required=required, default=None, help=ENCODER_HELP)
-    parser.add_argument("--weights", type=Path, default=None, help="local weights file for a timm:/torchvision: encoder")
-    parser.add_argument("--random-init", action="store_true",
-                        help="evaluate a timm:/torchvision: encoder at its (seeded) random initialisation, no --weights")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="inference precision: auto (bf16 on CUDA with bf16 support, else fp32), fp32, bf16")
-
-
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``auto`` → bf16 on CUDA with bf16 support, else fp32; an explicit choice is kept."""
-    if precision == "auto":
-        return "bf16" if uses_bf16(device) else "fp32"
-    return precision
 
 
 def encoder_fingerprint(spec: str | Path, weights: str | Path | None = None) -> str:

@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from vito.engine.distributed import worker_count
 from vito.errors import DataError
-from vito.eval.core.encoders import Encoder, inference_mode, resolve_precision
+from vito.eval.core.encoder_spec import inference_mode, resolve_precision
+from vito.eval.core.encoders import Encoder
 from vito.eval.core.inputs import EvalTransform, ImageFolder, collate_readable
 from vito.io import atomic_write
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from vito.engine.distributed import launched_rank
 from vito.errors import VitoError
-from vito.eval.core.encoders import EncoderSpec, add_encoder_arguments
+from vito.eval.core.encoder_spec import EncoderSpec, add_encoder_arguments
 from vito.eval.core.registry import discover, get, settings_dict
 from vito.eval.core.result import RESULT_JSON, Result, plain, read_result
 from vito.eval.core.result_writer import write_result

@@ -34,7 +34,8 @@ from tqdm import tqdm
 from vito.data.imagenet import normalize
 from vito.data.images import BOMBS, bombs_are_errors
 from vito.errors import DataError, VitoError
-from vito.eval.core.encoders import Encoder, inference_mode
+from vito.eval.core.encoder_spec import inference_mode
+from vito.eval.core.encoders import Encoder
 from vito.eval.core.registry import Evaluation, register
 from vito.eval.core.result import Coverage, Metric, Result
 from vito.io import atomic_write

@@ -38,7 +38,8 @@ from vito.data.video import probe_video, read_frames
 from vito.engine.distributed import worker_count
 from vito.engine.precision import uses_bf16
 from vito.errors import DataError, VitoError
-from vito.eval.core.encoders import Encoder, inference_mode
+from vito.eval.core.encoder_spec import inference_mode
+from vito.eval.core.encoders import Encoder
 from vito.eval.core.inputs import EvalTransform, collate_readable
 from vito.eval.core.registry import Evaluation, register
 from vito.eval.core.result import Coverage, Metric, Result, mean_and_sd

@@ -12,7 +12,8 @@ from torchvision.models.detection.fcos import FCOSHead
 
 from vito.engine.checkpoint import load_checkpoint
 from vito.errors import VitoError
-from vito.eval.core.encoders import EncoderSpec, load_encoder
+from vito.eval.core.encoder_spec import EncoderSpec
+from vito.eval.core.encoders import load_encoder
 from vito.eval.core.registry import get, settings_from_mapping
 from vito.eval.core.running import run_evaluation
 from vito.eval.dense.detection.data import DetectionImages, load_annotations

@@ -24,7 +24,8 @@ from tests.helpers import free_port, tensors_equal
 from vito.engine import distributed
 from vito.engine.finetune import FinetuneSpec, finetune
 from vito.errors import VitoError
-from vito.eval.core.encoders import EncoderSpec, load_encoder
+from vito.eval.core.encoder_spec import EncoderSpec
+from vito.eval.core.encoders import load_encoder
 from vito.eval.core.registry import settings_from_mapping
 from vito.eval.core.running import run_evaluation
 from vito.eval.dense.segmentation.augment import SegmentationBatches, TrainAugment

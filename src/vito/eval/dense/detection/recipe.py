@@ -39,8 +39,10 @@ from vito.engine import distributed
 from vito.engine.checkpoint import seed_all
 from vito.engine.finetune import FinetuneSpec, FinetuneStopped, finetune, make_loader
 from vito.errors import VitoError
-from vito.eval.core.encoders import Encoder, TrainableBackbone, inference_mode
+from vito.eval.core.encoder_spec import inference_mode
+from vito.eval.core.encoders import Encoder
 from vito.eval.core.inputs import UnreadableImage, read_image
+from vito.eval.dense.backbone import TrainableBackbone
 from vito.eval.dense.detection.data import Annotations, DetectionImages, collate_detection, image_file, targets_of
 from vito.eval.dense.detection.metrics import LVIS_MAX_DETS, DetectionScores, score_detections
 from vito.eval.dense.detection.model import FPN_CHANNELS, build_fcos

@@ -1,7 +1,7 @@
 """Dense-prediction heads for semantic-segmentation transfer, on any backbone that returns stage feature maps.
 
 A backbone here is any ``nn.Module`` whose forward maps ``[B, 3, H, W]`` images to a list of NCHW feature
-maps and that has ``.channels`` (one per map), e.g. ``vito.eval.core.encoders.TrainableBackbone``.
+maps and that has ``.channels`` (one per map), e.g. ``vito.eval.dense.backbone.TrainableBackbone``.
 
 - ``DilatedFCN`` (PASCAL VOC, BYOL appendix / DetCon / VITO lineage): the last map (res5 with dilation 2,
   stride 16) → two 3×3 convolutions of 256 channels with dilation 6, each with BN and ReLU → 1×1 classifier,

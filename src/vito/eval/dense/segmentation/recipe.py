@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vito.engine import distributed
-from vito.eval.core.encoders import Encoder, TrainableBackbone, inference_mode
+from vito.eval.core.encoder_spec import inference_mode
+from vito.eval.core.encoders import Encoder
+from vito.eval.dense.backbone import TrainableBackbone
 from vito.eval.dense.segmentation.augment import TrainAugment, logits_to_original, network_input, raise_batch_error
 from vito.eval.dense.segmentation.data import IGNORE_INDEX, SegmentationDataset, UnreadableFile, read_image
 from vito.eval.dense.segmentation.heads import DilatedFCN, UPerNetSegmenter
