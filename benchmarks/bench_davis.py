@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from vito.eval.core.encoders import inference_mode, load_encoder, pick_device
-from vito.eval.video.davis import (
+from vito.eval.video.davis_propagation import (
     PropagationSettings,
     find_sequences,
     first_frame_labels,

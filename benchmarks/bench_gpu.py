@@ -45,7 +45,7 @@ from vito.data.shards import ShardSettings, encode_jpeg, write_clips
 from vito.data.sources import build_pretrain_loader
 from vito.errors import VitoError
 from vito.eval.core.encoders import inference_mode, load_encoder
-from vito.eval.video.davis import PropagationSettings, propagate_features
+from vito.eval.video.davis_propagation import PropagationSettings, propagate_features
 from vito.io import atomic_write, write_json
 from vito.pretrain.feed import DeviceFeed
 from vito.pretrain.loop import build_model

@@ -25,7 +25,7 @@ from vito.eval.human import clickme as saliency
 from vito.eval.human import model_vs_human as human
 from vito.eval.robustness import sets as robustness
 from vito.eval.video import ucf101
-from vito.eval.video.davis import read_png_ids
+from vito.eval.video.davis_propagation import read_png_ids
 
 
 def _png_header(path: Path, width: int, height: int) -> None:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from vito.errors import VitoError
-from vito.eval.video.davis import (
+from vito.eval.video.davis_propagation import (
     PropagationSettings,
     boundary_f_measure,
     evaluate_sequence,
@@ -149,7 +149,7 @@ def test_propagation_tracks_a_moving_square(shuffle: bool) -> None:
 
 def _tiny_davis(root, frames: int = 4) -> None:
     """A 2017-layout sequence: two objects (palette ids 1, 2) and a void border, 64x96."""
-    from vito.eval.video.davis import save_palette_png
+    from vito.eval.video.davis_propagation import save_palette_png
 
     for t in range(frames):
         image = np.full((64, 96, 3), 40, np.uint8)
@@ -187,7 +187,7 @@ def test_cli_propagates_and_scores_a_toy_sequence(tmp_path) -> None:
 
 @pytest.mark.parametrize("radius", [3.0, 4.5, None])
 def test_tiled_propagation_equals_masking_every_cell(radius) -> None:
-    from vito.eval.video.davis import propagate_frame
+    from vito.eval.video.davis_propagation import propagate_frame
 
     generator = torch.Generator().manual_seed(0)
     height, width, frames = 11, 13, 3
@@ -215,14 +215,14 @@ def test_grey_annotations_with_several_ids_are_2017_ids(tmp_path) -> None:
 
 def _results_like_gt(root, out) -> None:
     """The toy sequence's ground truth (void as background) written as a results folder."""
-    from vito.eval.video.davis import save_palette_png
+    from vito.eval.video.davis_propagation import save_palette_png
 
     for path in sorted((root / "Annotations" / "480p" / "toy").glob("*.png")):
         save_palette_png(out / "toy" / path.name, read_object_ids(path))
 
 
 def test_scoring_reads_only_the_scored_frames_as_the_official_code(tmp_path) -> None:
-    from vito.eval.video.davis import save_palette_png
+    from vito.eval.video.davis_propagation import save_palette_png
 
     _tiny_davis(tmp_path / "davis", frames=5)
     results = tmp_path / "results"
@@ -256,7 +256,7 @@ def test_scoring_names_a_bad_result_file(tmp_path, problem: str) -> None:
 
 def test_frames_are_resized_to_the_short_side_and_masks_come_back_full_size(tmp_path) -> None:
     from vito.eval.core.encoders import load_encoder
-    from vito.eval.video.davis import find_sequences, propagate_sequence, read_frame
+    from vito.eval.video.davis_propagation import find_sequences, propagate_sequence, read_frame
 
     _tiny_davis(tmp_path / "davis", frames=3)
     frame = tmp_path / "davis" / "JPEGImages" / "480p" / "toy" / "00000.jpg"
