@@ -22,14 +22,13 @@ from pathlib import Path
 import torch
 
 from vito.eval.core.encoders import inference_mode, load_encoder, pick_device
+from vito.eval.video.davis_data import find_sequences, read_object_ids
 from vito.eval.video.davis_propagation import (
     PropagationSettings,
-    find_sequences,
     first_frame_labels,
     frame_features,
     propagate_features,
     propagate_frame,
-    read_object_ids,
 )
 from vito.io import atomic_write, write_json
 

@@ -25,7 +25,6 @@ from vito.eval.human import clickme as saliency
 from vito.eval.human import model_vs_human as human
 from vito.eval.robustness import sets as robustness
 from vito.eval.video import ucf101
-from vito.eval.video.davis_propagation import read_png_ids
 
 
 def _png_header(path: Path, width: int, height: int) -> None:
@@ -320,12 +319,6 @@ def test_human_compare_with_a_malformed_earlier_result_is_a_data_error(tmp_path:
     (tmp_path / human.DETAILS).write_text(text)
     with pytest.raises(DataError, match="model_vs_human.json is not a"):
         human.load_results([tmp_path])
-
-
-def test_davis_decompression_bomb_annotation_is_a_data_error(tmp_path: Path) -> None:
-    _png_header(tmp_path / "00000.png", 20000, 20000)
-    with pytest.raises(DataError, match="cannot read .*00000.png: .*decompression bomb"):
-        read_png_ids(tmp_path / "00000.png")
 
 
 # --------------------------------------------------------------------------------------------------
