@@ -23,7 +23,7 @@ from vito.eval.dense.detection.metrics import check_results
 from vito.eval.dense.segmentation.segment import Segment
 from vito.eval.human import clickme as saliency
 from vito.eval.human import model_vs_human as human
-from vito.eval.robustness import sets as robustness
+from vito.eval.robustness import imagenet_3dcc as robustness
 from vito.eval.video import ucf101
 
 
@@ -271,7 +271,7 @@ def test_vid_robust_malformed_metadata_is_a_data_error(tmp_path: Path, name: str
 
 def test_3dcc_with_unreadable_images_in_every_corruption_is_partial(tmp_path: Path) -> None:
     """Coverage counts corruptions: 2 of 2 present read as complete with half the images of each broken."""
-    from tests.eval.robustness.test_robustness import _ConstantEncoder, _favouring
+    from tests.eval.robustness.test_shared import _ConstantEncoder, _favouring
 
     _, wnids = robustness.imagenet_a_classes()
     for corruption in ("near_focus", "fog_3d"):

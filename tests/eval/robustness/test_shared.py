@@ -13,7 +13,7 @@ import torch
 from vito.errors import DataError
 from vito.eval.core.base import read_result, write_result
 from vito.eval.core.encoders import EncoderSpec
-from vito.eval.robustness import sets as robustness
+from vito.eval.robustness import imagenet_3dcc as robustness
 
 
 def test_vector_5a_imagenet_a_slicing():
