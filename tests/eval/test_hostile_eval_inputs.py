@@ -23,7 +23,6 @@ from vito.eval.dense.detection.metrics import check_results
 from vito.eval.dense.segmentation.segment import Segment
 from vito.eval.human import clickme as saliency
 from vito.eval.human import model_vs_human as human
-from vito.eval.robustness import imagenet_3dcc as robustness
 from vito.eval.video import ucf101
 
 
@@ -252,44 +251,6 @@ def test_human_responses_file_that_is_not_utf8_is_a_data_error(tmp_path: Path) -
     (folder / "subject-01.csv").write_bytes(b"\xff\xfeimagename,object_response,category,condition\n")
     with pytest.raises(DataError, match="responses file .*subject-01.csv is not a readable UTF-8 text file"):
         human.load_human_data(folder)
-
-
-@pytest.mark.parametrize(("name", "text", "message"), [
-    ("labels.json", "{", "labels.json is not a readable JSON file"),
-    ("pmsets.json", "[]", "pmsets.json is not a JSON object"),
-    ("rev_class_idx_map.json", '{"0": [1], "2": [3]}', "superclass keys must be 0..N-1"),
-    ("labels.json", "{}", "labels.json has no label for 1 frames"),
-])
-def test_vid_robust_malformed_metadata_is_a_data_error(tmp_path: Path, name: str, text: str, message: str) -> None:
-    files = {"labels.json": '{"f/0.jpeg": [1]}', "pmsets.json": '{"f/0.jpeg": []}',
-             "rev_class_idx_map.json": '{"0": [1], "1": [2]}'}
-    for file, content in {**files, name: text}.items():
-        (tmp_path / file).write_text(content)
-    with pytest.raises(DataError, match=message):
-        robustness.VidRobustMetadata(tmp_path)
-
-
-def test_3dcc_with_unreadable_images_in_every_corruption_is_partial(tmp_path: Path) -> None:
-    """Coverage counts corruptions: 2 of 2 present read as complete with half the images of each broken."""
-    from tests.eval.robustness.test_shared import _ConstantEncoder, _favouring
-
-    _, wnids = robustness.imagenet_a_classes()
-    for corruption in ("near_focus", "fog_3d"):
-        folder = tmp_path / "3dcc" / corruption / "1" / wnids[0]
-        folder.mkdir(parents=True)
-        Image.fromarray(np.full((8, 8, 3), 99, np.uint8)).save(folder / "good.png")
-        (folder / "broken.png").write_bytes(b"")
-    model = robustness.ImageNetClassifier(_ConstantEncoder(), _favouring(0))
-    scored = robustness.evaluate_3dcc(model, tmp_path / "3dcc", clean=0.5, corruptions=("near_focus", "fog_3d"),
-                                      image_size=8)
-    assert (scored.used, scored.expected) == (0, 2) and len(scored.skipped) == 2
-    assert "corruptions evaluated on every image (2 of 4 images readable)" in scored.note
-    (tmp_path / "3dcc" / "fog_3d" / "1" / wnids[0] / "broken.png").unlink()
-    assert (robustness.evaluate_3dcc(model, tmp_path / "3dcc", clean=0.5, corruptions=("near_focus", "fog_3d"),
-                                     image_size=8).used) == 1
-    missing = robustness.evaluate_3dcc(model, tmp_path / "3dcc", clean=0.5, image_size=8,
-                                       corruptions=("near_focus", "fog_3d", "flash"))
-    assert missing.used < missing.expected and "missing: flash" in missing.note
 
 
 def test_clickme_empty_truncated_or_corrupt_npz_is_a_data_error(tmp_path: Path) -> None:
