@@ -13,7 +13,7 @@ from PIL import Image
 
 from vito.cli import main
 from vito.eval.core.base import read_result
-from vito.eval.human import model_vs_human as human
+from vito.eval.human import scoring as human
 from vito.eval.video import ucf101
 
 

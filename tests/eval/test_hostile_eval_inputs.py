@@ -22,7 +22,7 @@ from vito.eval.dense.detection.data import load_annotations
 from vito.eval.dense.detection.metrics import check_results
 from vito.eval.dense.segmentation.segment import Segment
 from vito.eval.human import clickme as saliency
-from vito.eval.human import model_vs_human as human
+from vito.eval.human import scoring as human
 from vito.eval.video import ucf101
 
 

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import vito.viz  # noqa: E402
-from vito.eval.human import model_vs_human as human  # noqa: E402
+from vito.eval.human import scoring as human  # noqa: E402
 from vito.eval.human.pictures import consistency_table_figure  # noqa: E402
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from vito.eval.human import model_vs_human as human
-from vito.eval.human.model_vs_human import Trial
+from vito.eval.human import scoring as human
+from vito.eval.human.scoring import Trial
 
 
 def test_category_lists_match_the_spec_table():
