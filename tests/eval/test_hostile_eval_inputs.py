@@ -22,7 +22,6 @@ from vito.eval.dense.detection.data import load_annotations
 from vito.eval.dense.detection.metrics import check_results
 from vito.eval.dense.segmentation.segment import Segment
 from vito.eval.human import clickme as saliency
-from vito.eval.human import scoring as human
 from vito.eval.video import ucf101
 
 
@@ -245,14 +244,6 @@ def test_ucf101_malformed_split_list_is_a_data_error(tmp_path: Path, split_list:
         ucf101.read_split(tmp_path, 1, "train")
 
 
-def test_human_responses_file_that_is_not_utf8_is_a_data_error(tmp_path: Path) -> None:
-    folder = tmp_path / "edge"
-    folder.mkdir()
-    (folder / "subject-01.csv").write_bytes(b"\xff\xfeimagename,object_response,category,condition\n")
-    with pytest.raises(DataError, match="responses file .*subject-01.csv is not a readable UTF-8 text file"):
-        human.load_human_data(folder)
-
-
 def test_clickme_empty_truncated_or_corrupt_npz_is_a_data_error(tmp_path: Path) -> None:
     good = tmp_path / "good.npz"
     np.savez_compressed(good, image=np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8),
@@ -273,13 +264,6 @@ def test_clickme_compare_with_a_truncated_examples_file_is_a_data_error(tmp_path
         (tmp_path / run / saliency.EXAMPLES).write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(DataError, match="unreadable ClickMe examples of an earlier run"):
         saliency.compare_clickme([tmp_path / "one", tmp_path / "two"], tmp_path / "out")
-
-
-@pytest.mark.parametrize("text", ["{", "[]", '{"datasets": {}}'])
-def test_human_compare_with_a_malformed_earlier_result_is_a_data_error(tmp_path: Path, text: str) -> None:
-    (tmp_path / human.DETAILS).write_text(text)
-    with pytest.raises(DataError, match="model_vs_human.json is not a"):
-        human.load_results([tmp_path])
 
 
 # --------------------------------------------------------------------------------------------------

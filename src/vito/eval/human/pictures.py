@@ -1,13 +1,15 @@
 """Paper Table 3 as a picture: accuracy difference and consistency with people, one row per decision maker.
 
-Pure drawing: the caller (``vito.eval.human.model_vs_human``) passes the row labels, column titles and formatted cells, the
-humans' reference row included. Column titles are wrapped so that long ones never overlap their neighbours.
+``draw_table`` lays out the rows of this run and of earlier ones (``--compare``), the humans' reference row
+included; the drawing itself takes formatted cells. Column titles are wrapped so that long ones never overlap
+their neighbours.
 """
 
 from __future__ import annotations
 
+import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from vito.eval.human.result_store import TABLE_COLUMNS, table_rows  # noqa: E402
 from vito.viz.figures import save_figure  # noqa: E402
 
 HEADER_WIDTH = 14  # characters per line of a column title
@@ -46,3 +49,14 @@ def plot_consistency_table(row_labels: Sequence[str], column_titles: Sequence[st
                            out: str | Path) -> Path:
     """Render the table as a PNG at ``out``."""
     return save_figure(consistency_table_figure(row_labels, column_titles, cells), out, dpi=150, tight=True)
+
+
+def draw_table(results: Mapping[str, dict], out: Path) -> Path:
+    """The table of earlier and current results (labelled as in ``result_store.load_results``) at ``out``."""
+    rows = table_rows(results)
+    cells = [[cell_text(values.get(key, math.nan)) for key, _ in TABLE_COLUMNS] for _, values in rows]
+    return plot_consistency_table([label for label, _ in rows], [title for _, title in TABLE_COLUMNS], cells, out)
+
+
+def cell_text(value: float | None) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.3f}"
