@@ -21,7 +21,7 @@ from vito.eval.core.base import read_result, run_evaluation, settings_from_mappi
 from vito.eval.dense.detection.data import load_annotations
 from vito.eval.dense.detection.metrics import check_results
 from vito.eval.dense.segmentation.segment import Segment
-from vito.eval.human import clickme as saliency
+from vito.eval.human import saliency
 from vito.eval.video import ucf101
 
 

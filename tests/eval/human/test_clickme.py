@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from vito.eval.human import clickme as saliency
+from vito.eval.human import saliency
 
 
 def test_vector_7a_spearman_with_ties_and_ceiling():
