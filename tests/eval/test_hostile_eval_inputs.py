@@ -21,7 +21,6 @@ from vito.eval.core.base import read_result, run_evaluation, settings_from_mappi
 from vito.eval.dense.detection.data import load_annotations
 from vito.eval.dense.detection.metrics import check_results
 from vito.eval.dense.segmentation.segment import Segment
-from vito.eval.human import saliency
 from vito.eval.video import ucf101
 
 
@@ -215,7 +214,7 @@ def test_detect_annotation_file_with_a_bom_is_read(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# UCF-101, model-vs-human, ImageNet-Vid-Robust, ClickMe, DAVIS
+# UCF-101
 
 
 @pytest.mark.parametrize(("class_index", "message"), [
@@ -242,28 +241,6 @@ def test_ucf101_malformed_split_list_is_a_data_error(tmp_path: Path, split_list:
     (tmp_path / "trainlist01.txt").write_bytes(split_list)
     with pytest.raises(DataError, match=message):
         ucf101.read_split(tmp_path, 1, "train")
-
-
-def test_clickme_empty_truncated_or_corrupt_npz_is_a_data_error(tmp_path: Path) -> None:
-    good = tmp_path / "good.npz"
-    np.savez_compressed(good, image=np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8),
-                        heatmap=np.zeros((2, 8, 8)), label=np.array([1, 2]))
-    raw = bytearray(good.read_bytes())
-    (tmp_path / "empty.npz").write_bytes(b"")
-    (tmp_path / "truncated.npz").write_bytes(bytes(raw[: len(raw) // 2]))
-    raw[200:260] = b"\0" * 60  # inside the compressed image member
-    (tmp_path / "corrupt.npz").write_bytes(bytes(raw))
-    for name in ("empty", "truncated", "corrupt"):
-        with pytest.raises(DataError, match=f"{name}.npz: not a ClickMe .npz"):
-            saliency.read_clickme_file(tmp_path / f"{name}.npz")
-
-
-def test_clickme_compare_with_a_truncated_examples_file_is_a_data_error(tmp_path: Path) -> None:
-    for run in ("one", "two"):
-        (tmp_path / run).mkdir()
-        (tmp_path / run / saliency.EXAMPLES).write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(DataError, match="unreadable ClickMe examples of an earlier run"):
-        saliency.compare_clickme([tmp_path / "one", tmp_path / "two"], tmp_path / "out")
 
 
 # --------------------------------------------------------------------------------------------------
