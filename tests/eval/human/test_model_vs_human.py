@@ -16,8 +16,6 @@ from vito.eval.human.trials import EXCLUDED_CONDITIONS, load_human_data, read_re
 
 
 def test_bad_inputs_are_clear_errors(shared_data, tmp_path, capsys):
-    from vito.cli import main
-
     raw = shared_data / "model-vs-human" / "raw-data" / "edge"
     with pytest.raises(DataError, match="not found"):
         score_responses_file(tmp_path / "missing.csv", raw)
@@ -37,7 +35,6 @@ def test_random_model_end_to_end_on_real_stimuli(shared_data, tmp_path):
 
     from torch import nn
 
-    from vito.cli import main
     from vito.eval.probes.heads import save_linear_head
 
     torch.manual_seed(0)
