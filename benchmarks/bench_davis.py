@@ -23,14 +23,13 @@ import torch
 
 from vito.eval.core.encoder_spec import inference_mode, pick_device
 from vito.eval.core.encoders import load_encoder
-from vito.eval.video.davis import (
+from vito.eval.video.davis_data import find_sequences, read_object_ids
+from vito.eval.video.davis_propagation import (
     PropagationSettings,
-    find_sequences,
     first_frame_labels,
     frame_features,
     propagate_features,
     propagate_frame,
-    read_object_ids,
 )
 from vito.io import atomic_write, write_json
 

@@ -46,7 +46,7 @@ from vito.data.sources import build_pretrain_loader
 from vito.errors import VitoError
 from vito.eval.core.encoder_spec import inference_mode
 from vito.eval.core.encoders import load_encoder
-from vito.eval.video.davis import PropagationSettings, propagate_features
+from vito.eval.video.davis_propagation import PropagationSettings, propagate_features
 from vito.io import atomic_write, write_json
 from vito.pretrain.feed import DeviceFeed
 from vito.pretrain.loop import build_model

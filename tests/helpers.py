@@ -1,9 +1,12 @@
-"""Small helpers shared by test modules: a free TCP port for gloo process groups, and a deep tensor comparison
-for "resume equals an uninterrupted run" checks."""
+"""Small helpers shared by test modules: a free TCP port for gloo process groups, a deep tensor comparison
+for "resume equals an uninterrupted run" checks, and a PNG that is only a header (a decompression bomb)."""
 
 from __future__ import annotations
 
 import socket
+import struct
+import zlib
+from pathlib import Path
 
 import torch
 
@@ -29,3 +32,13 @@ def tensors_equal(a, b, where: str = "") -> None:
             tensors_equal(x, y, f"{where}[{i}]")
     else:
         assert a == b, where
+
+
+def png_header(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width`` x ``height`` grey pixels (a decompression bomb, a few bytes long)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))

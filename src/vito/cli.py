@@ -114,7 +114,7 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Evaluation: `vito eval NAME` from the registry (vito.eval.core.base), and `vito attention`
+# Evaluation: `vito eval NAME` from the registry (vito.eval.core.registry), and `vito attention`
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

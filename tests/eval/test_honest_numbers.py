@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -13,71 +12,7 @@ from PIL import Image
 
 from vito.cli import main
 from vito.eval.core.result import read_result
-from vito.eval.human import model_vs_human as human
 from vito.eval.video import ucf101
-
-
-def _responses(path: Path, rows: list[dict]) -> Path:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def test_humans_are_scored_on_the_trials_the_model_saw(shared_data) -> None:
-    subjects = human.load_human_data(shared_data / "model-vs-human" / "raw-data" / "edge")["edge"]
-    first = next(iter(subjects.values()))
-    seen = dict(list(first.items())[:40])  # a partial stimulus set: 40 of 160 images
-    model = {i: human.Trial(i, t.category, "dog", t.condition) for i, t in seen.items()}
-    scored = human.score_dataset(model, subjects, "edge")
-    on_seen = {name: {i: t for i, t in session.items() if i in seen} for name, session in subjects.items()}
-    reference = human.humans_row(human.human_pairs(on_seen, human.EXCLUDED_CONDITIONS.get("edge", ())))
-    assert scored["humans"]["error_consistency"] == pytest.approx(reference["error_consistency"])
-    everything = human.humans_row(human.human_pairs(subjects, ()))
-    assert scored["humans"]["accuracy"] != pytest.approx(everything["accuracy"])  # not all 160 trials
-    assert scored["trials_compared"] == 40 and scored["human_trials"] == 160
-
-
-def test_a_partial_responses_set_over_several_datasets_is_flagged(shared_data, tmp_path) -> None:
-    raw = shared_data / "model-vs-human" / "raw-data"
-    rows = human.read_response_rows(sorted((raw / "edge").glob("*.csv"))[0])[:50]
-    path = _responses(tmp_path / "mine.csv", [{**r, "subj": "mine", "object_response": "dog"} for r in rows])
-    datasets = "edge,cue-conflict,low-pass,uniform-noise"
-    assert main(["eval", "model-vs-human", "--responses", str(path), "--raw-data", str(raw), "--datasets", datasets,
-                 "--out", str(tmp_path / "out")]) == 0
-    result = read_result(tmp_path / "out")
-    assert result.settings["datasets"] == datasets.split(",") and result.coverage.partial
-    assert "no trials for" in result.coverage.note
-    assert 0 <= result.value("accuracy") <= 1
-    labels = [row["decision maker"] for row in result.tables["decision makers"]]
-    assert labels[0].startswith("mine (") and any(label.startswith("humans, subject pairs") for label in labels)
-
-
-def test_a_complete_responses_file_is_not_partial_where_conditions_are_excluded(shared_data, tmp_path) -> None:
-    """low-pass leaves 3 of its 8 conditions out of every metric: they count neither as used nor as expected."""
-    raw = shared_data / "model-vs-human" / "raw-data"
-    responses = sorted((raw / "low-pass").glob("*.csv"))[0]
-    assert main(["eval", "model-vs-human", "--responses", str(responses), "--raw-data", str(raw),
-                 "--datasets", "low-pass", "--out", str(tmp_path)]) == 0
-    coverage = read_result(tmp_path).coverage
-    assert not coverage.partial and coverage.used == coverage.expected == 800  # 5 of 8 conditions x 160
-
-
-def test_several_datasets_in_one_call(shared_data, tmp_path) -> None:
-    raw = shared_data / "model-vs-human" / "raw-data"
-    datasets = ["edge", "cue-conflict", "low-pass", "uniform-noise"]
-    assert main(["eval", "model-vs-human", "--humans", "--raw-data", str(raw), "--datasets", ",".join(datasets),
-                 "--out", str(tmp_path)]) == 0
-    result = read_result(tmp_path)
-    assert result.settings["datasets_scored"] == sorted(datasets)
-    assert [row["dataset"] for row in result.tables["per dataset"]] == sorted(datasets)
-    assert not result.coverage.partial
-    humans = human.load_human_data(raw, datasets)
-    assert result.coverage.used == sum(len(human.scored_trials(subjects, human.EXCLUDED_CONDITIONS.get(name, ())))
-                                       for name, subjects in humans.items()) > 0  # every human trial, not 0 of 0
-    assert main(["eval", "model-vs-human", "--humans", "--raw-data", str(raw), "--datasets", "edge,nonsense",
-                 "--out", str(tmp_path / "bad")]) == 2
 
 
 def test_ucf101_runs_several_splits_and_reports_mean_and_sd(monkeypatch, tmp_path) -> None:

@@ -23,11 +23,7 @@ from vito.eval.core.running import run_evaluation
 from vito.eval.dense.detection.data import load_annotations
 from vito.eval.dense.detection.metrics import check_results
 from vito.eval.dense.segmentation.segment import Segment
-from vito.eval.human import clickme as saliency
-from vito.eval.human import model_vs_human as human
-from vito.eval.robustness import sets as robustness
 from vito.eval.video import ucf101
-from vito.eval.video.davis import read_png_ids
 
 
 def _png_header(path: Path, width: int, height: int) -> None:
@@ -220,7 +216,7 @@ def test_detect_annotation_file_with_a_bom_is_read(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# UCF-101, model-vs-human, ImageNet-Vid-Robust, ClickMe, DAVIS
+# UCF-101
 
 
 @pytest.mark.parametrize(("class_index", "message"), [
@@ -247,87 +243,6 @@ def test_ucf101_malformed_split_list_is_a_data_error(tmp_path: Path, split_list:
     (tmp_path / "trainlist01.txt").write_bytes(split_list)
     with pytest.raises(DataError, match=message):
         ucf101.read_split(tmp_path, 1, "train")
-
-
-def test_human_responses_file_that_is_not_utf8_is_a_data_error(tmp_path: Path) -> None:
-    folder = tmp_path / "edge"
-    folder.mkdir()
-    (folder / "subject-01.csv").write_bytes(b"\xff\xfeimagename,object_response,category,condition\n")
-    with pytest.raises(DataError, match="responses file .*subject-01.csv is not a readable UTF-8 text file"):
-        human.load_human_data(folder)
-
-
-@pytest.mark.parametrize(("name", "text", "message"), [
-    ("labels.json", "{", "labels.json is not a readable JSON file"),
-    ("pmsets.json", "[]", "pmsets.json is not a JSON object"),
-    ("rev_class_idx_map.json", '{"0": [1], "2": [3]}', "superclass keys must be 0..N-1"),
-    ("labels.json", "{}", "labels.json has no label for 1 frames"),
-])
-def test_vid_robust_malformed_metadata_is_a_data_error(tmp_path: Path, name: str, text: str, message: str) -> None:
-    files = {"labels.json": '{"f/0.jpeg": [1]}', "pmsets.json": '{"f/0.jpeg": []}',
-             "rev_class_idx_map.json": '{"0": [1], "1": [2]}'}
-    for file, content in {**files, name: text}.items():
-        (tmp_path / file).write_text(content)
-    with pytest.raises(DataError, match=message):
-        robustness.VidRobustMetadata(tmp_path)
-
-
-def test_3dcc_with_unreadable_images_in_every_corruption_is_partial(tmp_path: Path) -> None:
-    """Coverage counts corruptions: 2 of 2 present read as complete with half the images of each broken."""
-    from tests.eval.robustness.test_robustness import _ConstantEncoder, _favouring
-
-    _, wnids = robustness.imagenet_a_classes()
-    for corruption in ("near_focus", "fog_3d"):
-        folder = tmp_path / "3dcc" / corruption / "1" / wnids[0]
-        folder.mkdir(parents=True)
-        Image.fromarray(np.full((8, 8, 3), 99, np.uint8)).save(folder / "good.png")
-        (folder / "broken.png").write_bytes(b"")
-    model = robustness.ImageNetClassifier(_ConstantEncoder(), _favouring(0))
-    scored = robustness.evaluate_3dcc(model, tmp_path / "3dcc", clean=0.5, corruptions=("near_focus", "fog_3d"),
-                                      image_size=8)
-    assert (scored.used, scored.expected) == (0, 2) and len(scored.skipped) == 2
-    assert "corruptions evaluated on every image (2 of 4 images readable)" in scored.note
-    (tmp_path / "3dcc" / "fog_3d" / "1" / wnids[0] / "broken.png").unlink()
-    assert (robustness.evaluate_3dcc(model, tmp_path / "3dcc", clean=0.5, corruptions=("near_focus", "fog_3d"),
-                                     image_size=8).used) == 1
-    missing = robustness.evaluate_3dcc(model, tmp_path / "3dcc", clean=0.5, image_size=8,
-                                       corruptions=("near_focus", "fog_3d", "flash"))
-    assert missing.used < missing.expected and "missing: flash" in missing.note
-
-
-def test_clickme_empty_truncated_or_corrupt_npz_is_a_data_error(tmp_path: Path) -> None:
-    good = tmp_path / "good.npz"
-    np.savez_compressed(good, image=np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8),
-                        heatmap=np.zeros((2, 8, 8)), label=np.array([1, 2]))
-    raw = bytearray(good.read_bytes())
-    (tmp_path / "empty.npz").write_bytes(b"")
-    (tmp_path / "truncated.npz").write_bytes(bytes(raw[: len(raw) // 2]))
-    raw[200:260] = b"\0" * 60  # inside the compressed image member
-    (tmp_path / "corrupt.npz").write_bytes(bytes(raw))
-    for name in ("empty", "truncated", "corrupt"):
-        with pytest.raises(DataError, match=f"{name}.npz: not a ClickMe .npz"):
-            saliency.read_clickme_file(tmp_path / f"{name}.npz")
-
-
-def test_clickme_compare_with_a_truncated_examples_file_is_a_data_error(tmp_path: Path) -> None:
-    for run in ("one", "two"):
-        (tmp_path / run).mkdir()
-        (tmp_path / run / saliency.EXAMPLES).write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(DataError, match="unreadable ClickMe examples of an earlier run"):
-        saliency.compare_clickme([tmp_path / "one", tmp_path / "two"], tmp_path / "out")
-
-
-@pytest.mark.parametrize("text", ["{", "[]", '{"datasets": {}}'])
-def test_human_compare_with_a_malformed_earlier_result_is_a_data_error(tmp_path: Path, text: str) -> None:
-    (tmp_path / human.DETAILS).write_text(text)
-    with pytest.raises(DataError, match="model_vs_human.json is not a"):
-        human.load_results([tmp_path])
-
-
-def test_davis_decompression_bomb_annotation_is_a_data_error(tmp_path: Path) -> None:
-    _png_header(tmp_path / "00000.png", 20000, 20000)
-    with pytest.raises(DataError, match="cannot read .*00000.png: .*decompression bomb"):
-        read_png_ids(tmp_path / "00000.png")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def test_a_corrupt_feature_cache_is_recomputed_with_a_warning(tmp_path, caplog) 
 
 
 def test_davis_errors_name_the_sequence_and_the_file(tmp_path) -> None:
-    from vito.eval.video.davis import score_results
+    from vito.eval.video.davis_scoring import score_results
 
     for kind in ("JPEGImages", "Annotations"):
         (tmp_path / "davis" / kind / "480p" / "swan").mkdir(parents=True)

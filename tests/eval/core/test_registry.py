@@ -66,7 +66,7 @@ def _images(root: Path, shared_data: Path, classes: int = 2, per_class: int = 2)
 
 
 def _imagenet_a(root: Path, shared_data: Path) -> Path:
-    from vito.eval.robustness.sets import imagenet_a_classes
+    from vito.eval.robustness.imagenet_a import imagenet_a_classes
 
     for wnid in imagenet_a_classes()[1][:2]:
         (root / wnid).mkdir(parents=True)
