@@ -41,7 +41,8 @@ import torch
 from vito.config import Config, load_config
 from vito.data.augment import PhotometricAugment
 from vito.data.gpu_decode import JpegBatches
-from vito.data.shards import ShardSettings, encode_jpeg, write_clips
+from vito.data.jpeg import encode_jpeg
+from vito.data.shards import ShardSettings, write_clips
 from vito.data.sources import build_pretrain_loader
 from vito.errors import VitoError
 from vito.eval.core.encoders import inference_mode, load_encoder

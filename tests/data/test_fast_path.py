@@ -15,8 +15,9 @@ import torch.nn.functional as F
 
 from vito.config import DataConfig
 from vito.data.augment import RandomResizedCropFlip, resize_into
+from vito.data.jpeg import jpeg_size
 from vito.data.sampling import sample_times
-from vito.data.shards import ShardSettings, ShardSource, frame_indices, jpeg_size, output_size, write_shards
+from vito.data.shards import ShardSettings, ShardSource, frame_indices, output_size, write_shards
 from vito.data.sources import PretrainBatches, build_pretrain_loader
 
 # sam2's blocks are the most textured frames of the shared videos (where an unfiltered resize aliases);
