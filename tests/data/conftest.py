@@ -55,3 +55,11 @@ def make_video(tmp_path: Path) -> Callable[..., Path]:
         return render_video(tmp_path / name, pts_ms, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def two_videos(tmp_path: Path, make_video: Callable[..., Path]) -> Path:
+    """``tmp_path`` holding two short index videos, ``a.mp4`` and ``b.mp4``."""
+    make_video("a.mp4", num_frames=10, fps=10, b_frames=0, size=(32, 32))
+    make_video("b.mp4", num_frames=10, fps=10, b_frames=0, size=(32, 32))
+    return tmp_path

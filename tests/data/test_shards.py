@@ -16,7 +16,7 @@ import torch
 from tests.data.conftest import decode_index
 from vito.config import DataConfig
 from vito.data.sampling import sample_times
-from vito.data.shards import ShardSettings, ShardSource, frame_indices, read_manifest, write_shards
+from vito.data.shards import ShardSettings, ShardSource, frame_indices, write_shards
 from vito.data.sources import PretrainBatches, VideoFolderSource, build_pretrain_loader, find_videos, open_source
 from vito.data.video import read_frames
 from vito.errors import DataError, VitoError
@@ -200,17 +200,6 @@ def test_bad_manifests_are_clear_errors(tmp_path, content, message):
     with pytest.raises(DataError, match=message):
         write_shards(tmp_path / "m.jsonl", tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "shards.json").exists()
-
-
-def test_a_manifest_with_a_byte_order_mark_reads_and_a_malformed_csv_names_its_line(tmp_path, make_video):
-    make_video("a.mp4", num_frames=10, fps=10)
-    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfpath\na.mp4\n")  # as spreadsheet programs save it
-    (tmp_path / "bom.jsonl").write_bytes(b'\xef\xbb\xbf{"path": "a.mp4"}\n')
-    assert [row["path"] for _, row in read_manifest(tmp_path / "bom.csv")] == [str(tmp_path / "a.mp4")]
-    assert [row["path"] for _, row in read_manifest(tmp_path / "bom.jsonl")] == [str(tmp_path / "a.mp4")]
-    (tmp_path / "quote.csv").write_text('path\na.mp4\n"b.mp4\n' + "x" * 200_000 + "\n")  # a stray quote
-    with pytest.raises(DataError, match=r"quote\.csv:3: malformed CSV"):
-        read_manifest(tmp_path / "quote.csv")
 
 
 def test_a_full_disk_while_preparing_is_one_clear_error_and_leaves_no_partial_tar(tmp_path, make_video, monkeypatch):

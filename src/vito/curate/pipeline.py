@@ -40,7 +40,7 @@ from vito.curate.distribution import kl_to_uniform
 from vito.curate.filters import FrameClassifier, Preprocess, long_enough, verify
 from vito.curate.lexicon import Lexicon, imagenet_lexicon
 from vito.curate.plots import plot_class_distribution
-from vito.data.shards import read_manifest
+from vito.data.manifest import read_manifest
 from vito.data.video import probe_video
 from vito.errors import DataError, VitoError
 from vito.io import atomic_write, read_json, write_json
@@ -107,7 +107,7 @@ def read_candidates(path: str | Path) -> list[Candidate]:
             title=str(row["title"]),
             duration=_duration(row.get("duration"), f"{path}:{line}"),
         )
-        for index, (line, row) in enumerate(read_manifest(path, required=("path", "title")))
+        for index, (line, row) in enumerate(read_manifest(path, required=("path", "title")).rows)
     ]
 
 

@@ -24,7 +24,6 @@ loaded lazily, once per worker.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import json
 import logging
@@ -44,6 +43,7 @@ from tqdm import tqdm
 from vito.checks import finite_number, integer
 from vito.data.augment import resize_into
 from vito.data.jpeg import decode_jpeg, encode_jpeg, jpeg_size
+from vito.data.manifest import read_manifest
 from vito.data.video import VideoReader
 from vito.errors import DataError, VitoError
 from vito.io import atomic_write, write_json
@@ -99,63 +99,6 @@ def is_shard_folder(path: str | Path) -> bool:
 # Writing
 
 
-def read_manifest(path: str | Path, required: tuple[str, ...] = ("path",)) -> list[tuple[int, dict[str, Any]]]:
-    """``(line, row)`` of a CSV or JSONL table whose rows all have ``required`` values; ``path`` is resolved
-    against the table's folder.
-
-    One reader for `vito prepare` manifests and `vito curate` candidate files, so that a missing file or
-    column, a malformed line or an empty table is a ``DataError`` naming the file and line before any work.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        rows = list(_table_rows(path, required))
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    if not rows:
-        raise DataError(f"{path}: no rows")
-    for line, row in rows:
-        missing = [key for key in required if not str(row.get(key) or "").strip()]
-        if missing:
-            raise DataError(f"{path}:{line}: empty {', '.join(missing)}")
-        video = Path(str(row["path"]))
-        row["path"] = str(video if video.is_absolute() else path.parent / video)
-    return rows
-
-
-def _table_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
-    # utf-8-sig: spreadsheet programs start a CSV with a byte-order mark, which would rename its first column
-    if path.suffix.lower() == ".csv":
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle)
-            try:
-                missing = [key for key in required if key not in (reader.fieldnames or [])]
-                if missing:
-                    raise DataError(f"{path}: missing column {', '.join(missing)} (header: {reader.fieldnames})")
-                for row in reader:
-                    yield reader.line_num, row
-            except csv.Error as error:  # e.g. a stray quote that runs a field past the csv module's size limit
-                raise DataError(f"{path}:{reader.line_num + 1}: malformed CSV ({error})") from None
-    elif path.suffix.lower() in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8-sig") as handle:
-            for line, text in enumerate(handle, start=1):
-                if text.strip():
-                    yield line, _json_object(text, f"{path}:{line}")
-    else:
-        raise DataError(f"{path}: expected a .csv or .jsonl file")
-
-
-def _json_object(text: str, where: str) -> dict[str, Any]:
-    try:
-        row = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{where}: not valid JSON ({error.msg})") from None
-    if not isinstance(row, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    return row
-
-
 def stored_duration(duration: float, settings: ShardSettings) -> float:
     """How much of a video of ``duration`` seconds is stored (all of it unless ``max_seconds`` cuts it)."""
     return duration if settings.max_seconds is None else min(duration, settings.max_seconds)
@@ -193,7 +136,7 @@ def write_shards(manifest: str | Path, out_dir: str | Path, settings: ShardSetti
     out_dir = Path(out_dir)
     if is_shard_folder(out_dir):
         raise VitoError(f"{out_dir} already holds prepared shards; choose another --out")
-    rows = [row for _, row in read_manifest(manifest)]
+    rows = [row for _, row in read_manifest(manifest).rows]
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = _ShardWriter(out_dir, settings)
     skipped = []

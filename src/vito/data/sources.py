@@ -18,7 +18,6 @@ video is usable at all.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import multiprocessing
@@ -29,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -38,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from vito.config import DataConfig
 from vito.data.augment import RandomResizedCropFlip
+from vito.data.manifest import is_manifest, read_manifest
 from vito.data.sampling import sample_times
 from vito.data.stream import EpochShuffle, StepStream
 from vito.data.video import VideoReader, check_regular_file
@@ -89,10 +89,8 @@ def list_videos(path: str | Path) -> tuple[list[VideoEntry], list[Skip]]:
             raise DataError(f"no video files in {path} (searched recursively for {known})")
     elif not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    elif path.suffix.lower() == ".csv":
-        entries, skipped = _listed(path, _csv_rows(path))
-    elif path.suffix.lower() in (".jsonl", ".json"):
-        entries, skipped = _listed(path, _jsonl_rows(path))
+    elif is_manifest(path):
+        entries, skipped = _listed(path)
     else:
         raise DataError(f"{path}: expected a folder of videos or a .csv/.jsonl manifest with a 'path' column")
     for _, reason in skipped:
@@ -132,74 +130,38 @@ def _folder_videos(folder: Path) -> tuple[list[VideoEntry], list[Skip]]:
     return [VideoEntry(p) for p in sorted(first.values())], skipped
 
 
-def _csv_rows(manifest: Path) -> Iterator[tuple[int, str]]:
-    """``(line, path)`` of each row; a row the csv module cannot parse (a field over its size limit, e.g. a
-    stray quote that swallows the rest of the file) is a DataError naming the line, not a ``csv.Error``."""
-    with _open_text(manifest, newline="") as handle:
-        reader = csv.DictReader(handle)
-        try:
-            if not reader.fieldnames or "path" not in reader.fieldnames:
-                raise DataError(f"{manifest}: the CSV header must contain a 'path' column (found {reader.fieldnames})")
-            for row in reader:
-                yield reader.line_num, row.get("path") or ""
-        except csv.Error as error:
-            line = reader.line_num + 1  # the lines of the rows read so far, then the row that failed
-            raise DataError(f"{manifest} line {line}: malformed CSV ({error})") from None
+def _line_of(manifest: Path, line: int) -> str:
+    """``manifest.csv line 3``: how the training loader names a manifest line (in errors and counted skips)."""
+    return f"{manifest} line {line}"
 
 
-def _jsonl_rows(manifest: Path) -> Iterator[tuple[int, str]]:
-    with _open_text(manifest) as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{manifest} line {number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("path", ""), (str, type(None))):
-                raise DataError(f"{manifest} line {number}: each line must be a JSON object with a 'path' string")
-            yield number, record.get("path") or ""
-
-
-def _open_text(manifest: Path, newline: str | None = None) -> IO[str]:
-    """The manifest as UTF-8 text, with a leading byte-order mark dropped: spreadsheet programs write one,
-    and read as text it would rename the CSV's first column (``\ufeffpath``) or break the first JSON line."""
-    return manifest.open(encoding="utf-8-sig", newline=newline)
-
-
-def _listed(manifest: Path, rows: Iterator[tuple[int, str]]) -> tuple[list[VideoEntry], list[Skip]]:
-    """Resolve paths against the manifest's folder; empty, missing and non-regular ones are counted skips, and
-    so is a row naming a file an earlier row named (by any spelling or link): trained as two videos, its
-    clips would be each other's negatives and it would be drawn twice as often."""
-    entries, skipped = [], []
+def _listed(manifest: Path) -> tuple[list[VideoEntry], list[Skip]]:
+    """The manifest's videos; empty, missing and non-regular paths are counted skips, and so is a row naming a
+    file an earlier row named (by any spelling or link): trained as two videos, its clips would be each
+    other's negatives and it would be drawn twice as often. Skips are listed in line order."""
+    table = read_manifest(manifest, empty="skip", locate=_line_of)
+    entries: list[VideoEntry] = []
+    skipped = [(row.line, row.name, row.reason) for row in table.skipped]
     first_line: dict[tuple[int, int], int] = {}  # (device, inode) -> the line that named the file first
-    try:
-        for number, name in rows:
-            where = f"{manifest} line {number}"
-            if not name.strip():
-                skipped.append((f"{manifest}:{number}", f"{where}: empty path"))
-                continue
-            file = Path(name).expanduser()
-            file = file if file.is_absolute() else manifest.parent / file
-            try:
-                check_regular_file(file)
-            except DataError as error:
-                skipped.append((str(file), f"{where}: {error}"))
-                continue
-            identity = _file_identity(file)
-            if identity in first_line:
-                skipped.append((f"{manifest}:{number}",
-                                f"{where}: {file}: duplicate of line {first_line[identity]}"))
-                continue
-            first_line[identity] = number
-            entries.append(VideoEntry(file, number))
-    except UnicodeDecodeError as error:
-        raise DataError(f"{manifest}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    if skipped:
-        log.warning("%s: %d of %d rows skipped", manifest, len(skipped), len(skipped) + len(entries))
+    for number, row in table.rows:
+        where, file = _line_of(manifest, number), Path(row["path"])
+        try:
+            check_regular_file(file)
+        except DataError as error:
+            skipped.append((number, str(file), f"{where}: {error}"))
+            continue
+        identity = _file_identity(file)
+        if identity in first_line:
+            skipped.append((number, f"{manifest}:{number}", f"{where}: {file}: duplicate of line {first_line[identity]}"))
+            continue
+        first_line[identity] = number
+        entries.append(VideoEntry(file, number))
+    skips = [(name, reason) for _, name, reason in sorted(skipped, key=lambda skip: skip[0])]
+    if skips:
+        log.warning("%s: %d of %d rows skipped", manifest, len(skips), len(skips) + len(entries))
     if not entries:
-        raise DataError(f"{manifest}: lists no existing video file ({len(skipped)} rows skipped)")
-    return entries, skipped
+        raise DataError(f"{manifest}: lists no existing video file ({len(skips)} rows skipped)")
+    return entries, skips
 
 
 def _file_identity(file: Path) -> tuple[int, int]:
