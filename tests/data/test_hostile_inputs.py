@@ -11,17 +11,6 @@ import pytest
 from tests.data.test_sources import CFG
 from vito.cli import main
 from vito.data.sources import build_pretrain_loader, list_videos
-from vito.data.video import VideoReader
-from vito.errors import DataError
-
-
-def test_a_name_with_a_nul_byte_is_a_data_error_and_a_manifest_skip(two_videos):
-    with pytest.raises(DataError, match="NUL byte"):
-        VideoReader(str(two_videos / "a.mp4") + "\0")
-    (two_videos / "m.csv").write_bytes(b"path\na.mp4\x00\nb.mp4\n")
-    entries, skipped = list_videos(two_videos / "m.csv")
-    assert [e.line for e in entries] == [3]
-    assert len(skipped) == 1 and "line 2" in skipped[0][1] and "NUL byte" in skipped[0][1]
 
 
 def test_duplicate_rows_are_counted_skips_and_train_as_one_video(two_videos):

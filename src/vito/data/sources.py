@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -37,10 +36,11 @@ from torch.utils.data import DataLoader
 
 from vito.config import DataConfig
 from vito.data.augment import RandomResizedCropFlip
+from vito.data.local_files import check_regular_file, file_identity, walk_once
 from vito.data.manifest import is_manifest, read_manifest
 from vito.data.sampling import sample_times
 from vito.data.stream import EpochShuffle, StepStream
-from vito.data.video import VideoReader, check_regular_file
+from vito.data.video import VideoReader
 from vito.errors import DataError, VitoError
 from vito.io import write_json
 
@@ -99,32 +99,20 @@ def list_videos(path: str | Path) -> tuple[list[VideoEntry], list[Skip]]:
 
 
 def _folder_videos(folder: Path) -> tuple[list[VideoEntry], list[Skip]]:
-    """Files with a video extension under ``folder``, following symlinked folders once each.
-
-    Why by hand: ``Path.rglob`` does not follow symlinked folders (a common way to assemble a dataset), and
-    following them naively loops forever on a link to a parent. Each real folder is entered once.
-    """
+    """Files with a video extension under ``folder`` (symlinked folders followed, each real folder once:
+    ``walk_once``); non-regular files and second names of a file already found are counted skips."""
     found, skipped = [], []
-    seen: set[tuple[int, int]] = set()
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        here = os.stat(root)
-        if (here.st_dev, here.st_ino) in seen:
-            dirs[:] = []  # a link back into a folder already walked
+    for file in walk_once(folder):
+        if file.suffix.lower() not in VIDEO_EXTENSIONS:
             continue
-        seen.add((here.st_dev, here.st_ino))
-        dirs.sort()
-        for name in files:
-            file = Path(root) / name
-            if file.suffix.lower() not in VIDEO_EXTENSIONS:
-                continue
-            try:
-                check_regular_file(file)
-                found.append(file)
-            except DataError as error:
-                skipped.append((str(file), str(error)))
+        try:
+            check_regular_file(file)
+            found.append(file)
+        except DataError as error:
+            skipped.append((str(file), str(error)))
     first: dict[tuple[int, int], Path] = {}  # a linked file and its target are one video (see _listed)
     for file in sorted(found):
-        original = first.setdefault(_file_identity(file), file)
+        original = first.setdefault(file_identity(file), file)
         if original != file:
             skipped.append((str(file), f"{file}: the same file as {original}"))
     return [VideoEntry(p) for p in sorted(first.values())], skipped
@@ -150,7 +138,7 @@ def _listed(manifest: Path) -> tuple[list[VideoEntry], list[Skip]]:
         except DataError as error:
             skipped.append((number, str(file), f"{where}: {error}"))
             continue
-        identity = _file_identity(file)
+        identity = file_identity(file)
         if identity in first_line:
             skipped.append((number, f"{manifest}:{number}", f"{where}: {file}: duplicate of line {first_line[identity]}"))
             continue
@@ -162,12 +150,6 @@ def _listed(manifest: Path) -> tuple[list[VideoEntry], list[Skip]]:
     if not entries:
         raise DataError(f"{manifest}: lists no existing video file ({len(skips)} rows skipped)")
     return entries, skips
-
-
-def _file_identity(file: Path) -> tuple[int, int]:
-    """(device, inode) of a regular file (after links): the same for every name of one file."""
-    status = os.stat(file)
-    return status.st_dev, status.st_ino
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,18 +17,15 @@ the decoder flags as corrupt after a seek makes the reader retry with the state 
 Every failure to read a file (missing, empty, not a regular file, truncated, not a video, undecodable) is a
 ``DataError`` that names the file and the reason, so callers can skip bad videos and count them. Files are
 handed to FFmpeg as open Python file objects, never as names: a name is always a local file, never a
-protocol such as ``pipe:0`` (see ``open_local_file``).
+protocol such as ``pipe:0`` (see ``vito.data.local_files``).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 try:  # reading prepared shards needs no PyAV (a bare GPU machine may lack it); opening a video then says so
     import av
@@ -37,6 +34,7 @@ except ImportError:  # pragma: no cover - PyAV is a core dependency
 import numpy as np
 import torch
 
+from vito.data.local_files import error_text, open_local_file
 from vito.errors import DataError, VitoError
 
 # Times further apart than this are read with separate seeks instead of decoding through the gap.
@@ -57,47 +55,6 @@ TIME_EPSILON = 1e-9
 START_PACKETS = 16
 # A stream whose packets end this much before the header's duration is treated as truncated.
 TRUNCATION_TOLERANCE_SECONDS = 1.0
-
-
-def open_local_file(path: str | Path) -> BinaryIO:
-    """The regular file at ``path``, opened for reading: FFmpeg only ever sees this file object.
-
-    Why not hand FFmpeg the name: FFmpeg reads names as URLs, so a manifest row ``pipe:0`` would read stdin
-    (and hang), ``concat:a|b``, ``subfile,,...`` or ``http://...`` would read other files or the network.
-    Through a file object every name is a local file, and FFmpeg's nested opens (concat lists, playlists)
-    are refused.
-    """
-    check_regular_file(path)
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - the reader owns it and closes it in close()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({_reason(exc)})") from None
-    if os.fstat(handle.fileno()).st_size == 0:
-        handle.close()
-        raise DataError(f"{path}: empty file (0 bytes)")
-    return handle
-
-
-def check_regular_file(path: str | Path) -> None:
-    """DataError unless ``path`` is a regular file (after symlinks): directories, devices (``/dev/zero``)
-    and FIFOs are no videos, and reading one would never end or fail late. A name with a NUL byte (a
-    corrupt manifest row) names no file at all: ``os.stat`` raises ``ValueError`` for it, not ``OSError``."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({_reason(exc)})") from None
-    except ValueError:
-        raise DataError(f"{str(path)!r}: not a file name (it holds a NUL byte)") from None
-    if not stat.S_ISREG(mode):
-        raise DataError(f"{path}: not a regular file ({_file_kind(mode)})")
-
-
-def _file_kind(mode: int) -> str:
-    kinds = {stat.S_ISDIR: "a directory", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
-             stat.S_ISFIFO: "a pipe", stat.S_ISSOCK: "a socket"}
-    return next((kind for test, kind in kinds.items() if test(mode)), "not a file")
 
 
 class _CorruptAfterSeek(Exception):
@@ -127,7 +84,7 @@ class VideoReader:
             self._container = av.open(self._file, metadata_errors="ignore")
         except (av.FFmpegError, UnicodeDecodeError) as exc:
             self._file.close()
-            raise DataError(f"{self.path}: not a readable video ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: not a readable video ({error_text(exc)})") from None
         try:
             if not self._container.streams.video:
                 raise DataError(f"{self.path}: no video stream")
@@ -186,7 +143,7 @@ class VideoReader:
                 if len(stamps) >= START_PACKETS:
                     break
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: unreadable data ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: unreadable data ({error_text(exc)})") from None
         if not stamps:
             raise DataError(f"{self.path}: video stream holds no packets")
         return int(min(stamps))
@@ -235,7 +192,7 @@ class VideoReader:
             for frame in self._container.decode(self._stream):
                 return round((frame.rotation or 0) / 90) % 4
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: decoding failed ({error_text(exc)})") from None
         return 0
 
     def _data_end(self, header: float | None) -> float:
@@ -253,7 +210,7 @@ class VideoReader:
                 length = packet.duration or 0
                 end = max(end, (packet.pts + length - self.start_pts) * self._time_base)
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: unreadable data ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: unreadable data ({error_text(exc)})") from None
         return end
 
     # ----------------------------------------------------------------------------------------------
@@ -302,7 +259,7 @@ class VideoReader:
                 self._stream.codec_context.decode(packet)
                 return
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: decoding failed ({error_text(exc)})") from None
 
     def _read_from(self, seek_time: float, times: np.ndarray) -> dict[float, av.VideoFrame]:
         """Decode forward from the keyframe before ``seek_time``; keep the frame shown at each time."""
@@ -363,7 +320,7 @@ class VideoReader:
                 if self._seconds(packet.dts) > last_time + TIME_EPSILON:
                     break
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: unreadable data ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: unreadable data ({error_text(exc)})") from None
         reordered = any(p.pts != p.dts for p in packets)
         if all(p.is_discard for p in packets) or (self._stream.codec_context.has_b_frames and not reordered):
             return None
@@ -409,7 +366,7 @@ class VideoReader:
             context.skip_frame = "DEFAULT"
             yield from self._checked(context.decode(None))  # drain the frames held back for reordering
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: decoding failed ({error_text(exc)})") from None
         finally:
             context.skip_frame = "DEFAULT"
 
@@ -446,7 +403,7 @@ class VideoReader:
                     return picked, True
                 previous = frame
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: decoding failed ({error_text(exc)})") from None
         if previous is None:
             raise DataError(f"{self.path}: no decodable frame after {times[0]:.3f} s")
         for t in times[index:]:  # past the last frame: clamp to it
@@ -463,7 +420,7 @@ class VideoReader:
                     return
                 yield torch.from_numpy(self._to_rgb(frame, size))
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: decoding failed ({error_text(exc)})") from None
 
     # ----------------------------------------------------------------------------------------------
     # Helpers
@@ -473,7 +430,7 @@ class VideoReader:
         try:
             self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: seek failed ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: seek failed ({error_text(exc)})") from None
         self._from_start = seconds <= 0
 
     def _checked(self, frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
@@ -531,10 +488,6 @@ def _seek_groups(sorted_times: np.ndarray, gap: float) -> list[np.ndarray]:
     """Split sorted times where consecutive ones are more than ``gap`` apart (one seek per group)."""
     cuts = np.nonzero(np.diff(sorted_times) > gap)[0] + 1
     return np.split(sorted_times, cuts)
-
-
-def _reason(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------------

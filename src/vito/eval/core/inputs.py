@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from torch.utils.data import Dataset
 
 from vito.data.imagenet import CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD
 from vito.data.images import UnreadableImage, read_image, to_rgb_array
+from vito.data.local_files import walk_once
 from vito.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -62,17 +62,7 @@ class EvalTransform:
 
 def walk_files(root: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
     """Files under ``root`` with one of ``suffixes``, sorted; symlinked folders followed once, loops never."""
-    seen: set[tuple[int, int]] = set()
-    found = []
-    for folder, subfolders, files in os.walk(root, followlinks=True):
-        stat = os.stat(folder)
-        if (stat.st_dev, stat.st_ino) in seen:
-            subfolders[:] = []
-            continue
-        seen.add((stat.st_dev, stat.st_ino))
-        subfolders.sort()
-        found += [Path(folder) / name for name in files if name.lower().endswith(tuple(suffixes))]
-    return sorted(p for p in found if p.is_file())
+    return sorted(p for p in walk_once(root) if p.name.lower().endswith(tuple(suffixes)) and p.is_file())
 
 
 def list_images(folder: Path) -> list[Path]:
