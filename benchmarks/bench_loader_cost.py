@@ -42,7 +42,9 @@ import torch
 
 from vito.config import DataConfig
 from vito.data.sampling import sample_times
-from vito.data.shards import ShardSettings, ShardSource, frame_indices, write_shards
+from vito.data.shards.format import ShardSettings, frame_indices
+from vito.data.shards.reader import ShardSource
+from vito.data.shards.writer import write_shards
 from vito.data.sources import PretrainBatches, find_videos
 from vito.io import atomic_write, write_json
 

@@ -33,7 +33,9 @@ import numpy as np
 import torch
 
 from vito.config import DataConfig
-from vito.data.shards import ShardSettings, ShardSource, stored_frames, write_shards
+from vito.data.shards.format import ShardSettings
+from vito.data.shards.reader import ShardSource
+from vito.data.shards.writer import stored_frames, write_shards
 from vito.data.sources import ClipSource, PretrainBatches, VideoEntry, VideoFolderSource, find_videos
 from vito.data.video import VideoReader
 from vito.io import atomic_write, write_json

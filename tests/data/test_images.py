@@ -42,7 +42,8 @@ def test_a_one_pixel_image_is_read(tmp_path):
 def test_the_tensor_is_the_array_channels_first(tmp_path):
     Image.fromarray(np.arange(24, dtype=np.uint8).reshape(2, 4, 3)).save(tmp_path / "x.png")
     image = read_image(tmp_path / "x.png")
-    assert image.shape == (3, 2, 4) and torch.equal(image.permute(1, 2, 0), torch.from_numpy(read_rgb(tmp_path / "x.png")))
+    array = torch.from_numpy(read_rgb(tmp_path / "x.png"))
+    assert image.shape == (3, 2, 4) and torch.equal(image.permute(1, 2, 0), array)
 
 
 @pytest.mark.parametrize("kind", sorted(UNREADABLE))

@@ -22,7 +22,8 @@ import pytest
 
 from tests.data.conftest import decode_index
 from vito.data.local_files import file_identity, open_local_file, walk_once
-from vito.data.shards import ShardSettings, encode_clip
+from vito.data.shards.format import ShardSettings
+from vito.data.shards.writer import encode_clip
 from vito.data.sources import VideoEntry, VideoFolderSource, find_videos, list_videos
 from vito.data.video import VideoReader, iter_frames, probe_video, read_frames
 from vito.errors import DataError

@@ -16,7 +16,9 @@ import torch
 from tests.data.conftest import decode_index
 from vito.config import DataConfig
 from vito.data.sampling import sample_times
-from vito.data.shards import ShardSettings, ShardSource, frame_indices, write_shards
+from vito.data.shards.format import ShardSettings, frame_indices
+from vito.data.shards.reader import ShardSource
+from vito.data.shards.writer import write_shards
 from vito.data.sources import PretrainBatches, VideoFolderSource, build_pretrain_loader, find_videos, open_source
 from vito.data.video import read_frames
 from vito.errors import DataError, VitoError
@@ -90,7 +92,7 @@ def test_reading_a_clip_touches_only_its_own_bytes_and_skips_far_gaps(shared_sha
     out, _ = shared_shards
     source = ShardSource(out)
     clip = source.clip(2)
-    import vito.data.shards as shards
+    import vito.data.shards.reader as shards
 
     reads = []
     original = shards._read_at

@@ -26,7 +26,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from vito.data.shards import is_shard_folder
+from vito.data.shards.format import is_shard_folder
 from vito.data.sources import PretrainBatches, TimesFn
 from vito.errors import VitoError
 

@@ -39,6 +39,7 @@ from vito.data.augment import RandomResizedCropFlip
 from vito.data.local_files import check_regular_file, file_identity, walk_once
 from vito.data.manifest import is_manifest, read_manifest
 from vito.data.sampling import sample_times
+from vito.data.shards.format import INDEX_NAME, is_shard_folder
 from vito.data.stream import EpochShuffle, StepStream
 from vito.data.video import VideoReader
 from vito.errors import DataError, VitoError
@@ -47,7 +48,6 @@ from vito.io import write_json
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"})
-SHARDS_INDEX = "shards.json"  # written by ``vito prepare`` (vito.data.shards) into a shard folder
 SCAN_NAME = "video_scan.json"  # the pre-scan's answer, kept in the run folder (see cached_scan)
 SCAN_FORMAT = "vito-scan/1"
 PROBE_SHORT_SIDE = 32  # the pre-scan decodes each video's first frame at this short side (cheap)
@@ -78,12 +78,12 @@ def list_videos(path: str | Path) -> tuple[list[VideoEntry], list[Skip]]:
     its manifest line (warned about here; the training loader also reports them in train.log)."""
     path = Path(path)
     if path.is_dir():
-        if (path / SHARDS_INDEX).is_file():
+        if is_shard_folder(path):
             raise DataError(f"{path} holds prepared shards, not videos: open it with open_source()")
         entries, skipped = _folder_videos(path)
         if not entries:
             if any(path.glob("shard-*.tar")):
-                raise DataError(f"{path}: holds shard files but no {SHARDS_INDEX} (the shard folder index is "
+                raise DataError(f"{path}: holds shard files but no {INDEX_NAME} (the shard folder index is "
                                 "missing): prepare the shards again with `vito prepare`")
             known = " ".join(sorted(VIDEO_EXTENSIONS))
             raise DataError(f"no video files in {path} (searched recursively for {known})")
@@ -140,7 +140,8 @@ def _listed(manifest: Path) -> tuple[list[VideoEntry], list[Skip]]:
             continue
         identity = file_identity(file)
         if identity in first_line:
-            skipped.append((number, f"{manifest}:{number}", f"{where}: {file}: duplicate of line {first_line[identity]}"))
+            reason = f"{where}: {file}: duplicate of line {first_line[identity]}"
+            skipped.append((number, f"{manifest}:{number}", reason))
             continue
         first_line[identity] = number
         entries.append(VideoEntry(file, number))
@@ -194,8 +195,8 @@ class VideoFolderSource:
 def open_source(path: str | Path) -> ClipSource:
     """A shard folder (holding ``shards.json``) becomes a ``ShardSource``; anything else is raw video."""
     path = Path(path)
-    if path.is_dir() and (path / SHARDS_INDEX).is_file():
-        from vito.data.shards import ShardSource  # lazy: only shard users pay for its imports
+    if is_shard_folder(path):
+        from vito.data.shards.reader import ShardSource  # lazy: only shard users pay for its imports
 
         return ShardSource(path)
     return VideoFolderSource(*list_videos(path))

@@ -402,10 +402,13 @@ class VideoReader:
 
     def _output_size(self, short_side: int | None) -> tuple[int, int]:
         width, height = self.info.width, self.info.height
-        if short_side is None:
-            return width, height
-        scale = short_side / min(width, height)
-        return max(1, round(width * scale)), max(1, round(height * scale))
+        return (width, height) if short_side is None else output_size(width, height, short_side)
+
+
+def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) of a ``width x height`` video read at ``short_side`` (prepared shards round the same way)."""
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _header_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
