@@ -42,9 +42,9 @@ from vito.config import Config, load_config
 from vito.data.augment import PhotometricAugment
 from vito.data.gpu_decode import JpegBatches
 from vito.data.jpeg import encode_jpeg
+from vito.data.pretrain_batches import build_pretrain_loader
 from vito.data.shards.format import ShardSettings
 from vito.data.shards.writer import write_clips
-from vito.data.sources import build_pretrain_loader
 from vito.errors import VitoError
 from vito.eval.core.encoders import inference_mode, load_encoder
 from vito.eval.video.davis import PropagationSettings, propagate_features

@@ -10,7 +10,8 @@ import pytest
 
 from tests.data.test_sources import CFG
 from vito.cli import main
-from vito.data.sources import build_pretrain_loader, list_videos
+from vito.data.pretrain_batches import build_pretrain_loader
+from vito.data.sources import list_videos
 
 
 def test_duplicate_rows_are_counted_skips_and_train_as_one_video(two_videos):

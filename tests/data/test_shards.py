@@ -15,11 +15,12 @@ import torch
 
 from tests.data.conftest import decode_index
 from vito.config import DataConfig
+from vito.data.pretrain_batches import PretrainBatches, build_pretrain_loader
 from vito.data.sampling import sample_times
 from vito.data.shards.format import ShardSettings, frame_indices
 from vito.data.shards.reader import ShardSource
 from vito.data.shards.writer import write_shards
-from vito.data.sources import PretrainBatches, VideoFolderSource, build_pretrain_loader, find_videos, open_source
+from vito.data.sources import VideoFolderSource, find_videos, open_source
 from vito.data.video import read_frames
 from vito.errors import DataError, VitoError
 

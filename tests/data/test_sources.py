@@ -9,16 +9,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from vito.config import DataConfig
-from vito.data.sources import (
-    PretrainBatches,
-    SkipCounter,
-    VideoFolderSource,
-    build_pretrain_loader,
-    find_videos,
-    list_videos,
-    open_source,
-    scan_source,
-)
+from vito.data.prescan import scan_source
+from vito.data.pretrain_batches import PretrainBatches, SkipCounter, build_pretrain_loader
+from vito.data.sources import VideoFolderSource, find_videos, list_videos, open_source
 from vito.errors import DataError
 
 CFG = DataConfig(batch_size=4, num_views=2, window_seconds=1.0, image_size=32, decode_short_side=32, num_workers=0)
