@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.data.conftest import decode_index
+from vito.cli import main
 from vito.config import DataConfig
 from vito.data.pretrain_batches import PretrainBatches, build_pretrain_loader
 from vito.data.sampling import sample_times
@@ -278,3 +279,27 @@ def test_a_missing_shards_json_is_a_clear_error(shard_copy):
     (folder / "shards.json").unlink()
     with pytest.raises(DataError, match="no shards.json"):
         open_source(folder)
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--fps", "0"), ("--fps", "nan"), ("--fps", "-1"), ("--short-side", "0"),
+    ("--quality", "500"), ("--max-seconds", "-1"), ("--max-seconds", "0"), ("--shard-mb", "0"), ("--workers", "-1"),
+])
+def test_prepare_refuses_settings_that_crash_or_store_nonsense(two_videos, capsys, option, value):
+    (two_videos / "m.jsonl").write_text(json.dumps({"path": "a.mp4"}) + "\n")
+    args = ["prepare", "--manifest", str(two_videos / "m.jsonl"), "--out", str(two_videos / "shards"), option, value]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    setting = {"--shard-mb": "shard_megabytes"}.get(option, option.removeprefix("--").replace("-", "_"))
+    expected = f"{option} must be" if option == "--workers" else f"shard setting {setting} must be"
+    assert error.startswith(f"vito prepare: error: {expected}") and error.count("\n") == 1
+    assert not (two_videos / "shards").exists()
+
+
+@pytest.mark.parametrize("out", ["a_file", "a_file/shards"])
+def test_prepare_into_a_file_is_a_clear_error(two_videos, capsys, out):
+    (two_videos / "m.jsonl").write_text(json.dumps({"path": "a.mp4"}) + "\n")
+    (two_videos / "a_file").write_text("mine\n")
+    assert main(["prepare", "--manifest", str(two_videos / "m.jsonl"), "--out", str(two_videos / out)]) == 2
+    assert capsys.readouterr().err.endswith(f"{two_videos / 'a_file'} is a file, not a folder\n")
+    assert (two_videos / "a_file").read_text() == "mine\n"
