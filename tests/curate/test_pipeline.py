@@ -15,7 +15,8 @@ import pytest
 
 from tests.curate.conftest import BLUE_CLASS, GREEN_CLASS, RED_CLASS, write_colour_video
 from vito.cli import main
-from vito.curate.pipeline import CurationSettings, RecordLog, curate, read_parts, read_records
+from vito.curate.pipeline import CurationSettings, curate
+from vito.curate.records import read_records
 from vito.errors import DataError, VitoError
 
 SETTINGS = CurationSettings(class_cap=4, batch_size=32, image_size=32)
@@ -154,18 +155,6 @@ def test_killed_run_resumes_without_loss_or_repeats(candidates, tmp_path, colour
     assert records[:done] == read_records(part)[:done]  # the first records were kept, not redone
     curate(candidates, tmp_path / "clean", colour_net, SETTINGS, classifier_name="mean-colour", progress=False)
     assert outputs(out) == outputs(tmp_path / "clean")
-
-
-def test_partial_last_line_is_ignored_and_cut_before_appending(tmp_path):
-    path = tmp_path / "rank-00000.jsonl"
-    path.write_text('{"index": 0}\n{"index": 1}\n{"ind')
-    assert read_records(path) == [{"index": 0}, {"index": 1}]
-    with RecordLog(path) as log:
-        log.append({"index": 2})
-    assert read_records(path) == [{"index": 0}, {"index": 1}, {"index": 2}]
-    (tmp_path / "parts").mkdir()
-    path.rename(tmp_path / "parts" / path.name)
-    assert sorted(read_parts(tmp_path)) == [0, 1, 2]
 
 
 def test_resume_needs_a_run(tmp_path, colour_net):
