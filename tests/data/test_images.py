@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from tests.data.conftest import UNREADABLE, png_claiming, unreadable
-from vito.data.images import UnreadableImage, read_image, read_index_png, read_rgb
+from vito.data.images import UnreadableImage, read_image, read_index_png, read_index_png_and_mode, read_rgb
 from vito.errors import DataError
 
 
@@ -85,7 +85,8 @@ def test_index_pngs_in_other_modes_or_over_eight_bits_are_refused(tmp_path):
     with pytest.raises(UnreadableImage, match="values up to 300 are not 8-bit indices"):
         read_index_png(tmp_path / "wide.png", modes=("I;16", "I"))
     Image.new("1", (3, 2), 1).save(tmp_path / "binary.png")
-    assert read_index_png(tmp_path / "binary.png", modes=("P", "L", "1")).tolist() == [[1, 1, 1], [1, 1, 1]]
+    indices, mode = read_index_png_and_mode(tmp_path / "binary.png", modes=("P", "L", "1"))
+    assert mode == "1" and indices.tolist() == [[1, 1, 1], [1, 1, 1]]
 
 
 @pytest.mark.parametrize("kind", sorted(UNREADABLE))

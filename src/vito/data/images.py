@@ -87,11 +87,18 @@ def read_image(path: str | Path, what: str = "image") -> torch.Tensor:
 def read_index_png(path: str | Path, what: str = "mask", modes: Collection[str] = MASK_MODES) -> np.ndarray:
     """int64 ``[H, W]`` indices of a single-channel PNG in one of ``modes``; ``UnreadableImage`` when it cannot
     be read, is in another mode (a colour PNG) or holds values over 255 (indices are 8-bit)."""
+    return read_index_png_and_mode(path, what, modes)[0]
+
+
+def read_index_png_and_mode(path: str | Path, what: str = "mask",
+                            modes: Collection[str] = MASK_MODES) -> tuple[np.ndarray, str]:
+    """``read_index_png`` and the file's PIL mode, for readers that tell layouts apart by it (DAVIS-2016 masks
+    are grey, DAVIS-2017 ones palette PNGs)."""
     with open_image(path, what) as image:
         if image.mode not in modes:
             raise UnreadableImage(f"cannot read {what} {path}: mode {image.mode}, not an index PNG "
                                   f"(mode {' or '.join(modes)})")
-        indices = np.asarray(image, dtype=np.int64)
+        indices, mode = np.asarray(image, dtype=np.int64), image.mode
     if indices.max(initial=0) > 255:
         raise UnreadableImage(f"cannot read {what} {path}: values up to {indices.max()} are not 8-bit indices")
-    return indices
+    return indices, mode
