@@ -31,12 +31,13 @@ from pathlib import Path
 import torch
 
 from benchmarks.loop_vs_plain import comparison_lines, interleaved_rounds, machine, method_sentence, summary
+from vito.data.images import read_rgb
 from vito.engine import distributed
 from vito.engine.finetune import FinetuneSpec, finetune
 from vito.eval.core.encoders import load_encoder
 from vito.eval.core.registry import settings_from_mapping
 from vito.eval.dense.segmentation.augment import SegmentationBatches
-from vito.eval.dense.segmentation.data import open_dataset, read_image
+from vito.eval.dense.segmentation.data import open_dataset
 from vito.eval.dense.segmentation.recipe import (
     build_model,
     learning_rate,
@@ -118,7 +119,7 @@ def plain_round(protocol, encoder, train, steps: int, batch: int) -> list[float]
 
 def inference(protocol, encoder, val, repeats: int) -> dict:
     model, _ = build(protocol, encoder)
-    images = [read_image(item.image) for item in val.items]
+    images = [read_rgb(item.image) for item in val.items]
     predict_image(model, images[0], protocol, torch.device("cpu"), "fp32")  # warm-up
     begin = time.perf_counter()
     for _ in range(repeats):

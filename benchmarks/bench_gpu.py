@@ -41,8 +41,10 @@ import torch
 from vito.config import Config, load_config
 from vito.data.augment import PhotometricAugment
 from vito.data.gpu_decode import JpegBatches
-from vito.data.shards import ShardSettings, encode_jpeg, write_clips
-from vito.data.sources import build_pretrain_loader
+from vito.data.jpeg import encode_jpeg
+from vito.data.pretrain_batches import build_pretrain_loader
+from vito.data.shards.format import ShardSettings
+from vito.data.shards.writer import write_clips
 from vito.errors import VitoError
 from vito.eval.core.encoder_spec import inference_mode
 from vito.eval.core.encoders import load_encoder

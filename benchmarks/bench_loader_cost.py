@@ -4,7 +4,7 @@ A DataLoader worker reading shards cannot avoid decoding the stored JPEG frames 
 else it does (index look-ups, reads, crops, resizes, batch assembly) is overhead on top. This benchmark
 measures, in this process and one thread (like one worker, without the DataLoader's transfer):
 
-- ``loader``: ``vito.data.sources.PretrainBatches.batch`` on a ``ShardSource`` (whatever the library does);
+- ``loader``: ``vito.data.pretrain_batches.PretrainBatches.batch`` on a ``ShardSource`` (whatever the library does);
 - ``per-frame tensor crops``: the original path, kept here as the reference: ``ShardSource.read_clip``
   (decode every frame to uint8 [V, H, W, 3]), then per frame a torchvision antialiased ``resized_crop`` and
   flip on a tensor, then ``torch.stack`` per clip and per batch;
@@ -41,9 +41,12 @@ import simplejpeg
 import torch
 
 from vito.config import DataConfig
+from vito.data.pretrain_batches import PretrainBatches
 from vito.data.sampling import sample_times
-from vito.data.shards import ShardSettings, ShardSource, frame_indices, write_shards
-from vito.data.sources import PretrainBatches, find_videos
+from vito.data.shards.format import ShardSettings, frame_indices
+from vito.data.shards.reader import ShardSource
+from vito.data.shards.writer import write_shards
+from vito.data.sources import find_videos
 from vito.io import atomic_write, write_json
 
 RESULTS = Path(__file__).parent / "results"

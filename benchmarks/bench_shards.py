@@ -1,6 +1,6 @@
 """Training-loader throughput from prepared shards against raw videos and the other candidate shard format.
 
-Every loader is ``vito.data.sources.PretrainBatches`` (V=3 marginal-sampled views, 256-px short side,
+Every loader is ``vito.data.pretrain_batches.PretrainBatches`` (V=3 marginal-sampled views, 256-px short side,
 random-resized crop + flip to 224) in one process and one thread, like one DataLoader worker; only the
 source differs:
 - ``raw video``: ``VideoFolderSource`` on the original web videos (seek + decode at full resolution);
@@ -33,8 +33,11 @@ import numpy as np
 import torch
 
 from vito.config import DataConfig
-from vito.data.shards import ShardSettings, ShardSource, stored_frames, write_shards
-from vito.data.sources import ClipSource, PretrainBatches, VideoEntry, VideoFolderSource, find_videos
+from vito.data.pretrain_batches import PretrainBatches
+from vito.data.shards.format import ShardSettings
+from vito.data.shards.reader import ShardSource
+from vito.data.shards.writer import stored_frames, write_shards
+from vito.data.sources import ClipSource, VideoEntry, VideoFolderSource, find_videos
 from vito.data.video import VideoReader
 from vito.io import atomic_write, write_json
 

@@ -134,3 +134,27 @@ def test_a_config_that_is_not_utf8_is_a_clear_error(tmp_path) -> None:
     path.write_bytes("# r\xe9glages\ntrain:\n  max_steps: 10\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text \(byte 0xe9 at offset 3\)"):
         load_config(path)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("data:\n  batch_size: 4\n  batch_size: 8\n",
+     r"line 3, column 3: duplicate key 'batch_size' \(first given at line 2\)"),
+    ("data: {image_size: 64}\ndata: {batch_size: 8}\n", "duplicate key 'data'"),
+    ("data:\n  1: 2\n  foo: 3\n", "unknown key 'data.1'"),  # keys that YAML reads as a number or null
+    ("~: 1\ndata: {}\n", "unknown key 'None'"),
+])
+def test_config_keys_given_twice_or_not_as_names_are_refused(tmp_path, text, message):
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_yaml_merge_keys_still_work(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: &d {batch_size: 8, image_size: 64}\ntrain:\n  max_steps: 3\n"
+                                     "optim: {warmup_steps: 2}\nmodel: {attention: false}\n")
+    assert load_config(tmp_path / "c.yaml").data.batch_size == 8
+    import yaml
+
+    from vito.schema import StrictLoader
+
+    assert yaml.load("a: &x {b: 1, c: 2}\nd:\n  <<: *x\n  b: 3\n", Loader=StrictLoader)["d"] == {"b": 3, "c": 2}

@@ -196,7 +196,7 @@ def _check_out_folder(out: Path) -> None:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from vito.data.shards import ShardSettings, write_shards
+    from vito.data.shards.writer import ShardSettings, write_shards
 
     if args.workers < 0:
         raise VitoError(f"--workers must be at least 0, got {args.workers}")

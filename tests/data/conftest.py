@@ -1,8 +1,12 @@
 """Video fixtures rendered on the fly: every frame shows its own index as 8 black/white stripes (a binary
-number robust to H.264 compression and resizing), so a test can tell exactly which frame it got."""
+number robust to H.264 compression and resizing), so a test can tell exactly which frame it got. And image
+files no reader can use (``unreadable``), shared by the tests of every image reader's caller."""
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -10,6 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 BITS = 8
 
@@ -55,3 +60,48 @@ def make_video(tmp_path: Path) -> Callable[..., Path]:
         return render_video(tmp_path / name, pts_ms, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def two_videos(tmp_path: Path, make_video: Callable[..., Path]) -> Path:
+    """``tmp_path`` holding two short index videos, ``a.mp4`` and ``b.mp4``."""
+    make_video("a.mp4", num_frames=10, fps=10, b_frames=0, size=(32, 32))
+    make_video("b.mp4", num_frames=10, fps=10, b_frames=0, size=(32, 32))
+    return tmp_path
+
+
+# --------------------------------------------------------------------------------------------------
+# Image files no reader can use
+
+
+def png_claiming(path: Path, width: int, height: int) -> Path:
+    """A PNG of a few bytes whose header claims ``width`` x ``height`` grey pixels: a decompression bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def unreadable(kind: str, path: Path) -> Path:
+    """``path`` made a file of a kind no reader can use: truncated, empty, not an image, a bomb, missing or a
+    folder (``UNREADABLE`` says what the reader's message says of each)."""
+    if kind == "truncated":
+        buffer = io.BytesIO()
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8), "L").save(buffer, "PNG")
+        path.write_bytes(buffer.getvalue()[:-200])
+    elif kind == "zero bytes":
+        path.write_bytes(b"")
+    elif kind == "not an image":
+        path.write_bytes(b"%PDF-1.4 certainly not a picture\n" * 20)
+    elif kind == "bomb":
+        png_claiming(path, 20000, 20000)  # 400 Mpixel: over twice PIL's limit
+    elif kind == "folder":
+        path.mkdir()
+    return path
+
+
+UNREADABLE = {"truncated": "cannot be decoded", "zero bytes": "cannot be decoded", "not an image": "cannot be decoded",
+              "bomb": "decompression-bomb-sized image", "missing": "does not exist", "folder": "not a regular file"}

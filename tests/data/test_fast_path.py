@@ -15,9 +15,13 @@ import torch.nn.functional as F
 
 from vito.config import DataConfig
 from vito.data.augment import RandomResizedCropFlip, resize_into
+from vito.data.jpeg import jpeg_size
+from vito.data.pretrain_batches import PretrainBatches, build_pretrain_loader
 from vito.data.sampling import sample_times
-from vito.data.shards import ShardSettings, ShardSource, frame_indices, jpeg_size, output_size, write_shards
-from vito.data.sources import PretrainBatches, build_pretrain_loader
+from vito.data.shards.format import ShardSettings, frame_indices
+from vito.data.shards.reader import ShardSource
+from vito.data.shards.writer import write_shards
+from vito.data.video import output_size
 
 # sam2's blocks are the most textured frames of the shared videos (where an unfiltered resize aliases);
 # carphone is 176x144, so its stored frames are enlarged

@@ -11,8 +11,8 @@ import torch
 from tests.data.test_fast_path import old_batch, shards  # noqa: F401  (the shard fixture)
 from vito.config import DataConfig
 from vito.data.gpu_decode import JpegBatches, decode_views, resolve_decode_device
-from vito.data.shards import ShardSource
-from vito.data.sources import PretrainBatches
+from vito.data.pretrain_batches import PretrainBatches
+from vito.data.shards.reader import ShardSource
 from vito.errors import VitoError
 
 DATA = DataConfig(num_views=3, image_size=224, decode_short_side=256, batch_size=6)

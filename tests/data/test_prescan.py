@@ -15,15 +15,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from vito.config import DataConfig
-from vito.data import sources
-from vito.data.sources import (
-    SCAN_NAME,
-    PretrainBatches,
-    build_pretrain_loader,
-    cached_scan,
-    save_scan,
-    scan_source,
-)
+from vito.data import prescan, sources
+from vito.data.prescan import SCAN_NAME, cached_scan, save_scan, scan_source
+from vito.data.pretrain_batches import PretrainBatches, build_pretrain_loader
 from vito.errors import DataError
 
 CFG = DataConfig(batch_size=4, num_views=2, window_seconds=2.0, image_size=16, decode_short_side=16, num_workers=0)
@@ -135,7 +129,7 @@ def test_the_cache_is_what_a_resume_uses(tmp_path, monkeypatch):
     first = cached_scan(source, tmp_path)  # nothing saved yet: a scan
     save_scan(tmp_path, source, first)
     source.broken = {1}  # files changed on disk since: the run keeps its first answer
-    monkeypatch.setattr(sources, "probe_clip", lambda *a: pytest.fail("scanned again"))
+    monkeypatch.setattr(prescan, "probe_clip", lambda *a: pytest.fail("scanned again"))
     assert cached_scan(source, tmp_path) == first == {i: f"fake{i}.mp4: not a readable video (broken)"
                                                       for i in (1, 3, 4)}
     (tmp_path / SCAN_NAME).write_text("{broken json")
@@ -188,7 +182,7 @@ class _TwoRanks:
 def test_processes_split_the_scan_and_share_the_answer(monkeypatch):
     source = FakeSource({0, 3, 4}, 5)
     remote = {dict: {3: "fake3.mp4: not a readable video (broken)"}, bool: False}  # rank 1 probed 1, 3, 5
-    monkeypatch.setattr(sources, "dist", _TwoRanks(remote))
+    monkeypatch.setattr(prescan, "dist", _TwoRanks(remote))
     failed = cached_scan(source, None, rank=0, world_size=2)
     assert source.reads == 3  # rank 0 probed its share only: 0, 2, 4
     assert set(failed) == {0, 3, 4}

@@ -14,10 +14,14 @@ import pytest
 import torch
 
 from tests.data.conftest import decode_index
+from vito.cli import main
 from vito.config import DataConfig
+from vito.data.pretrain_batches import PretrainBatches, build_pretrain_loader
 from vito.data.sampling import sample_times
-from vito.data.shards import ShardSettings, ShardSource, frame_indices, read_manifest, write_shards
-from vito.data.sources import PretrainBatches, VideoFolderSource, build_pretrain_loader, find_videos, open_source
+from vito.data.shards.format import ShardSettings, frame_indices
+from vito.data.shards.reader import ShardSource
+from vito.data.shards.writer import write_shards
+from vito.data.sources import VideoFolderSource, find_videos, open_source
 from vito.data.video import read_frames
 from vito.errors import DataError, VitoError
 
@@ -90,7 +94,7 @@ def test_reading_a_clip_touches_only_its_own_bytes_and_skips_far_gaps(shared_sha
     out, _ = shared_shards
     source = ShardSource(out)
     clip = source.clip(2)
-    import vito.data.shards as shards
+    import vito.data.shards.reader as shards
 
     reads = []
     original = shards._read_at
@@ -202,17 +206,6 @@ def test_bad_manifests_are_clear_errors(tmp_path, content, message):
     assert not (tmp_path / "out" / "shards.json").exists()
 
 
-def test_a_manifest_with_a_byte_order_mark_reads_and_a_malformed_csv_names_its_line(tmp_path, make_video):
-    make_video("a.mp4", num_frames=10, fps=10)
-    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfpath\na.mp4\n")  # as spreadsheet programs save it
-    (tmp_path / "bom.jsonl").write_bytes(b'\xef\xbb\xbf{"path": "a.mp4"}\n')
-    assert [row["path"] for _, row in read_manifest(tmp_path / "bom.csv")] == [str(tmp_path / "a.mp4")]
-    assert [row["path"] for _, row in read_manifest(tmp_path / "bom.jsonl")] == [str(tmp_path / "a.mp4")]
-    (tmp_path / "quote.csv").write_text('path\na.mp4\n"b.mp4\n' + "x" * 200_000 + "\n")  # a stray quote
-    with pytest.raises(DataError, match=r"quote\.csv:3: malformed CSV"):
-        read_manifest(tmp_path / "quote.csv")
-
-
 def test_a_full_disk_while_preparing_is_one_clear_error_and_leaves_no_partial_tar(tmp_path, make_video, monkeypatch):
     videos = [make_video(f"v{k}.mp4", num_frames=10, fps=10) for k in range(3)]
     (tmp_path / "m.csv").write_text("path\n" + "".join(f"{video}\n" for video in videos))
@@ -286,3 +279,27 @@ def test_a_missing_shards_json_is_a_clear_error(shard_copy):
     (folder / "shards.json").unlink()
     with pytest.raises(DataError, match="no shards.json"):
         open_source(folder)
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--fps", "0"), ("--fps", "nan"), ("--fps", "-1"), ("--short-side", "0"),
+    ("--quality", "500"), ("--max-seconds", "-1"), ("--max-seconds", "0"), ("--shard-mb", "0"), ("--workers", "-1"),
+])
+def test_prepare_refuses_settings_that_crash_or_store_nonsense(two_videos, capsys, option, value):
+    (two_videos / "m.jsonl").write_text(json.dumps({"path": "a.mp4"}) + "\n")
+    args = ["prepare", "--manifest", str(two_videos / "m.jsonl"), "--out", str(two_videos / "shards"), option, value]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    setting = {"--shard-mb": "shard_megabytes"}.get(option, option.removeprefix("--").replace("-", "_"))
+    expected = f"{option} must be" if option == "--workers" else f"shard setting {setting} must be"
+    assert error.startswith(f"vito prepare: error: {expected}") and error.count("\n") == 1
+    assert not (two_videos / "shards").exists()
+
+
+@pytest.mark.parametrize("out", ["a_file", "a_file/shards"])
+def test_prepare_into_a_file_is_a_clear_error(two_videos, capsys, out):
+    (two_videos / "m.jsonl").write_text(json.dumps({"path": "a.mp4"}) + "\n")
+    (two_videos / "a_file").write_text("mine\n")
+    assert main(["prepare", "--manifest", str(two_videos / "m.jsonl"), "--out", str(two_videos / out)]) == 2
+    assert capsys.readouterr().err.endswith(f"{two_videos / 'a_file'} is a file, not a folder\n")
+    assert (two_videos / "a_file").read_text() == "mine\n"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -9,16 +10,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from vito.config import DataConfig
-from vito.data.sources import (
-    PretrainBatches,
-    SkipCounter,
-    VideoFolderSource,
-    build_pretrain_loader,
-    find_videos,
-    list_videos,
-    open_source,
-    scan_source,
-)
+from vito.data.prescan import scan_source
+from vito.data.pretrain_batches import PretrainBatches, SkipCounter, build_pretrain_loader
+from vito.data.sources import VideoFolderSource, find_videos, list_videos, open_source
 from vito.errors import DataError
 
 CFG = DataConfig(batch_size=4, num_views=2, window_seconds=1.0, image_size=32, decode_short_side=32, num_workers=0)
@@ -171,3 +165,21 @@ def test_symlinked_folders_are_followed_once(tmp_path, make_video):
     entries, skipped = list_videos(tmp_path / "real")
     assert sorted(e.path.name for e in entries) == ["a.mp4", "b.mp4"]
     assert [(name.split("/")[-1], "file not found" in reason) for name, reason in skipped] == [("dangling.mp4", True)]
+
+
+def test_duplicate_rows_are_counted_skips_and_train_as_one_video(two_videos):
+    (two_videos / "m.csv").write_text("path\na.mp4\nb.mp4\n./a.mp4\na.mp4\n")
+    entries, skipped = list_videos(two_videos / "m.csv")
+    assert [e.line for e in entries] == [2, 3]
+    assert [reason.split(": ", 1)[0] for _, reason in skipped] == [f"{two_videos / 'm.csv'} line {n}" for n in (4, 5)]
+    assert all("duplicate of line 2" in reason for _, reason in skipped)
+    batch = next(iter(build_pretrain_loader(two_videos / "m.csv", CFG, seed=0)))
+    assert set(batch["video_index"].tolist()) <= {0, 1} and len(batch["skipped"]) == 2
+
+
+def test_a_linked_copy_in_a_folder_is_one_video(two_videos):
+    os.symlink(two_videos / "a.mp4", two_videos / "link.mp4")
+    entries, skipped = list_videos(two_videos)
+    assert [e.path.name for e in entries] == ["a.mp4", "b.mp4"]
+    assert skipped == [(str(two_videos / "link.mp4"), f"{two_videos / 'link.mp4'}: the same file as "
+                                                      f"{two_videos / 'a.mp4'}")]

@@ -222,7 +222,8 @@ def _rotated_video(path, degrees: int, size=(64, 32)) -> None:
 @pytest.mark.parametrize(("degrees", "white"), [(-90, "top"), (90, "bottom"), (180, "right"), (0, "left")])
 def test_rotation_side_data_is_applied(tmp_path, degrees, white):
     """A phone's portrait video (rotate 90 clockwise = -90 here) comes out portrait, as players show it."""
-    from vito.data.shards import ShardSettings, encode_clip
+    from vito.data.shards.format import ShardSettings
+    from vito.data.shards.writer import encode_clip
 
     path = tmp_path / "phone.mp4"
     _rotated_video(path, degrees)

@@ -26,8 +26,9 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from vito.data.shards import is_shard_folder
-from vito.data.sources import PretrainBatches, TimesFn
+from vito.data.pretrain_batches import PretrainBatches
+from vito.data.shards.format import is_shard_folder
+from vito.data.sources import TimesFn
 from vito.errors import VitoError
 
 log = logging.getLogger(__name__)

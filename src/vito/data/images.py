@@ -1,19 +1,42 @@
-"""Opening image files safely: a decompression bomb is an error, never gigabytes of decoded pixels.
+"""Reading image files: one reader for pictures (evaluation images, segmentation and detection images, DAVIS
+frames) and one for class-index masks, with one error type.
 
-PIL warns (``DecompressionBombWarning``) above ``Image.MAX_IMAGE_PIXELS`` and refuses only above twice that;
-every image reader in vito (evaluation images, segmentation images and masks, DAVIS frames) opens files
-inside ``bombs_are_errors()`` and treats ``BOMBS`` like any other unreadable file.
+Why one: an image that cannot be read must mean the same everywhere. Every failure (missing file, not an image,
+truncated, a decompression bomb, a mask in the wrong mode) is an ``UnreadableImage``, a ``DataError`` that names
+the file: callers that read many images skip it and count it, the others let it surface as a one-line error.
+
+- Pictures come back as uint8 RGB in any source mode: grey, palette, CMYK, alpha and 1-bit images are
+  converted; 16-bit greys are *scaled* to 8 bits (PIL's ``convert("RGB")`` would saturate them to white).
+- Masks (``read_index_png``) are class or object indices, not pixels: their values are kept as they are, and
+  a colour PNG where an index PNG belongs is refused instead of being read as indices.
+- PIL warns (``DecompressionBombWarning``) above ``Image.MAX_IMAGE_PIXELS`` and refuses only above twice that;
+  files are opened inside ``bombs_are_errors()``, so a file whose header claims a gigapixel image is refused
+  instead of decoded into gigabytes.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import numpy as np
+import torch
 from PIL import Image
 
+from vito.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # what counts as an image file
 BOMBS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+# PIL reports broken files with all three (``UnidentifiedImageError`` is an ``OSError``).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError)
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+MASK_MODES = ("P", "L")  # a class-index PNG: palette (the palette ignored, the indices are the classes) or grey
+
+
+class UnreadableImage(DataError):
+    """An image or mask that cannot be read; the message names the file and why."""
 
 
 @contextmanager
@@ -23,3 +46,60 @@ def bombs_are_errors() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         yield
+
+
+@contextmanager
+def open_image(path: str | Path, what: str = "image") -> Iterator[Image.Image]:
+    """The PIL image of ``path``; any failure to open or decode it inside the block is an ``UnreadableImage``
+    "cannot read {what} {path}: ..." (``what`` says what the file is to the reader of the message)."""
+    path = Path(path)
+    if not path.is_file():
+        problem = "it does not exist" if not path.exists() else "it is not a regular file"
+        raise UnreadableImage(f"cannot read {what} {path}: {problem}")
+    try:
+        with bombs_are_errors(), Image.open(path) as image:
+            yield image
+    except BOMBS as error:
+        raise UnreadableImage(f"cannot read {what} {path}: decompression-bomb-sized image ({error})") from error
+    except DECODE_ERRORS as error:
+        raise UnreadableImage(f"cannot read {what} {path}: it cannot be decoded ({error})") from error
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` of any PIL image; 16-bit (and 32-bit integer) grey is scaled by 255/65535."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        grey = np.clip(np.round(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.array(image.convert("RGB"))  # a copy: writable, detached from PIL's buffer
+
+
+def read_rgb(path: str | Path, what: str = "image") -> np.ndarray:
+    """uint8 RGB ``[H, W, 3]`` of an image file (writable); ``UnreadableImage`` when it cannot be read."""
+    with open_image(path, what) as image:
+        return to_rgb_array(image)
+
+
+def read_image(path: str | Path, what: str = "image") -> torch.Tensor:
+    """uint8 ``[3, H, W]`` of an image file: ``read_rgb`` as a channels-first tensor (no copy)."""
+    return torch.from_numpy(read_rgb(path, what)).permute(2, 0, 1)
+
+
+def read_index_png(path: str | Path, what: str = "mask", modes: Collection[str] = MASK_MODES) -> np.ndarray:
+    """int64 ``[H, W]`` indices of a single-channel PNG in one of ``modes``; ``UnreadableImage`` when it cannot
+    be read, is in another mode (a colour PNG) or holds values over 255 (indices are 8-bit)."""
+    return read_index_png_and_mode(path, what, modes)[0]
+
+
+def read_index_png_and_mode(path: str | Path, what: str = "mask",
+                            modes: Collection[str] = MASK_MODES) -> tuple[np.ndarray, str]:
+    """``read_index_png`` and the file's PIL mode, for readers that tell layouts apart by it (DAVIS-2016 masks
+    are grey, DAVIS-2017 ones palette PNGs)."""
+    with open_image(path, what) as image:
+        if image.mode not in modes:
+            raise UnreadableImage(f"cannot read {what} {path}: mode {image.mode}, not an index PNG "
+                                  f"(mode {' or '.join(modes)})")
+        indices, mode = np.asarray(image, dtype=np.int64), image.mode
+    if indices.max(initial=0) > 255:
+        raise UnreadableImage(f"cannot read {what} {path}: values up to {indices.max()} are not 8-bit indices")
+    return indices, mode

@@ -1,4 +1,4 @@
-"""Step-indexed batch streams, shared by pretraining and the dense fine-tunes.
+"""Step-indexed batch streams, shared by pretraining and the dense fine-tunes, and their loader workers' set-up.
 
 Exact resume and "the same batches for any number of DataLoader workers" both follow from one rule: the batch
 of step ``s`` is a pure function of ``(seed, s, rank)``. A stream therefore makes whole batches by step number,
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import numpy as np
+import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 
@@ -53,3 +54,10 @@ class EpochShuffle:
                 self._orders.pop(min(self._orders))
             self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.count)
         return int(self._orders[epoch][within]), epoch
+
+
+def one_thread(_: int | None = None) -> None:
+    """Worker set-up (``worker_init_fn``, pre-scan workers): decode and crop in one thread each, since K workers
+    already use K cores (OpenCV runs on one thread in every process, see vito.data.augment; setting that here,
+    after the fork, is what could deadlock)."""
+    torch.set_num_threads(1)

@@ -6,29 +6,23 @@ cheaply: it seeks to the keyframe before the earliest wanted time, decodes forwa
 the frames it keeps (the colour conversion costs as much as the decode), resizing in the same call. Times
 are seconds since the first frame's timestamp.
 
-Keyframes are rare in typical H.264 files (every ~8 s in the shared videos), so most of a clip's cost is
-decoding the frames between the keyframe and the wanted ones. For H.264/HEVC in MP4 or Matroska (which store
-presentation timestamps), the reader first demuxes the packets (cheap) to learn which packets hold the
-wanted frames, then has FFmpeg skip every other frame that no later frame references (``skip_frame``
-"NONREF", mostly B-frames: about half the frames of the shared videos) and stops after the last wanted
-packet. Anything unexpected falls back to decoding every frame, which defines the results. A frame that
-the decoder flags as corrupt after a seek makes the reader retry with the state of the stream start.
+Keyframes are rare in typical H.264 files, so for H.264/HEVC in MP4 or Matroska the reader decodes only the
+frames the wanted ones need (``vito.data.sparse_decode``); anything unexpected falls back to decoding every
+frame, which defines the results. A frame that the decoder flags as corrupt after a seek makes the reader
+retry with the state of the stream start.
 
 Every failure to read a file (missing, empty, not a regular file, truncated, not a video, undecodable) is a
 ``DataError`` that names the file and the reason, so callers can skip bad videos and count them. Files are
 handed to FFmpeg as open Python file objects, never as names: a name is always a local file, never a
-protocol such as ``pipe:0`` (see ``open_local_file``).
+protocol such as ``pipe:0`` (see ``vito.data.local_files``).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 try:  # reading prepared shards needs no PyAV (a bare GPU machine may lack it); opening a video then says so
     import av
@@ -37,6 +31,8 @@ except ImportError:  # pragma: no cover - PyAV is a core dependency
 import numpy as np
 import torch
 
+from vito.data.local_files import error_text, open_local_file
+from vito.data.sparse_decode import TIME_EPSILON, decode_stamps, packets_through, plan_stamps
 from vito.errors import DataError, VitoError
 
 # Times further apart than this are read with separate seeks instead of decoding through the gap.
@@ -51,53 +47,10 @@ THREAD_COUNT = 1
 # which cannot say which packet holds the frame shown at t): only these use the frame-skipping path.
 SKIPPING_CODECS = frozenset({"h264", "hevc"})
 SKIPPING_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
-# Frame times within this of a wanted time count as on screen at it (float rounding of stamp * time base).
-TIME_EPSILON = 1e-9
 # Packets read to find the first displayed timestamp (B-frames reorder at most a few frames).
 START_PACKETS = 16
 # A stream whose packets end this much before the header's duration is treated as truncated.
 TRUNCATION_TOLERANCE_SECONDS = 1.0
-
-
-def open_local_file(path: str | Path) -> BinaryIO:
-    """The regular file at ``path``, opened for reading: FFmpeg only ever sees this file object.
-
-    Why not hand FFmpeg the name: FFmpeg reads names as URLs, so a manifest row ``pipe:0`` would read stdin
-    (and hang), ``concat:a|b``, ``subfile,,...`` or ``http://...`` would read other files or the network.
-    Through a file object every name is a local file, and FFmpeg's nested opens (concat lists, playlists)
-    are refused.
-    """
-    check_regular_file(path)
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - the reader owns it and closes it in close()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({_reason(exc)})") from None
-    if os.fstat(handle.fileno()).st_size == 0:
-        handle.close()
-        raise DataError(f"{path}: empty file (0 bytes)")
-    return handle
-
-
-def check_regular_file(path: str | Path) -> None:
-    """DataError unless ``path`` is a regular file (after symlinks): directories, devices (``/dev/zero``)
-    and FIFOs are no videos, and reading one would never end or fail late. A name with a NUL byte (a
-    corrupt manifest row) names no file at all: ``os.stat`` raises ``ValueError`` for it, not ``OSError``."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({_reason(exc)})") from None
-    except ValueError:
-        raise DataError(f"{str(path)!r}: not a file name (it holds a NUL byte)") from None
-    if not stat.S_ISREG(mode):
-        raise DataError(f"{path}: not a regular file ({_file_kind(mode)})")
-
-
-def _file_kind(mode: int) -> str:
-    kinds = {stat.S_ISDIR: "a directory", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
-             stat.S_ISFIFO: "a pipe", stat.S_ISSOCK: "a socket"}
-    return next((kind for test, kind in kinds.items() if test(mode)), "not a file")
 
 
 class _CorruptAfterSeek(Exception):
@@ -127,7 +80,7 @@ class VideoReader:
             self._container = av.open(self._file, metadata_errors="ignore")
         except (av.FFmpegError, UnicodeDecodeError) as exc:
             self._file.close()
-            raise DataError(f"{self.path}: not a readable video ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: not a readable video ({error_text(exc)})") from None
         try:
             if not self._container.streams.video:
                 raise DataError(f"{self.path}: no video stream")
@@ -186,7 +139,7 @@ class VideoReader:
                 if len(stamps) >= START_PACKETS:
                     break
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: unreadable data ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: unreadable data ({error_text(exc)})") from None
         if not stamps:
             raise DataError(f"{self.path}: video stream holds no packets")
         return int(min(stamps))
@@ -235,7 +188,7 @@ class VideoReader:
             for frame in self._container.decode(self._stream):
                 return round((frame.rotation or 0) / 90) % 4
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: decoding failed ({error_text(exc)})") from None
         return 0
 
     def _data_end(self, header: float | None) -> float:
@@ -253,7 +206,7 @@ class VideoReader:
                 length = packet.duration or 0
                 end = max(end, (packet.pts + length - self.start_pts) * self._time_base)
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: unreadable data ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: unreadable data ({error_text(exc)})") from None
         return end
 
     # ----------------------------------------------------------------------------------------------
@@ -302,7 +255,7 @@ class VideoReader:
                 self._stream.codec_context.decode(packet)
                 return
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: decoding failed ({error_text(exc)})") from None
 
     def _read_from(self, seek_time: float, times: np.ndarray) -> dict[float, av.VideoFrame]:
         """Decode forward from the keyframe before ``seek_time``; keep the frame shown at each time."""
@@ -332,12 +285,15 @@ class VideoReader:
         return self._decode_until(times)
 
     def _decode_planned(self, times: np.ndarray) -> tuple[dict[float, av.VideoFrame], bool] | None:
-        """Pick the frames for ``times`` from packet stamps, then decode only what they need (see
-        ``_decode_stamps``). None where the stamps or the decoder's output are not as expected."""
-        packets = self._packets_through(times[-1])
+        """Pick the frames for ``times`` from packet stamps, then decode only what they need
+        (``vito.data.sparse_decode``). None where the stamps or the decoder's output are not as expected."""
+        try:
+            packets = packets_through(self._container, self._stream, times[-1], self._seconds)
+        except av.FFmpegError as exc:
+            raise DataError(f"{self.path}: unreadable data ({error_text(exc)})") from None
         if packets is None:
             return None
-        plan = self._plan(packets, times)
+        plan = plan_stamps(packets, times, self._seconds, self.start_pts)
         if plan is None:
             return {}, False
         frames = self._decode_stamps(packets, set(plan.values()))
@@ -345,73 +301,12 @@ class VideoReader:
             return None
         return {t: frames[stamp] for t, stamp in plan.items()}, True
 
-    def _packets_through(self, last_time: float) -> list[av.Packet] | None:
-        """Demux (no decoding) from the seek point until the decode stamps pass ``last_time``: a frame is
-        never presented before it is decoded, so every frame shown up to ``last_time`` is in these packets.
-
-        None where the stamps cannot identify the frames: a packet without stamps, no frame to show, or a
-        stream with B-frames whose presentation stamps equal its decode stamps (so not really stored).
-        """
-        packets = []
-        try:
-            for packet in self._container.demux(self._stream):
-                if packet.size == 0:  # the end-of-stream marker
-                    continue
-                if packet.pts is None or packet.dts is None:
-                    return None
-                packets.append(packet)
-                if self._seconds(packet.dts) > last_time + TIME_EPSILON:
-                    break
-        except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: unreadable data ({_reason(exc)})") from None
-        reordered = any(p.pts != p.dts for p in packets)
-        if all(p.is_discard for p in packets) or (self._stream.codec_context.has_b_frames and not reordered):
-            return None
-        return packets
-
-    def _plan(self, packets: list[av.Packet], times: np.ndarray) -> dict[float, int] | None:
-        """For each sorted time the stamp of the frame on screen (the largest stamp <= t); times before the
-        stream's first frame get that frame. None if ``times[0]`` is before the first frame here but not
-        before the stream's (open GOP: the seek must go further back)."""
-        stamps = np.unique([p.pts for p in packets if not p.is_discard])
-        shown = np.searchsorted(self._seconds(stamps), times + TIME_EPSILON, side="right") - 1
-        if shown[0] < 0 and stamps[0] > self.start_pts:
-            return None
-        return dict(zip(times.tolist(), stamps[np.maximum(shown, 0)].tolist()))
-
     def _decode_stamps(self, packets: list[av.Packet], needed: set[int]) -> dict[int, av.VideoFrame] | None:
-        """The frames stamped ``needed``, decoded from ``packets`` up to the last needed one with the others
-        skipped where no later frame references them (see ``_decode_skipping``). None unless every needed
-        frame came out and all came out in display order (then the caller decodes everything)."""
-        last = max(i for i, packet in enumerate(packets) if packet.pts in needed)
-        stamps: list[int | None] = []
-        found: dict[int, av.VideoFrame] = {}
-        for frame in self._decode_skipping(packets[: last + 1], needed):
-            stamps.append(frame.pts)
-            if frame.pts in needed:
-                found[frame.pts] = frame  # only these are kept: holding every frame costs fresh buffers
-        if len(found) < len(needed) or None in stamps or stamps != sorted(stamps):
-            return None
-        return found
-
-    def _decode_skipping(self, packets: list[av.Packet], needed: set[int]) -> Iterator[av.VideoFrame]:
-        """Decode ``packets`` and drain the decoder, letting it skip unneeded non-reference frames.
-
-        Why per packet: H.264/HEVC decoders read ``skip_frame`` at each slice, so a needed non-reference
-        frame is decoded ("DEFAULT") while its unneeded neighbours are skipped ("NONREF"). Reference frames
-        are always decoded, so the needed frames come out exactly as in a full decode.
-        """
-        context = self._stream.codec_context
+        """``decode_stamps`` on this stream, a frame flagged corrupt after a seek checked (``_checked``)."""
         try:
-            for packet in packets:
-                context.skip_frame = "DEFAULT" if packet.pts in needed else "NONREF"
-                yield from self._checked(context.decode(packet))
-            context.skip_frame = "DEFAULT"
-            yield from self._checked(context.decode(None))  # drain the frames held back for reordering
+            return decode_stamps(self._stream.codec_context, packets, needed, self._checked)
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
-        finally:
-            context.skip_frame = "DEFAULT"
+            raise DataError(f"{self.path}: decoding failed ({error_text(exc)})") from None
 
     def _decode_until(self, times: np.ndarray) -> tuple[dict[float, av.VideoFrame], bool]:
         picked: dict[float, av.VideoFrame] = {}
@@ -446,7 +341,7 @@ class VideoReader:
                     return picked, True
                 previous = frame
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: decoding failed ({error_text(exc)})") from None
         if previous is None:
             raise DataError(f"{self.path}: no decodable frame after {times[0]:.3f} s")
         for t in times[index:]:  # past the last frame: clamp to it
@@ -463,7 +358,7 @@ class VideoReader:
                     return
                 yield torch.from_numpy(self._to_rgb(frame, size))
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: decoding failed ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: decoding failed ({error_text(exc)})") from None
 
     # ----------------------------------------------------------------------------------------------
     # Helpers
@@ -473,7 +368,7 @@ class VideoReader:
         try:
             self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
         except av.FFmpegError as exc:
-            raise DataError(f"{self.path}: seek failed ({_reason(exc)})") from None
+            raise DataError(f"{self.path}: seek failed ({error_text(exc)})") from None
         self._from_start = seconds <= 0
 
     def _checked(self, frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
@@ -507,10 +402,13 @@ class VideoReader:
 
     def _output_size(self, short_side: int | None) -> tuple[int, int]:
         width, height = self.info.width, self.info.height
-        if short_side is None:
-            return width, height
-        scale = short_side / min(width, height)
-        return max(1, round(width * scale)), max(1, round(height * scale))
+        return (width, height) if short_side is None else output_size(width, height, short_side)
+
+
+def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) of a ``width x height`` video read at ``short_side`` (prepared shards round the same way)."""
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _header_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
@@ -531,10 +429,6 @@ def _seek_groups(sorted_times: np.ndarray, gap: float) -> list[np.ndarray]:
     """Split sorted times where consecutive ones are more than ``gap`` apart (one seek per group)."""
     cuts = np.nonzero(np.diff(sorted_times) > gap)[0] + 1
     return np.split(sorted_times, cuts)
-
-
-def _reason(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,11 +15,12 @@ import torch
 from tqdm import tqdm
 
 from vito.data.imagenet import CROP_FRACTION, normalize
+from vito.data.images import IMAGE_SUFFIXES, read_image
 from vito.data.video import probe_video, read_frames
 from vito.errors import DataError, VitoError
 from vito.eval.core.encoder_spec import inference_mode
 from vito.eval.core.encoders import Encoder
-from vito.eval.core.inputs import IMAGE_SUFFIXES, UnreadableImage, centre_crop, read_image
+from vito.eval.core.inputs import centre_crop
 from vito.io import write_json
 from vito.viz.attention import save_attention_grid
 
@@ -32,11 +33,7 @@ def crop_for_display(image: torch.Tensor, size: int) -> torch.Tensor:
 def load_pictures(path: Path, size: int, frames_per_video: int) -> list[torch.Tensor]:
     """uint8 ``[3, size, size]`` pictures: the image itself, or frames spread uniformly over a video."""
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        try:
-            image = read_image(path)
-        except UnreadableImage as error:
-            raise DataError(f"{path}: {error}") from error
-        return [crop_for_display(image, size)]
+        return [crop_for_display(read_image(path), size)]
     info = probe_video(path)
     times = (np.arange(frames_per_video) + 0.5) * info.duration / frames_per_video
     frames = read_frames(path, times, short_side=int(round(size / CROP_FRACTION)))

@@ -312,7 +312,7 @@ def _loader(config: Config, data: Path, context: distributed.Context, start_step
     Workers are capped at the CPUs available to this process (shared by the processes of this host), and
     leave stop signals to the main process (:mod:`vito.engine.signals`).
     """
-    from vito.data.sources import build_pretrain_loader
+    from vito.data.pretrain_batches import build_pretrain_loader
 
     workers = distributed.worker_count(config.data.num_workers)
     if workers < config.data.num_workers:

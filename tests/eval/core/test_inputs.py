@@ -9,10 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.data.conftest import UNREADABLE, unreadable
+from vito.data.images import UnreadableImage, read_image
 from vito.errors import DataError
 from vito.eval.core.encoders import load_encoder
 from vito.eval.core.features import cached_features
-from vito.eval.core.inputs import EvalTransform, ImageFiles, ImageFolder, UnreadableImage, read_image
+from vito.eval.core.inputs import EvalTransform, ImageFiles, ImageFolder
 
 
 def test_a_one_pixel_image_is_evaluated(tmp_path) -> None:
@@ -24,6 +26,20 @@ def test_a_one_pixel_image_is_evaluated(tmp_path) -> None:
 def test_sixteen_bit_greys_are_scaled_not_saturated(tmp_path) -> None:
     Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16)).save(tmp_path / "grey16.png")
     assert read_image(tmp_path / "grey16.png")[:, 0, 0].tolist() == [128, 128, 128]  # not 255
+
+
+def test_a_sixteen_bit_image_is_evaluated_as_its_eight_bit_grey(tmp_path) -> None:
+    Image.fromarray(np.full((6, 6), 32768, dtype=np.uint16)).save(tmp_path / "grey16.png")
+    Image.new("L", (6, 6), 128).save(tmp_path / "grey8.png")
+    sixteen, eight = ImageFiles([tmp_path / "grey16.png", tmp_path / "grey8.png"], transform=EvalTransform(4))
+    assert sixteen[3] == eight[3] == "" and torch.equal(sixteen[0], eight[0])
+
+
+@pytest.mark.parametrize("kind", sorted(UNREADABLE))
+def test_every_unreadable_image_is_a_skip_listed_with_its_reason(tmp_path, kind) -> None:
+    path = unreadable(kind, tmp_path / "x.png")
+    image, label, name, reason = ImageFiles([path], labels=[3])[0]
+    assert image is None and (label, name) == (3, str(path)) and UNREADABLE[kind] in reason
 
 
 def test_decompression_bombs_are_skipped_with_their_reason(tmp_path, monkeypatch) -> None:

@@ -1,18 +1,16 @@
-"""Evaluation inputs: the one image reader, image folders, and the ImageNet evaluation view.
+"""Evaluation inputs: image folders and the ImageNet evaluation view.
 
-One rule for every evaluation: an image that cannot be decoded (corrupt, truncated, not an image) or whose
-pixel count makes it a decompression bomb is *skipped*, listed with its reason, and counted in the Result's
-coverage; it never stops a run. Any mode is read as RGB; 16-bit greyscale PNGs are scaled to 8 bits (PIL's
-``convert("RGB")`` would saturate them to white). Tiny images (1x1) are evaluated: the crop side is clamped
-to at least one pixel. Folders are walked following symbolic links, but a directory already visited (a
-symlink loop, or a second link to the same folder) is not read twice.
+One rule for every evaluation: an image that cannot be read (``vito.data.images``: corrupt, truncated, not an
+image, or a decompression bomb) is *skipped*, listed with its reason, and counted in the Result's coverage; it
+never stops a run. Any mode is read as RGB, 16-bit greys scaled to 8 bits. Tiny images (1x1) are evaluated:
+the crop side is clamped to at least one pixel. Folders are walked following symbolic links, but a directory
+already visited (a symlink loop, or a second link to the same folder) is not read twice.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,38 +21,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from vito.data.imagenet import CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD
-from vito.data.images import BOMBS, bombs_are_errors
+from vito.data.images import IMAGE_SUFFIXES, UnreadableImage, read_image, to_rgb_array
+from vito.data.local_files import walk_once
 from vito.errors import DataError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-
-
-class UnreadableImage(Exception):
-    """An image the reader skips; its message is the reason listed in the Result."""
-
-
-def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """uint8 ``[H, W, 3]`` of any PIL image; 16-bit (and 32-bit integer) grey is scaled by 255/65535."""
-    if image.mode in SIXTEEN_BIT_MODES:
-        values = np.asarray(image, dtype=np.float64)
-        grey = np.clip(np.round(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=-1)
-    return np.array(image.convert("RGB"))  # a copy: writable, detached from PIL's buffer
-
-
-def read_image(path: str | Path) -> torch.Tensor:
-    """uint8 ``[3, H, W]`` of an image file; ``UnreadableImage`` (with the reason) when it must be skipped."""
-    try:
-        with bombs_are_errors(), Image.open(path) as image:
-            array = to_rgb_array(image)
-    except BOMBS as error:
-        raise UnreadableImage(f"decompression-bomb-sized image: {error}") from error
-    except (OSError, ValueError, SyntaxError) as error:  # PIL reports broken files with all three
-        raise UnreadableImage(f"cannot read image: {error}") from error
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
 
 
 def centre_crop_side(height: int, width: int) -> int:
@@ -89,17 +61,7 @@ class EvalTransform:
 
 def walk_files(root: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
     """Files under ``root`` with one of ``suffixes``, sorted; symlinked folders followed once, loops never."""
-    seen: set[tuple[int, int]] = set()
-    found = []
-    for folder, subfolders, files in os.walk(root, followlinks=True):
-        stat = os.stat(folder)
-        if (stat.st_dev, stat.st_ino) in seen:
-            subfolders[:] = []
-            continue
-        seen.add((stat.st_dev, stat.st_ino))
-        subfolders.sort()
-        found += [Path(folder) / name for name in files if name.lower().endswith(tuple(suffixes))]
-    return sorted(p for p in found if p.is_file())
+    return sorted(p for p in walk_once(root) if p.name.lower().endswith(tuple(suffixes)) and p.is_file())
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vito.data.imagenet import normalize
-from vito.data.images import BOMBS, bombs_are_errors
+from vito.data.images import read_image, read_index_png_and_mode
 from vito.errors import DataError
 from vito.io import atomic_write
 
@@ -53,15 +53,12 @@ def find_sequences(
     return sequences
 
 
+ID_PNG_MODES = ("P", "L", "1", "I;16", "I")  # single-channel PNGs: palette, grey, 1-bit, 16-bit grey
+
+
 def read_png_ids(path: Path) -> tuple[np.ndarray, str]:
-    """The ``[H, W]`` values and the PIL mode of a single-channel PNG; anything else is a ``DataError``."""
-    try:
-        with bombs_are_errors(), Image.open(path) as image:
-            ids, mode = np.array(image), image.mode
-    except (OSError, ValueError, SyntaxError, *BOMBS) as error:
-        raise DataError(f"cannot read {path}: {error}") from error
-    if ids.ndim != 2 or ids.max(initial=0) > 255:
-        raise DataError(f"{path}: expected a single-channel 8-bit PNG (palette or grey), got mode {mode}")
+    """The ``[H, W]`` values (0..255) and the PIL mode of a single-channel PNG; anything else is a ``DataError``."""
+    ids, mode = read_index_png_and_mode(path, "annotation", modes=ID_PNG_MODES)
     return ids.astype(np.uint8), mode
 
 
@@ -114,11 +111,7 @@ def read_result_png(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 def read_frame(path: Path, short_side: int | None) -> torch.Tensor:
     """A normalised ``[3, H, W]`` frame; resized (bilinear, as mmcv/VFS) when its short side is not ``short_side``."""
-    try:
-        with bombs_are_errors(), Image.open(path) as frame:
-            image = torch.from_numpy(np.array(frame.convert("RGB"))).permute(2, 0, 1).float() / 255
-    except (OSError, ValueError, SyntaxError, *BOMBS) as error:
-        raise DataError(f"cannot read frame {path}: {error}") from error
+    image = read_image(path, "frame").float() / 255
     height, width = image.shape[1:]
     if short_side and min(height, width) != short_side:
         scale = short_side / min(height, width)

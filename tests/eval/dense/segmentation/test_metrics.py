@@ -12,8 +12,9 @@ from PIL import Image
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from tests.eval.dense.segmentation.layouts import ADE_IDS, CROP_KEYS, build_ade20k, build_voc
+from vito.data.images import UnreadableImage, read_index_png
 from vito.errors import DataError
-from vito.eval.dense.segmentation.data import UnreadableFile, open_dataset, read_index_png, reduce_zero_label
+from vito.eval.dense.segmentation.data import open_dataset, reduce_zero_label
 from vito.eval.dense.segmentation.metrics import SegmentationAreas, intersect_and_union, segmentation_scores
 
 # --------------------------------------------------------------------------------------------------
@@ -220,9 +221,9 @@ def test_empty_split_list_and_missing_layouts_are_clear_errors(shared_data: Path
 def test_colour_and_broken_masks_are_unreadable(tmp_path: Path) -> None:
     Image.new("RGB", (4, 4)).save(tmp_path / "colour.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(UnreadableFile, match="mode RGB"):
+    with pytest.raises(UnreadableImage, match="mode RGB"):
         read_index_png(tmp_path / "colour.png", "mask")
-    with pytest.raises(UnreadableFile, match="cannot be decoded"):
+    with pytest.raises(UnreadableImage, match="cannot be decoded"):
         read_index_png(tmp_path / "broken.png", "mask")
-    with pytest.raises(UnreadableFile, match="does not exist"):
+    with pytest.raises(UnreadableImage, match="does not exist"):
         read_index_png(tmp_path / "absent.png", "mask")

@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import Dataset
 
 from vito.checks import finite_number, integer
+from vito.data.images import UnreadableImage, read_image
 from vito.errors import DataError, VitoError
-from vito.eval.core.inputs import UnreadableImage, read_image
 from vito.eval.dense.detection.transforms import TARGET_RESOLUTION, eval_view, train_view
 from vito.io import read_json
 

@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from vito.data.augment import normalize
+from vito.data.images import UnreadableImage, read_rgb
 from vito.data.stream import EpochShuffle, StepStream
 from vito.errors import DataError
-from vito.eval.dense.segmentation.data import IGNORE_INDEX, SegmentationDataset, UnreadableFile, read_image
+from vito.eval.dense.segmentation.data import IGNORE_INDEX, SegmentationDataset
 
 CAT_MAX_TRIES = 10  # mmseg RandomCrop
 
@@ -190,8 +191,8 @@ class SegmentationBatches(StepStream):
                 continue
             item = self.dataset.items[index]
             try:
-                image, label = read_image(item.image), self.dataset.read_mask(item)
-            except UnreadableFile as error:
+                image, label = read_rgb(item.image), self.dataset.read_mask(item)
+            except UnreadableImage as error:
                 self._bad[index] = str(error)
                 skipped.append((item.id, str(error)))
                 continue

@@ -3,8 +3,9 @@
 Why a reader of our own: the fine-tune and the scoring-only mode must agree on ids, mask decoding and
 ``reduce_zero_label`` to the pixel, and a real download is messy (a missing mask, a colour PNG where an
 index PNG belongs). Masks are class-index PNGs (mode ``P``: the palette is ignored, the indices are the
-classes; or mode ``L``). Missing or unreadable files raise ``UnreadableFile`` so that callers skip and count
-them; ground-truth values outside the classes (other than 255) are a ``DataError`` naming file and values.
+classes; or mode ``L``). Images and masks are read by ``vito.data.images``: a missing or unreadable file is an
+``UnreadableImage`` that callers skip and count; ground-truth values outside the classes (other than 255) are
+a ``DataError`` naming file and values.
 
 - VOC 2012: ``ROOT/JPEGImages/<id>.jpg``, masks in ``SegmentationClass/`` (or ``SegmentationClassAug/``, the
   SBD-augmented set; ``trainaug`` looks there first), ids in ``ImageSets/Segmentation/{train,val,trainaug}.txt``.
@@ -24,9 +25,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from vito.data.images import BOMBS, bombs_are_errors
+from vito.data.images import read_index_png
 from vito.errors import DataError
 from vito.io import read_text
 
@@ -39,10 +39,6 @@ VOC_CLASSES = (
 ADE20K_NUM_CLASSES = 150
 ADE20K_SPLITS = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
 VOC_SPLITS = ("train", "val", "trainaug")
-MASK_MODES = ("P", "L")
-# A decompression bomb (a PNG header claiming e.g. 20000x20000) is one more unreadable file: skipped and
-# counted, never decoded into gigabytes (``vito.data.images``).
-READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, *BOMBS)
 IGNORE_INDEX = 255  # VOC's object boundaries and "void"; ADE20K's "other" after reduce_zero_label
 
 
@@ -53,10 +49,6 @@ def reduce_zero_label(label: np.ndarray) -> np.ndarray:
     reduced[label == 0] = IGNORE_INDEX
     reduced[reduced == IGNORE_INDEX - 1] = IGNORE_INDEX
     return reduced
-
-
-class UnreadableFile(DataError):
-    """A missing or undecodable image or mask: the caller skips that item and lists it."""
 
 
 @dataclass(frozen=True)
@@ -167,27 +159,3 @@ def _first_dir(candidates: list[Path], child: str) -> Path | None:
 
 def _first_file(candidates: list[Path]) -> Path:
     return next((c for c in candidates if c.is_file()), candidates[0])
-
-
-def read_index_png(path: Path, what: str) -> np.ndarray:
-    """A class-index PNG (mode P or L) as int64 ``[H, W]``; ``UnreadableFile`` if missing or undecodable."""
-    if not path.is_file():
-        raise UnreadableFile(f"{what} {path} does not exist")
-    try:
-        with bombs_are_errors(), Image.open(path) as image:
-            if image.mode not in MASK_MODES:
-                raise UnreadableFile(f"{what} {path} has mode {image.mode}, not a class-index PNG (mode P or L)")
-            return np.asarray(image, dtype=np.int64)
-    except READ_ERRORS as error:
-        raise UnreadableFile(f"{what} {path} cannot be decoded: {error}") from error
-
-
-def read_image(path: Path) -> np.ndarray:
-    """uint8 RGB ``[H, W, 3]``; ``UnreadableFile`` if missing or undecodable."""
-    if not path.is_file():
-        raise UnreadableFile(f"image {path} does not exist")
-    try:
-        with bombs_are_errors(), Image.open(path) as image:
-            return np.array(image.convert("RGB"), dtype=np.uint8)  # writable: torch.from_numpy needs it
-    except READ_ERRORS as error:
-        raise UnreadableFile(f"image {path} cannot be decoded: {error}") from error

@@ -30,12 +30,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from vito.data.images import UnreadableImage, read_rgb
 from vito.engine import distributed
 from vito.eval.core.encoder_spec import inference_mode
 from vito.eval.core.encoders import Encoder
 from vito.eval.dense.backbone import TrainableBackbone
 from vito.eval.dense.segmentation.augment import TrainAugment, logits_to_original, network_input, raise_batch_error
-from vito.eval.dense.segmentation.data import IGNORE_INDEX, SegmentationDataset, UnreadableFile, read_image
+from vito.eval.dense.segmentation.data import IGNORE_INDEX, SegmentationDataset
 from vito.eval.dense.segmentation.heads import DilatedFCN, UPerNetSegmenter
 from vito.eval.dense.segmentation.metrics import SegmentationAreas
 from vito.eval.dense.segmentation.pictures import save_index_png, save_mask_panel
@@ -150,8 +151,8 @@ def predict_split(model: nn.Module, dataset: SegmentationDataset, protocol: Prot
     drawn: list[Path] = []
     for item in dataset.items[rank::world]:
         try:
-            image, label = read_image(item.image), dataset.read_mask(item)
-        except UnreadableFile as error:
+            image, label = read_rgb(item.image), dataset.read_mask(item)
+        except UnreadableImage as error:
             skipped.append((item.id, str(error)))
             continue
         if image.shape[:2] != label.shape:

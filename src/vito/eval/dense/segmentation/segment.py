@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vito.data.images import UnreadableImage, read_index_png
 from vito.engine import distributed
 from vito.engine.checkpoint import seed_all
 from vito.engine.finetune import FinetuneSpec, FinetuneStopped, finetune, make_loader
@@ -39,7 +40,7 @@ from vito.eval.core.encoders import Encoder
 from vito.eval.core.registry import Evaluation, register
 from vito.eval.core.result import Coverage, Metric, Result, mean_and_sd
 from vito.eval.dense.segmentation.augment import SegmentationBatches
-from vito.eval.dense.segmentation.data import SegmentationDataset, UnreadableFile, open_dataset, read_index_png
+from vito.eval.dense.segmentation.data import SegmentationDataset, open_dataset
 from vito.eval.dense.segmentation.metrics import SegmentationAreas, per_class_table, segmentation_scores
 from vito.eval.dense.segmentation.recipe import (
     CHECKPOINT_FORMAT,
@@ -125,7 +126,7 @@ def score_prediction_folder(
         try:
             label = dataset.read_mask(item)
             pred = read_index_png(folder / f"{item.id}.png", "prediction")
-        except UnreadableFile as error:
+        except UnreadableImage as error:
             skipped.append((item.id, str(error)))
             continue
         if pred.shape != label.shape:

@@ -1,4 +1,7 @@
-"""Paths are files, never protocols (issue 10 item 4): every name is opened as the local file of that name.
+"""Local files: paths are files, never protocols (issue 10 item 4), only regular files are read, folders are
+walked once.
+
+Every name is opened as the local file of that name.
 
 FFmpeg reads a name such as ``pipe:0`` as a URL (stdin), ``concat:b.mp4`` as the concatenation of other
 files, ``subfile,,...:b.mp4`` as a byte range of another file. Each caller's entry point into
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -17,8 +21,10 @@ import numpy as np
 import pytest
 
 from tests.data.conftest import decode_index
-from vito.data.shards import ShardSettings, encode_clip
-from vito.data.sources import VideoEntry, VideoFolderSource, find_videos
+from vito.data.local_files import file_identity, open_local_file, walk_once
+from vito.data.shards.format import ShardSettings
+from vito.data.shards.writer import encode_clip
+from vito.data.sources import VideoEntry, VideoFolderSource, find_videos, list_videos
 from vito.data.video import VideoReader, iter_frames, probe_video, read_frames
 from vito.errors import DataError
 
@@ -72,3 +78,34 @@ def test_manifest_rows_name_files_next_to_the_manifest(protocol_files, caplog):
     for i in range(len(source)):
         clip = source.read_clip(i, lambda duration: np.array([duration]), 32)
         assert decode_index(clip[0].numpy()) == 19  # the 20-frame copy, never other.mp4 (60 frames)
+
+
+def test_a_name_with_a_nul_byte_is_a_data_error_and_a_manifest_skip(two_videos):
+    with pytest.raises(DataError, match="NUL byte"):
+        VideoReader(str(two_videos / "a.mp4") + "\0")
+    (two_videos / "m.csv").write_bytes(b"path\na.mp4\x00\nb.mp4\n")
+    entries, skipped = list_videos(two_videos / "m.csv")
+    assert [e.line for e in entries] == [3]
+    assert len(skipped) == 1 and "line 2" in skipped[0][1] and "NUL byte" in skipped[0][1]
+
+
+def test_a_pipe_is_refused_before_it_is_opened(tmp_path):
+    os.mkfifo(tmp_path / "pipe.mp4")  # opening it for reading would wait for a writer forever
+    with pytest.raises(DataError, match=r"pipe\.mp4: not a regular file \(a pipe\)"):
+        open_local_file(tmp_path / "pipe.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.mp4: empty file \(0 bytes\)"):
+        open_local_file(tmp_path / "empty.mp4")
+
+
+def test_folders_are_walked_in_order_each_real_folder_once(tmp_path):
+    for name in ("b/2.txt", "b/1.txt", "a/x.txt", "top.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(name)
+    (tmp_path / "a" / "up").symlink_to(tmp_path, target_is_directory=True)  # a loop
+    (tmp_path / "c").symlink_to(tmp_path / "b", target_is_directory=True)  # a second name of b/
+    (tmp_path / "b" / "dangling.txt").symlink_to(tmp_path / "nowhere")
+    walked = [p.relative_to(tmp_path).as_posix() for p in walk_once(tmp_path)]
+    assert walked == ["top.txt", "a/x.txt", "b/1.txt", "b/2.txt", "b/dangling.txt"]
+    assert file_identity(tmp_path / "c" / "1.txt") == file_identity(tmp_path / "b" / "1.txt")
+    assert file_identity(tmp_path / "b" / "2.txt") != file_identity(tmp_path / "b" / "1.txt")

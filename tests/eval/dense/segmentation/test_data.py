@@ -1,0 +1,49 @@
+"""Segmentation images are read by the one image reader: 16-bit greys scaled (they were saturated to white before
+the readers were merged), every unreadable image a listed skip replaced by the next readable one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.data.conftest import UNREADABLE, unreadable
+from vito.eval.dense.segmentation.augment import SegmentationBatches, TrainAugment
+from vito.eval.dense.segmentation.data import open_dataset
+
+
+def _voc(root: Path, pictures: dict[str, Image.Image | str]) -> Path:
+    """A VOC 2012 folder whose val split holds ``pictures`` (4x3 images, or a kind of ``unreadable`` file) with
+    all-background masks."""
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / folder).mkdir(parents=True)
+    for name, picture in pictures.items():
+        if isinstance(picture, str):
+            unreadable(picture, root / "JPEGImages" / f"{name}.jpg")
+        else:
+            picture.save(root / "JPEGImages" / f"{name}.jpg", format="PNG")
+        Image.new("L", (4, 3), 0).save(root / "SegmentationClass" / f"{name}.png")
+    (root / "ImageSets/Segmentation/val.txt").write_text("".join(f"{name}\n" for name in pictures))
+    return root
+
+
+def _batch(root: Path) -> dict:
+    return SegmentationBatches(open_dataset("voc", root, "val"), TrainAugment(crop=4), 0, 2).batch(0)
+
+
+def test_a_sixteen_bit_image_trains_as_its_eight_bit_grey_not_as_white(tmp_path):
+    sixteen = _batch(_voc(tmp_path / "16", {"a": Image.fromarray(np.full((3, 4), 32768, dtype=np.uint16))}))
+    eight = _batch(_voc(tmp_path / "8", {"a": Image.new("L", (4, 3), 128)}))
+    white = _batch(_voc(tmp_path / "255", {"a": Image.new("L", (4, 3), 255)}))  # what saturation made of it
+    assert torch.equal(sixteen["images"], eight["images"]) and not torch.equal(sixteen["images"], white["images"])
+
+
+@pytest.mark.parametrize("kind", sorted(UNREADABLE))
+def test_every_unreadable_image_is_a_listed_skip(tmp_path, kind):
+    batch = _batch(_voc(tmp_path / "voc", {"bad": kind, "good": Image.new("RGB", (4, 3), (9, 99, 199))}))
+    assert len(batch["images"]) == 2
+    ((name, reason),) = set(batch["skipped"])
+    assert name == "bad" and "cannot read image" in reason and UNREADABLE[kind] in reason
