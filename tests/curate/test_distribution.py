@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vito.curate.distribution import kl_to_uniform
-from vito.curate.plots import plot_class_distribution
+from vito.curate.distribution import kl_to_uniform, plot_class_distribution
 
 TAB_BLUE = np.array([31, 119, 180])  # matplotlib's "tab:blue", the curated bars
 

@@ -36,10 +36,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vito.curate.distribution import kl_to_uniform
+from vito.curate.distribution import kl_to_uniform, plot_class_distribution
 from vito.curate.filters import FrameClassifier, Preprocess, long_enough, verify
 from vito.curate.lexicon import Lexicon, imagenet_lexicon
-from vito.curate.plots import plot_class_distribution
 from vito.curate.records import RecordLog, read_parts
 from vito.data.manifest import read_manifest
 from vito.data.video import probe_video
