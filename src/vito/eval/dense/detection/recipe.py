@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
@@ -211,15 +210,6 @@ def predict(model: nn.Module, loader: DataLoader, annotations: Annotations, devi
     return results, used, skipped, kept
 
 
-def _gather(values: list[Any]) -> list[Any]:
-    """Concatenate a list over processes (rank order); the identity for one process."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return values
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, values)
-    return [v for part in parts for v in part]
-
-
 def draw_pictures(annotations: Annotations, images_dir: Path, predictions: dict[int, dict[str, np.ndarray]],
                   out_dir: Path) -> list[Path]:
     """Ground truth | predictions PNGs for the kept val images."""
@@ -299,7 +289,7 @@ def evaluate_detector(model: nn.Module, val: Annotations, images_dir: Path, plan
     picture_ids = {image_id for image_id, _ in dataset.items[: plan.pictures]}
     results, used, unread, kept = predict(model, loader, val, context.device, precision, picture_ids,
                                           progress=context.is_main)
-    results, used, unread = _gather(results), _gather(used), _gather(unread)
+    results, used, unread = (distributed.gather_objects(part) for part in (results, used, unread))
     if not used:
         raise VitoError(f"none of the {len(val.images)} val images could be read")
     scores = score_detections(val.subset(used), results, "bbox")
