@@ -218,7 +218,7 @@ def test_a_run_from_before_mask_same_video_resumes_as_it_trained(videos: Path, t
     with same-video clips as negatives, and a resume continues so (it was refused as a config change)."""
     import yaml
 
-    from vito.engine.checkpoint import resume_config
+    from vito.pretrain.resume import resume_config
 
     run = tmp_path / "run"
     pretrain(_config("train.max_steps=2"), videos, run)

@@ -19,7 +19,6 @@ import functools
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,24 +29,17 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from vito.config import ADDED_KEYS, Config, ConfigError, with_added_keys
+from vito.config import Config, ConfigError
 from vito.data.gpu_decode import JpegBatches, data_path_version, resolve_decode_device
 from vito.engine import distributed, signals
-from vito.engine.checkpoint import (
-    FORMAT,
-    check_resumable,
-    config_changes,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from vito.engine.checkpoint import FORMAT, rng_state, save_checkpoint, set_rng_state
 from vito.engine.precision import bf16_supported
 from vito.engine.run_folder import RunFolder
 from vito.engine.signals import StopSignal
 from vito.errors import VitoError
 from vito.io import atomic_write
 from vito.pretrain.feed import DeviceFeed, StepTimer
+from vito.pretrain.resume import data_path, note_data_path_change, resume_point
 from vito.schema import dump_yaml
 
 log = logging.getLogger("vito.train")
@@ -104,8 +96,8 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
                        is_main=context.is_main)
     folder.check()  # a typo'd --out into another run: refused now, not after minutes of start-up
     notes: list[str] = []  # for train.log, once it exists
-    checkpoint = _resume_point(run_dir, start.checkpoint, config, notes) if start.resume else None
-    data = _data_path(data, checkpoint, notes)
+    checkpoint = resume_point(run_dir, start.checkpoint, config, notes) if start.resume else None
+    data = data_path(data, checkpoint, notes)
     start_step = checkpoint["step"] if checkpoint is not None else 0
     per_rank_batch = _per_rank_batch(config.data.batch_size, context.world_size)
     model = build_model(config).to(context.device)
@@ -115,7 +107,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
     decode = resolve_decode_device(config.data.decode_device, context.device, data)
     data_version = data_path_version(decode)
     if checkpoint is not None:
-        _note_data_path_change(checkpoint, data_version, notes)
+        note_data_path_change(checkpoint, data_version, notes)
     loader = _loader(config, data, context, start_step, notes, decode, scan_cache=run_dir if start.resume else None)
 
     stop = StopSignal()
@@ -250,43 +242,6 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
 
 # --------------------------------------------------------------------------------------------------
 # Before the run folder: resume point, data, model at the image size, loader
-
-
-def _resume_point(run_dir: Path, file: str | Path | None, config: Config, notes: list[str]) -> dict[str, Any]:
-    """The checkpoint to continue from, checked against the config it continues with."""
-    checkpoint = load_checkpoint(run_dir if file is None else file)
-    notes.extend(f"{reason}: resuming from {checkpoint['path']} instead" for reason in checkpoint.get("fallback", []))
-    saved, added = with_added_keys(checkpoint["config"])
-    notes.extend(f"the checkpoint predates {key}: the run continues as it trained, {key}={value!r}"
-                 for key, value in ((k, ADDED_KEYS[k]) for k in added))
-    check_resumable(saved, config.to_dict())
-    for key, (old, new) in sorted(config_changes(saved, config.to_dict()).items()):
-        notes.append(f"on resume {key} changes from {old!r} to {new!r}")
-    if config.train.max_steps <= checkpoint["step"]:
-        raise VitoError(f"{checkpoint['path']} is at step {checkpoint['step']} already: train.max_steps="
-                        f"{config.train.max_steps} leaves nothing to do; continue with a larger --max-steps")
-    return checkpoint
-
-
-def _data_path(data: str | Path | None, checkpoint: dict[str, Any] | None, notes: list[str]) -> Path:
-    """The data to train on, absolute (a resume works from any folder); on resume the run's own data.
-
-    A ``--data`` on resume that differs from the run's is refused while the run's data still exists (a
-    different dataset is a different run), and reported when it does not (the data moved).
-    """
-    if data is None:
-        if checkpoint is None:
-            raise VitoError("no training data given (--data)")
-        return Path(checkpoint["data_path"])
-    data = Path(os.path.abspath(data))
-    if checkpoint is not None:
-        stored = Path(checkpoint["data_path"])
-        if os.path.realpath(stored) != os.path.realpath(data):
-            if stored.exists():
-                raise VitoError(f"--data {data} is not the data of this run ({stored}); resume without --data to "
-                                "continue on the run's data, or start a new run (--out) on other data")
-            notes.append(f"the run's data {stored} no longer exists: continuing on --data {data}")
-    return data
 
 
 def check_image_size(model: torch.nn.Module, config: Config, device: torch.device) -> None:
@@ -454,16 +409,6 @@ def _input_wait(feed: DeviceFeed, seconds: float, steps: int, timer: StepTimer |
     if gpu is not None:
         record["gpu_step_s"] = gpu
     return record
-
-
-def _note_data_path_change(checkpoint: dict[str, Any], version: str, notes: list[str]) -> None:
-    """A resume whose batches are made another way than the checkpoint's (docs/data_path.md): reported."""
-    stored = checkpoint.get("data_path_version", "cpu-torchvision/1")  # checkpoints before versions
-    if stored != version:
-        notes.append(f"the checkpoint's batches were made by data path {stored}, this run uses {version}: "
-                     "the same clips, times, crop boxes and flips, resized differently (under 2/255 per view "
-                     "on average; docs/data_path.md), so the run continues but does not repeat the original "
-                     "bit for bit")
 
 
 def _stopped_with(last_good: Path | None) -> str:
