@@ -40,10 +40,10 @@ def _bn_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def _vito():
     from vito.config import load_config
-    from vito.pretrain.loop import build_model
+    from vito.models.vito import build_vito
 
     config = load_config("demo", ["model.backbone=resnet18", "model.projector_hidden=32", "model.projector_dim=16"])
-    return build_model(config)
+    return build_vito(config)
 
 
 def _views() -> torch.Tensor:

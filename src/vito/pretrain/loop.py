@@ -38,6 +38,7 @@ from vito.engine.run_folder import RunFolder
 from vito.engine.signals import StopSignal
 from vito.errors import VitoError
 from vito.io import atomic_write
+from vito.models.vito import build_vito
 from vito.pretrain.feed import DeviceFeed, StepTimer
 from vito.pretrain.resume import data_path, note_data_path_change, resume_point
 from vito.schema import dump_yaml
@@ -100,7 +101,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
     data = data_path(data, checkpoint, notes)
     start_step = checkpoint["step"] if checkpoint is not None else 0
     per_rank_batch = _per_rank_batch(config.data.batch_size, context.world_size)
-    model = build_model(config).to(context.device)
+    model = build_vito(config).to(context.device)
     check_image_size(model, config, context.device)
     if t.channels_last:  # channels_last weights make every convolution run (and return) NHWC
         model = model.to(memory_format=torch.channels_last)
@@ -296,14 +297,6 @@ def _logged(error: VitoError) -> VitoError:
 
 # --------------------------------------------------------------------------------------------------
 # Pieces of the loop
-
-
-def build_model(config: Config) -> torch.nn.Module:
-    """The run's ``Vito`` at its initialisation: a function of ``train.seed`` only, identical on every process."""
-    from vito.models.vito import Vito
-
-    torch.manual_seed(config.train.seed)
-    return Vito(config.model, config.loss)
 
 
 def _per_rank_batch(global_batch: int, world_size: int) -> int:
