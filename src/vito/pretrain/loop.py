@@ -36,6 +36,7 @@ from vito.engine.checkpoint import FORMAT, rng_state, save_checkpoint, set_rng_s
 from vito.engine.precision import bf16_supported
 from vito.engine.run_folder import RunFolder
 from vito.engine.signals import StopSignal
+from vito.engine.stopping import LossWatch, finite_weights, non_finite_message, stopped_with
 from vito.errors import VitoError
 from vito.io import atomic_write
 from vito.models.vito import build_vito
@@ -44,6 +45,7 @@ from vito.pretrain.resume import data_path, note_data_path_change, resume_point
 from vito.schema import dump_yaml
 
 log = logging.getLogger("vito.train")
+NON_FINITE_ADVICE = "Lower optim.base_lr or raise optim.warmup_steps, then resume or start again."
 
 
 @dataclass
@@ -139,7 +141,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
         # move the global generator (it is in the checkpoint, and a resumed run draws once more)
         with signals.blocked(), torch.random.fork_rng(devices=[]):
             feed = DeviceFeed(iter(loader), context.device, config.data.image_size, decode)
-        watch = _LossWatch(context.device)
+        watch = LossWatch(context.device)  # the loss stays on the device between syncs (vito.engine.stopping)
         skipped: dict[str, str] = {}  # unusable videos met so far: name -> reason
         result = RunResult(run_dir=run_dir, step=start_step, checkpoint=None)
         last_good = Path(checkpoint["path"]) if checkpoint is not None else None
@@ -161,10 +163,10 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
             views = batch["views"]
             images = _photometric_views(augment, views, _generator(t.seed, step, context.rank, context.device))
 
-            # 2. loss, watched on the device: no host sync here (see _LossWatch)
+            # 2. loss, watched on the device: no host sync here (vito.engine.stopping)
             with autocast:
                 out = network(images, video_index=batch["video_index"], gather=distributed.gather_keys)
-            watch.add(out["loss"], step + 1)
+            watch.add({"loss": out["loss"]}, step + 1)
 
             # 3. gradients, LARS step (lr from the warm-up + cosine schedule), EMA update of the target
             lr = learning_rate(step, o.base_lr, config.data.batch_size, o.warmup_steps, t.max_steps)
@@ -188,9 +190,10 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
             # train.log_every steps, before any checkpoint
             save = result.step % t.checkpoint_every == 0 or result.step == t.max_steps
             if log_step or save or (context.world_size == 1 and stop.requested):
-                loss, bad, stopped_by = watch.agree(stop)
-                if bad is not None:
-                    raise _logged(VitoError(_non_finite_message(bad, last_good)))
+                agreed = watch.agree(stop)
+                if agreed.non_finite is not None:
+                    raise _logged(VitoError(non_finite_message(agreed.non_finite, last_good, NON_FINITE_ADVICE)))
+                loss, stopped_by = agreed.loss, agreed.stopped_by
                 result.last_loss = loss
             else:
                 stopped_by = None
@@ -214,9 +217,9 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
                                 wait=f"{record['data_wait_share']:.0%}", skipped=result.skipped_videos)
             bar.update(1)
             if save or stopped_by:
-                if not _finite_weights(model):  # never a checkpoint from non-finite weights, on any rank
+                if not finite_weights(model):  # never a checkpoint from non-finite weights, on any rank
                     what = f"the weights became non-finite by step {result.step}"
-                    raise _logged(VitoError(_non_finite_message(what, last_good)))
+                    raise _logged(VitoError(non_finite_message(what, last_good, NON_FINITE_ADVICE)))
                 if context.is_main:
                     state = _checkpoint_state(result.step, config, model, optimizer, data, context.world_size,
                                               data_version)
@@ -333,65 +336,6 @@ def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-class _LossWatch:
-    """The loss between host syncs, kept on the device: its last value and the first non-finite one.
-
-    Reading a loss with ``float()`` every step makes the host wait for the device each step (and, with
-    several processes, an all-reduce too), so the host cannot queue the next step ahead. ``add`` only
-    queues device operations; ``agree`` is the sync: one all-reduce and one read of a few numbers.
-    """
-
-    def __init__(self, device: torch.device):
-        self.last = torch.zeros((), device=device)
-        self.first_bad = torch.zeros((), device=device)  # 1-based step of the first non-finite loss; 0: none
-        self.bad_value = torch.zeros((), device=device)
-
-    def add(self, loss: torch.Tensor, step: int) -> None:
-        self.last = loss.detach().float()
-        new = (self.first_bad == 0) & ~torch.isfinite(self.last)
-        self.first_bad = torch.where(new, float(step), self.first_bad)
-        self.bad_value = torch.where(new, self.last, self.bad_value)
-
-    def agree(self, stop: StopSignal) -> tuple[float, str | None, str | None]:
-        """Mean last loss over processes; what went wrong when a loss on any process was non-finite, else
-        None; the stop signal any process received (so all stop at the same step)."""
-        shared = torch.cat([self.last.reshape(1), (self.first_bad > 0).float().reshape(1),
-                            _stop_flags(stop, self.last.device)])
-        shared = distributed.mean_over_processes(shared)
-        values = torch.cat([shared, self.first_bad.reshape(1), self.bad_value.reshape(1)]).tolist()
-        loss, any_bad, flags, first_bad, bad_value = values[0], values[1], values[2:-2], values[-2], values[-1]
-        bad = None
-        if any_bad > 0:
-            bad = (f"the loss became {bad_value} at step {int(first_bad)}" if first_bad > 0
-                   else "the loss became non-finite on another process")
-        return loss, bad, _stopped_by(flags)
-
-
-def agree_on_stop(loss: torch.Tensor, stop: StopSignal) -> tuple[float, str | None]:
-    """Mean loss over processes, and the stop signal any process received (so all stop at the same step);
-    a host sync (the fine-tune loops call it; pretraining reads its loss through ``_LossWatch``)."""
-    values = distributed.mean_over_processes(torch.cat([loss.detach().float().reshape(1),
-                                                        _stop_flags(stop, loss.device)]))
-    return float(values[0]), _stopped_by(values[1:].tolist())
-
-
-def _stop_flags(stop: StopSignal, device: torch.device) -> torch.Tensor:
-    """1.0 for the stop signal this process received, per ``signals.STOP_SIGNALS`` (averaged over processes)."""
-    return torch.tensor([float(stop.name == signum.name) for signum in signals.STOP_SIGNALS], device=device)
-
-
-def _stopped_by(flags: list[float]) -> str | None:
-    """The first stop signal any process received, from the averaged flags."""
-    names = [signum.name for signum, v in zip(signals.STOP_SIGNALS, flags) if v > 0]
-    return names[0] if names else None
-
-
-def _finite_weights(model: torch.nn.Module) -> bool:
-    """All floating-point parameters and buffers finite (one host read)."""
-    tensors = [v for v in model.state_dict().values() if v.is_floating_point()]
-    return bool(torch.stack([torch.isfinite(v).all() for v in tensors]).all())
-
-
 def _input_wait(feed: DeviceFeed, seconds: float, steps: int, timer: StepTimer | None) -> dict[str, float]:
     """How input-bound the loop was since the last log: time per step spent waiting for the loader, its
     share of the wall time, and (CUDA) the device time of this log step from CUDA events."""
@@ -402,17 +346,6 @@ def _input_wait(feed: DeviceFeed, seconds: float, steps: int, timer: StepTimer |
     if gpu is not None:
         record["gpu_step_s"] = gpu
     return record
-
-
-def _stopped_with(last_good: Path | None) -> str:
-    """What a run that stops on an error leaves behind, for its message."""
-    return (f"training stopped and the last good checkpoint is {last_good} (left untouched)" if last_good
-            else "training stopped and no checkpoint was written yet")
-
-
-def _non_finite_message(what: str, last_good: Path | None) -> str:
-    return (f"{what}: {_stopped_with(last_good)}. "
-            "Lower optim.base_lr or raise optim.warmup_steps, then resume or start again.")
 
 
 def _attention_entropy(out: dict[str, Any]) -> dict[str, float]:
@@ -440,7 +373,7 @@ def _checkpoint_state(step: int, config: Config, model: torch.nn.Module, optimiz
 
 
 def _unwritable(path: Path, step: int, error: OSError, last_good: Path | None) -> str:
-    return f"could not write {path} at step {step}: {error.strerror or error}; {_stopped_with(last_good)}"
+    return f"could not write {path} at step {step}: {error.strerror or error}; {stopped_with(last_good)}"
 
 
 def _prepare_run_dir(run_dir: Path, config: Config, start_step: int) -> None:

@@ -36,7 +36,7 @@ from vito.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from vito.data.stream import EpochShuffle, StepStream
 from vito.engine import distributed
 from vito.engine.checkpoint import seed_all
-from vito.engine.finetune import FinetuneSpec, FinetuneStopped, finetune, make_loader
+from vito.engine.finetune import FinetuneSpec, finetune, make_loader
 from vito.errors import VitoError
 from vito.eval.core.encoders import Encoder, TrainableBackbone, inference_mode
 from vito.eval.core.inputs import UnreadableImage, read_image
@@ -267,9 +267,7 @@ def finetune_seed(encoder: Encoder, train: Annotations, val: Annotations, images
                         precision=encoder.precision, description=f"detect seed {plan.seed}")
     result = finetune(model, detection_loss, make_optimizer(model, plan), lambda step: plan.lr * lr_factor(
         step, plan.steps, plan.warmup_steps), batches, run_dir, spec, context, resume=resume, overwrite=overwrite)
-    if result.stopped_by is not None:
-        raise FinetuneStopped(f"{run_dir}: stopped by {result.stopped_by} after step {result.step} (checkpoint "
-                              "written); continue with --resume", result.stopped_by)
+    result.raise_if_stopped()
     skipped = list(images.skipped) + list(result.skipped)
     outcome = evaluate_detector(model, val, images_dir, plan, run_dir, encoder.precision, context)
     outcome.skipped = skipped + outcome.skipped
