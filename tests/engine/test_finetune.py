@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -108,6 +109,25 @@ def test_a_loss_that_turns_non_finite_after_a_checkpoint_names_it_and_is_never_s
                                                   f"checkpoint is {last} (left untouched). Lower the learning rate")):
         finetune(model, loss_fn, optimizer, lambda s: 0.1, _numbered(_batches), tmp_path, spec, CPU)
     assert load_checkpoint(tmp_path, expected_format="vito-test/1")["step"] == 4  # step 6 (NaN weights) not saved
+
+
+def test_a_full_disk_while_logging_stops_naming_the_file_and_the_last_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    import vito.engine.run_files as run_files
+
+    def no_space_for_metrics(path, mode="r", *args, **kwargs):
+        if str(path).endswith("metrics.jsonl") and "a" in mode:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(run_files, "open", no_space_for_metrics, raising=False)
+    model, optimizer, loss_fn, _ = _job()
+    spec = FinetuneSpec(format="vito-test/1", iterations=6, config={"lr": 0.1}, checkpoint_every=1, log_every=2)
+    last = tmp_path / "checkpoints" / "last.pt"
+    with pytest.raises(VitoError, match=re.escape(f"could not write {tmp_path / 'metrics.jsonl'} at step 2: No space "
+                                                  f"left on device; training stopped and the last good checkpoint is "
+                                                  f"{last} (left untouched)")):
+        finetune(model, loss_fn, optimizer, lambda s: 0.1, _batches, tmp_path, spec, CPU)
+    assert load_checkpoint(tmp_path, expected_format="vito-test/1")["step"] == 1
 
 
 def _numbered(batches):

@@ -34,21 +34,19 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from vito.engine import distributed
 from vito.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vito.engine.precision import uses_bf16
+from vito.engine.run_files import CONFIG_FILE, MetricsLog, start_run_files
 from vito.engine.run_folder import RunFolder, holds_run
 from vito.engine.signals import StopSignal, blocked, ignore_stop_signals_in_worker
 from vito.engine.stopping import LossWatch, finite_weights, non_finite_message
 from vito.errors import VitoError
-from vito.io import atomic_write
-from vito.schema import dump_yaml, read_yaml
+from vito.schema import read_yaml
 
 LossFn = Callable[[nn.Module, dict[str, Any]], dict[str, torch.Tensor]]  # must hold "loss"; the rest is logged
-CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.jsonl"
 NON_FINITE_ADVICE = "Lower the learning rate, then start again (--overwrite, or another --out)."
 
 
@@ -139,10 +137,7 @@ def finetune(
             set_rng_state(state["rng"])
         start = state["step"] if state is not None else 0
         if context.is_main:
-            with atomic_write(run_dir / CONFIG_FILE) as handle:
-                dump_yaml(config, handle, sort_keys=True)
-            if state is not None:
-                _drop_metrics_after(run_dir / METRICS_FILE, start)  # logged after the checkpoint: they are redone
+            start_run_files(run_dir, config, start, sort_keys=True)  # on resume: metrics after the checkpoint go
         last_good = Path(state["path"]) if state is not None else None
         result = _train(model, loss_fn, optimizer, lr_at, batches, _Run(run_dir, spec, context, start), last_good)
         result.notes = folder.notes + result.notes
@@ -167,13 +162,12 @@ def _train(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
     wrapped = distributed.wrap_for_training(model, context)
     wrapped.train()
     use_bf16 = uses_bf16(context.device, spec.precision)
-    watch, stop = LossWatch(context.device), StopSignal()
-    writer = SummaryWriter(str(run.run_dir / "tb")) if context.is_main else None
+    watch, metrics, stop = LossWatch(context.device), MetricsLog(run.run_dir, enabled=context.is_main), StopSignal()
     result = FinetuneResult(run.run_dir, run.start, finished=False)
     bar = tqdm(total=spec.iterations, initial=run.start, desc=spec.description, disable=None if context.is_main
                else True, leave=False)
     step = run.start
-    with contextlib.closing(bar), stop.installed():
+    with contextlib.closing(bar), contextlib.closing(metrics), stop.installed():
         for batch in batches(run.start):
             if step >= spec.iterations:
                 break
@@ -198,15 +192,13 @@ def _train(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
             if agreed.non_finite is not None:
                 raise VitoError(f"{run.run_dir}: {non_finite_message(agreed.non_finite, last_good, NON_FINITE_ADVICE)}")
             result.last_loss = agreed.loss
-            if log_step and writer is not None:
-                _log(run.run_dir, writer, step, lr, agreed.values)
+            if log_step:
+                metrics.write({"step": step, "lr": lr, **agreed.values}, last_good)
             if save or agreed.stopped_by:
                 last_good = _save(model, optimizer, step, run, last_good)
             if agreed.stopped_by:
                 result.stopped_by = agreed.stopped_by
                 break
-    if writer is not None:
-        writer.close()
     result.step, result.finished = step, step >= spec.iterations
     return result
 
@@ -238,22 +230,6 @@ def _existing(run_dir: Path, config: dict[str, Any], spec: FinetuneSpec, overwri
         return None
     state = load_checkpoint(run_dir, expected_format=spec.format)
     return state if state.get("config") == config else None
-
-
-def _drop_metrics_after(path: Path, step: int) -> None:
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    with atomic_write(path) as handle:
-        handle.write("".join(line + "\n" for line in kept))
-
-
-def _log(run_dir: Path, writer: SummaryWriter, step: int, lr: float, values: dict[str, float]) -> None:
-    record = {"step": step, "lr": lr, **values}
-    with open(run_dir / METRICS_FILE, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    for name, value in {"lr": lr, **values}.items():
-        writer.add_scalar(f"train/{name}", value, step)
 
 
 def _plain(config: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import math
 import time
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from vito.config import Config, ConfigError
@@ -34,15 +32,14 @@ from vito.data.gpu_decode import JpegBatches, data_path_version, resolve_decode_
 from vito.engine import distributed, signals
 from vito.engine.checkpoint import FORMAT, rng_state, save_checkpoint, set_rng_state
 from vito.engine.precision import bf16_supported
+from vito.engine.run_files import MetricsLog, start_run_files
 from vito.engine.run_folder import RunFolder
 from vito.engine.signals import StopSignal
-from vito.engine.stopping import LossWatch, finite_weights, non_finite_message, stopped_with
+from vito.engine.stopping import LossWatch, finite_weights, non_finite_message
 from vito.errors import VitoError
-from vito.io import atomic_write
 from vito.models.vito import build_vito
 from vito.pretrain.feed import DeviceFeed, StepTimer
 from vito.pretrain.resume import data_path, note_data_path_change, resume_point
-from vito.schema import dump_yaml
 
 log = logging.getLogger("vito.train")
 NON_FINITE_ADVICE = "Lower optim.base_lr or raise optim.warmup_steps, then resume or start again."
@@ -116,7 +113,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
     stop = StopSignal()
     with folder, stop.installed():
         if context.is_main:
-            _prepare_run_dir(run_dir, config, start_step)
+            start_run_files(run_dir, config.to_dict(), start_step)  # on resume: metrics after the checkpoint go
             loader.dataset.save_scan(run_dir)  # the pre-scan's answer, for every resume of this run
         _setup_logging(run_dir if context.is_main else None)
         log.info("%s run in %s: steps %d..%d, %d process(es) x %d clips on %s",
@@ -145,7 +142,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
         skipped: dict[str, str] = {}  # unusable videos met so far: name -> reason
         result = RunResult(run_dir=run_dir, step=start_step, checkpoint=None)
         last_good = Path(checkpoint["path"]) if checkpoint is not None else None
-        writer = _tensorboard(run_dir) if context.is_main else None
+        metrics = MetricsLog(run_dir, enabled=context.is_main)
         bar = tqdm(total=t.max_steps, initial=start_step, desc="pretrain", unit="step", disable=not context.is_main,
                    dynamic_ncols=True)
         tick, clips_since_tick, steps_since_tick = time.perf_counter(), 0, 0
@@ -207,12 +204,14 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
                           **_input_wait(feed, now - tick, steps_since_tick, timer)}
                 tick, clips_since_tick, steps_since_tick = now, 0, 0
                 result.history.append(record)
-                if context.is_main:
-                    try:
-                        _log_record(run_dir, writer, record)
-                    except OSError as error:  # a full disk: the run stops with the checkpoint it has
-                        raise _logged(VitoError(_unwritable(run_dir / "metrics.jsonl", result.step, error,
-                                                            last_good))) from error
+                try:
+                    metrics.write(record, last_good)  # a full disk: the run stops with the checkpoint it has
+                except VitoError as error:
+                    _logged(error)
+                    raise
+                log.info("step %d loss %.4f lr %.4g tau %.5f %.1f clips/s skipped %d", record["step"], record["loss"],
+                         record["lr"], record["tau"], record["clips_per_s"], record["skipped"],
+                         extra={"file_only": True})
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}", clips_s=f"{record['clips_per_s']:.1f}",
                                 wait=f"{record['data_wait_share']:.0%}", skipped=result.skipped_videos)
             bar.update(1)
@@ -236,8 +235,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
                          last_good, run_dir, signals.exit_status(stopped_by))
                 break
         bar.close()
-        if writer is not None:
-            writer.close()
+        metrics.close()
         if result.stopped_by is None:
             log.info("finished %d steps, final loss %.4f, %d video(s) skipped; checkpoint %s",
                      result.step, result.last_loss, result.skipped_videos, result.checkpoint)
@@ -369,33 +367,7 @@ def _checkpoint_state(step: int, config: Config, model: torch.nn.Module, optimiz
 
 
 # --------------------------------------------------------------------------------------------------
-# Files of a run: config.yaml, train.log, metrics.jsonl, tb/
-
-
-def _unwritable(path: Path, step: int, error: OSError, last_good: Path | None) -> str:
-    return f"could not write {path} at step {step}: {error.strerror or error}; {stopped_with(last_good)}"
-
-
-def _prepare_run_dir(run_dir: Path, config: Config, start_step: int) -> None:
-    """Write the resolved config; on resume, drop metrics logged after the checkpoint (they are redone).
-    A full or read-only disk is a ``VitoError`` naming the file, before any step."""
-    try:
-        _write_run_files(run_dir, config, start_step)
-    except OSError as error:
-        raise VitoError(f"could not write the run's files in {run_dir}: {error.strerror or error} "
-                        f"({getattr(error, 'filename', None) or run_dir})") from error
-
-
-def _write_run_files(run_dir: Path, config: Config, start_step: int) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(run_dir / "config.yaml") as handle:
-        dump_yaml(config.to_dict(), handle)
-    metrics = run_dir / "metrics.jsonl"
-    kept = []
-    if start_step > 0 and metrics.is_file():
-        kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= start_step]
-    with atomic_write(metrics) as handle:
-        handle.writelines(line + "\n" for line in kept)
+# train.log
 
 
 def _setup_logging(run_dir: Path | None) -> None:
@@ -419,18 +391,3 @@ class _TqdmHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if not getattr(record, "file_only", False):
             tqdm.write(record.getMessage())
-
-
-def _tensorboard(run_dir: Path) -> SummaryWriter:
-    return SummaryWriter(str(run_dir / "tb"))
-
-
-def _log_record(run_dir: Path, writer, record: dict[str, Any]) -> None:
-    with open(run_dir / "metrics.jsonl", "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    for key, value in record.items():
-        if key != "step":
-            writer.add_scalar(key if "/" in key else f"train/{key}", value, record["step"])
-    writer.flush()
-    log.info("step %d loss %.4f lr %.4g tau %.5f %.1f clips/s skipped %d", record["step"], record["loss"],
-             record["lr"], record["tau"], record["clips_per_s"], record["skipped"], extra={"file_only": True})
