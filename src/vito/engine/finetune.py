@@ -34,11 +34,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
-from tqdm import tqdm
 
 from vito.engine import distributed
 from vito.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vito.engine.precision import uses_bf16
+from vito.engine.progress import progress
 from vito.engine.run_files import CONFIG_FILE, MetricsLog, start_run_files
 from vito.engine.run_folder import RunFolder, holds_run
 from vito.engine.signals import StopSignal, blocked, ignore_stop_signals_in_worker
@@ -164,10 +164,10 @@ def _train(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
     use_bf16 = uses_bf16(context.device, spec.precision)
     watch, metrics, stop = LossWatch(context.device), MetricsLog(run.run_dir, enabled=context.is_main), StopSignal()
     result = FinetuneResult(run.run_dir, run.start, finished=False)
-    bar = tqdm(total=spec.iterations, initial=run.start, desc=spec.description, disable=None if context.is_main
-               else True, leave=False)
+    bar = progress(total=spec.iterations, initial=run.start, desc=spec.description, enabled=context.is_main,
+                   leave=False)
     step = run.start
-    with contextlib.closing(bar), contextlib.closing(metrics), stop.installed():
+    with bar, contextlib.closing(metrics), stop.installed():
         for batch in batches(run.start):
             if step >= spec.iterations:
                 break

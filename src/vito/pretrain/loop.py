@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from vito.config import Config, ConfigError
 from vito.data.gpu_decode import JpegBatches, data_path_version, resolve_decode_device
 from vito.engine import distributed, signals
 from vito.engine.checkpoint import FORMAT, rng_state, save_checkpoint, set_rng_state
 from vito.engine.precision import bf16_supported
+from vito.engine.progress import ProgressLogHandler, progress
 from vito.engine.run_files import MetricsLog, start_run_files
 from vito.engine.run_folder import RunFolder
 from vito.engine.signals import StopSignal
@@ -143,8 +143,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
         result = RunResult(run_dir=run_dir, step=start_step, checkpoint=None)
         last_good = Path(checkpoint["path"]) if checkpoint is not None else None
         metrics = MetricsLog(run_dir, enabled=context.is_main)
-        bar = tqdm(total=t.max_steps, initial=start_step, desc="pretrain", unit="step", disable=not context.is_main,
-                   dynamic_ncols=True)
+        bar = progress(total=t.max_steps, initial=start_step, desc="pretrain", unit="step", enabled=context.is_main)
         tick, clips_since_tick, steps_since_tick = time.perf_counter(), 0, 0
         for step in range(start_step, t.max_steps):
             log_step = (step + 1) % t.log_every == 0 or step + 1 == t.max_steps
@@ -382,12 +381,4 @@ def _setup_logging(run_dir: Path | None) -> None:
         file_handler = logging.FileHandler(run_dir / "train.log")
         file_handler.setFormatter(formatter)
         log.addHandler(file_handler)
-        log.addHandler(_TqdmHandler())
-
-
-class _TqdmHandler(logging.Handler):
-    """Prints above the progress bar; per-step lines stay in train.log (the bar already shows them)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if not getattr(record, "file_only", False):
-            tqdm.write(record.getMessage())
+        log.addHandler(ProgressLogHandler())

@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from vito.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from vito.data.stream import EpochShuffle, StepStream
 from vito.engine import distributed
 from vito.engine.checkpoint import seed_all
 from vito.engine.finetune import FinetuneSpec, finetune, make_loader
+from vito.engine.progress import progress
 from vito.errors import VitoError
 from vito.eval.core.encoders import Encoder, TrainableBackbone, inference_mode
 from vito.eval.core.inputs import UnreadableImage, read_image
@@ -184,14 +184,14 @@ def make_optimizer(model: nn.Module, plan: FinetunePlan) -> torch.optim.AdamW:
 
 
 def predict(model: nn.Module, loader: DataLoader, annotations: Annotations, device: torch.device, precision: str,
-            keep_for_pictures: set[int] | None = None, progress: bool = False
+            keep_for_pictures: set[int] | None = None, show_progress: bool = False
             ) -> tuple[list[dict[str, Any]], list[int], list[tuple[str, str]], dict[int, dict[str, np.ndarray]]]:
     """COCO-format detections of the loader's images (boxes in original pixels), the ids predicted, the
     skipped (path, reason), and the raw predictions of the ``keep_for_pictures`` ids."""
     category_ids = annotations.category_ids
     results, used, skipped, kept = [], [], [], {}
     model.eval()
-    for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
+    for batch in progress(loader, desc="predict", unit="batch", enabled=show_progress, leave=False):
         skipped += batch["skipped"]
         if not batch["images"]:
             continue
@@ -286,7 +286,7 @@ def evaluate_detector(model: nn.Module, val: Annotations, images_dir: Path, plan
                         num_workers=distributed.worker_count(plan.num_workers))
     picture_ids = {image_id for image_id, _ in dataset.items[: plan.pictures]}
     results, used, unread, kept = predict(model, loader, val, context.device, precision, picture_ids,
-                                          progress=context.is_main)
+                                          show_progress=context.is_main)
     results, used, unread = (distributed.gather_objects(part) for part in (results, used, unread))
     if not used:
         raise VitoError(f"none of the {len(val.images)} val images could be read")
