@@ -16,9 +16,11 @@ Host syncs: the loss stays on the device between log and checkpoint steps (``sto
 loss stops the run at the next of those steps, before any checkpoint, and a single process asked to stop
 stops after the step it is in (several processes: at the next log or checkpoint step, all after the same one).
 
-Determinism: the caller's ``batches(start_step)`` must make the batch of step ``s`` a pure function of
-``s`` (``vito.eval.dense.segmentation.augment.SegmentationBatches`` does), so a resumed fine-tune on CPU repeats
-the uninterrupted one.
+Batches: the caller's ``batches(start_step)`` must make the batch of step ``s`` a pure function of ``s``
+(``vito.data.stream.StepStream``), so a resumed fine-tune on CPU repeats the uninterrupted one. A batch may list
+the items it replaced (``"skipped"``: ``(item, reason)`` pairs, collected in the result) or, for data that stops
+the run, carry ``"error"``: raised here as a one-line ``DataError`` (raised in a DataLoader worker, it would reach
+the user wrapped in the worker's traceback, and the process would hang at exit on the worker).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from vito.engine.run_files import CONFIG_FILE, MetricsLog, start_run_files
 from vito.engine.run_folder import RunFolder, holds_run
 from vito.engine.signals import StopSignal, blocked, ignore_stop_signals_in_worker
 from vito.engine.stopping import LossWatch, finite_weights, non_finite_message
-from vito.errors import VitoError
+from vito.errors import DataError, VitoError
 from vito.schema import read_yaml
 
 LossFn = Callable[[nn.Module, dict[str, Any]], dict[str, torch.Tensor]]  # must hold "loss"; the rest is logged
@@ -171,6 +173,8 @@ def _train(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
         for batch in batches(run.start):
             if step >= spec.iterations:
                 break
+            if "error" in batch:  # data that stops the run, found by a loader worker: a one-line error, raised here
+                raise DataError(batch["error"])
             lr = lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
