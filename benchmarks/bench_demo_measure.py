@@ -32,7 +32,7 @@ from vito.config import load_config
 from vito.demo import measure_frames, subject_retrieval
 from vito.engine.checkpoint import load_checkpoint
 from vito.io import atomic_write, write_json
-from vito.pretrain import loop
+from vito.models.vito import build_vito
 
 RESULTS = Path(__file__).parent / "results"
 CPU_TARGET_S = 600.0
@@ -126,10 +126,10 @@ def learning_curve(run_dir: Path) -> list[dict]:
     config = load_config(run_dir / "config.yaml")
     videos = [sorted((run_dir / "videos" / part).glob("*.mp4")) for part in ("train", "heldout")]
     frames = measure_frames(*videos, config.data.image_size)
-    rows = [{"step": 0, "score": subject_retrieval(loop.build_model(config).online, frames)}]
+    rows = [{"step": 0, "score": subject_retrieval(build_vito(config).online, frames)}]
     for file in sorted((run_dir / "checkpoints").glob("step_*.pt")):
         state = load_checkpoint(file)
-        model = loop.build_model(config)
+        model = build_vito(config)
         model.load_state_dict(state["model"])
         rows.append({"step": state["step"], "score": subject_retrieval(model.online, frames)})
     return [{**row, "seed": config.train.seed, "max_steps": config.train.max_steps, "chance": frames.chance}

@@ -50,8 +50,8 @@ from vito.eval.core.encoder_spec import inference_mode
 from vito.eval.core.encoders import load_encoder
 from vito.eval.video.davis_propagation import PropagationSettings, propagate_features
 from vito.io import atomic_write, write_json
+from vito.models.vito import build_vito
 from vito.pretrain.feed import DeviceFeed
-from vito.pretrain.loop import build_model
 from vito.pretrain.optim import LARS, ema_tau, param_groups
 
 RESULTS = Path(__file__).parent / "results"
@@ -100,7 +100,7 @@ class Trainer:
 
     def __init__(self, config: Config, device: torch.device, compiled: bool):
         self.config, self.device = config, device
-        self.model = build_model(config).to(device).to(memory_format=torch.channels_last)
+        self.model = build_vito(config).to(device).to(memory_format=torch.channels_last)
         self.network = torch.compile(self.model) if compiled else self.model
         o = config.optim
         self.optimizer = LARS(param_groups(self.model, o.weight_decay), lr=0.1, momentum=o.momentum,

@@ -158,7 +158,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys) -> None:
     from vito.cli import main
     from vito.config import load_config
     from vito.engine.checkpoint import load_checkpoint
-    from vito.pretrain.loop import build_model
+    from vito.models.vito import build_vito
 
     assert main(["demo", "--out", str(tmp_path), "--max-steps", "4", "data.batch_size=8"]) == 0
     printed = capsys.readouterr().out
@@ -172,7 +172,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys) -> None:
     # the printed and stored numbers are the measure of these very weights, computed another way here
     config = load_config("demo", ["train.max_steps=4", "data.batch_size=8"])
     size = config.data.image_size
-    initial, trained = build_model(config), build_model(config)
+    initial, trained = build_vito(config), build_vito(config)
     trained.load_state_dict(load_checkpoint(tmp_path)["model"])
     random_init = _independent_score(initial.online, tmp_path / "videos", size)
     after = _independent_score(trained.online, tmp_path / "videos", size)

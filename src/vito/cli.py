@@ -34,7 +34,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
     if args.resume is not None:
-        from vito.engine.checkpoint import resume_config, resume_target
+        from vito.pretrain.resume import resume_config, resume_target
 
         out, checkpoint = resume_target(args.resume)
         if args.out is not None and args.out.resolve() != out.resolve():

@@ -28,6 +28,7 @@ from vito.data.video import iter_frames
 from vito.demo_world import HELDOUT_SECONDS, NUM_VIDEOS, SIZE, TRAIN_SECONDS, render_videos
 from vito.engine.checkpoint import load_checkpoint
 from vito.io import write_json
+from vito.models.vito import build_vito
 from vito.pretrain import loop
 from vito.viz.attention import save_attention_grid
 from vito.viz.curves import plot_loss_curve
@@ -143,9 +144,9 @@ def run_demo(out_dir: str | Path = "runs/demo", max_steps: int | None = None,
     train_videos, heldout_videos = render_videos(out / "videos")
 
     print(f"[2/4] pretraining {config.model.backbone} at {size} px for {config.train.max_steps} steps")
-    initial = loop.build_model(config)  # the same weights the run starts from
+    initial = build_vito(config)  # the same weights the run starts from
     run = loop.pretrain(config, data=out / "videos" / "train", run_dir=out, overwrite=True)  # the demo owns its folder
-    trained = loop.build_model(config)
+    trained = build_vito(config)
     trained.load_state_dict(load_checkpoint(out)["model"])
 
     print(f"[3/4] {MEASURE}")

@@ -40,10 +40,10 @@ def _bn_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def _vito():
     from vito.config import load_config
-    from vito.pretrain.loop import build_model
+    from vito.models.vito import build_vito
 
     config = load_config("demo", ["model.backbone=resnet18", "model.projector_hidden=32", "model.projector_dim=16"])
-    return build_model(config)
+    return build_vito(config)
 
 
 def _views() -> torch.Tensor:
@@ -95,14 +95,17 @@ def _stop_and_run_folder(rank: int, out: Path) -> dict:
     """A signal seen by rank 1 only stops both ranks after the same step; rank 0 decides on the run folder."""
     from vito.engine.run_folder import LOCK, RunFolder
     from vito.engine.signals import StopSignal
+    from vito.engine.stopping import LossWatch
     from vito.errors import VitoError
-    from vito.pretrain.loop import agree_on_stop
 
     results: dict = {}
     stop = StopSignal()
     if rank == 1:
         stop.requested, stop.name = True, "SIGUSR1"
-    results["agreed"] = agree_on_stop(torch.tensor(float(rank)), stop)
+    watch = LossWatch(torch.device("cpu"))
+    watch.add({"loss": torch.tensor(float(rank))}, step=1)
+    agreed = watch.agree(stop)
+    results["agreed"] = (agreed.loss, agreed.stopped_by)
     folder = out / "run"
     with RunFolder(folder, resume=False, is_main=rank == 0):
         results["locked"] = (folder / LOCK).is_file()  # rank 1 waited for rank 0 to take the lock

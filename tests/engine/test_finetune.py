@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -86,12 +88,54 @@ def test_finished_run_is_reused_and_other_settings_are_refused(tmp_path: Path) -
 
 
 def test_non_finite_loss_names_the_last_good_checkpoint(tmp_path: Path) -> None:
-    with pytest.raises(VitoError, match="non-finite loss at step 0.*none"):
+    with pytest.raises(VitoError, match="the loss became nan at step 1: training stopped and no checkpoint was written"):
         _run(tmp_path, scale=float("nan"))
     with pytest.raises(VitoError, match="--resume"):  # the failed run's folder is not taken silently
         _run(tmp_path)
     resumed, _, calls = _run(tmp_path, resume=True)  # nothing was checkpointed: it starts from step 0
     assert resumed.finished and len(calls) == 6
+
+
+def test_a_loss_that_turns_non_finite_after_a_checkpoint_names_it_and_is_never_saved(tmp_path: Path) -> None:
+    model, optimizer, _, _ = _job()
+
+    def loss_fn(net, batch):  # finite for 4 steps (checkpoint at 4), then NaN from step 5 on
+        loss = nn.functional.mse_loss(net(batch["x"]), batch["y"])
+        return {"loss": loss if batch["step"] < 4 else loss * float("nan")}
+
+    spec = FinetuneSpec(format="vito-test/1", iterations=6, config={"lr": 0.1}, checkpoint_every=4, log_every=3)
+    last = tmp_path / "checkpoints" / "last.pt"
+    with pytest.raises(VitoError, match=re.escape(f"the loss became nan at step 5: training stopped and the last good "
+                                                  f"checkpoint is {last} (left untouched). Lower the learning rate")):
+        finetune(model, loss_fn, optimizer, lambda s: 0.1, _numbered(_batches), tmp_path, spec, CPU)
+    assert load_checkpoint(tmp_path, expected_format="vito-test/1")["step"] == 4  # step 6 (NaN weights) not saved
+
+
+def test_a_full_disk_while_logging_stops_naming_the_file_and_the_last_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    import vito.engine.run_files as run_files
+
+    def no_space_for_metrics(path, mode="r", *args, **kwargs):
+        if str(path).endswith("metrics.jsonl") and "a" in mode:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(run_files, "open", no_space_for_metrics, raising=False)
+    model, optimizer, loss_fn, _ = _job()
+    spec = FinetuneSpec(format="vito-test/1", iterations=6, config={"lr": 0.1}, checkpoint_every=1, log_every=2)
+    last = tmp_path / "checkpoints" / "last.pt"
+    with pytest.raises(VitoError, match=re.escape(f"could not write {tmp_path / 'metrics.jsonl'} at step 2: No space "
+                                                  f"left on device; training stopped and the last good checkpoint is "
+                                                  f"{last} (left untouched)")):
+        finetune(model, loss_fn, optimizer, lambda s: 0.1, _batches, tmp_path, spec, CPU)
+    assert load_checkpoint(tmp_path, expected_format="vito-test/1")["step"] == 1
+
+
+def _numbered(batches):
+    """The test batches with their step number."""
+    def numbered(start: int):
+        for step, batch in enumerate(batches(start), start):
+            yield {**batch, "step": step}
+    return numbered
 
 
 WORKER_FAILS = """

@@ -18,7 +18,7 @@ from vito.eval.video import ucf101
 def test_ucf101_runs_several_splits_and_reports_mean_and_sd(monkeypatch, tmp_path) -> None:
     accuracy = {1: 0.5, 2: 0.7, 3: 0.6}
 
-    def fake(encoder, root, splits, split, pooling, out_dir, settings, clips):
+    def fake(encoder, settings, split, out_dir):
         return {"split": split, "top1": accuracy[split], "top5": 1.0, "train_videos": 4, "test_videos": 2,
                 "listed_test_videos": 2, "skipped_videos": {"train": [], "test": []}, "history": [], "seconds": 1.0}
 

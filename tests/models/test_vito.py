@@ -124,3 +124,15 @@ def test_mask_same_video_is_a_config_key_defaulting_to_true() -> None:
 
     assert load_config("demo").loss.mask_same_video is True
     assert Vito(TINY, load_config("demo", ["loss.mask_same_video=false"]).loss).mask_same_video is False
+
+
+def test_build_vito_is_a_function_of_the_config_and_its_seed() -> None:
+    from vito.config import load_config
+    from vito.models.vito import build_vito
+
+    tiny = ["model.backbone=resnet18", "model.projector_hidden=32", "model.projector_dim=16"]
+    first, again = build_vito(load_config("demo", tiny)), build_vito(load_config("demo", tiny))
+    other = build_vito(load_config("demo", [*tiny, "train.seed=1"]))
+    weights = [(name, value) for name, value in first.state_dict().items() if value.is_floating_point()]
+    assert all(torch.equal(value, again.state_dict()[name]) for name, value in weights)
+    assert not all(torch.equal(value, other.state_dict()[name]) for name, value in weights)

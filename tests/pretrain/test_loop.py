@@ -190,14 +190,14 @@ class _Steps(torch.utils.data.IterableDataset):
 
 def test_a_full_disk_while_logging_stops_with_a_message_naming_the_file_and_checkpoint(videos: Path, tmp_path: Path,
                                                                                        monkeypatch) -> None:
-    import vito.pretrain.loop as loop
+    import vito.engine.run_files as run_files
 
     def no_space_for_metrics(path, mode="r", *args, **kwargs):
         if str(path).endswith("metrics.jsonl") and "a" in mode:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "open", no_space_for_metrics, raising=False)
+    monkeypatch.setattr(run_files, "open", no_space_for_metrics, raising=False)
     run = tmp_path / "run"
     config = _config("train.max_steps=4", "train.log_every=2", "train.checkpoint_every=1")
     with pytest.raises(VitoError, match=re.escape(f"could not write {run / 'metrics.jsonl'} at step 2: No space left "
@@ -207,7 +207,7 @@ def test_a_full_disk_while_logging_stops_with_a_message_naming_the_file_and_chec
     assert load_checkpoint(run)["step"] == 1
     assert "No space left on device" in (run / "train.log").read_text()
 
-    monkeypatch.setattr(loop, "_write_run_files", lambda *a: (_ for _ in ()).throw(
+    monkeypatch.setattr(run_files, "_write_run_files", lambda *a: (_ for _ in ()).throw(
         OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "other" / "config.yaml"))))
     with pytest.raises(VitoError, match="could not write the run's files in .*other: Read-only file system"):
         pretrain(config, videos, tmp_path / "other")
@@ -218,7 +218,7 @@ def test_a_run_from_before_mask_same_video_resumes_as_it_trained(videos: Path, t
     with same-video clips as negatives, and a resume continues so (it was refused as a config change)."""
     import yaml
 
-    from vito.engine.checkpoint import resume_config
+    from vito.pretrain.resume import resume_config
 
     run = tmp_path / "run"
     pretrain(_config("train.max_steps=2"), videos, run)

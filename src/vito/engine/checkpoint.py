@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from vito.config import Config, ConfigError, load_config
 from vito.errors import VitoError
 from vito.io import atomic_write
 
@@ -27,21 +26,6 @@ FORMAT = "vito-checkpoint/1"
 LAST = "last.pt"
 
 log = logging.getLogger(__name__)
-
-# Keys that may change when a run is resumed: how long to train and how to log, never what is trained.
-RESUMABLE_KEYS = frozenset(
-    {
-        "train.max_steps",
-        "train.checkpoint_every",
-        "train.log_every",
-        "train.compile",
-        "train.device",
-        "data.num_workers",
-        "data.decode_device",  # the same batches up to resize rounding (a resume reports the change)
-        "train.keep_checkpoints",
-    }
-)
-
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
@@ -162,20 +146,6 @@ def _checked(state: Any, path: Path, expected_format: str) -> dict[str, Any]:
     return state
 
 
-def resume_target(run_dir_or_file: str | Path) -> tuple[Path, Path | None]:
-    """``--resume`` argument -> (run folder, checkpoint file or None for the newest intact one).
-
-    Accepts a run folder or one of its checkpoint files (``RUN/checkpoints/step_0004000.pt``).
-    """
-    path = Path(run_dir_or_file)
-    if path.is_dir() or not path.exists():
-        return path, None
-    if path.parent.name != "checkpoints" or not (path.parent.parent / "config.yaml").is_file():
-        raise VitoError(f"--resume {path}: a checkpoint file to resume from must lie in RUN/checkpoints/ "
-                        "of a run folder (with its config.yaml)")
-    return path.parent.parent, path
-
-
 # --------------------------------------------------------------------------------------------------
 # Random number generators, stored as tensors and lists so that weights_only loading accepts them
 
@@ -210,54 +180,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# --------------------------------------------------------------------------------------------------
-# Config on resume
-
-
-def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
-                  config: str | Path | None = None) -> Config:
-    """The run's saved ``config.yaml`` with ``overrides``; only :data:`RESUMABLE_KEYS` may change.
-
-    ``config`` (a ``--config`` given on resume) is checked against the run's: it may differ only in those keys
-    too (and then is what the run continues with), never silently ignored.
-    """
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise VitoError(f"{run_dir} is not a vito run folder: {path} is missing")
-    saved = load_config(path, saved_run=True)
-    resumed = load_config(path if config is None else config, overrides, saved_run=config is None)
-    try:
-        check_resumable(saved.to_dict(), resumed.to_dict())
-    except ConfigError as error:
-        if config is None:
-            raise
-        raise ConfigError(f"--config {config} is not the config of the run in {run_dir}: {error}") from error
-    return resumed
-
-
-def check_resumable(saved: dict[str, Any], new: dict[str, Any]) -> None:
-    """Raise ConfigError naming the first key outside :data:`RESUMABLE_KEYS` whose value differs."""
-    for key, (old_value, new_value) in sorted(_flat_diff(saved, new).items()):
-        if key not in RESUMABLE_KEYS:
-            raise ConfigError(
-                f"{key} cannot change when resuming ({old_value!r} -> {new_value!r}); "
-                f"only {', '.join(sorted(RESUMABLE_KEYS))} may. Start a new run instead."
-            )
-
-
-def config_changes(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """``key -> (old, new)`` for every value that differs (on resume: only resumable keys, as checked)."""
-    return _flat_diff(saved, new)
-
-
-def _flat_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
-    diff: dict[str, tuple[Any, Any]] = {}
-    for key in sorted(set(a) | set(b)):
-        left, right = a.get(key), b.get(key)
-        if isinstance(left, dict) and isinstance(right, dict):
-            diff.update(_flat_diff(left, right, f"{prefix}{key}."))
-        elif left != right:
-            diff[prefix + key] = (left, right)
-    return diff

@@ -110,6 +110,16 @@ def broadcast_from_main(value: Any) -> Any:
     return box[0]
 
 
+def gather_objects(values: list[Any]) -> list[Any]:
+    """Every process's list (any picklable items), concatenated in rank order; the list itself for one process.
+    How evaluations split over processes put their per-item outputs (predictions, skipped items) back together."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return values
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, values)
+    return [value for part in parts for value in part]
+
+
 def worker_count(configured: int) -> int:
     """DataLoader workers to start: at most the CPUs this process may run on (its affinity, which SLURM and
     taskset set), split among the processes of this host (``LOCAL_WORLD_SIZE``); never 0 when workers were

@@ -1,26 +1,32 @@
-"""A reusable fine-tuning loop for transfer evaluations (segmentation, detection): one readable function.
+"""The one fine-tuning loop of the transfer evaluations (segmentation, detection, UCF-101): one readable function.
 
 Why not the pretraining loop: pretraining has an EMA target, LARS and views; a transfer fine-tune is only
-``loss(model, batch) → backward → step`` with a learning-rate schedule. What both share is the plumbing,
-reused here from the pretraining code rather than copied: one run per folder with a lock
-(``run_dir.RunFolder``), stop signals that finish the step and checkpoint (``signals.StopSignal``), atomic
-checkpoints with fallback to the newest intact one (``checkpoint.save_checkpoint``/``load_checkpoint``, in a
-format of the caller's kind, e.g. ``"vito-segment/1"``), torchrun DDP with synchronised batch norm
-(``distributed.wrap_for_training``), bf16 autocast on CUDA, a progress bar, ``metrics.jsonl`` and TensorBoard.
+``loss(model, batch) → backward → step`` with a learning-rate schedule. What both share comes from the engine,
+written once: one run per folder with a lock (``run_folder.RunFolder``), stop signals that finish the step and
+checkpoint, agreed by every process, and the non-finite check (``stopping``), atomic checkpoints with fallback
+to the newest intact one (``checkpoint``, in a format of the caller's kind, e.g. ``"vito-segment/1"``),
+``config.yaml``/``metrics.jsonl``/TensorBoard (``run_files``), the progress bar (``progress``), torchrun DDP with
+synchronised batch norm (``distributed.wrap_for_training``) and bf16 autocast on CUDA (``precision``).
 
 Run-folder rule (the pretraining rule): the folder's ``config.yaml`` is the identity of the fine-tune. A
 finished fine-tune with the same config is reused (its weights are loaded, nothing is trained); a stopped
 one continues with ``resume=True``; a different config is refused unless ``overwrite=True``.
 
-Determinism: the caller's ``batches(start_step)`` must make the batch of step ``s`` a pure function of
-``s`` (``vito.eval.dense.segmentation.augment.SegmentationBatches`` does), so a resumed fine-tune on CPU repeats
-the uninterrupted one.
+Host syncs: the loss stays on the device between log and checkpoint steps (``stopping.LossWatch``); a non-finite
+loss stops the run at the next of those steps, before any checkpoint, and a single process asked to stop
+stops after the step it is in (several processes: at the next log or checkpoint step, all after the same one).
+
+Batches: the caller's ``batches(start_step)`` must make the batch of step ``s`` a pure function of ``s``
+(``vito.data.stream.StepStream``), so a resumed fine-tune on CPU repeats the uninterrupted one. A batch may list
+the items it replaced (``"skipped"``: ``(item, reason)`` pairs, collected in the result) or, for data that stops
+the run, carry ``"error"``: raised here as a one-line ``DataError`` (raised in a DataLoader worker, it would reach
+the user wrapped in the worker's traceback, and the process would hang at exit on the worker).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,23 +36,20 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from vito.engine import distributed
 from vito.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vito.engine.precision import uses_bf16
+from vito.engine.progress import progress
+from vito.engine.run_files import CONFIG_FILE, MetricsLog, start_run_files
 from vito.engine.run_folder import RunFolder, holds_run
 from vito.engine.signals import StopSignal, blocked, ignore_stop_signals_in_worker
-from vito.errors import VitoError
-from vito.io import atomic_write
-from vito.pretrain.loop import agree_on_stop  # every process stops after the same step, on the same signal
-from vito.schema import dump_yaml, read_yaml
-
-log = logging.getLogger("vito.finetune")
+from vito.engine.stopping import LossWatch, finite_weights, non_finite_message
+from vito.errors import DataError, VitoError
+from vito.schema import read_yaml
 
 LossFn = Callable[[nn.Module, dict[str, Any]], dict[str, torch.Tensor]]  # must hold "loss"; the rest is logged
-CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.jsonl"
+NON_FINITE_ADVICE = "Lower the learning rate, then start again (--overwrite, or another --out)."
 
 
 class FinetuneStopped(VitoError):
@@ -78,9 +81,15 @@ class FinetuneResult:
     finished: bool
     reused: bool = False
     stopped_by: str | None = None  # signal name when a stop request ended the run early
-    last_loss: float = math.nan
+    last_loss: float = math.nan  # at the last log or checkpoint step, mean over processes
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def raise_if_stopped(self) -> None:
+        """A fine-tune ended by a stop signal ends its evaluation: ``FinetuneStopped`` (the CLI exits 128 + signal)."""
+        if self.stopped_by is not None:
+            raise FinetuneStopped(f"{self.run_dir}: stopped by {self.stopped_by} after step {self.step} (checkpoint "
+                                  "written); continue with --resume", self.stopped_by)
 
 
 def make_loader(batches: IterableDataset, num_workers: int) -> Iterator[dict[str, Any]]:
@@ -123,13 +132,92 @@ def finetune(
         return FinetuneResult(run_dir, found["step"], finished=True, reused=True, notes=["reused a finished run"])
     with RunFolder(run_dir, resume=resume and holds_run(run_dir), overwrite=overwrite, is_main=context.is_main,
                    kind=spec.format.split("/")[0]) as folder:
-        state = load_checkpoint(run_dir, expected_format=spec.format) if resume and found is not None else None
+        state = found if resume else None  # the newest checkpoint of this run, if it wrote one
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            set_rng_state(state["rng"])
+        start = state["step"] if state is not None else 0
         if context.is_main:
-            with atomic_write(run_dir / CONFIG_FILE) as handle:
-                dump_yaml(config, handle, sort_keys=True)
-        result = _train(model, loss_fn, optimizer, lr_at, batches, run_dir, spec, context, state)
+            start_run_files(run_dir, config, start, sort_keys=True)  # on resume: metrics after the checkpoint go
+        last_good = Path(state["path"]) if state is not None else None
+        result = _train(model, loss_fn, optimizer, lr_at, batches, _Run(run_dir, spec, context, start), last_good)
         result.notes = folder.notes + result.notes
         return result
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Where a fine-tune runs and from which step."""
+
+    run_dir: Path
+    spec: FinetuneSpec
+    context: distributed.Context
+    start: int
+
+
+def _train(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, lr_at: Callable[[int], float],
+           batches: Callable[[int], Iterable[dict[str, Any]]], run: _Run, last_good: Path | None) -> FinetuneResult:
+    """The loop: forward (bf16 autocast where the precision says) → backward → step; at log and checkpoint steps
+    the host sync (non-finite loss, stop agreement), the metrics line and the checkpoint."""
+    spec, context = run.spec, run.context
+    wrapped = distributed.wrap_for_training(model, context)
+    wrapped.train()
+    use_bf16 = uses_bf16(context.device, spec.precision)
+    watch, metrics, stop = LossWatch(context.device), MetricsLog(run.run_dir, enabled=context.is_main), StopSignal()
+    result = FinetuneResult(run.run_dir, run.start, finished=False)
+    bar = progress(total=spec.iterations, initial=run.start, desc=spec.description, enabled=context.is_main,
+                   leave=False)
+    step = run.start
+    with bar, contextlib.closing(metrics), stop.installed():
+        for batch in batches(run.start):
+            if step >= spec.iterations:
+                break
+            if "error" in batch:  # data that stops the run, found by a loader worker: a one-line error, raised here
+                raise DataError(batch["error"])
+            lr = lr_at(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            with torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                losses = loss_fn(wrapped, to_device(batch, context.device))
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimizer.step()
+            step += 1
+            watch.add(losses, step)
+            # (item, reason) pairs: a DataLoader hands tuples on as lists, which cannot be counted in a set
+            result.skipped.extend((str(item), str(reason)) for item, reason in batch.get("skipped", []))
+            bar.update(1)
+            log_step = step % spec.log_every == 0 or step == spec.iterations
+            save = step % spec.checkpoint_every == 0 or step == spec.iterations
+            if not (log_step or save or (context.world_size == 1 and stop.requested)):
+                continue
+            agreed = watch.agree(stop)
+            if agreed.non_finite is not None:
+                raise VitoError(f"{run.run_dir}: {non_finite_message(agreed.non_finite, last_good, NON_FINITE_ADVICE)}")
+            result.last_loss = agreed.loss
+            if log_step:
+                metrics.write({"step": step, "lr": lr, **agreed.values}, last_good)
+            if save or agreed.stopped_by:
+                last_good = _save(model, optimizer, step, run, last_good)
+            if agreed.stopped_by:
+                result.stopped_by = agreed.stopped_by
+                break
+    result.step, result.finished = step, step >= spec.iterations
+    return result
+
+
+def _save(model: nn.Module, optimizer: torch.optim.Optimizer, step: int, run: _Run,
+          last_good: Path | None) -> Path | None:
+    """A checkpoint of step ``step`` (the main process writes it), never from non-finite weights."""
+    if not finite_weights(model):
+        what = f"the weights became non-finite by step {step}"
+        raise VitoError(f"{run.run_dir}: {non_finite_message(what, last_good, NON_FINITE_ADVICE)}")
+    if not run.context.is_main:
+        return last_good
+    state = {"format": run.spec.format, "step": step, "config": _plain(run.spec.config), "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "rng": rng_state()}
+    return save_checkpoint(run.run_dir, state, keep=run.spec.keep_checkpoints)
 
 
 def _existing(run_dir: Path, config: dict[str, Any], spec: FinetuneSpec, overwrite: bool) -> dict[str, Any] | None:
@@ -150,94 +238,6 @@ def _existing(run_dir: Path, config: dict[str, Any], spec: FinetuneSpec, overwri
 
 def _plain(config: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(config, default=str))
-
-
-def _train(model, loss_fn, optimizer, lr_at, batches, run_dir, spec, context, state) -> FinetuneResult:
-    start = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        start = state["step"]
-        if context.is_main:
-            _drop_metrics_after(run_dir / METRICS_FILE, start)  # logged after the checkpoint: they are redone
-    wrapped = distributed.wrap_for_training(model, context)
-    wrapped.train()
-    use_bf16 = uses_bf16(context.device, spec.precision)
-    writer = SummaryWriter(str(run_dir / "tb")) if context.is_main else None
-    stop = StopSignal()
-    result = FinetuneResult(run_dir, start, finished=False)
-    last_saved: Path | None = None
-    progress = tqdm(total=spec.iterations, initial=start, desc=spec.description, disable=None if context.is_main
-                    else True, leave=False)
-    step = start
-    try:
-        with stop.installed():
-            for batch in batches(start):
-                if step >= spec.iterations:
-                    break
-                lr = lr_at(step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * group.get("lr_scale", 1.0)
-                with torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    losses = loss_fn(wrapped, to_device(batch, context.device))
-                loss = losses["loss"]
-                if not torch.isfinite(loss.detach()).all():
-                    raise VitoError(f"non-finite loss at step {step} of {run_dir}; the last good checkpoint is "
-                                    f"{last_saved or 'none (none was written)'}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                # (item, reason) pairs: a DataLoader hands tuples on as lists, which cannot be counted in a set
-                result.skipped.extend((str(item), str(reason)) for item, reason in batch.get("skipped", []))
-                result.last_loss = float(loss.detach())
-                progress.update(1)
-                if step % spec.log_every == 0 or step == spec.iterations:
-                    _log(run_dir, writer, step, lr, losses, context)
-                _, stopped_by = agree_on_stop(loss, stop)
-                if step % spec.checkpoint_every == 0 or step == spec.iterations or stopped_by:
-                    last_saved = _save(run_dir, model, optimizer, step, spec, context)
-                if stopped_by:
-                    result.stopped_by = stopped_by
-                    break
-    finally:
-        progress.close()
-        if writer is not None:
-            writer.close()
-    result.step, result.finished = step, step >= spec.iterations
-    return result
-
-
-def _save(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, spec: FinetuneSpec,
-          context: distributed.Context) -> Path | None:
-    if not context.is_main:
-        return None
-    state = {"format": spec.format, "step": step, "config": _plain(spec.config), "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "rng": rng_state()}
-    return save_checkpoint(run_dir, state, keep=spec.keep_checkpoints)
-
-
-def _drop_metrics_after(path: Path, step: int) -> None:
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    with atomic_write(path) as handle:
-        handle.write("".join(line + "\n" for line in kept))
-
-
-def _log(run_dir: Path, writer: SummaryWriter | None, step: int, lr: float, losses: dict[str, torch.Tensor],
-         context: distributed.Context) -> None:
-    values = {name: float(distributed.mean_over_processes(value.detach().float().reshape(1)).item())
-              for name, value in losses.items()}
-    if not context.is_main:
-        return
-    record = {"step": step, "lr": lr, **values}
-    with open(run_dir / METRICS_FILE, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    if writer is not None:
-        for name, value in {"lr": lr, **values}.items():
-            writer.add_scalar(f"train/{name}", value, step)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:

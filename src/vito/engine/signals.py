@@ -2,7 +2,7 @@
 
 Why a flag and not an exception: a signal may arrive anywhere (inside a backward pass, a collective, a
 checkpoint write). The handler only records it; the loop looks at the flag once per step, at a point where
-all processes agree (``vito.pretrain.loop.agree_on_stop``), so every rank stops after the same step.
+all processes agree (``vito.engine.stopping.LossWatch.agree``), so every rank stops after the same step.
 
 Who receives the signal: ``scancel``, SLURM's ``--signal=USR1@120``, Kubernetes, torchrun and Ctrl-C often
 signal the whole *process group*, DataLoader workers included. A worker that dies takes the run down with

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from vito.config import LossConfig, ModelConfig
+from vito.config import Config, LossConfig, ModelConfig
 from vito.models.backbones import create_backbone
 from vito.models.heads import MLPHead
 from vito.models.pooling import MultiScalePool
@@ -89,6 +89,13 @@ class Vito(nn.Module):
         target, online = list(self.target.parameters()), list(self.online.parameters())
         torch._foreach_lerp_(target, online, 1.0 - tau)
         torch._foreach_copy_(list(self.target.buffers()), list(self.online.buffers()))
+
+
+def build_vito(config: Config) -> Vito:
+    """The run's ``Vito`` at its initialisation: seeds torch with ``train.seed``, then builds the model, so the
+    weights are a function of the config only and identical on every process (and in a resumed run)."""
+    torch.manual_seed(config.train.seed)
+    return Vito(config.model, config.loss)
 
 
 def normalised_entropy(masks: torch.Tensor) -> torch.Tensor:

@@ -47,4 +47,5 @@ def export_backbone(run: str | Path, fmt: str = "timm", out: str | Path = "backb
 
 def sidecar(backbone: str, fmt: str, checkpoint: dict[str, Any]) -> dict[str, Any]:
     """What evaluation needs to rebuild the exported network without the run folder."""
-    return {"library": "timm", "name": backbone, "format": fmt, "source": checkpoint["path"], "step": checkpoint["step"]}
+    return {"library": "timm", "name": backbone, "format": fmt, "source": checkpoint["path"],
+            "step": checkpoint["step"]}

@@ -1,5 +1,5 @@
-"""The training loop's input: batches with their views on the training device, one batch ahead, and how
-long the loop waited for the loader (whether a run is input-bound).
+"""The training loop's input: the DataLoader of this process's batches, the batches with their views on the
+training device, one batch ahead, and how long the loop waited for the loader (whether a run is input-bound).
 
 On CUDA, the next batch is copied from pinned memory (the DataLoader pins it in its own thread) on a side
 stream, and for ``data.decode_device=cuda`` decoded and cropped there too, while the device still computes
@@ -9,13 +9,46 @@ the current step; the step then waits for that stream only, not the host. On CPU
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
-from vito.data.gpu_decode import decode_views
+from vito.config import Config
+from vito.data.gpu_decode import JpegBatches, decode_views
+from vito.data.pretrain_batches import build_pretrain_loader
+from vito.engine import distributed, signals
+
+
+def pretrain_loader(config: Config, data: Path, context: distributed.Context, start_step: int, notes: list[str],
+                    decode: str = "cpu", scan_cache: Path | None = None) -> DataLoader:
+    """DataLoader of this rank's batches from ``start_step``; opening it checks the data has a usable video.
+
+    Workers are capped at the CPUs available to this process (shared by the processes of this host), and
+    leave stop signals to the main process (:mod:`vito.engine.signals`).
+    """
+    workers = distributed.worker_count(config.data.num_workers)
+    if workers < config.data.num_workers:
+        notes.append(f"data.num_workers={config.data.num_workers}, but this process has {workers} CPU(s) "
+                     f"to itself: using {workers} DataLoader worker(s)")
+    data_cfg = dataclasses.replace(config.data, num_workers=workers)
+    loader = build_pretrain_loader(data, data_cfg, config.train.seed, rank=context.rank,
+                                   world_size=context.world_size, start_step=start_step, scan_cache=scan_cache,
+                                   batches=JpegBatches if decode == "cuda" else None)
+    loader.pin_memory = context.device.type == "cuda"  # the feed copies batches from pinned memory
+    loader.worker_init_fn = functools.partial(_init_worker, loader.worker_init_fn)
+    return loader
+
+
+def _init_worker(init: Callable[[int], None] | None, worker_id: int) -> None:
+    signals.ignore_stop_signals_in_worker(worker_id)
+    if init is not None:
+        init(worker_id)
 
 
 class DeviceFeed:

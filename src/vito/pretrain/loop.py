@@ -1,10 +1,14 @@
-"""The training loop: one readable function, DINO style, no framework.
+"""The pretraining loop: one function for the run, one class for its steps, DINO style, no framework.
 
 ``pretrain(config, data, run_dir, resume)`` reads top to bottom as the method does:
 
     set up processes and device → data → model → optimiser → for each step:
         photometric views on the device → forward (contrastive loss) → backward → LARS step
         → EMA update of the target → logging, checkpoints
+
+What every training loop shares comes from the engine (:mod:`vito.engine`): the run folder and its lock, stop
+signals and the non-finite check (``stopping``), checkpoints, ``config.yaml``/``metrics.jsonl``/TensorBoard
+(``run_files``), the progress bar, DDP. VITO's own step (views, LARS, the EMA target) is written here.
 
 Determinism: the data batch of step ``s`` on rank ``r`` is a pure function of ``(seed, s, r)``, and so are the
 photometric augmentations (a generator seeded from the same triple). With the model, optimiser and RNG
@@ -14,43 +18,34 @@ states in the checkpoint, a resumed run on CPU repeats the uninterrupted run bit
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import functools
-import json
 import logging
 import math
-import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
-from vito.config import ADDED_KEYS, Config, ConfigError, with_added_keys
-from vito.data.gpu_decode import JpegBatches, data_path_version, resolve_decode_device
+from vito.config import Config, ConfigError
+from vito.data.augment import PhotometricAugment
+from vito.data.gpu_decode import data_path_version, resolve_decode_device
 from vito.engine import distributed, signals
-from vito.engine.checkpoint import (
-    FORMAT,
-    check_resumable,
-    config_changes,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from vito.engine.checkpoint import FORMAT, rng_state, save_checkpoint, set_rng_state
 from vito.engine.precision import bf16_supported
+from vito.engine.progress import Progress, ProgressLogHandler, progress
+from vito.engine.run_files import MetricsLog, start_run_files
 from vito.engine.run_folder import RunFolder
 from vito.engine.signals import StopSignal
+from vito.engine.stopping import LossWatch, finite_weights, non_finite_message
 from vito.errors import VitoError
-from vito.io import atomic_write
-from vito.pretrain.feed import DeviceFeed, StepTimer
-from vito.schema import dump_yaml
+from vito.models.vito import build_vito
+from vito.pretrain.feed import DeviceFeed, StepTimer, pretrain_loader
+from vito.pretrain.optim import LARS, ema_tau, learning_rate, param_groups
+from vito.pretrain.resume import data_path, note_data_path_change, resume_point
 
 log = logging.getLogger("vito.train")
+NON_FINITE_ADVICE = "Lower optim.base_lr or raise optim.warmup_steps, then resume or start again."
 
 
 @dataclass
@@ -95,33 +90,32 @@ class _Start:
 
 def _train(config: Config, data: str | Path | None, run_dir: Path, context: distributed.Context,
            start: _Start) -> RunResult:
-    from vito.data.augment import PhotometricAugment
-    from vito.pretrain.optim import LARS, ema_tau, learning_rate, param_groups
-
     t, o = config.train, config.optim
     # 0. everything that can be wrong with the input is found before the run folder is touched
     folder = RunFolder(run_dir, resume=start.resume, overwrite=start.overwrite, break_lock=start.break_lock,
                        is_main=context.is_main)
     folder.check()  # a typo'd --out into another run: refused now, not after minutes of start-up
     notes: list[str] = []  # for train.log, once it exists
-    checkpoint = _resume_point(run_dir, start.checkpoint, config, notes) if start.resume else None
-    data = _data_path(data, checkpoint, notes)
+    checkpoint = resume_point(run_dir, start.checkpoint, config, notes) if start.resume else None
+    data = data_path(data, checkpoint, notes)
     start_step = checkpoint["step"] if checkpoint is not None else 0
     per_rank_batch = _per_rank_batch(config.data.batch_size, context.world_size)
-    model = build_model(config).to(context.device)
+    model = build_vito(config).to(context.device)
     check_image_size(model, config, context.device)
     if t.channels_last:  # channels_last weights make every convolution run (and return) NHWC
         model = model.to(memory_format=torch.channels_last)
     decode = resolve_decode_device(config.data.decode_device, context.device, data)
     data_version = data_path_version(decode)
     if checkpoint is not None:
-        _note_data_path_change(checkpoint, data_version, notes)
-    loader = _loader(config, data, context, start_step, notes, decode, scan_cache=run_dir if start.resume else None)
+        note_data_path_change(checkpoint, data_version, notes)
+    loader = pretrain_loader(config, data, context, start_step, notes, decode,
+                             scan_cache=run_dir if start.resume else None)
 
+    # 1. the run, in its locked folder; a stop signal ends it after a step and a checkpoint
     stop = StopSignal()
     with folder, stop.installed():
         if context.is_main:
-            _prepare_run_dir(run_dir, config, start_step)
+            start_run_files(run_dir, config.to_dict(), start_step)  # on resume: metrics after the checkpoint go
             loader.dataset.save_scan(run_dir)  # the pre-scan's answer, for every resume of this run
         _setup_logging(run_dir if context.is_main else None)
         log.info("%s run in %s: steps %d..%d, %d process(es) x %d clips on %s",
@@ -139,154 +133,168 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
         network = distributed.wrap_for_training(model, context)
         if t.compile:
             network = torch.compile(network)
-        augment = PhotometricAugment(size=config.data.image_size)
-        autocast = _autocast(t.precision, context.device)
-
         # workers fork with stop signals held back, then ignore them; the loader's draw of its base seed must not
         # move the global generator (it is in the checkpoint, and a resumed run draws once more)
         with signals.blocked(), torch.random.fork_rng(devices=[]):
             feed = DeviceFeed(iter(loader), context.device, config.data.image_size, decode)
-        watch = _LossWatch(context.device)
-        skipped: dict[str, str] = {}  # unusable videos met so far: name -> reason
-        result = RunResult(run_dir=run_dir, step=start_step, checkpoint=None)
-        last_good = Path(checkpoint["path"]) if checkpoint is not None else None
-        writer = _tensorboard(run_dir) if context.is_main else None
-        bar = tqdm(total=t.max_steps, initial=start_step, desc="pretrain", unit="step", disable=not context.is_main,
-                   dynamic_ncols=True)
-        tick, clips_since_tick, steps_since_tick = time.perf_counter(), 0, 0
-        for step in range(start_step, t.max_steps):
-            log_step = (step + 1) % t.log_every == 0 or step + 1 == t.max_steps
-            timer = StepTimer(context.device) if log_step else None  # device time of log steps (CUDA)
-            batch = feed.take()  # on the device (copied, and decoded for decode_device=cuda, on a side stream)
-            for name, reason in batch["skipped"]:
-                if name not in skipped:
-                    skipped[name] = reason
-                    log.warning("skipping unusable video (%d so far): %s", len(skipped), reason)
-            result.skipped_videos = len(skipped)
+        steps = _Steps(config, context, run_dir, model, network, optimizer, feed, (data, data_version))
+        return steps.run(start_step, Path(checkpoint["path"]) if checkpoint is not None else None, stop)
 
-            # 1. views: crops came from the loader (or the feed), photometry is drawn here, on the device
-            views = batch["views"]
-            images = _photometric_views(augment, views, _generator(t.seed, step, context.rank, context.device))
 
-            # 2. loss, watched on the device: no host sync here (see _LossWatch)
-            with autocast:
-                out = network(images, video_index=batch["video_index"], gather=distributed.gather_keys)
-            watch.add(out["loss"], step + 1)
+class _Steps:
+    """The steps of one run and what they share: model, optimiser and input, the loss watch, the metrics log
+    and the result so far. :meth:`run` is the loop; the parts of a step follow it in the order they happen."""
 
-            # 3. gradients, LARS step (lr from the warm-up + cosine schedule), EMA update of the target
-            lr = learning_rate(step, o.base_lr, config.data.batch_size, o.warmup_steps, t.max_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            optimizer.step()
-            tau = ema_tau(step, t.max_steps, o.ema_base)
-            model.update_target(tau)
-            if timer is not None:
-                timer.stop()
-            if step + 1 < t.max_steps:
-                feed.prefetch()  # the next batch loads while the device still computes this one
-            result.step = step + 1
-            clips_since_tick += config.data.batch_size
-            steps_since_tick += 1
+    def __init__(self, config: Config, context: distributed.Context, run_dir: Path, model: torch.nn.Module,
+                 network: torch.nn.Module, optimizer: torch.optim.Optimizer, feed: DeviceFeed,
+                 data: tuple[Path, str]) -> None:
+        self.config, self.context, self.run_dir, self.data = config, context, run_dir, data
+        self.model, self.network, self.optimizer, self.feed = model, network, optimizer, feed
+        self.augment = PhotometricAugment(size=config.data.image_size)
+        self.autocast = _autocast(config.train.precision, context.device)
+        self.watch = LossWatch(context.device)  # the loss stays on the device between syncs
+        self.metrics = MetricsLog(run_dir, enabled=context.is_main)
+        self.skipped: dict[str, str] = {}  # unusable videos met so far: name -> reason
+        self.since_log = _SinceLog()
+        self.result = RunResult(run_dir=run_dir, step=0, checkpoint=None)
+        self.last_good: Path | None = None
 
-            # 3b. the host reads the loss, its finiteness and the stop agreement at log and checkpoint steps
-            # only (and at once in a single process asked to stop): a non-finite loss stops the run within
-            # train.log_every steps, before any checkpoint
-            save = result.step % t.checkpoint_every == 0 or result.step == t.max_steps
-            if log_step or save or (context.world_size == 1 and stop.requested):
-                loss, bad, stopped_by = watch.agree(stop)
-                if bad is not None:
-                    raise _logged(VitoError(_non_finite_message(bad, last_good)))
-                result.last_loss = loss
-            else:
+    def run(self, start_step: int, last_good: Path | None, stop: StopSignal) -> RunResult:
+        t, result = self.config.train, self.result
+        result.step, self.last_good = start_step, last_good
+        bar = progress(total=t.max_steps, initial=start_step, desc="pretrain", unit="step",
+                       enabled=self.context.is_main)
+        with bar, contextlib.closing(self.metrics):
+            for step in range(start_step, t.max_steps):
+                log_step = (step + 1) % t.log_every == 0 or step + 1 == t.max_steps
+                timer = StepTimer(self.context.device) if log_step else None  # device time of log steps (CUDA)
+                out, lr, tau = self._step(step)
+                if timer is not None:
+                    timer.stop()
+                if step + 1 < t.max_steps:
+                    self.feed.prefetch()  # the next batch loads while the device still computes this one
+                result.step = step + 1
+                self.since_log.add(self.config.data.batch_size)
+                # the host reads the loss, its finiteness and the stop agreement at log and checkpoint steps only
+                # (and at once in a single process asked to stop): a non-finite loss stops the run within
+                # train.log_every steps, before any checkpoint
+                save = result.step % t.checkpoint_every == 0 or result.step == t.max_steps
                 stopped_by = None
-
-            # 4. logging and checkpoints (rank 0 writes every file)
-            if log_step or stopped_by:
-                now = time.perf_counter()
-                record = {"step": result.step, "loss": loss, "lr": lr, "tau": tau,
-                          "clips_per_s": clips_since_tick / max(now - tick, 1e-9),
-                          "skipped": result.skipped_videos, **_attention_entropy(out),
-                          **_input_wait(feed, now - tick, steps_since_tick, timer)}
-                tick, clips_since_tick, steps_since_tick = now, 0, 0
-                result.history.append(record)
-                if context.is_main:
-                    try:
-                        _log_record(run_dir, writer, record)
-                    except OSError as error:  # a full disk: the run stops with the checkpoint it has
-                        raise _logged(VitoError(_unwritable(run_dir / "metrics.jsonl", result.step, error,
-                                                            last_good))) from error
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}", clips_s=f"{record['clips_per_s']:.1f}",
-                                wait=f"{record['data_wait_share']:.0%}", skipped=result.skipped_videos)
-            bar.update(1)
-            if save or stopped_by:
-                if not _finite_weights(model):  # never a checkpoint from non-finite weights, on any rank
-                    what = f"the weights became non-finite by step {result.step}"
-                    raise _logged(VitoError(_non_finite_message(what, last_good)))
-                if context.is_main:
-                    state = _checkpoint_state(result.step, config, model, optimizer, data, context.world_size,
-                                              data_version)
-                    try:
-                        last_good = save_checkpoint(run_dir, state, keep=t.keep_checkpoints)
-                    except VitoError as error:  # a full disk: say so in train.log too
-                        _logged(error)
-                        raise
-                result.checkpoint = last_good
-            if stopped_by:
-                result.stopped_by = stopped_by
-                log.info("received %s: finished step %d, checkpoint saved at %s; continue with "
-                         "`vito pretrain --resume %s`; exiting with status %d", stopped_by, result.step,
-                         last_good, run_dir, signals.exit_status(stopped_by))
-                break
-        bar.close()
-        if writer is not None:
-            writer.close()
+                if log_step or save or (self.context.world_size == 1 and stop.requested):
+                    stopped_by = self._sync(stop)
+                if log_step or stopped_by:
+                    self._log(out, lr, tau, timer, bar)
+                bar.update(1)
+                if save or stopped_by:
+                    self._save()
+                if stopped_by:
+                    self._stop(stopped_by)
+                    break
         if result.stopped_by is None:
             log.info("finished %d steps, final loss %.4f, %d video(s) skipped; checkpoint %s",
                      result.step, result.last_loss, result.skipped_videos, result.checkpoint)
-    return result
+        return result
+
+    def _step(self, step: int) -> tuple[dict[str, Any], float, float]:
+        """One step of VITO; returns the model's output, the learning rate and the EMA rate used."""
+        t, o, context = self.config.train, self.config.optim, self.context
+        batch = self.feed.take()  # on the device (copied, and decoded for decode_device=cuda, on a side stream)
+        self._note_skipped(batch["skipped"])
+
+        # 1. views: crops came from the loader (or the feed), photometry is drawn here, on the device
+        generator = _generator(t.seed, step, context.rank, context.device)
+        images = _photometric_views(self.augment, batch["views"], generator)
+
+        # 2. loss, watched on the device: no host sync here (vito.engine.stopping)
+        with self.autocast:
+            out = self.network(images, video_index=batch["video_index"], gather=distributed.gather_keys)
+        self.watch.add({"loss": out["loss"]}, step + 1)
+
+        # 3. gradients, LARS step (lr from the warm-up + cosine schedule), EMA update of the target
+        lr = learning_rate(step, o.base_lr, self.config.data.batch_size, o.warmup_steps, t.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        self.optimizer.step()
+        tau = ema_tau(step, t.max_steps, o.ema_base)
+        self.model.update_target(tau)
+        return out, lr, tau
+
+    def _note_skipped(self, skipped: list[tuple[str, str]]) -> None:
+        for name, reason in skipped:
+            if name not in self.skipped:
+                self.skipped[name] = reason
+                log.warning("skipping unusable video (%d so far): %s", len(self.skipped), reason)
+        self.result.skipped_videos = len(self.skipped)
+
+    def _sync(self, stop: StopSignal) -> str | None:
+        """The host sync: the loss (mean over processes), a non-finite one on any process, any stop signal."""
+        agreed = self.watch.agree(stop)
+        if agreed.non_finite is not None:
+            raise _logged(VitoError(non_finite_message(agreed.non_finite, self.last_good, NON_FINITE_ADVICE)))
+        self.result.last_loss = agreed.loss
+        return agreed.stopped_by
+
+    def _log(self, out: dict[str, Any], lr: float, tau: float, timer: StepTimer | None, bar: Progress) -> None:
+        """One line of metrics.jsonl and TensorBoard (rank 0), the run's history, the bar's figures."""
+        result = self.result
+        seconds, clips, steps = self.since_log.take()
+        record = {"step": result.step, "loss": result.last_loss, "lr": lr, "tau": tau,
+                  "clips_per_s": clips / max(seconds, 1e-9), "skipped": result.skipped_videos,
+                  **_attention_entropy(out), **_input_wait(self.feed, seconds, steps, timer)}
+        result.history.append(record)
+        try:
+            self.metrics.write(record, self.last_good)  # a full disk: the run stops with the checkpoint it has
+        except VitoError as error:
+            _logged(error)
+            raise
+        log.info("step %d loss %.4f lr %.4g tau %.5f %.1f clips/s skipped %d", record["step"], record["loss"],
+                 record["lr"], record["tau"], record["clips_per_s"], record["skipped"], extra={"file_only": True})
+        bar.set_postfix(loss=f"{result.last_loss:.3f}", lr=f"{lr:.3g}", clips_s=f"{record['clips_per_s']:.1f}",
+                        wait=f"{record['data_wait_share']:.0%}", skipped=result.skipped_videos)
+
+    def _save(self) -> None:
+        """A checkpoint of this step, written by rank 0; never from non-finite weights (checked on every rank)."""
+        if not finite_weights(self.model):
+            what = f"the weights became non-finite by step {self.result.step}"
+            raise _logged(VitoError(non_finite_message(what, self.last_good, NON_FINITE_ADVICE)))
+        if self.context.is_main:
+            state = _checkpoint_state(self.result.step, self.config, self.model, self.optimizer, *self.data,
+                                      self.context.world_size)
+            try:
+                self.last_good = save_checkpoint(self.run_dir, state, keep=self.config.train.keep_checkpoints)
+            except VitoError as error:  # a full disk: say so in train.log too
+                _logged(error)
+                raise
+        self.result.checkpoint = self.last_good
+
+    def _stop(self, stopped_by: str) -> None:
+        self.result.stopped_by = stopped_by
+        log.info("received %s: finished step %d, checkpoint saved at %s; continue with `vito pretrain --resume %s`; "
+                 "exiting with status %d", stopped_by, self.result.step, self.last_good, self.run_dir,
+                 signals.exit_status(stopped_by))
+
+
+class _SinceLog:
+    """Wall time, clips and steps since the last log step: clips/s and the share of time spent waiting for input."""
+
+    def __init__(self) -> None:
+        self.tick, self.clips, self.steps = time.perf_counter(), 0, 0
+
+    def add(self, clips: int) -> None:
+        self.clips += clips
+        self.steps += 1
+
+    def take(self) -> tuple[float, int, int]:
+        now = time.perf_counter()
+        seconds, clips, steps = now - self.tick, self.clips, self.steps
+        self.tick, self.clips, self.steps = now, 0, 0
+        return seconds, clips, steps
 
 
 # --------------------------------------------------------------------------------------------------
-# Before the run folder: resume point, data, model at the image size, loader
-
-
-def _resume_point(run_dir: Path, file: str | Path | None, config: Config, notes: list[str]) -> dict[str, Any]:
-    """The checkpoint to continue from, checked against the config it continues with."""
-    checkpoint = load_checkpoint(run_dir if file is None else file)
-    notes.extend(f"{reason}: resuming from {checkpoint['path']} instead" for reason in checkpoint.get("fallback", []))
-    saved, added = with_added_keys(checkpoint["config"])
-    notes.extend(f"the checkpoint predates {key}: the run continues as it trained, {key}={value!r}"
-                 for key, value in ((k, ADDED_KEYS[k]) for k in added))
-    check_resumable(saved, config.to_dict())
-    for key, (old, new) in sorted(config_changes(saved, config.to_dict()).items()):
-        notes.append(f"on resume {key} changes from {old!r} to {new!r}")
-    if config.train.max_steps <= checkpoint["step"]:
-        raise VitoError(f"{checkpoint['path']} is at step {checkpoint['step']} already: train.max_steps="
-                        f"{config.train.max_steps} leaves nothing to do; continue with a larger --max-steps")
-    return checkpoint
-
-
-def _data_path(data: str | Path | None, checkpoint: dict[str, Any] | None, notes: list[str]) -> Path:
-    """The data to train on, absolute (a resume works from any folder); on resume the run's own data.
-
-    A ``--data`` on resume that differs from the run's is refused while the run's data still exists (a
-    different dataset is a different run), and reported when it does not (the data moved).
-    """
-    if data is None:
-        if checkpoint is None:
-            raise VitoError("no training data given (--data)")
-        return Path(checkpoint["data_path"])
-    data = Path(os.path.abspath(data))
-    if checkpoint is not None:
-        stored = Path(checkpoint["data_path"])
-        if os.path.realpath(stored) != os.path.realpath(data):
-            if stored.exists():
-                raise VitoError(f"--data {data} is not the data of this run ({stored}); resume without --data to "
-                                "continue on the run's data, or start a new run (--out) on other data")
-            notes.append(f"the run's data {stored} no longer exists: continuing on --data {data}")
-    return data
+# Before the run folder: the model at the image size
 
 
 def check_image_size(model: torch.nn.Module, config: Config, device: torch.device) -> None:
@@ -305,50 +313,8 @@ def check_image_size(model: torch.nn.Module, config: Config, device: torch.devic
         model.train()
 
 
-def _loader(config: Config, data: Path, context: distributed.Context, start_step: int, notes: list[str],
-            decode: str = "cpu", scan_cache: Path | None = None):
-    """DataLoader of this rank's batches from ``start_step``; opening it checks the data has a usable video.
-
-    Workers are capped at the CPUs available to this process (shared by the processes of this host), and
-    leave stop signals to the main process (:mod:`vito.engine.signals`).
-    """
-    from vito.data.pretrain_batches import build_pretrain_loader
-
-    workers = distributed.worker_count(config.data.num_workers)
-    if workers < config.data.num_workers:
-        notes.append(f"data.num_workers={config.data.num_workers}, but this process has {workers} CPU(s) "
-                     f"to itself: using {workers} DataLoader worker(s)")
-    data_cfg = dataclasses.replace(config.data, num_workers=workers)
-    loader = build_pretrain_loader(data, data_cfg, config.train.seed, rank=context.rank,
-                                   world_size=context.world_size, start_step=start_step, scan_cache=scan_cache,
-                                   batches=JpegBatches if decode == "cuda" else None)
-    loader.pin_memory = context.device.type == "cuda"  # the feed copies batches from pinned memory
-    loader.worker_init_fn = functools.partial(_init_worker, loader.worker_init_fn)
-    return loader
-
-
-def _init_worker(init: Callable[[int], None] | None, worker_id: int) -> None:
-    signals.ignore_stop_signals_in_worker(worker_id)
-    if init is not None:
-        init(worker_id)
-
-
-def _logged(error: VitoError) -> VitoError:
-    """Errors that end a started run also go to train.log (the terminal may be gone)."""
-    log.error("%s", error, extra={"file_only": True})
-    return error
-
-
 # --------------------------------------------------------------------------------------------------
-# Pieces of the loop
-
-
-def build_model(config: Config) -> torch.nn.Module:
-    """The run's ``Vito`` at its initialisation: a function of ``train.seed`` only, identical on every process."""
-    from vito.models.vito import Vito
-
-    torch.manual_seed(config.train.seed)
-    return Vito(config.model, config.loss)
+# Pieces of a step and of its log line
 
 
 def _per_rank_batch(global_batch: int, world_size: int) -> int:
@@ -385,65 +351,6 @@ def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-class _LossWatch:
-    """The loss between host syncs, kept on the device: its last value and the first non-finite one.
-
-    Reading a loss with ``float()`` every step makes the host wait for the device each step (and, with
-    several processes, an all-reduce too), so the host cannot queue the next step ahead. ``add`` only
-    queues device operations; ``agree`` is the sync: one all-reduce and one read of a few numbers.
-    """
-
-    def __init__(self, device: torch.device):
-        self.last = torch.zeros((), device=device)
-        self.first_bad = torch.zeros((), device=device)  # 1-based step of the first non-finite loss; 0: none
-        self.bad_value = torch.zeros((), device=device)
-
-    def add(self, loss: torch.Tensor, step: int) -> None:
-        self.last = loss.detach().float()
-        new = (self.first_bad == 0) & ~torch.isfinite(self.last)
-        self.first_bad = torch.where(new, float(step), self.first_bad)
-        self.bad_value = torch.where(new, self.last, self.bad_value)
-
-    def agree(self, stop: StopSignal) -> tuple[float, str | None, str | None]:
-        """Mean last loss over processes; what went wrong when a loss on any process was non-finite, else
-        None; the stop signal any process received (so all stop at the same step)."""
-        shared = torch.cat([self.last.reshape(1), (self.first_bad > 0).float().reshape(1),
-                            _stop_flags(stop, self.last.device)])
-        shared = distributed.mean_over_processes(shared)
-        values = torch.cat([shared, self.first_bad.reshape(1), self.bad_value.reshape(1)]).tolist()
-        loss, any_bad, flags, first_bad, bad_value = values[0], values[1], values[2:-2], values[-2], values[-1]
-        bad = None
-        if any_bad > 0:
-            bad = (f"the loss became {bad_value} at step {int(first_bad)}" if first_bad > 0
-                   else "the loss became non-finite on another process")
-        return loss, bad, _stopped_by(flags)
-
-
-def agree_on_stop(loss: torch.Tensor, stop: StopSignal) -> tuple[float, str | None]:
-    """Mean loss over processes, and the stop signal any process received (so all stop at the same step);
-    a host sync (the fine-tune loops call it; pretraining reads its loss through ``_LossWatch``)."""
-    values = distributed.mean_over_processes(torch.cat([loss.detach().float().reshape(1),
-                                                        _stop_flags(stop, loss.device)]))
-    return float(values[0]), _stopped_by(values[1:].tolist())
-
-
-def _stop_flags(stop: StopSignal, device: torch.device) -> torch.Tensor:
-    """1.0 for the stop signal this process received, per ``signals.STOP_SIGNALS`` (averaged over processes)."""
-    return torch.tensor([float(stop.name == signum.name) for signum in signals.STOP_SIGNALS], device=device)
-
-
-def _stopped_by(flags: list[float]) -> str | None:
-    """The first stop signal any process received, from the averaged flags."""
-    names = [signum.name for signum, v in zip(signals.STOP_SIGNALS, flags) if v > 0]
-    return names[0] if names else None
-
-
-def _finite_weights(model: torch.nn.Module) -> bool:
-    """All floating-point parameters and buffers finite (one host read)."""
-    tensors = [v for v in model.state_dict().values() if v.is_floating_point()]
-    return bool(torch.stack([torch.isfinite(v).all() for v in tensors]).all())
-
-
 def _input_wait(feed: DeviceFeed, seconds: float, steps: int, timer: StepTimer | None) -> dict[str, float]:
     """How input-bound the loop was since the last log: time per step spent waiting for the loader, its
     share of the wall time, and (CUDA) the device time of this log step from CUDA events."""
@@ -456,34 +363,13 @@ def _input_wait(feed: DeviceFeed, seconds: float, steps: int, timer: StepTimer |
     return record
 
 
-def _note_data_path_change(checkpoint: dict[str, Any], version: str, notes: list[str]) -> None:
-    """A resume whose batches are made another way than the checkpoint's (docs/data_path.md): reported."""
-    stored = checkpoint.get("data_path_version", "cpu-torchvision/1")  # checkpoints before versions
-    if stored != version:
-        notes.append(f"the checkpoint's batches were made by data path {stored}, this run uses {version}: "
-                     "the same clips, times, crop boxes and flips, resized differently (under 2/255 per view "
-                     "on average; docs/data_path.md), so the run continues but does not repeat the original "
-                     "bit for bit")
-
-
-def _stopped_with(last_good: Path | None) -> str:
-    """What a run that stops on an error leaves behind, for its message."""
-    return (f"training stopped and the last good checkpoint is {last_good} (left untouched)" if last_good
-            else "training stopped and no checkpoint was written yet")
-
-
-def _non_finite_message(what: str, last_good: Path | None) -> str:
-    return (f"{what}: {_stopped_with(last_good)}. "
-            "Lower optim.base_lr or raise optim.warmup_steps, then resume or start again.")
-
-
 def _attention_entropy(out: dict[str, Any]) -> dict[str, float]:
     """Entropy of each stage's attention mask over log(h·w): 1 = uniform, 0 = a single position."""
     return {f"attention_entropy/stage{s + 1}": float(e) for s, e in enumerate(out.get("mask_entropy", []))}
 
 
 def _checkpoint_state(step: int, config: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                      data: str | Path, world_size: int, data_version: str) -> dict[str, Any]:
+                      data: Path, data_version: str, world_size: int) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "step": step,
@@ -497,34 +383,10 @@ def _checkpoint_state(step: int, config: Config, model: torch.nn.Module, optimiz
     }
 
 
-# --------------------------------------------------------------------------------------------------
-# Files of a run: config.yaml, train.log, metrics.jsonl, tb/
-
-
-def _unwritable(path: Path, step: int, error: OSError, last_good: Path | None) -> str:
-    return f"could not write {path} at step {step}: {error.strerror or error}; {_stopped_with(last_good)}"
-
-
-def _prepare_run_dir(run_dir: Path, config: Config, start_step: int) -> None:
-    """Write the resolved config; on resume, drop metrics logged after the checkpoint (they are redone).
-    A full or read-only disk is a ``VitoError`` naming the file, before any step."""
-    try:
-        _write_run_files(run_dir, config, start_step)
-    except OSError as error:
-        raise VitoError(f"could not write the run's files in {run_dir}: {error.strerror or error} "
-                        f"({getattr(error, 'filename', None) or run_dir})") from error
-
-
-def _write_run_files(run_dir: Path, config: Config, start_step: int) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(run_dir / "config.yaml") as handle:
-        dump_yaml(config.to_dict(), handle)
-    metrics = run_dir / "metrics.jsonl"
-    kept = []
-    if start_step > 0 and metrics.is_file():
-        kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= start_step]
-    with atomic_write(metrics) as handle:
-        handle.writelines(line + "\n" for line in kept)
+def _logged(error: VitoError) -> VitoError:
+    """Errors that end a started run also go to train.log (the terminal may be gone)."""
+    log.error("%s", error, extra={"file_only": True})
+    return error
 
 
 def _setup_logging(run_dir: Path | None) -> None:
@@ -534,32 +396,8 @@ def _setup_logging(run_dir: Path | None) -> None:
     for handler in list(log.handlers):
         log.removeHandler(handler)
         handler.close()
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     if run_dir is not None:
         file_handler = logging.FileHandler(run_dir / "train.log")
-        file_handler.setFormatter(formatter)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         log.addHandler(file_handler)
-        log.addHandler(_TqdmHandler())
-
-
-class _TqdmHandler(logging.Handler):
-    """Prints above the progress bar; per-step lines stay in train.log (the bar already shows them)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if not getattr(record, "file_only", False):
-            tqdm.write(record.getMessage())
-
-
-def _tensorboard(run_dir: Path) -> SummaryWriter:
-    return SummaryWriter(str(run_dir / "tb"))
-
-
-def _log_record(run_dir: Path, writer, record: dict[str, Any]) -> None:
-    with open(run_dir / "metrics.jsonl", "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    for key, value in record.items():
-        if key != "step":
-            writer.add_scalar(key if "/" in key else f"train/{key}", value, record["step"])
-    writer.flush()
-    log.info("step %d loss %.4f lr %.4g tau %.5f %.1f clips/s skipped %d", record["step"], record["loss"],
-             record["lr"], record["tau"], record["clips_per_s"], record["skipped"], extra={"file_only": True})
+        log.addHandler(ProgressLogHandler())

@@ -47,7 +47,7 @@ def test_knn_separable_is_perfect_and_random_labels_are_chance() -> None:
 def test_linear_probe_sweep_separable_and_random() -> None:
     train_x, train_y = _clusters(40, 4, 8, seed=0)
     val_x, val_y = _clusters(20, 4, 8, seed=1)
-    settings = LinearProbeSettings(lrs=(0.4, 0.05), epochs=20, batch_size=64)
+    settings = LinearProbeSettings(lrs=(0.4, 0.05), epochs=20, probe_batch_size=64)
     result = train_linear_probe(train_x, train_y, val_x, val_y, 4, settings)
     assert set(result.sweep) == {0.4, 0.05}
     assert result.val_metrics["top1"] == 1.0
@@ -55,7 +55,7 @@ def test_linear_probe_sweep_separable_and_random() -> None:
     random_y = torch.randint(0, 4, train_y.shape, generator=torch.Generator().manual_seed(2))
     random_val_y = torch.randint(0, 4, val_y.shape, generator=torch.Generator().manual_seed(3))
     held = train_linear_probe(train_x, random_y, val_x, random_val_y, 4, LinearProbeSettings(
-        lrs=(0.1,), epochs=20, batch_size=64, holdout_fraction=0.25))
+        lrs=(0.1,), epochs=20, probe_batch_size=64, holdout_fraction=0.25))
     assert held.selection == "holdout"
     assert held.val_metrics["top1"] < 0.5
 

@@ -8,17 +8,18 @@ forward passes. A trained linear head is saved as ``{"weight", "bias", "meta"}``
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from vito.engine.progress import progress
 from vito.errors import VitoError
+from vito.eval.probes.head_sgd import MOMENTUM, new_head, train_heads
 from vito.io import atomic_write
 
 LINEAR_LRS = (0.4, 0.3, 0.2, 0.1, 0.05)  # VITO's sweep (paper appendix), base lr for batch 256
@@ -85,12 +86,17 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] 
 
 @dataclass
 class LinearProbeSettings:
-    lrs: Sequence[float] = LINEAR_LRS
-    epochs: int = 80
-    batch_size: int = 1024
-    momentum: float = 0.9
-    holdout_fraction: float = 0.0  # > 0: choose the lr on a held-out part of train, not on the test set
-    seed: int = 0
+    """How a linear probe is trained; ``vito eval linear``'s Settings are these plus how to read the images."""
+
+    lrs: tuple[float, ...] = field(default=LINEAR_LRS, metadata={"help": "base lrs (batch 256)"})
+    epochs: int = field(default=80, metadata={"help": "epochs of the probe's SGD"})
+    probe_batch_size: int = field(default=1024, metadata={"help": "batch size of the probe's SGD"})
+    holdout_fraction: float = field(default=0.0, metadata={
+        "help": "choose the lr on this fraction of train instead of on --val (BYOL: 10k images)"})
+    protocol: Literal["features", "byol"] = field(default="features", metadata={
+        "help": "features: heads on cached centre-crop features (fast); byol: random-resized crop + flip of "
+        "every training image each epoch, centre crop at test"})
+    seed: int = field(default=0, metadata={"help": "initialisation, shuffling and crops"})
 
 
 @dataclass
@@ -103,23 +109,6 @@ class LinearProbeResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def new_head(dim: int, num_classes: int, generator: torch.Generator) -> nn.Linear:
-    """A linear head initialised N(0, 0.01) with zero bias, drawn from ``generator`` (the same head every run)."""
-    head = nn.Linear(dim, num_classes)
-    with torch.no_grad():
-        head.weight.normal_(0, 0.01, generator=generator)
-        head.bias.zero_()
-    return head
-
-
-def head_optimizer(head: nn.Linear, base_lr: float, batch_size: int, momentum: float,
-                   total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """SGD with Nesterov momentum, no weight decay, ``lr = base_lr · batch / 256``, cosine decay to 0."""
-    optimizer = torch.optim.SGD(head.parameters(), lr=base_lr * batch_size / 256, momentum=momentum, nesterov=True,
-                                weight_decay=0.0)
-    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
-
-
 def fit_linear_head(
     features: torch.Tensor,
     labels: torch.Tensor,
@@ -127,25 +116,23 @@ def fit_linear_head(
     base_lr: float,
     epochs: int = 80,
     batch_size: int = 1024,
-    momentum: float = 0.9,
+    momentum: float = MOMENTUM,
     seed: int = 0,
 ) -> nn.Linear:
-    """Train a head on fixed features (the fast path): SGD as ``head_optimizer``, reshuffled every epoch."""
+    """Train a head on fixed features (the fast path): ``head_sgd.train_heads``, reshuffled every epoch."""
     generator = torch.Generator().manual_seed(seed)
     head = new_head(features.shape[1], num_classes, generator)
     batch_size = min(batch_size, features.shape[0])
-    steps_per_epoch = math.ceil(features.shape[0] / batch_size)
-    optimizer, schedule = head_optimizer(head, base_lr, batch_size, momentum, epochs * steps_per_epoch)
-    for _ in range(epochs):
-        order = torch.randperm(features.shape[0], generator=generator)
-        for start in range(0, features.shape[0], batch_size):
-            index = order[start : start + batch_size]
-            loss = F.cross_entropy(head(features[index]), labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    return head.eval().requires_grad_(False)
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _ in range(epochs):
+            order = torch.randperm(features.shape[0], generator=generator)
+            for start in range(0, features.shape[0], batch_size):
+                index = order[start : start + batch_size]
+                yield features[index], labels[index]
+
+    steps = epochs * math.ceil(features.shape[0] / batch_size)
+    return train_heads({base_lr: head}, batches(), batch_size=batch_size, total_steps=steps, momentum=momentum)[base_lr]
 
 
 @torch.no_grad()
@@ -180,21 +167,21 @@ def train_linear_probe(
     else:
         sel_train, sel_eval, selection = (train_features, train_labels), (val_features, val_labels), "val"
     sweep = {}
-    for lr in tqdm(list(settings.lrs), desc="linear probe lr sweep", unit="lr"):
-        head = fit_linear_head(*sel_train, num_classes, lr, settings.epochs, settings.batch_size,
-                               settings.momentum, settings.seed)
+    for lr in progress(list(settings.lrs), desc="linear probe lr sweep", unit="lr"):
+        head = fit_linear_head(*sel_train, num_classes, lr, settings.epochs, settings.probe_batch_size,
+                               seed=settings.seed)
         sweep[lr] = evaluate_head(head, *sel_eval)["top1"]
     best_lr = max(sweep, key=lambda lr: (sweep[lr], -lr))  # ties: the smaller lr
     head = fit_linear_head(train_features, train_labels, num_classes, best_lr, settings.epochs,
-                           settings.batch_size, settings.momentum, settings.seed)
+                           settings.probe_batch_size, seed=settings.seed)
     return LinearProbeResult(
         best_lr=best_lr,
         sweep=sweep,
         selection=selection,
         val_metrics=evaluate_head(head, val_features, val_labels),
         head=head,
-        settings={"lrs": list(settings.lrs), "epochs": settings.epochs, "batch_size": settings.batch_size,
-                  "momentum": settings.momentum, "nesterov": True, "weight_decay": 0.0,
+        settings={"lrs": list(settings.lrs), "epochs": settings.epochs, "batch_size": settings.probe_batch_size,
+                  "momentum": MOMENTUM, "nesterov": True, "weight_decay": 0.0,
                   "holdout_fraction": settings.holdout_fraction, "seed": settings.seed},
     )
 

@@ -14,52 +14,35 @@ The best head is saved as ``OUT/linear_head.pt`` for the ``--classifier`` option
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from vito.data.augment import RandomResizedCropFlip
 from vito.data.imagenet import normalize
 from vito.engine.distributed import worker_count
+from vito.engine.progress import progress
 from vito.errors import DataError, VitoError
 from vito.eval.core.encoders import Encoder
 from vito.eval.core.features import FeatureSet
 from vito.eval.core.inputs import ImageFolder, collate_readable
 from vito.eval.core.registry import Evaluation, register
 from vito.eval.core.result import Metric, Result
-from vito.eval.probes.heads import (
-    LinearProbeSettings,
-    evaluate_head,
-    head_optimizer,
-    new_head,
-    save_linear_head,
-    train_linear_probe,
-)
+from vito.eval.probes.head_sgd import MOMENTUM, new_head, train_heads
+from vito.eval.probes.heads import LinearProbeSettings, evaluate_head, save_linear_head, train_linear_probe
 from vito.eval.probes.knn import ImageFolderPair, feature_pair, image_coverage
 
 BYOL_CROP_SCALE = (0.08, 1.0)
-DEFAULTS = LinearProbeSettings()
 
 
 @dataclass
-class LinearSettings(ImageFolderPair):
-    lrs: tuple[float, ...] = field(default=tuple(DEFAULTS.lrs), metadata={"help": "base lrs (batch 256)"})
-    epochs: int = field(default=DEFAULTS.epochs, metadata={"help": "epochs of the probe's SGD"})
-    probe_batch_size: int = field(default=DEFAULTS.batch_size, metadata={"help": "batch size of the probe's SGD"})
-    holdout_fraction: float = field(default=DEFAULTS.holdout_fraction, metadata={
-        "help": "choose the lr on this fraction of train instead of on --val (BYOL: 10k images)"})
-    protocol: Literal["features", "byol"] = field(default="features", metadata={
-        "help": "features: heads on cached centre-crop features (fast); byol: random-resized crop + flip of "
-        "every training image each epoch, centre crop at test"})
-    seed: int = field(default=DEFAULTS.seed, metadata={"help": "initialisation, shuffling and crops"})
+class LinearSettings(LinearProbeSettings, ImageFolderPair):
+    """The images (``ImageFolderPair``'s fields first) and how the probe is trained (``LinearProbeSettings``)."""
 
 
 class AugmentedView:
@@ -89,35 +72,33 @@ def _split(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]
 
 def train_heads_augmented(encoder: Encoder, dataset: ImageFolder, indices: Sequence[int], lrs: Sequence[float],
                           settings: LinearSettings) -> tuple[dict[float, nn.Linear], list[tuple[str, str]]]:
-    """One head per base lr, trained together on augmented views of ``dataset[indices]`` (BYOL protocol)."""
+    """One head per base lr, trained together (``head_sgd.train_heads``) on the encoder's features of augmented
+    views of ``dataset[indices]`` (BYOL protocol): one forward pass per batch for all heads."""
     device = next(encoder.parameters()).device
     num_classes, batch_size = len(dataset.classes), min(settings.probe_batch_size, len(indices))
     steps = settings.epochs * math.ceil(len(indices) / batch_size)
     generator = torch.Generator().manual_seed(settings.seed)
     heads = {lr: new_head(encoder.feature_dim, num_classes, torch.Generator().manual_seed(settings.seed)).to(device)
              for lr in lrs}
-    optimizers = {lr: head_optimizer(head, lr, batch_size, DEFAULTS.momentum, steps) for lr, head in heads.items()}
     skipped: dict[str, str] = {}
-    for epoch in range(settings.epochs):
-        loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=True,
-                            num_workers=worker_count(settings.num_workers), collate_fn=collate_readable,
-                            generator=generator)
-        for images, labels, bad in tqdm(loader, desc=f"linear probe (byol) epoch {epoch + 1}", unit="batch",
-                                        leave=False):
-            skipped.update(dict(bad))
-            if images is None:
-                continue
-            with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=encoder.precision == "bf16"):
-                features = encoder.embed(images.to(device)).float()
-            labels = labels.to(device)
-            for lr, head in heads.items():
-                optimizer, schedule = optimizers[lr]
-                loss = F.cross_entropy(head(features), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-    return {lr: head.cpu().eval().requires_grad_(False) for lr, head in heads.items()}, sorted(skipped.items())
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for epoch in range(settings.epochs):
+            loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=True,
+                                num_workers=worker_count(settings.num_workers), collate_fn=collate_readable,
+                                generator=generator)
+            for images, labels, bad in progress(loader, desc=f"linear probe (byol) epoch {epoch + 1}", unit="batch",
+                                                leave=False):
+                skipped.update(dict(bad))
+                if images is None:
+                    continue
+                with torch.no_grad(), torch.autocast(device.type, torch.bfloat16,
+                                                     enabled=encoder.precision == "bf16"):
+                    features = encoder.embed(images.to(device)).float()
+                yield features, labels.to(device)
+
+    trained = train_heads(heads, batches(), batch_size=batch_size, total_steps=steps)
+    return {lr: head.cpu() for lr, head in trained.items()}, sorted(skipped.items())
 
 
 def _rows_of(features: FeatureSet, paths: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,11 +147,8 @@ class Linear(Evaluation):
             best, sweep, selection, head, more = byol_probe(encoder, train, val, settings)
             skipped += [item for item in more if item not in skipped]
         else:
-            probe = LinearProbeSettings(lrs=tuple(settings.lrs), epochs=settings.epochs,
-                                        batch_size=settings.probe_batch_size,
-                                        holdout_fraction=settings.holdout_fraction, seed=settings.seed)
             found = train_linear_probe(train.features, train.labels, val.features, val.labels, len(train.classes),
-                                       probe)
+                                       settings)
             best, sweep, selection, head = found.best_lr, found.sweep, found.selection, found.head
         accuracy = evaluate_head(head, val.features, val.labels)
         out_dir = Path(out_dir)
@@ -179,7 +157,7 @@ class Linear(Evaluation):
                                                            "protocol": settings.protocol})
         metrics = {name: Metric(value, "proportion", name.replace("top", "top-")) for name, value in accuracy.items()}
         metrics["best_lr"] = Metric(best, "value", "chosen base lr")
-        return Result(self.name, metrics, {"lr_selected_on": selection, "momentum": DEFAULTS.momentum,
+        return Result(self.name, metrics, {"lr_selected_on": selection, "momentum": MOMENTUM,
                                            "nesterov": True, "weight_decay": 0.0}, coverage,
                       tables={"lr sweep": [{"base_lr": lr, f"top1 ({selection})": acc} for lr, acc in sweep.items()]},
                       skipped=skipped, artifacts={"head": "linear_head.pt"})

@@ -28,16 +28,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from vito.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from vito.data.stream import EpochShuffle, StepStream
 from vito.engine import distributed
 from vito.engine.checkpoint import seed_all
-from vito.engine.finetune import FinetuneSpec, FinetuneStopped, finetune, make_loader
+from vito.engine.finetune import FinetuneSpec, finetune, make_loader
+from vito.engine.progress import progress
 from vito.errors import VitoError
 from vito.eval.core.encoder_spec import inference_mode
 from vito.eval.core.encoders import Encoder
@@ -187,14 +186,14 @@ def make_optimizer(model: nn.Module, plan: FinetunePlan) -> torch.optim.AdamW:
 
 
 def predict(model: nn.Module, loader: DataLoader, annotations: Annotations, device: torch.device, precision: str,
-            keep_for_pictures: set[int] | None = None, progress: bool = False
+            keep_for_pictures: set[int] | None = None, show_progress: bool = False
             ) -> tuple[list[dict[str, Any]], list[int], list[tuple[str, str]], dict[int, dict[str, np.ndarray]]]:
     """COCO-format detections of the loader's images (boxes in original pixels), the ids predicted, the
     skipped (path, reason), and the raw predictions of the ``keep_for_pictures`` ids."""
     category_ids = annotations.category_ids
     results, used, skipped, kept = [], [], [], {}
     model.eval()
-    for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
+    for batch in progress(loader, desc="predict", unit="batch", enabled=show_progress, leave=False):
         skipped += batch["skipped"]
         if not batch["images"]:
             continue
@@ -211,15 +210,6 @@ def predict(model: nn.Module, loader: DataLoader, annotations: Annotations, devi
             if keep_for_pictures and image_id in keep_for_pictures:
                 kept[image_id] = {"boxes": boxes.numpy(), "scores": scores.numpy(), "labels": labels.numpy()}
     return results, used, skipped, kept
-
-
-def _gather(values: list[Any]) -> list[Any]:
-    """Concatenate a list over processes (rank order); the identity for one process."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return values
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, values)
-    return [v for part in parts for v in part]
 
 
 def draw_pictures(annotations: Annotations, images_dir: Path, predictions: dict[int, dict[str, np.ndarray]],
@@ -279,9 +269,7 @@ def finetune_seed(encoder: Encoder, train: Annotations, val: Annotations, images
                         precision=encoder.precision, description=f"detect seed {plan.seed}")
     result = finetune(model, detection_loss, make_optimizer(model, plan), lambda step: plan.lr * lr_factor(
         step, plan.steps, plan.warmup_steps), batches, run_dir, spec, context, resume=resume, overwrite=overwrite)
-    if result.stopped_by is not None:
-        raise FinetuneStopped(f"{run_dir}: stopped by {result.stopped_by} after step {result.step} (checkpoint "
-                              "written); continue with --resume", result.stopped_by)
+    result.raise_if_stopped()
     skipped = list(images.skipped) + list(result.skipped)
     outcome = evaluate_detector(model, val, images_dir, plan, run_dir, encoder.precision, context)
     outcome.skipped = skipped + outcome.skipped
@@ -300,8 +288,8 @@ def evaluate_detector(model: nn.Module, val: Annotations, images_dir: Path, plan
                         num_workers=distributed.worker_count(plan.num_workers))
     picture_ids = {image_id for image_id, _ in dataset.items[: plan.pictures]}
     results, used, unread, kept = predict(model, loader, val, context.device, precision, picture_ids,
-                                          progress=context.is_main)
-    results, used, unread = _gather(results), _gather(used), _gather(unread)
+                                          show_progress=context.is_main)
+    results, used, unread = (distributed.gather_objects(part) for part in (results, used, unread))
     if not used:
         raise VitoError(f"none of the {len(val.images)} val images could be read")
     scores = score_detections(val.subset(used), results, "bbox")

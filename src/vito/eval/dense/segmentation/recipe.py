@@ -164,7 +164,7 @@ def predict_split(model: nn.Module, dataset: SegmentationDataset, protocol: Prot
         if rank == 0 and len(drawn) < pictures:
             drawn.append(out_dir / "pictures" / f"{item.id}.png")
             save_mask_panel(image, label, pred, drawn[-1])
-    return Predictions(_sum_areas(areas), _gather(skipped), drawn)
+    return Predictions(_sum_areas(areas), distributed.gather_objects(skipped), drawn)
 
 
 def predict_image(model: nn.Module, image: np.ndarray, protocol: Protocol, device: torch.device,
@@ -194,12 +194,3 @@ def _sum_areas(areas: SegmentationAreas) -> SegmentationAreas:
     summed = SegmentationAreas(c, *(total[i * c:(i + 1) * c] for i in range(4)), images=int(total[-2]),
                                out_of_range_pixels=int(total[-1]))
     return summed
-
-
-def _gather(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return items
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, items)
-    return [tuple(entry) for part in parts for entry in part]
-

@@ -34,7 +34,7 @@ import numpy as np
 from vito.data.images import UnreadableImage, read_index_png
 from vito.engine import distributed
 from vito.engine.checkpoint import seed_all
-from vito.engine.finetune import FinetuneSpec, FinetuneStopped, finetune, make_loader
+from vito.engine.finetune import FinetuneSpec, finetune, make_loader
 from vito.errors import DataError, VitoError
 from vito.eval.core.encoders import Encoder
 from vito.eval.core.registry import Evaluation, register
@@ -261,9 +261,7 @@ def _one_run(encoder: Encoder, settings: SegmentSettings, protocol: Protocol, tr
     outcome = finetune(model, partial(segmentation_loss, aux_weight=protocol.aux_weight), optimizer,
                        lambda step: learning_rate(step, lr, protocol, protocol.iterations), batches, run_dir, spec,
                        context, resume=settings.resume, overwrite=settings.overwrite)
-    if outcome.stopped_by is not None:
-        raise FinetuneStopped(f"{run_dir}: stopped by {outcome.stopped_by} after step {outcome.step} (checkpoint "
-                              f"written); continue with --resume", outcome.stopped_by)
+    outcome.raise_if_stopped()
     skipped = [(f"train {item}", reason) for item, reason in dict(outcome.skipped).items()]
     scored = _saved_scores(run_dir, config, val)
     if scored is None:

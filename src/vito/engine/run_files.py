@@ -1,0 +1,75 @@
+"""The files every training run keeps in its folder: ``config.yaml`` (what the run is) and its metrics log,
+``metrics.jsonl`` (one JSON object per logged step) with the same numbers in TensorBoard (``tb/``).
+
+One writer for pretraining and the fine-tunes. On resume the lines logged after the checkpoint are dropped
+(those steps are redone and logged again), so a resumed run's log equals an uninterrupted one's. Every failure
+to write is one line naming the file: before the first step (:func:`start_run_files`), or at a logged step
+with the last good checkpoint (:meth:`MetricsLog.write`: a full disk stops the run with the checkpoint it has).
+Only the main process writes; the others hold a disabled log.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+
+from vito.engine.stopping import stopped_with
+from vito.errors import VitoError
+from vito.io import atomic_write
+from vito.schema import dump_yaml
+
+CONFIG_FILE, METRICS_FILE, TENSORBOARD_DIR = "config.yaml", "metrics.jsonl", "tb"
+
+
+def start_run_files(run_dir: Path, config: dict[str, Any], start_step: int, sort_keys: bool = False) -> None:
+    """Write the run's ``config.yaml``; keep the metrics logged up to ``start_step`` (none for a fresh run).
+    A full or read-only disk is a ``VitoError`` naming the file, before any step."""
+    try:
+        _write_run_files(run_dir, config, start_step, sort_keys)
+    except OSError as error:
+        raise VitoError(f"could not write the run's files in {run_dir}: {error.strerror or error} "
+                        f"({getattr(error, 'filename', None) or run_dir})") from error
+
+
+def _write_run_files(run_dir: Path, config: dict[str, Any], start_step: int, sort_keys: bool) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(run_dir / CONFIG_FILE) as handle:
+        dump_yaml(config, handle, sort_keys=sort_keys)
+    metrics = run_dir / METRICS_FILE
+    kept = []
+    if start_step > 0 and metrics.is_file():
+        kept = [line for line in metrics.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= start_step]
+    with atomic_write(metrics) as handle:
+        handle.writelines(line + "\n" for line in kept)
+
+
+class MetricsLog:
+    """Appends records ``{"step": s, name: number...}`` to ``metrics.jsonl`` and TensorBoard (as ``train/NAME``,
+    or ``NAME`` when it holds a ``/``). Disabled (``enabled=False``): writes nothing, opens nothing."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+        self.path = Path(run_dir) / METRICS_FILE
+        self._writer = SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR)) if enabled else None
+
+    def write(self, record: dict[str, Any], last_good: Path | None) -> None:
+        """Log ``record``; a failed write stops the run with a ``VitoError`` naming the file and ``last_good``."""
+        if self._writer is None:
+            return
+        try:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:
+            raise VitoError(f"could not write {self.path} at step {record['step']}: {error.strerror or error}; "
+                            f"{stopped_with(last_good)}") from error
+        for key, value in record.items():
+            if key != "step":
+                self._writer.add_scalar(key if "/" in key else f"train/{key}", value, record["step"])
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
