@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from vito.engine.progress import end_bars
 from vito.errors import VitoError
 from vito.models.external import SPEC_HELP
 
@@ -310,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (VitoError, FileNotFoundError) as error:
+        end_bars()  # the error starts on a line of its own, not at the end of a progress bar
         print(f"vito {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -18,6 +18,7 @@ from vito.config import DataConfig
 from vito.data import prescan, sources
 from vito.data.prescan import SCAN_NAME, cached_scan, save_scan, scan_source
 from vito.data.pretrain_batches import PretrainBatches, build_pretrain_loader
+from vito.engine import distributed
 from vito.errors import DataError
 
 CFG = DataConfig(batch_size=4, num_views=2, window_seconds=2.0, image_size=16, decode_short_side=16, num_workers=0)
@@ -175,14 +176,16 @@ class _TwoRanks:
     def get_world_size(self) -> int:
         return 2
 
-    def all_gather_object(self, out: list, obj) -> None:
-        out[:] = [obj, self.remote[type(obj)]]
+    def all_gather_object(self, out: list, obj: list) -> None:
+        asked = "cached" if obj and isinstance(obj[0], bool) else "scan"  # was the scan cached / what failed
+        out[:] = [obj, self.remote[asked]]
 
 
 def test_processes_split_the_scan_and_share_the_answer(monkeypatch):
     source = FakeSource({0, 3, 4}, 5)
-    remote = {dict: {3: "fake3.mp4: not a readable video (broken)"}, bool: False}  # rank 1 probed 1, 3, 5
+    remote = {"scan": [(3, "fake3.mp4: not a readable video (broken)")], "cached": [False]}  # rank 1 probed 1, 3, 5
     monkeypatch.setattr(prescan, "dist", _TwoRanks(remote))
+    monkeypatch.setattr(distributed, "dist", _TwoRanks(remote))  # the engine's gather_objects
     failed = cached_scan(source, None, rank=0, world_size=2)
     assert source.reads == 3  # rank 0 probed its share only: 0, 2, 4
     assert set(failed) == {0, 3, 4}

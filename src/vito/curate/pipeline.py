@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from vito.curate.distribution import kl_to_uniform, plot_class_distribution
 from vito.curate.filters import FrameClassifier, Preprocess, long_enough, verify
@@ -42,6 +41,7 @@ from vito.curate.lexicon import Lexicon, imagenet_lexicon
 from vito.curate.records import RecordLog, read_parts
 from vito.data.manifest import read_manifest
 from vito.data.video import probe_video
+from vito.engine.progress import progress as progress_of
 from vito.errors import DataError, VitoError
 from vito.io import atomic_write, read_json, write_json
 
@@ -265,8 +265,8 @@ def _process(run: CurationRun, todo: list[Candidate], plans: list[Plan], classif
     """Judge and durably record this rank's remaining candidates, with a videos/s and frames/s progress bar."""
     log_path = run.out_dir / "parts" / f"rank-{run.rank:05d}.jsonl"
     frames, start = 0, time.perf_counter()
-    bar = tqdm(total=len(todo), desc=f"curate rank {run.rank}/{run.world_size}", unit="video",
-               disable=not progress or not todo, dynamic_ncols=True)
+    bar = progress_of(total=len(todo), desc=f"curate rank {run.rank}/{run.world_size}", unit="video",
+                      enabled=progress and bool(todo))
     with RecordLog(log_path) as log, bar:
         for done, candidate in enumerate(todo, start=1):
             record = judge(candidate, plans[candidate.index], classifier, run.settings, lexicon)
@@ -274,7 +274,7 @@ def _process(run: CurationRun, todo: list[Candidate], plans: list[Plan], classif
             frames += record["frames"]
             elapsed = max(time.perf_counter() - start, 1e-9)
             # Explicit rates: tqdm's own shows s/video once a video takes over a second (every real classifier).
-            bar.set_postfix(videos_per_s=f"{done / elapsed:.2f}", frames_per_s=f"{frames / elapsed:.1f}", refresh=False)
+            bar.set_postfix(videos_per_s=f"{done / elapsed:.2f}", frames_per_s=f"{frames / elapsed:.1f}")
             bar.update(1)
 
 

@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from vito.data.sources import ClipSource
 from vito.data.stream import one_thread
+from vito.engine.distributed import gather_objects
 from vito.errors import DataError
 from vito.io import write_json
 
@@ -54,9 +55,7 @@ def scan_source(source: ClipSource, workers: int = 0, rank: int = 0, world_size:
     mine = list(range(rank, len(source), world_size)) if shared else list(range(len(source)))
     failed = {i: reason for i, reason in zip(mine, _probe_all(source, mine, workers)) if reason is not None}
     if shared:
-        parts: list[dict[int, str] | None] = [None] * world_size
-        dist.all_gather_object(parts, failed)
-        failed = {i: reason for part in parts for i, reason in (part or {}).items()}
+        failed = dict(gather_objects(list(failed.items())))
     if len(failed) == len(source):
         raise DataError(no_usable_message(len(source), [failed[i] for i in sorted(failed)]))
     return failed
@@ -100,9 +99,7 @@ def cached_scan(source: ClipSource, cache: Path | None, workers: int = 0, rank: 
     names = [source.name(i) for i in range(len(source))]
     failed = _read_scan(cache / SCAN_NAME, names) if cache is not None else None
     if world_size > 1 and dist.is_available() and dist.is_initialized():
-        found: list[bool | None] = [None] * world_size
-        dist.all_gather_object(found, failed is not None)
-        failed = failed if all(found) else None
+        failed = failed if all(gather_objects([failed is not None])) else None
     if failed is None:
         return scan_source(source, workers, rank, world_size)
     if len(failed) == len(source):

@@ -187,16 +187,19 @@ def build_pretrain_loader(
 
 
 class SkipCounter:
-    """Accumulates ``batch["skipped"]`` in the main process: distinct bad files per reason, each logged once."""
+    """The unusable videos met in ``batch["skipped"]`` so far, each counted once (by name), with its reason."""
 
     def __init__(self) -> None:
         self.names: dict[str, str] = {}  # name -> reason
 
-    def update(self, skipped: Sequence[tuple[str, str]]) -> None:
+    def update(self, skipped: Sequence[tuple[str, str]]) -> list[str]:
+        """Count the videos of ``skipped`` not met before; returns their reasons, for the caller's log."""
+        new = []
         for name, reason in skipped:
             if name not in self.names:
                 self.names[name] = reason
-                log.warning("skipping unusable video: %s", reason)
+                new.append(reason)
+        return new
 
     @property
     def total(self) -> int:

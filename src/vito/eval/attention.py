@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from vito.data.imagenet import CROP_FRACTION, normalize
 from vito.data.images import IMAGE_SUFFIXES, read_image
 from vito.data.video import probe_video, read_frames
+from vito.engine.progress import progress
 from vito.errors import DataError, VitoError
 from vito.eval.core.encoder_spec import inference_mode
 from vito.eval.core.encoders import Encoder
@@ -61,7 +61,7 @@ def save_attention_pictures(
     """One PNG grid per input (image | stage 1 | ... | mean over stages) in ``out_dir``, plus ``attention.json``."""
     out_dir = Path(out_dir)
     written, skipped = [], []
-    for raw in tqdm(inputs, desc="attention pictures", unit="input"):
+    for raw in progress(inputs, desc="attention pictures", unit="input"):
         path = Path(raw)
         try:
             pictures = load_pictures(path, image_size, frames_per_video)

@@ -30,6 +30,7 @@ import torch
 from vito.config import Config, ConfigError
 from vito.data.augment import PhotometricAugment
 from vito.data.gpu_decode import data_path_version, resolve_decode_device
+from vito.data.pretrain_batches import SkipCounter
 from vito.engine import distributed, signals
 from vito.engine.checkpoint import FORMAT, rng_state, save_checkpoint, set_rng_state
 from vito.engine.precision import bf16_supported
@@ -154,7 +155,7 @@ class _Steps:
         self.autocast = _autocast(config.train.precision, context.device)
         self.watch = LossWatch(context.device)  # the loss stays on the device between syncs
         self.metrics = MetricsLog(run_dir, enabled=context.is_main)
-        self.skipped: dict[str, str] = {}  # unusable videos met so far: name -> reason
+        self.skipped = SkipCounter()  # unusable videos met so far
         self.since_log = _SinceLog()
         self.result = RunResult(run_dir=run_dir, step=0, checkpoint=None)
         self.last_good: Path | None = None
@@ -222,11 +223,10 @@ class _Steps:
         return out, lr, tau
 
     def _note_skipped(self, skipped: list[tuple[str, str]]) -> None:
-        for name, reason in skipped:
-            if name not in self.skipped:
-                self.skipped[name] = reason
-                log.warning("skipping unusable video (%d so far): %s", len(self.skipped), reason)
-        self.result.skipped_videos = len(self.skipped)
+        new = self.skipped.update(skipped)
+        for count, reason in enumerate(new, start=self.skipped.total - len(new) + 1):
+            log.warning("skipping unusable video (%d so far): %s", count, reason)
+        self.result.skipped_videos = self.skipped.total
 
     def _sync(self, stop: StopSignal) -> str | None:
         """The host sync: the loss (mean over processes), a non-finite one on any process, any stop signal."""

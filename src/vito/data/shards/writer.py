@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from vito.data.jpeg import encode_jpeg
 from vito.data.manifest import read_manifest
 from vito.data.shards.format import FORMAT, INDEX_NAME, ShardSettings, is_shard_folder
 from vito.data.video import VideoReader
+from vito.engine.progress import progress as progress_of
 from vito.errors import DataError, VitoError
 from vito.io import atomic_write, write_json
 
@@ -78,8 +78,8 @@ def write_shards(manifest: str | Path, out_dir: str | Path, settings: ShardSetti
     skipped = []
     jobs = [(row["path"], settings) for row in rows]
     with _EncodedClips(jobs, workers) as results, writer.failing_as_error():
-        for row, result in tqdm(zip(rows, results), total=len(rows), desc="prepare", unit="video",
-                                disable=not progress, dynamic_ncols=True):
+        for row, result in progress_of(zip(rows, results), total=len(rows), desc="prepare", unit="video",
+                                       enabled=progress):
             if isinstance(result, str):
                 log.warning("skipping unreadable video: %s", result)
                 skipped.append({"path": row["path"], "error": result})

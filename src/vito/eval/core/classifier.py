@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from vito.engine.distributed import worker_count
+from vito.engine.progress import progress
 from vito.errors import DataError, VitoError
 from vito.eval.core.encoder_spec import inference_mode
 from vito.eval.core.encoders import Encoder
@@ -116,7 +116,7 @@ def predict_logits(
     classifier = classifier.to(device).eval()
     outputs, kept, skipped = [], [], []
     with inference_mode(device, getattr(encoder, "precision", "auto")):
-        for batch, indices, bad in tqdm(loader, desc=desc, leave=False):
+        for batch, indices, bad in progress(loader, desc=desc, unit="batch", leave=False):
             skipped += bad
             if batch is not None:
                 outputs.append(classifier(batch.to(device)).float().cpu())

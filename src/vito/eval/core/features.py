@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from vito.engine.distributed import worker_count
+from vito.engine.progress import progress
 from vito.errors import DataError
 from vito.eval.core.encoder_spec import inference_mode, resolve_precision
 from vito.eval.core.encoders import Encoder
@@ -56,7 +56,7 @@ def extract_features(
                         collate_fn=collate_readable)
     features, labels, skipped = [], [], []
     with inference_mode(device, encoder.precision):
-        for images, targets, bad in tqdm(loader, desc=desc, unit="batch"):
+        for images, targets, bad in progress(loader, desc=desc, unit="batch"):
             skipped += bad
             if images is not None:
                 features.append(encoder.embed(images.to(device, non_blocking=True)).float().cpu())

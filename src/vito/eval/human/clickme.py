@@ -13,8 +13,8 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from vito.engine.progress import progress
 from vito.errors import DataError, VitoError
 from vito.eval.core.classifier import CLASSIFIER_HELP, attach_head
 from vito.eval.core.encoders import Encoder
@@ -57,7 +57,7 @@ def evaluate_clickme(
     encoder = encoder.to(device).eval()
     spearman, dice, iou = [], [], []
     examples: dict[str, list[np.ndarray]] = {"pixels": [], "human": [], "model": [], "names": []}
-    for batch in tqdm(iter_clickme(root, batch_size, image_size), desc="clickme", unit="batch", leave=False):
+    for batch in progress(iter_clickme(root, batch_size, image_size), desc="clickme", unit="batch", leave=False):
         images = batch.images.to(device)
         if method == "auto":
             method = "attention" if has_attention(encoder, images) else "gradient"

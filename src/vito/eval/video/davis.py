@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tqdm import tqdm
-
+from vito.engine.progress import progress
 from vito.errors import VitoError
 from vito.eval.core.encoders import Encoder
 from vito.eval.core.registry import Evaluation, register
@@ -41,7 +40,7 @@ def propagate_davis(
     results_dir = Path(out_dir) / "results"
     found = find_sequences(davis_root, resolution, sequences)
     frames_done, started = 0, time.perf_counter()
-    for sequence in tqdm(found, desc="DAVIS propagation", unit="seq"):
+    for sequence in progress(found, desc="DAVIS propagation", unit="seq"):
         predictions = propagate_sequence(encoder, sequence, settings, layout)
         for ids, annotation_like in zip(predictions, sequence.frames):
             save_palette_png(results_dir / sequence.name / f"{annotation_like.stem}.png", ids)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
+from vito.engine.progress import progress
 from vito.errors import DataError
 from vito.eval.core.encoder_spec import inference_mode
 from vito.eval.core.encoders import Encoder
@@ -188,8 +188,8 @@ def propagate_sequence(
     frames = sequence.frames[: settings.max_frames] if settings.max_frames else sequence.frames
     try:
         first = read_object_ids(sequence.annotations[0], layout)
-        features = tqdm(frame_features(encoder, frames, settings), total=len(frames), desc=sequence.name,
-                        unit="frame", leave=False)
+        features = progress(frame_features(encoder, frames, settings), total=len(frames), desc=sequence.name,
+                            unit="frame", leave=False)
         return propagate_features(features, first, settings)
     except DataError as error:
         raise DataError(f"DAVIS sequence {sequence.name}: {error}") from error

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
-from tqdm import tqdm
 
+from vito.engine.progress import progress
 from vito.errors import DataError, VitoError
 from vito.eval.video.davis_data import find_sequences, read_object_ids, read_result_png
 
@@ -143,7 +143,7 @@ def score_results(
     if not results_dir.is_dir():
         raise DataError(f"results folder not found: {results_dir}")
     per_sequence, frames_scored, frames_annotated = {}, 0, 0
-    for sequence in tqdm(find_sequences(davis_root, resolution, sequences), desc="J&F", unit="seq"):
+    for sequence in progress(find_sequences(davis_root, resolution, sequences), desc="J&F", unit="seq"):
         annotations = sequence.annotations[:max_frames]
         if len(annotations) < 3:
             raise DataError(f"{sequence.name}: J&F needs 3 or more annotated frames "

@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from vito.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from vito.data.images import UnreadableImage, read_image
 from vito.data.stream import EpochShuffle, StepStream
 from vito.engine import distributed
 from vito.engine.checkpoint import seed_all
@@ -40,7 +41,6 @@ from vito.engine.progress import progress
 from vito.errors import VitoError
 from vito.eval.core.encoder_spec import inference_mode
 from vito.eval.core.encoders import Encoder
-from vito.eval.core.inputs import UnreadableImage, read_image
 from vito.eval.dense.backbone import TrainableBackbone
 from vito.eval.dense.detection.data import Annotations, DetectionImages, collate_detection, image_file, targets_of
 from vito.eval.dense.detection.metrics import LVIS_MAX_DETS, DetectionScores, score_detections
