@@ -45,7 +45,7 @@ from vito.pretrain.feed import DeviceFeed, StepTimer, pretrain_loader
 from vito.pretrain.optim import LARS, ema_tau, learning_rate, param_groups
 from vito.pretrain.resume import data_path, note_data_path_change, resume_point
 
-log = logging.getLogger("vito.train")
+log = logging.getLogger(__name__)
 NON_FINITE_ADVICE = "Lower optim.base_lr or raise optim.warmup_steps, then resume or start again."
 
 

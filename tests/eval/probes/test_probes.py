@@ -10,13 +10,12 @@ import torch
 from vito.errors import VitoError
 from vito.eval.probes.heads import (
     LinearProbeSettings,
-    knn_classify,
-    knn_scores,
     load_linear_head,
     save_linear_head,
     topk_accuracy,
     train_linear_probe,
 )
+from vito.eval.probes.knn import knn_scores
 
 
 def test_knn_weighted_vote_matches_spec_vector_9a() -> None:
@@ -25,7 +24,7 @@ def test_knn_weighted_vote_matches_spec_vector_9a() -> None:
     test = torch.tensor([[0.96, 0.28]])
     scores = knn_scores(train, labels, test, num_classes=3, k=3, temperature=0.07)
     assert scores[0].tolist() == pytest.approx([0.552047, 0.447953, 0.0], abs=1e-6)
-    assert knn_classify(train, labels, test, num_classes=3, k=3).item() == 0  # majority vote would say 1
+    assert knn_scores(train, labels, test, num_classes=3, k=3).argmax(dim=1).item() == 0  # majority would say 1
 
 
 def _clusters(n_per_class: int, num_classes: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vito.engine.progress import progress
@@ -23,51 +22,6 @@ from vito.eval.probes.head_sgd import MOMENTUM, new_head, train_heads
 from vito.io import atomic_write
 
 LINEAR_LRS = (0.4, 0.3, 0.2, 0.1, 0.05)  # VITO's sweep (paper appendix), base lr for batch 256
-
-
-# --------------------------------------------------------------------------------------------------
-# Weighted kNN (docs/metrics.md, kNN)
-
-
-@torch.no_grad()
-def knn_scores(
-    train_features: torch.Tensor,
-    train_labels: torch.Tensor,
-    test_features: torch.Tensor,
-    num_classes: int,
-    k: int = 20,
-    temperature: float = 0.07,
-    chunk: int = 1024,
-) -> torch.Tensor:
-    """``[N_test, C]`` class scores: the k most cosine-similar training points vote with ``exp(sim / T)``.
-
-    Scores are normalised to sum to one per test point (the argmax is DINO's prediction).
-    """
-    train = F.normalize(train_features.float(), dim=1)
-    test = F.normalize(test_features.float(), dim=1)
-    k = min(k, train.shape[0])
-    scores = []
-    for start in range(0, test.shape[0], chunk):
-        similarity = test[start : start + chunk] @ train.T
-        top_sim, top_idx = similarity.topk(k, dim=1)
-        votes = torch.zeros(top_sim.shape[0], num_classes)
-        # subtracting the row maximum leaves the normalised scores unchanged and avoids overflow
-        weights = torch.exp((top_sim - top_sim[:, :1]) / temperature)
-        votes.scatter_add_(1, train_labels[top_idx].long(), weights)
-        scores.append(votes / votes.sum(dim=1, keepdim=True))
-    return torch.cat(scores)
-
-
-def knn_classify(
-    train_features: torch.Tensor,
-    train_labels: torch.Tensor,
-    test_features: torch.Tensor,
-    num_classes: int,
-    k: int = 20,
-    temperature: float = 0.07,
-) -> torch.Tensor:
-    """Predicted class per test point (docs/metrics.md, kNN)."""
-    return knn_scores(train_features, train_labels, test_features, num_classes, k, temperature).argmax(dim=1)
 
 
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:

@@ -5,15 +5,47 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 from vito.errors import VitoError
 from vito.eval.core.encoders import Encoder
 from vito.eval.core.features import FeatureSet, cached_features
 from vito.eval.core.registry import Evaluation, register
 from vito.eval.core.result import Coverage, Metric, Result
-from vito.eval.probes.heads import knn_scores, topk_accuracy
+from vito.eval.probes.heads import topk_accuracy
 
 DINO_KS = (10, 20, 100, 200)  # the k values DINO reports
 HEADLINE_K = 20  # DINO's headline number
+
+
+@torch.no_grad()
+def knn_scores(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """``[N_test, C]`` class scores: the k most cosine-similar training points vote with ``exp(sim / T)``.
+
+    Scores are normalised to sum to one per test point (the argmax is DINO's prediction).
+    """
+    train = F.normalize(train_features.float(), dim=1)
+    test = F.normalize(test_features.float(), dim=1)
+    k = min(k, train.shape[0])
+    scores = []
+    for start in range(0, test.shape[0], chunk):
+        similarity = test[start : start + chunk] @ train.T
+        top_sim, top_idx = similarity.topk(k, dim=1)
+        votes = torch.zeros(top_sim.shape[0], num_classes)
+        # subtracting the row maximum leaves the normalised scores unchanged and avoids overflow
+        weights = torch.exp((top_sim - top_sim[:, :1]) / temperature)
+        votes.scatter_add_(1, train_labels[top_idx].long(), weights)
+        scores.append(votes / votes.sum(dim=1, keepdim=True))
+    return torch.cat(scores)
 
 
 @dataclass
