@@ -53,14 +53,16 @@ from vito.eval.dense.detection.recipe import (
     make_optimizer,
     predict,
 )
+from vito.eval.dense.detection.settings import DetectSettings
 from vito.io import atomic_write, write_json
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def make_plan(size: tuple[int, int], batch: int, steps: int, fpn_channels: int) -> FinetunePlan:
-    return FinetunePlan(dataset="coco", canvas=size, batch_size=batch, steps=steps, warmup_steps=1, lr=1e-4,
-                        weight_decay=1e-4, flip=True, seed=0, fpn_channels=fpn_channels)
+    settings = DetectSettings(dataset="coco", val_ann=Path("unused"), resolution=size, batch_size=batch,
+                              weight_decay=1e-4, flip=True, fpn_channels=fpn_channels)
+    return FinetunePlan(settings, seed=0, steps=steps, warmup_steps=1, lr=1e-4)
 
 
 def vito_round(encoder, annotations, images, plan: FinetunePlan, tmp: Path) -> list[float]:
@@ -70,7 +72,7 @@ def vito_round(encoder, annotations, images, plan: FinetunePlan, tmp: Path) -> l
     context = distributed.Context(0, 1, 0, torch.device("cpu"))
     spec = FinetuneSpec(CHECKPOINT_FORMAT, plan.steps, {"bench": time.time()}, checkpoint_every=10**9,
                         precision="fp32")
-    stream = DetectionBatches(images, plan.batch_size, plan.seed, 0)
+    stream = DetectionBatches(images, plan.settings.batch_size, plan.seed, 0)
     finetune(model, detection_loss, optimizer, lambda s: plan.lr * lr_factor(s, plan.steps, plan.warmup_steps),
              lambda start: timer.wrap(iter(stream)), Path(tempfile.mkdtemp(dir=tmp)), spec, context)
     return timer.step_times()
@@ -78,13 +80,13 @@ def vito_round(encoder, annotations, images, plan: FinetunePlan, tmp: Path) -> l
 
 def plain_round(encoder, annotations, images, plan: FinetunePlan) -> list[float]:
     model = build_detector(encoder, len(annotations.categories), plan)
-    head = FCOSHead(plan.fpn_channels, 1, len(annotations.categories))
+    head = FCOSHead(plan.settings.fpn_channels, 1, len(annotations.categories))
     head.load_state_dict(model.head.state_dict())
     model.head = head
     optimizer = make_optimizer(model, plan)
     model.train()
     timer = Timed()
-    stream = timer.wrap(iter(DetectionBatches(images, plan.batch_size, plan.seed, 0)))
+    stream = timer.wrap(iter(DetectionBatches(images, plan.settings.batch_size, plan.seed, 0)))
     for step, batch in zip(range(plan.steps), stream):
         for group in optimizer.param_groups:
             group["lr"] = plan.lr * lr_factor(step, plan.steps, plan.warmup_steps)

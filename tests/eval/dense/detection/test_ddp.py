@@ -27,6 +27,7 @@ from vito.engine import distributed
 from vito.eval.core.encoders import load_encoder
 from vito.eval.dense.detection.data import DetectionImages, collate_detection, load_annotations
 from vito.eval.dense.detection.recipe import FinetunePlan, as_float, build_detector
+from vito.eval.dense.detection.settings import DetectSettings
 
 WORLD = 2
 CANVAS = (96, 128)
@@ -40,8 +41,9 @@ def _batch(shared: Path) -> dict:
 
 
 def _model(num_classes: int, plain_head: bool) -> torch.nn.Module:
-    plan = FinetunePlan(dataset="coco", canvas=CANVAS, batch_size=4, steps=1, warmup_steps=0, lr=1e-3,
-                        weight_decay=1e-4, flip=True, seed=0, fpn_channels=32)
+    plan = FinetunePlan(DetectSettings(dataset="coco", val_ann=Path("unused"), resolution=CANVAS, batch_size=4,
+                                       weight_decay=1e-4, flip=True, fpn_channels=32), seed=0, steps=1, warmup_steps=0,
+                        lr=1e-3)
     model = build_detector(load_encoder("torchvision:resnet18"), num_classes, plan)
     if plain_head:  # torchvision's own head, same weights
         head = FCOSHead(32, 1, num_classes)

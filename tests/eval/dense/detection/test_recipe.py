@@ -29,6 +29,7 @@ from vito.eval.dense.detection.recipe import (
     lr_factor,
     plan_steps,
 )
+from vito.eval.dense.detection.settings import DetectSettings
 from vito.eval.dense.detection.transforms import boxes_to_original, eval_view, train_view
 
 CANVAS = (96, 128)
@@ -37,6 +38,11 @@ CANVAS = (96, 128)
 @pytest.fixture(scope="module")
 def coco(shared_data: Path) -> Path:
     return shared_data / "detection" / "coco"
+
+
+def _plan_settings(**values) -> DetectSettings:
+    """Settings for a fine-tune built by hand (no annotation file is read from them)."""
+    return DetectSettings(dataset="coco", val_ann=Path("unused"), weight_decay=1e-4, fpn_channels=32, **values)
 
 
 def _subset_file(coco: Path, path: Path, count: int, skip: int = 0) -> Path:
@@ -82,8 +88,8 @@ def test_finetune_end_to_end(coco: Path, tmp_path: Path) -> None:
 
     # the loss on a fixed batch of the train images, before and after the 6 steps
     train = load_annotations(tmp_path / "train.json", "coco")
-    plan = FinetunePlan(dataset="coco", canvas=CANVAS, batch_size=4, steps=6, warmup_steps=0, lr=1e-3,
-                        weight_decay=1e-4, flip=False, seed=0, fpn_channels=32)
+    plan = FinetunePlan(_plan_settings(resolution=CANVAS, batch_size=4, flip=False), seed=0, steps=6, warmup_steps=0,
+                        lr=1e-3)
     batch = DetectionBatches(DetectionImages(train, coco / "images", train=True, canvas=CANVAS, seed=0, flip=False),
                              4, seed=0, start=0).batch(0)
     model = build_detector(load_encoder("torchvision:resnet18"), len(train.categories), plan).train()
@@ -200,8 +206,8 @@ def test_batches_split_over_processes_and_resume(coco: Path) -> None:
 
 def test_global_head_is_torchvisions_head_in_one_process(coco: Path) -> None:
     annotations = load_annotations(coco / "instances_train2017_overlap43.json", "coco")
-    plan = FinetunePlan(dataset="coco", canvas=(64, 64), batch_size=2, steps=1, warmup_steps=0, lr=1e-3,
-                        weight_decay=1e-4, flip=False, seed=0, fpn_channels=32)
+    plan = FinetunePlan(_plan_settings(resolution=(64, 64), batch_size=2, flip=False), seed=0, steps=1, warmup_steps=0,
+                        lr=1e-3)
     model = build_detector(load_encoder("torchvision:resnet18"), 80, plan).train()
     assert isinstance(model.head, GlobalFCOSHead)
     batch = DetectionBatches(DetectionImages(annotations, coco / "images", train=True, canvas=(64, 64)), 2,

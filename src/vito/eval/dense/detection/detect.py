@@ -15,9 +15,7 @@ an undefined number (COCOeval's -1) is null.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from vito.engine import distributed
 from vito.errors import VitoError
@@ -26,48 +24,8 @@ from vito.eval.core.registry import Evaluation, register
 from vito.eval.core.result import Coverage, Metric, Result, mean_and_sd
 from vito.eval.dense.detection.data import Annotations, load_annotations
 from vito.eval.dense.detection.metrics import DetectionScores, load_results, metric_labels, score_detections
-from vito.eval.dense.detection.model import FPN_CHANNELS
-from vito.eval.dense.detection.recipe import REFERENCE_BATCH, FinetunePlan, SeedOutcome, finetune_seed, plan_steps
-from vito.eval.dense.detection.transforms import TARGET_RESOLUTION
-
-
-@dataclass
-class DetectSettings:
-    dataset: Literal["coco", "lvis"] = field(metadata={"help": "coco (12 COCO numbers) or lvis (AP, APr/APc/APf; "
-                                                                "300 detections per image)"})
-    val_ann: Path = field(metadata={"help": "val instances JSON (COCO val2017 or LVIS v1_val / v0.5 val)"})
-    predictions: Path | None = field(default=None, metadata={
-        "help": "score this COCO results JSON instead of fine-tuning an encoder"})
-    iou_type: Literal["bbox", "segm"] = field(default="bbox", metadata={
-        "help": "bbox, or segm for results that carry RLE masks (scoring only)"})
-    # fine-tuning (paper A.3 preset)
-    images: Path | None = field(default=None, metadata={
-        "help": "image folder holding the train and val images ({id:012d}.jpg, or the JSON's file_name)"})
-    train_ann: Path | None = field(default=None, metadata={"help": "train instances JSON (fine-tuning)"})
-    epochs: float = field(default=30.0, metadata={"help": "fine-tuning epochs"})
-    max_steps: int | None = field(default=None, metadata={
-        "help": "stop the schedule after this many steps (quick runs; the schedule keeps its epoch fractions)"})
-    batch_size: int = field(default=REFERENCE_BATCH, metadata={"help": "global batch (split over processes)"})
-    base_lr: float = field(default=1e-3, metadata={
-        "help": f"AdamW learning rate at batch {REFERENCE_BATCH}, scaled linearly with --batch-size"})
-    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
-    warmup_epochs: float = field(default=0.25, metadata={"help": "linear learning-rate warm-up"})
-    resolution: tuple[int, ...] = field(default=TARGET_RESOLUTION, metadata={
-        "help": "target resolution HEIGHT WIDTH (fit and pad at test; scale jitter, crop/pad at train)",
-        "cli": {"nargs": 2, "metavar": "N"}})
-    flip: bool = field(default=True, metadata={"help": "no horizontal flips at train",
-                                               "cli": {"flag": "--no-flip", "invert": True}})
-    fpn_channels: int = field(default=FPN_CHANNELS, metadata={
-        "help": "width of the FPN and the FCOS head (256 in FCOS; smaller only for quick runs)"})
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4], metadata={
-        "help": "one fine-tune per seed; the Result gives the mean and sd over them"})
-    num_workers: int = field(default=4, metadata={"help": "image-decoding worker processes"})
-    eval_batch_size: int = field(default=4, metadata={"help": "val images per forward pass (per process)"})
-    pictures: int = field(default=4, metadata={"help": "val images drawn with predictions next to ground truth"})
-    checkpoint_every: int = field(default=500, metadata={"help": "steps between checkpoints"})
-    log_every: int = field(default=20, metadata={"help": "steps between metrics.jsonl/TensorBoard records"})
-    resume: bool = field(default=False, metadata={"help": "continue stopped fine-tunes in OUT/seed_*"})
-    overwrite: bool = field(default=False, metadata={"help": "replace fine-tunes already in OUT/seed_*"})
+from vito.eval.dense.detection.recipe import FinetunePlan, SeedOutcome, finetune_seed, plan_steps
+from vito.eval.dense.detection.settings import REFERENCE_BATCH, DetectSettings
 
 
 @register
@@ -136,12 +94,7 @@ def finetune_plan(settings: DetectSettings, train: Annotations, seed: int, encod
     steps, warmup = plan_steps(len(train.images), settings.batch_size, settings.epochs, settings.warmup_epochs,
                                settings.max_steps)
     return FinetunePlan(
-        dataset=settings.dataset, canvas=(settings.resolution[0], settings.resolution[1]),
-        batch_size=settings.batch_size, steps=steps, warmup_steps=warmup,
-        lr=settings.base_lr * settings.batch_size / REFERENCE_BATCH, weight_decay=settings.weight_decay,
-        flip=settings.flip, seed=seed, checkpoint_every=settings.checkpoint_every, log_every=settings.log_every,
-        num_workers=settings.num_workers, eval_batch_size=settings.eval_batch_size, pictures=settings.pictures,
-        fpn_channels=settings.fpn_channels,
+        settings, seed=seed, steps=steps, warmup_steps=warmup, lr=settings.base_lr * settings.batch_size / REFERENCE_BATCH,
         identity={"encoder": encoder.fingerprint, "train_ann": str(Path(settings.train_ann).resolve()),
                   "epochs": settings.epochs, "base_lr": settings.base_lr},
     )

@@ -44,14 +44,14 @@ from vito.eval.core.encoders import Encoder
 from vito.eval.dense.backbone import TrainableBackbone
 from vito.eval.dense.detection.data import Annotations, DetectionImages, collate_detection, image_file, targets_of
 from vito.eval.dense.detection.metrics import LVIS_MAX_DETS, DetectionScores, score_detections
-from vito.eval.dense.detection.model import FPN_CHANNELS, build_fcos
+from vito.eval.dense.detection.model import build_fcos
 from vito.eval.dense.detection.pictures import save_detection_picture
+from vito.eval.dense.detection.settings import DetectSettings
 from vito.eval.dense.detection.transforms import boxes_to_original
 from vito.io import atomic_write
 
 CHECKPOINT_FORMAT = "vito-detect/1"
 DETECTIONS_FILE = "detections.json"
-REFERENCE_BATCH = 128  # the batch at which A.3's base learning rate is stated
 LR_DROPS = (2 / 3, 8 / 9)
 BACKBONE_STAGES = (-3, -2, -1)  # C3, C4, C5 (strides 8, 16, 32)
 # test-time detector settings: COCO's usual 0.05 / 100; LVIS keeps more, lower-scored boxes (detectron2's
@@ -61,31 +61,25 @@ TEST_SETTINGS = {"coco": (0.05, 100), "lvis": (1e-4, LVIS_MAX_DETS)}
 
 @dataclass
 class FinetunePlan:
-    """What one seed's fine-tune does: data, schedule, optimisation (the training-relevant settings)."""
+    """One seed's fine-tune: the evaluation's settings, and what follows from them for this train set."""
 
-    dataset: str
-    canvas: tuple[int, int]
-    batch_size: int  # global
+    settings: DetectSettings
+    seed: int
     steps: int
     warmup_steps: int
-    lr: float  # after linear scaling
-    weight_decay: float
-    flip: bool
-    seed: int
-    checkpoint_every: int = 500
-    log_every: int = 20
-    num_workers: int = 4
-    eval_batch_size: int = 4
-    pictures: int = 4
-    fpn_channels: int = FPN_CHANNELS
+    lr: float  # after linear scaling with the batch
     identity: dict[str, Any] = field(default_factory=dict)  # encoder + annotation files, for refusing changes
+
+    @property
+    def canvas(self) -> tuple[int, int]:
+        return (self.settings.resolution[0], self.settings.resolution[1])
 
     def key(self) -> dict[str, Any]:
         """The settings a resumed or reused run must share (logging and loader sizes may change)."""
-        return {"dataset": self.dataset, "canvas": list(self.canvas), "batch_size": self.batch_size,
-                "steps": self.steps, "warmup_steps": self.warmup_steps, "lr": self.lr,
-                "weight_decay": self.weight_decay, "flip": self.flip, "seed": self.seed,
-                "fpn_channels": self.fpn_channels, **self.identity}
+        s = self.settings
+        return {"dataset": s.dataset, "canvas": list(self.canvas), "batch_size": s.batch_size, "steps": self.steps,
+                "warmup_steps": self.warmup_steps, "lr": self.lr, "weight_decay": s.weight_decay, "flip": s.flip,
+                "seed": self.seed, "fpn_channels": s.fpn_channels, **self.identity}
 
 
 def plan_steps(num_images: int, batch_size: int, epochs: float, warmup_epochs: float,
@@ -157,12 +151,12 @@ class DetectionBatches(StepStream):
 
 def build_detector(encoder: Encoder, num_classes: int, plan: FinetunePlan) -> nn.Module:
     """FCOS on a trainable copy of ``encoder``; the new FPN and head are initialised from the seed."""
-    score_thresh, detections = TEST_SETTINGS[plan.dataset]
+    score_thresh, detections = TEST_SETTINGS[plan.settings.dataset]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(plan.seed)
         backbone = TrainableBackbone(encoder, BACKBONE_STAGES)
         return build_fcos(backbone, backbone.channels, num_classes, plan.canvas, IMAGENET_MEAN, IMAGENET_STD,
-                          score_thresh=score_thresh, detections_per_img=detections, fpn_channels=plan.fpn_channels)
+                          score_thresh=score_thresh, detections_per_img=detections, fpn_channels=plan.settings.fpn_channels)
 
 
 def as_float(images: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -178,7 +172,7 @@ def detection_loss(model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.T
 
 def make_optimizer(model: nn.Module, plan: FinetunePlan) -> torch.optim.AdamW:
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=plan.lr,
-                             weight_decay=plan.weight_decay)
+                             weight_decay=plan.settings.weight_decay)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,17 +249,17 @@ def finetune_seed(encoder: Encoder, train: Annotations, val: Annotations, images
     """
     seed_all(plan.seed)
     model = build_detector(encoder, len(train.categories), plan).to(context.device)
-    images = DetectionImages(train, images_dir, train=True, canvas=plan.canvas, seed=plan.seed, flip=plan.flip)
+    images = DetectionImages(train, images_dir, train=True, canvas=plan.canvas, seed=plan.seed, flip=plan.settings.flip)
     if len(images) == 0:
         raise VitoError(f"no usable training images in {images_dir}: {len(images.skipped)} missing, "
                         f"{images.without_boxes} without boxes")
 
     def batches(start: int):
-        return make_loader(DetectionBatches(images, plan.batch_size, plan.seed, start, context.rank,
-                                            context.world_size), plan.num_workers)
+        return make_loader(DetectionBatches(images, plan.settings.batch_size, plan.seed, start, context.rank,
+                                            context.world_size), plan.settings.num_workers)
 
     spec = FinetuneSpec(format=CHECKPOINT_FORMAT, iterations=plan.steps, config=plan.key(),
-                        checkpoint_every=plan.checkpoint_every, log_every=plan.log_every,
+                        checkpoint_every=plan.settings.checkpoint_every, log_every=plan.settings.log_every,
                         precision=encoder.precision, description=f"detect seed {plan.seed}")
     result = finetune(model, detection_loss, make_optimizer(model, plan), lambda step: plan.lr * lr_factor(
         step, plan.steps, plan.warmup_steps), batches, run_dir, spec, context, resume=resume, overwrite=overwrite)
@@ -284,9 +278,9 @@ def evaluate_detector(model: nn.Module, val: Annotations, images_dir: Path, plan
     """Predict this process's share of the val images, gather, score on the images read, write files (rank 0)."""
     dataset = DetectionImages(val, images_dir, train=False, canvas=plan.canvas)
     indices = list(range(context.rank, len(dataset), context.world_size))
-    loader = DataLoader(Subset(dataset, indices), batch_size=plan.eval_batch_size, collate_fn=collate_detection,
-                        num_workers=distributed.worker_count(plan.num_workers))
-    picture_ids = {image_id for image_id, _ in dataset.items[: plan.pictures]}
+    loader = DataLoader(Subset(dataset, indices), batch_size=plan.settings.eval_batch_size, collate_fn=collate_detection,
+                        num_workers=distributed.worker_count(plan.settings.num_workers))
+    picture_ids = {image_id for image_id, _ in dataset.items[: plan.settings.pictures]}
     results, used, unread, kept = predict(model, loader, val, context.device, precision, picture_ids,
                                           show_progress=context.is_main)
     results, used, unread = (distributed.gather_objects(part) for part in (results, used, unread))
