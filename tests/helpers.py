@@ -34,11 +34,13 @@ def tensors_equal(a, b, where: str = "") -> None:
         assert a == b, where
 
 
-def png_header(path: Path, width: int, height: int) -> None:
-    """A PNG whose header claims ``width`` x ``height`` grey pixels (a decompression bomb, a few bytes long)."""
+def png_header(path: Path, width: int, height: int) -> Path:
+    """``path`` made a PNG of a few bytes whose header claims ``width`` x ``height`` grey pixels: a decompression
+    bomb for every image reader's bomb check."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
                      + chunk(b"IEND", b""))
+    return path

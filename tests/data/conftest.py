@@ -5,8 +5,6 @@ files no reader can use (``unreadable``), shared by the tests of every image rea
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +13,8 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.helpers import png_header
 
 BITS = 8
 
@@ -74,17 +74,6 @@ def two_videos(tmp_path: Path, make_video: Callable[..., Path]) -> Path:
 # Image files no reader can use
 
 
-def png_claiming(path: Path, width: int, height: int) -> Path:
-    """A PNG of a few bytes whose header claims ``width`` x ``height`` grey pixels: a decompression bomb."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
-    return path
-
-
 def unreadable(kind: str, path: Path) -> Path:
     """``path`` made a file of a kind no reader can use: truncated, empty, not an image, a bomb, missing or a
     folder (``UNREADABLE`` says what the reader's message says of each)."""
@@ -97,7 +86,7 @@ def unreadable(kind: str, path: Path) -> Path:
     elif kind == "not an image":
         path.write_bytes(b"%PDF-1.4 certainly not a picture\n" * 20)
     elif kind == "bomb":
-        png_claiming(path, 20000, 20000)  # 400 Mpixel: over twice PIL's limit
+        png_header(path, 20000, 20000)  # 400 Mpixel: over twice PIL's limit
     elif kind == "folder":
         path.mkdir()
     return path
