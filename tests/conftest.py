@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from vito.demo_world import render_videos
+
 torch.set_num_threads(2)
 
 
@@ -34,3 +36,12 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def shared_videos(shared_data: Path) -> Path:
     return shared_data / "videos"
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    """A few short rendered videos (the demo's renderer): training parts only. Shared by the pretraining loop's
+    tests in tests/pretrain and the run-folder tests in tests/engine."""
+    folder = tmp_path_factory.mktemp("videos")
+    render_videos(folder, num_videos=3)
+    return folder / "train"

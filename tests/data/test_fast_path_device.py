@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from tests.data.test_fast_path import old_batch, shards  # noqa: F401  (the shard fixture)
+from tests.data.original_path import old_batch
 from vito.config import DataConfig
 from vito.data.gpu_decode import JpegBatches, decode_views, resolve_decode_device
 from vito.data.pretrain_batches import PretrainBatches
@@ -22,7 +22,7 @@ def per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.float() - b.float()).abs().mean(dim=(-3, -2, -1)).flatten()
 
 
-def test_device_path_on_cpu_tensors_matches_the_cpu_path(shards):  # noqa: F811
+def test_device_path_on_cpu_tensors_matches_the_cpu_path(shards):
     source = ShardSource(shards)
     cpu, device = PretrainBatches(source, DATA, seed=3), JpegBatches(source, DATA, seed=3)
     for step in range(3):
@@ -36,7 +36,7 @@ def test_device_path_on_cpu_tensors_matches_the_cpu_path(shards):  # noqa: F811
         assert torch.equal(device.batch(step)["jpegs"], jpegs["jpegs"])  # a pure function of the step
 
 
-def test_other_short_side_resizes_on_the_device(shards):  # noqa: F811
+def test_other_short_side_resizes_on_the_device(shards):
     data = DataConfig(num_views=2, image_size=96, decode_short_side=128, batch_size=3)
     source = ShardSource(shards)
     jpegs = JpegBatches(source, data, seed=1).batch(0)
@@ -47,7 +47,7 @@ def test_other_short_side_resizes_on_the_device(shards):  # noqa: F811
     assert per_image(views, PretrainBatches(source, data, seed=1).batch(0)["views"]).max() <= 8.0
 
 
-def test_damaged_frames_are_counted_skips_replaced_like_on_cpu(shards, tmp_path):  # noqa: F811
+def test_damaged_frames_are_counted_skips_replaced_like_on_cpu(shards, tmp_path):
     broken = tmp_path / "shards"
     shutil.copytree(shards, broken)
     source = ShardSource(broken)
@@ -68,7 +68,7 @@ def test_damaged_frames_are_counted_skips_replaced_like_on_cpu(shards, tmp_path)
     assert skipped and all("damaged frame" in reason and "truncated" in reason for reason in skipped)
 
 
-def test_decode_device_setting(shards, tmp_path):  # noqa: F811
+def test_decode_device_setting(shards, tmp_path):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_decode_device("auto", cpu, shards) == "cpu"
     assert resolve_decode_device("auto", cuda, shards) == "cuda"

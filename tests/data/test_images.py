@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.data.conftest import UNREADABLE, png_claiming, unreadable
+from tests.data.conftest import UNREADABLE, unreadable
+from tests.helpers import png_header
 from vito.data.images import UnreadableImage, read_image, read_index_png, read_index_png_and_mode, read_rgb
 from vito.errors import DataError
 
@@ -60,7 +61,7 @@ def test_an_image_over_the_pixel_limit_is_refused_below_twice_it_too(tmp_path, m
     with pytest.raises(UnreadableImage, match="decompression-bomb-sized image .*decompression bomb"):
         read_image(tmp_path / "big.png", "frame")
     with pytest.raises(UnreadableImage, match="cannot read mask"):
-        read_index_png(png_claiming(tmp_path / "mask.png", 20000, 20000))
+        read_index_png(png_header(tmp_path / "mask.png", 20000, 20000))
 
 
 @pytest.mark.parametrize("mode", ["P", "L"])

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.pretrain.test_loop import TINY, _config, videos  # noqa: F401 - videos is a fixture
+from tests.helpers import TINY_OVERRIDES, tiny_config
 from vito.engine.run_folder import LOCK, RunFolder, holds_run
 from vito.errors import VitoError
 from vito.pretrain.loop import pretrain
 
 
 @pytest.fixture(scope="module")
-def finished_run(videos: Path, tmp_path_factory) -> Path:  # noqa: F811
+def finished_run(videos: Path, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("run")
-    pretrain(_config("train.max_steps=1"), videos, run)
+    pretrain(tiny_config("train.max_steps=1"), videos, run)
     return run
 
 
@@ -33,7 +33,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vito", "pretrain", "--config", "demo", *args, *TINY],
+    return subprocess.run([sys.executable, "-m", "vito", "pretrain", "--config", "demo", *args, *TINY_OVERRIDES],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
@@ -50,7 +50,7 @@ def test_a_fresh_run_into_a_folder_holding_a_run_is_refused_untouched(finished_r
 def test_the_refusal_comes_first_not_after_the_start_up(finished_run: Path, tmp_path: Path) -> None:
     """Before the model is built and the data is scanned (minutes on a large dataset)."""
     with pytest.raises(VitoError, match="already holds a run"):
-        pretrain(_config("train.max_steps=1"), tmp_path / "no_such_data", finished_run)
+        pretrain(tiny_config("train.max_steps=1"), tmp_path / "no_such_data", finished_run)
 
 
 @pytest.mark.slow

@@ -52,3 +52,19 @@ def test_attention_needs_a_vito_encoder(tmp_path, capsys) -> None:
     assert main(["attention", "--encoder", "timm:resnet18", "--random-init", str(image), "--out", str(tmp_path / "o"),
                  "--device", "cpu"]) == 2
     assert "no attention pooling" in capsys.readouterr().err
+
+
+def test_attention_on_a_run_without_attention_pooling_says_so(tmp_path, capsys) -> None:
+    from vito.config import load_config
+    from vito.engine.checkpoint import save_checkpoint
+    from vito.models.vito import Vito
+
+    config = load_config(None, ["model.backbone=resnet18", "model.projector_hidden=32", "model.projector_dim=16",
+                                "model.attention=false"])
+    save_checkpoint(tmp_path / "run", {"format": "vito-checkpoint/1", "step": 1, "config": config.to_dict(),
+                                       "model": Vito(config.model, config.loss).state_dict(), "optimizer": {},
+                                       "rng": {}, "data": {}})
+    Image.new("RGB", (40, 40), (20, 200, 90)).save(tmp_path / "x.png")
+    assert main(["attention", "--encoder", str(tmp_path / "run"), str(tmp_path / "x.png"), "--out",
+                 str(tmp_path / "o"), "--image-size", "32", "--device", "cpu"]) == 2
+    assert "average pooling" in capsys.readouterr().err

@@ -13,32 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import tensors_equal
+from tests.helpers import TINY_OVERRIDES, tensors_equal, tiny_config
 from vito.config import ConfigError, load_config
-from vito.demo import render_videos
 from vito.engine.checkpoint import load_checkpoint
 from vito.errors import VitoError
 from vito.models.vito import Vito
 from vito.pretrain.loop import pretrain
 from vito.pretrain.optim import LARS
-
-TINY = [
-    "model.backbone=resnet18", "model.projector_hidden=64", "model.projector_dim=32",
-    "data.image_size=32", "data.decode_short_side=48", "data.batch_size=4", "data.num_workers=0",
-    "optim.warmup_steps=1", "train.precision=fp32", "train.log_every=1", "train.checkpoint_every=2",
-]
-
-
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory) -> Path:
-    """A few short rendered videos (the demo's renderer): training parts only."""
-    folder = tmp_path_factory.mktemp("videos")
-    render_videos(folder, num_videos=3)
-    return folder / "train"
-
-
-def _config(*extra: str):
-    return load_config("demo", [*TINY, *extra])
 
 
 def _interrupt_during_step(monkeypatch, step: int) -> None:
@@ -56,7 +37,7 @@ def _interrupt_during_step(monkeypatch, step: int) -> None:
 
 
 def test_resume_reproduces_an_uninterrupted_run_exactly(videos: Path, tmp_path: Path, monkeypatch) -> None:
-    config = _config("train.max_steps=4", "train.checkpoint_every=100")
+    config = tiny_config("train.max_steps=4", "train.checkpoint_every=100")
     straight = pretrain(config, videos, tmp_path / "straight")
     with monkeypatch.context() as patch:
         _interrupt_during_step(patch, step=2)
@@ -77,9 +58,9 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(videos: Path, tmp_path: 
 
 
 def test_run_folder_contents(videos: Path, tmp_path: Path) -> None:
-    run = pretrain(_config("train.max_steps=2"), videos, tmp_path)
+    run = pretrain(tiny_config("train.max_steps=2"), videos, tmp_path)
     assert math.isfinite(run.last_loss) and run.skipped_videos == 0
-    assert load_config(tmp_path / "config.yaml") == _config("train.max_steps=2")
+    assert load_config(tmp_path / "config.yaml") == tiny_config("train.max_steps=2")
     assert "finished 2 steps" in (tmp_path / "train.log").read_text()
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"loss", "lr", "tau", "clips_per_s", "skipped", "attention_entropy/stage1",
@@ -103,7 +84,7 @@ def test_non_finite_loss_stops_and_names_the_last_good_checkpoint(videos, tmp_pa
     monkeypatch.setattr(Vito, "forward", poisoned)
     last = tmp_path / "checkpoints" / "last.pt"
     with pytest.raises(VitoError, match=f"loss became nan at step 3.*last good checkpoint is {last}"):
-        pretrain(_config("train.max_steps=5"), videos, tmp_path)
+        pretrain(tiny_config("train.max_steps=5"), videos, tmp_path)
     assert load_checkpoint(tmp_path)["step"] == 2  # not overwritten
     assert f"ERROR the loss became nan at step 3: training stopped and the last good checkpoint is {last}" in \
         (tmp_path / "train.log").read_text()  # the terminal of a batch job may be gone
@@ -129,7 +110,7 @@ def test_resume_checks_its_inputs_and_survives_a_damaged_last_checkpoint(videos:
     run = tmp_path / "run"
     monkeypatch.chdir(videos.parent)
     assert main(["pretrain", "--config", "demo", "--data", videos.name, "--out", str(run), "--max-steps", "4",
-                 *TINY]) == 0
+                 *TINY_OVERRIDES]) == 0
     assert load_checkpoint(run)["data_path"] == str(videos)  # absolute: resumes work from anywhere
     monkeypatch.chdir(tmp_path)
     before = _snapshot(run)
@@ -160,7 +141,7 @@ def test_resume_checks_its_inputs_and_survives_a_damaged_last_checkpoint(videos:
 
 
 def test_a_backbone_that_cannot_run_at_the_image_size_is_named_at_start(videos: Path, tmp_path: Path) -> None:
-    config = _config("model.backbone=vit_tiny_patch16_224", "data.image_size=64", "data.decode_short_side=64")
+    config = tiny_config("model.backbone=vit_tiny_patch16_224", "data.image_size=64", "data.decode_short_side=64")
     with pytest.raises(ConfigError, match=r"data\.image_size=64: model\.backbone='vit_tiny_patch16_224' cannot run"):
         pretrain(config, videos, tmp_path / "run")
     assert not (tmp_path / "run").exists()
@@ -199,7 +180,7 @@ def test_a_full_disk_while_logging_stops_with_a_message_naming_the_file_and_chec
 
     monkeypatch.setattr(run_files, "open", no_space_for_metrics, raising=False)
     run = tmp_path / "run"
-    config = _config("train.max_steps=4", "train.log_every=2", "train.checkpoint_every=1")
+    config = tiny_config("train.max_steps=4", "train.log_every=2", "train.checkpoint_every=1")
     with pytest.raises(VitoError, match=re.escape(f"could not write {run / 'metrics.jsonl'} at step 2: No space left "
                                                   f"on device; training stopped and the last good checkpoint is "
                                                   f"{run / 'checkpoints' / 'last.pt'} (left untouched)")):
@@ -221,7 +202,7 @@ def test_a_run_from_before_mask_same_video_resumes_as_it_trained(videos: Path, t
     from vito.pretrain.resume import resume_config
 
     run = tmp_path / "run"
-    pretrain(_config("train.max_steps=2"), videos, run)
+    pretrain(tiny_config("train.max_steps=2"), videos, run)
     config_file = run / "config.yaml"
     saved = yaml.safe_load(config_file.read_text())
     del saved["loss"]["mask_same_video"]

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from tests.pretrain.test_loop import _config, videos  # noqa: F401  (the rendered-videos fixture)
+from tests.helpers import tiny_config
 from vito.engine import distributed
 from vito.engine.checkpoint import load_checkpoint
 from vito.errors import VitoError
@@ -22,12 +22,12 @@ def _all_finite(path) -> bool:
     return all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-def test_reads_the_loss_only_at_log_and_checkpoint_steps_and_logs_input_wait(videos, tmp_path,  # noqa: F811
-                                                                          monkeypatch):
+def test_reads_the_loss_only_at_log_and_checkpoint_steps_and_logs_input_wait(videos, tmp_path, monkeypatch):
     syncs = []
     mean = distributed.mean_over_processes
     monkeypatch.setattr(distributed, "mean_over_processes", lambda values: syncs.append(1) or mean(values))
-    result = pretrain(_config("train.max_steps=6", "train.log_every=3", "train.checkpoint_every=6"), videos, tmp_path)
+    result = pretrain(tiny_config("train.max_steps=6", "train.log_every=3", "train.checkpoint_every=6"), videos,
+                      tmp_path)
     assert result.step == 6 and len(syncs) == 2  # steps 3 and 6, not every step
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [3, 6]
@@ -59,21 +59,20 @@ def _poison(monkeypatch, where: str, call: int) -> None:
     monkeypatch.setattr(Vito, "update_target", poisoned_update)
 
 
-def test_nan_loss_stops_within_log_every_steps_naming_the_last_good_checkpoint(videos, tmp_path,  # noqa: F811
-                                                                              monkeypatch):
+def test_nan_loss_stops_within_log_every_steps_naming_the_last_good_checkpoint(videos, tmp_path, monkeypatch):
     _poison(monkeypatch, "loss", call=3)  # after the checkpoint of step 2; the next read is at step 4
     last = tmp_path / "checkpoints" / "last.pt"
     with pytest.raises(VitoError, match=f"loss became nan at step 3.*last good checkpoint is {last}"):
-        pretrain(_config("train.max_steps=12", "train.log_every=4", "train.checkpoint_every=2"), videos, tmp_path)
+        pretrain(tiny_config("train.max_steps=12", "train.log_every=4", "train.checkpoint_every=2"), videos, tmp_path)
     files = sorted((tmp_path / "checkpoints").glob("*.pt"))
     assert load_checkpoint(tmp_path)["step"] == 2 and files and all(_all_finite(f) for f in files)
     assert "loss became nan at step 3" in (tmp_path / "train.log").read_text()
 
 
-def test_no_checkpoint_from_non_finite_weights(videos, tmp_path, monkeypatch):  # noqa: F811
+def test_no_checkpoint_from_non_finite_weights(videos, tmp_path, monkeypatch):
     _poison(monkeypatch, "weights", call=4)  # the loss of step 4 is still finite; its weights are not
     last = tmp_path / "checkpoints" / "last.pt"
     with pytest.raises(VitoError, match=f"weights became non-finite by step 4.*last good checkpoint is {last}"):
-        pretrain(_config("train.max_steps=6", "train.log_every=4", "train.checkpoint_every=2"), videos, tmp_path)
+        pretrain(tiny_config("train.max_steps=6", "train.log_every=4", "train.checkpoint_every=2"), videos, tmp_path)
     files = sorted((tmp_path / "checkpoints").glob("*.pt"))
     assert load_checkpoint(tmp_path)["step"] == 2 and files and all(_all_finite(f) for f in files)

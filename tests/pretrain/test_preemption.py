@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import tensors_equal
-from tests.pretrain.test_loop import TINY, _config, videos  # noqa: F401 - videos is a fixture
+from tests.helpers import TINY_OVERRIDES, tensors_equal, tiny_config
 from vito.engine.checkpoint import load_checkpoint
 from vito.engine.signals import STOP_SIGNALS, StopSignal, exit_status, ignore_stop_signals_in_worker
 from vito.pretrain.loop import pretrain
@@ -26,7 +25,7 @@ WORKERS = ["data.num_workers=2"]
 def _start(run: Path, data: Path, max_steps: int) -> subprocess.Popen:
     """`vito pretrain` in its own process group (as a batch job or a terminal's foreground job runs)."""
     command = [sys.executable, "-m", "vito", "pretrain", "--config", "demo", "--data", str(data), "--out", str(run),
-               "--max-steps", str(max_steps), *TINY, *WORKERS, "train.checkpoint_every=1000"]
+               "--max-steps", str(max_steps), *TINY_OVERRIDES, *WORKERS, "train.checkpoint_every=1000"]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -78,7 +77,7 @@ def test_sigterm_to_the_process_group_checkpoints_and_resumes_bit_for_bit(videos
     assert f"received SIGTERM: finished step {stopped['step']}" in log and "Traceback" not in output, output
     assert not (run / ".lock").exists()
 
-    config = _config(*WORKERS, "train.max_steps=8", "train.checkpoint_every=1000")
+    config = tiny_config(*WORKERS, "train.max_steps=8", "train.checkpoint_every=1000")
     resumed = _one_thread_run(config, None, run, resume=True)
     straight = _one_thread_run(config, videos, tmp_path / "straight")
     assert resumed.step == straight.step == 8 and resumed.stopped_by is None

@@ -15,7 +15,7 @@ import torch
 from tests.helpers import tensors_equal
 from vito.engine.checkpoint import load_checkpoint
 from vito.errors import VitoError
-from vito.eval.video import ucf101_recipe
+from vito.eval.video import ucf101, ucf101_recipe
 from vito.eval.video.temporal_heads import TemporalAttention, TemporalPooling
 from vito.eval.video.ucf101_data import (
     TrainingClips,
@@ -234,3 +234,17 @@ def test_training_batches_split_over_processes_and_resume_at_any_step(shared_dat
     assert [Path(path).name for path, _ in skipped] == ["missing.avi"]
     with pytest.raises(VitoError, match="does not split over 3 processes"):
         TrainingClips(videos, 2, seed=3, start_step=0, world_size=3)
+
+
+def test_ucf101_runs_several_splits_and_reports_mean_and_sd(monkeypatch, tmp_path) -> None:
+    accuracy = {1: 0.5, 2: 0.7, 3: 0.6}
+
+    def fake(encoder, settings, split, out_dir):
+        return {"split": split, "top1": accuracy[split], "top5": 1.0, "train_videos": 4, "test_videos": 2,
+                "listed_test_videos": 2, "skipped_videos": {"train": [], "test": []}, "history": [], "seconds": 1.0}
+
+    monkeypatch.setattr(ucf101, "run_ucf101", fake)
+    settings = ucf101.UCF101Settings(root=tmp_path, splits=tmp_path, split=[1, 2, 3])
+    result = ucf101.UCF101().run(object(), settings, tmp_path)
+    assert result.value("top1") == pytest.approx(0.6) and result.value("top1_sd") == pytest.approx(0.1)
+    assert [row["split"] for row in result.tables["per split"]] == [1, 2, 3]

@@ -1,8 +1,12 @@
-"""Detection images are read by the one image reader: 16-bit greys scaled, every unreadable file a listed skip."""
+"""Detection images are read by the one image reader: 16-bit greys scaled, every unreadable file a listed skip.
+Annotation files are checked field by field (a wrong type is a DataError naming the record); an empty box, an
+image without boxes and a byte order mark are fine."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,6 +14,8 @@ import torch
 from PIL import Image
 
 from tests.data.conftest import UNREADABLE, unreadable
+from tests.eval.dense.detection.helpers import tiny_instances
+from vito.errors import DataError
 from vito.eval.dense.detection.data import DetectionImages, load_annotations
 
 CANVAS = (96, 128)
@@ -43,3 +49,39 @@ def test_every_unreadable_image_is_a_skip_listed_with_its_reason(annotations, tm
     item = images.item(0, 0)
     assert "image" not in item and item["skipped"][0] == str(tmp_path / f"{record['id']:012d}.jpg")
     assert "cannot read image" in item["skipped"][1] and UNREADABLE[kind] in item["skipped"][1]
+
+
+@pytest.mark.parametrize(("where", "key", "value", "message"), [
+    ("annotations", "bbox", ["1", "1", "4", "4"], r"annotation #0 \(id 1\) has bbox .*four finite numbers"),
+    ("annotations", "bbox", [1, 1], r"has bbox \[1, 1\]: four finite numbers"),
+    ("annotations", "bbox", [1, 1, -4, 4], "negative width or height"),
+    ("annotations", "area", "big", "has area 'big'"),
+    ("annotations", "iscrowd", "no", "has iscrowd 'no': 0 or 1"),
+    ("annotations", "image_id", [1], r"has image_id \[1\]: an integer"),
+    ("images", "id", "1", "image #0 has id '1': an integer"),
+    ("images", "width", "10", "image #0 .* positive integers"),
+    ("images", "height", 0, "image #0 .* positive integers"),
+    ("categories", "id", 1.0, "category #0 has id 1.0: an integer"),
+])
+def test_detect_annotations_with_wrong_types_are_a_data_error(tmp_path: Path, where: str, key: str, value: Any,
+                                                              message: str) -> None:
+    data = tiny_instances()
+    data[where][0][key] = value
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=message):
+        load_annotations(path, "coco")
+
+
+def test_detect_annotations_with_an_empty_box_and_an_image_without_boxes_are_scored(tmp_path: Path) -> None:
+    data = tiny_instances()
+    data["annotations"].append({**data["annotations"][0], "id": 2, "bbox": [3, 3, 0, 0], "area": 0})
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    assert sorted(load_annotations(path, "coco").images) == [1, 2]
+
+
+def test_detect_annotation_file_with_a_bom_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "instances.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(tiny_instances()).encode())
+    assert load_annotations(path, "coco").image_ids == [1, 2]

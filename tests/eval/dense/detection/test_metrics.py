@@ -7,17 +7,19 @@ import copy
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from tests.eval.dense.detection.helpers import tiny_instances
 from vito.errors import DataError, VitoError
 from vito.eval.core.registry import get, settings_from_mapping
 from vito.eval.core.running import run_evaluation
 from vito.eval.dense.detection.data import image_file, load_annotations
-from vito.eval.dense.detection.metrics import LVIS_MAX_DETS, cap_per_image, score_detections
+from vito.eval.dense.detection.metrics import LVIS_MAX_DETS, cap_per_image, check_results, score_detections
 
 # $VITO_DATA/README.md, "detection/": pycocotools 2.0.11 on the 43-image pair
 README_STATS = {
@@ -306,3 +308,46 @@ def test_cli_scores_a_results_file(coco: Path, tmp_path: Path, capsys) -> None:
     data = json.loads((out / "result.json").read_text())
     assert round(data["metrics"]["AP"]["value"], 6) == README_STATS["bbox"][0]
     assert (out / "result.md").is_file()
+
+
+def test_detect_results_with_an_unhashable_image_id_are_a_data_error(tmp_path: Path) -> None:
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(tiny_instances()))
+    annotations = load_annotations(path, "coco")
+    results = [{"image_id": [1], "category_id": 1, "bbox": [1, 1, 4, 4], "score": 0.5}]
+    with pytest.raises(DataError, match=r"detection #0 .* has image_id \[1\]: an integer"):
+        check_results(results, annotations, "bbox")
+
+
+@pytest.mark.parametrize(("segmentation", "message"), [
+    ("x", "has segmentation 'x': polygons or an RLE"),
+    ([["a", "b", "c", "d", "e", "f"]], "has a polygon segmentation that is not lists of x, y pairs"),
+    ({"counts": "zz", "size": [1, 1]}, "has an RLE segmentation that cannot be decoded"),
+    (None, "lacks 'segmentation'"),
+])
+def test_detect_segm_ground_truth_that_cannot_be_decoded_is_a_data_error(tmp_path: Path, segmentation: Any,
+                                                                        message: str) -> None:
+    data = tiny_instances()
+    if segmentation is not None:
+        data["annotations"][0]["segmentation"] = segmentation
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    results = [{"image_id": 1, "category_id": 1, "score": 0.5, "bbox": [1, 1, 4, 4],
+                "segmentation": {"size": [10, 10], "counts": [11, 4, 6, 4, 75]}}]
+    check_results(results, load_annotations(path, "coco"), "bbox")  # boxes need no masks
+    with pytest.raises(DataError, match=f"annotation #0 \\(id 1\\) {message}"):
+        check_results(results, load_annotations(path, "coco"), "segm")
+
+
+def test_detect_segm_results_with_undecodable_masks_are_a_data_error(tmp_path: Path) -> None:
+    data = tiny_instances()
+    data["annotations"][0]["segmentation"] = [[1, 1, 5, 1, 5, 5, 1, 5]]
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    annotations = load_annotations(path, "coco")
+    good = {"image_id": 1, "category_id": 1, "score": 0.5, "segmentation": {"size": [10, 10], "counts": [11, 4, 85]}}
+    check_results([good], annotations, "segm")
+    for segmentation, message in (([[1, 1, 5, 1, 5, 5]], "results need RLE"),
+                                  ({"size": [10, 10], "counts": [50, 60]}, "cannot be decoded")):
+        with pytest.raises(DataError, match=f"detection #0 .*{message}"):
+            check_results([{**good, "segmentation": segmentation}], annotations, "segm")

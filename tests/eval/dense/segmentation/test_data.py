@@ -1,5 +1,6 @@
 """Segmentation images are read by the one image reader: 16-bit greys scaled (they were saturated to white before
-the readers were merged), every unreadable image a listed skip replaced by the next readable one."""
+the readers were merged), every unreadable image a listed skip replaced by the next readable one. VOC split lists
+and the ADE20K class list are read strictly (not UTF-8, a repeated id: a DataError)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import torch
 from PIL import Image
 
 from tests.data.conftest import UNREADABLE, unreadable
+from tests.eval.dense.segmentation.layouts import score_voc, tiny_voc
+from vito.errors import DataError
 from vito.eval.dense.segmentation.augment import SegmentationBatches, TrainAugment
 from vito.eval.dense.segmentation.data import open_dataset
 
@@ -47,3 +50,27 @@ def test_every_unreadable_image_is_a_listed_skip(tmp_path, kind):
     assert len(batch["images"]) == 2
     ((name, reason),) = set(batch["skipped"])
     assert name == "bad" and "cannot read image" in reason and UNREADABLE[kind] in reason
+
+
+def test_voc_split_list_that_is_not_utf8_is_a_data_error(tmp_path: Path) -> None:
+    root = tiny_voc(tmp_path)
+    (root / "ImageSets/Segmentation/val.txt").write_bytes(b"a\n\xff\xfeb\n")
+    with pytest.raises(DataError, match=r"val.txt is not a readable UTF-8 text file"):
+        score_voc(root, tmp_path / "out")
+
+
+def test_voc_split_list_with_a_repeated_id_is_a_data_error(tmp_path: Path) -> None:
+    root = tiny_voc(tmp_path)
+    (root / "ImageSets/Segmentation/val.txt").write_text("a\nb\na\n")  # "a" would be scored and counted twice
+    with pytest.raises(DataError, match=r"val.txt: 1 ids occur more than once \(e.g. \['a'\]\)"):
+        score_voc(root, tmp_path / "out")
+
+
+def test_ade20k_class_list_that_is_not_utf8_is_a_data_error(tmp_path: Path) -> None:
+    base = tmp_path / "ADEChallengeData2016"
+    (base / "images" / "validation").mkdir(parents=True)
+    (base / "annotations" / "validation").mkdir(parents=True)
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(base / "images" / "validation" / "x.jpg")
+    (base / "objectInfo150.csv").write_bytes(b"Idx,Ratio,Train,Val,Name\n1,0.1,1,1,caf\xe9\n")
+    with pytest.raises(DataError, match="objectInfo150.csv is not a readable UTF-8 text file"):
+        open_dataset("ade20k", tmp_path, "val")

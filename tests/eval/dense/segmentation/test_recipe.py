@@ -1,4 +1,5 @@
-"""Segmentation fine-tunes end to end on the shared VOC and ADE20K images (ResNet-18, small crops, few steps)."""
+"""Segmentation fine-tunes end to end on the shared VOC and ADE20K images (ResNet-18, small crops, few steps); bad
+training data stops the fine-tune in the main process with one line."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ import torch
 import torch.multiprocessing as mp
 from PIL import Image
 
-from tests.eval.dense.segmentation.layouts import VOC_IDS, build_ade20k, build_voc
+from tests.eval.dense.segmentation.layouts import VOC_IDS, build_ade20k, build_voc, tiny_voc
 from tests.helpers import free_port, tensors_equal
 from vito.engine import distributed
 from vito.engine.finetune import FinetuneSpec, finetune
-from vito.errors import VitoError
+from vito.errors import DataError, VitoError
 from vito.eval.core.encoder_spec import EncoderSpec
 from vito.eval.core.encoders import load_encoder
 from vito.eval.core.registry import settings_from_mapping
@@ -274,3 +275,21 @@ def test_sigterm_to_the_process_group_with_workers_then_resume_equals_an_uninter
         tensors_equal(final[0][part], final[1][part], part)
     scores = [json.loads((folder / "result.json").read_text())["metrics"] for folder in (tmp_path / "whole", out)]
     assert scores[0] == scores[1]
+
+
+@pytest.mark.parametrize("fault", ["labels outside the classes", "no readable image"])
+def test_segment_finetune_bad_training_data_stops_in_the_main_process(tmp_path: Path, fault: str) -> None:
+    """Raised in a DataLoader worker, the DataError came wrapped in the worker's traceback and the process hung at
+    exit (the worker ignores SIGTERM); the batch now carries it and the loss raises it as one line."""
+    root = tiny_voc(tmp_path)
+    if fault == "labels outside the classes":
+        Image.fromarray(np.full((3, 4), 40, np.uint8), "L").save(root / "SegmentationClass" / "a.png")
+        (root / "ImageSets/Segmentation/val.txt").write_text("a\n")
+    else:
+        for i in ("a", "b"):
+            (root / "JPEGImages" / f"{i}.jpg").write_bytes(b"")
+    batch = SegmentationBatches(open_dataset("voc", root, "val"), TrainAugment(crop=4), 0, 2).batch(0)
+    expected = "a.png: ground-truth values \\[40\\]" if fault.startswith("labels") else "no image of voc val is readable"
+    assert "images" not in batch and batch["step"] == 0
+    with pytest.raises(DataError, match=expected):
+        segmentation_loss(lambda images: pytest.fail("the model must not run"), batch)

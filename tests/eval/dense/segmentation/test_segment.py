@@ -1,4 +1,5 @@
-"""``vito eval segment --predictions``: scoring any method's masks in the shipped VOC / ADE20K layouts."""
+"""``vito eval segment --predictions``: scoring any method's masks in the shipped VOC / ADE20K layouts; a mask
+that is a decompression bomb or over the pixel limit is a counted skip, never decoded."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.eval.dense.segmentation.layouts import ADE_IDS, build_ade20k, build_voc
+from tests.eval.dense.segmentation.layouts import ADE_IDS, build_ade20k, build_voc, score_voc, tiny_voc
+from tests.helpers import png_header
 from vito.errors import DataError, VitoError
 from vito.eval.core.registry import settings_from_mapping
 from vito.eval.core.result import read_result
@@ -136,3 +138,20 @@ def test_under_torchrun_only_rank_0_writes_the_result(shared_data: Path, tmp_pat
     monkeypatch.setenv("RANK", "0")
     assert run_evaluation("segment", settings, tmp_path / "rank0").metrics["mIoU"].value == result.metrics["mIoU"].value
     assert (tmp_path / "rank0" / "result.json").is_file()
+
+
+@pytest.mark.parametrize("which", ["pred", "SegmentationClass"])
+def test_segment_skips_and_counts_a_decompression_bomb_mask(tmp_path: Path, which: str) -> None:
+    root = tiny_voc(tmp_path)
+    png_header(root / which / "a.png", 20000, 20000)  # 400 Mpixel: PIL's DecompressionBombError
+    result = score_voc(root, tmp_path / "out")
+    assert (result.coverage.used, result.coverage.expected) == (1, 2)
+    assert result.skipped[0][0] == "a" and "decompression bomb" in result.skipped[0][1]
+    assert "PARTIAL" in (tmp_path / "out" / "result.md").read_text()
+
+
+def test_segment_skips_a_mask_over_the_pixel_limit_instead_of_decoding_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 12 pixels: over the limit, under twice it (a warning)
+    root = tiny_voc(tmp_path)
+    with pytest.raises(DataError, match="no image of voc val could be scored"):
+        score_voc(root, tmp_path / "out")
