@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import torch
+
 
 def image_folder(root: Path, shared_data: Path) -> Path:
     """``root/c0/`` and ``root/c1/`` holding two of the shared ImageNet sample images each (names kept, ``.JPEG``)."""
@@ -13,3 +15,10 @@ def image_folder(root: Path, shared_data: Path) -> Path:
         (root / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
         shutil.copy(source, root / f"c{i % 2}" / source.name)
     return root
+
+
+def clusters(n_per_class: int, num_classes: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(num_classes, dim, generator=torch.Generator().manual_seed(123)) * 3
+    labels = torch.arange(num_classes).repeat_interleave(n_per_class)
+    return centres[labels] + 0.5 * torch.randn(len(labels), dim, generator=generator), labels

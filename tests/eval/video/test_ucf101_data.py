@@ -1,13 +1,24 @@
-"""UCF-101's official files read strictly: a malformed class index or split list is a one-line DataError."""
+"""UCF-101's data: official split files (a malformed one is a one-line DataError), clips that cover a video,
+real clips decoded into 24-frame clips with the evaluation view, missing or unreadable videos."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from vito.errors import DataError
 from vito.eval.video import ucf101_data
+from vito.eval.video.ucf101_data import (
+    UCF101Clips,
+    VideoEntry,
+    clip_frame_times,
+    evaluation_clip_starts,
+    read_class_names,
+    read_split,
+)
 
 
 @pytest.mark.parametrize(("class_index", "message"), [
@@ -34,3 +45,62 @@ def test_ucf101_malformed_split_list_is_a_data_error(tmp_path: Path, split_list:
     (tmp_path / "trainlist01.txt").write_bytes(split_list)
     with pytest.raises(DataError, match=message):
         ucf101_data.read_split(tmp_path, 1, "train")
+
+
+def test_official_split_files(shared_data) -> None:
+    splits = shared_data / "ucf101" / "ucfTrainTestlist"
+    names = read_class_names(splits)
+    assert len(names) == 101 and names[0] == "ApplyEyeMakeup"
+    train, test = read_split(splits, 1, "train"), read_split(splits, 1, "test")
+    assert (len(train), len(test)) == (9537, 3783)
+    handstand = names.index("HandstandPushups")
+    quirky = [e for e in test if "HandStandPushups" in e.path]
+    assert quirky and all(e.label == handstand for e in quirky)
+    assert all(e.label == handstand for e in train if "HandStandPushups" in e.path)
+    assert not any("\r" in e.path for e in train + test)
+    assert {int(e.path.split("_g")[1][:2]) for e in test} == set(range(1, 8))
+
+
+def test_test_clips_cover_the_video() -> None:
+    starts = evaluation_clip_starts(6.56, 10, 2.0)
+    assert len(starts) == 10 and starts[0] == 0.0 and starts[-1] == pytest.approx(4.56)
+    assert np.allclose(np.diff(starts), 4.56 / 9)
+    times = clip_frame_times(starts[-1])
+    assert len(times) == 24 and times[-1] == pytest.approx(4.56 + 23 / 12)
+    assert evaluation_clip_starts(1.0, 10, 2.0).tolist() == [0.0] * 10  # shorter than a clip
+
+
+def test_real_clip_decodes_into_24_frame_clips(shared_data) -> None:
+    root = shared_data / "ucf101" / "clips"
+    settings = {"image_size": 32, "test_clips": 3}
+    clips, label, _ = UCF101Clips(root, [VideoEntry("test.avi", 0)], train=False, **settings)[0]
+    assert clips.shape == (3, 24, 3, 32, 32) and label == 0
+    assert not torch.equal(clips[0], clips[-1])  # different parts of the video
+    train_clip, _, _ = UCF101Clips(root, [VideoEntry("test.avi", 0)], train=True, **settings)[0]
+    assert train_clip.shape == (1, 24, 3, 32, 32)
+    missing, _, path = UCF101Clips(root, [VideoEntry("missing.avi", 0)], train=False, **settings)[0]
+    assert missing is None and path.endswith("missing.avi")
+
+
+def test_test_clips_get_the_imagenet_evaluation_view() -> None:
+    from vito.eval.core.inputs import EvalTransform
+    from vito.eval.video.ucf101_data import transform_clip
+
+    frames = torch.randint(0, 256, (3, 40, 60, 3), dtype=torch.uint8)
+    clip = transform_clip(frames, 32, train=False)
+    assert clip.shape == (3, 3, 32, 32)
+    assert torch.allclose(clip[1], EvalTransform(32)(frames[1].permute(2, 0, 1)), atol=1e-6)
+
+
+def test_missing_or_unreadable_videos_are_a_clear_error(tmp_path, shared_data) -> None:
+    from vito.errors import DataError
+    from vito.eval.core.encoders import load_encoder
+    from vito.eval.video.ucf101 import UCF101Settings, run_ucf101
+
+    splits = shared_data / "ucf101" / "ucfTrainTestlist"
+    encoder = load_encoder("timm:resnet18")
+    with pytest.raises(DataError, match="video folder not found"):
+        run_ucf101(encoder, UCF101Settings(root=tmp_path / "nope", splits=splits), 1, tmp_path / "out")
+    settings = UCF101Settings(root=tmp_path, splits=splits, epochs=3, num_workers=0, max_videos=3)
+    with pytest.raises(DataError, match="no training video could be read"):  # at once, not after 16 epochs
+        run_ucf101(encoder, settings, 1, tmp_path / "out")
