@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.eval.human.helpers import write_csv
+from vito.errors import DataError
 from vito.eval.human.consistency import humans_row
-from vito.eval.human.scoring import human_pairs, score_dataset, score_responses_file
+from vito.eval.human.scoring import human_pairs, score_dataset, score_responses_file, stimulus_rows
 from vito.eval.human.trials import EXCLUDED_CONDITIONS, Trial, load_human_data, read_response_rows
 
 
@@ -113,3 +115,60 @@ def test_humans_are_scored_on_the_trials_the_model_saw(shared_data) -> None:
     everything = humans_row(human_pairs(subjects, ()))
     assert scored["humans"]["accuracy"] != pytest.approx(everything["accuracy"])  # not all 160 trials
     assert scored["trials_compared"] == 40 and scored["human_trials"] == 160
+
+
+def _raw_data_like_edge(shared_data: Path, root: Path, names: tuple[str, ...]) -> Path:
+    """Human raw data for ``names``, each a copy of the real edge CSVs (same stimuli, same short names)."""
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for path in sorted((shared_data / "model-vs-human" / "raw-data" / "edge").glob("*.csv"))[:2]:
+            (root / name / path.name.replace("edge", name)).write_text(path.read_text())
+    return root
+
+
+def _stimulus(shared_data: Path, folder: Path, name: str = "oven10.png") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    source = shared_data / "texture-vs-shape" / "stimuli" / "edges" / "oven" / name
+    (folder / name).write_bytes(source.read_bytes())
+    return folder / name
+
+
+def test_texture_vs_shape_folder_names_say_which_dataset_a_stimulus_belongs_to(shared_data, tmp_path) -> None:
+    humans = load_human_data(_raw_data_like_edge(shared_data, tmp_path / "raw", ("edge", "silhouette")))
+    edge = _stimulus(shared_data, tmp_path / "stimuli" / "edges" / "oven")
+    silhouette = _stimulus(shared_data, tmp_path / "stimuli" / "filled-silhouettes" / "oven")
+    rows, paths, unmatched = stimulus_rows(tmp_path / "stimuli", humans)
+    assert sorted((row["dataset"], path) for row, path in zip(rows, paths)) == [("edge", edge),
+                                                                                 ("silhouette", silhouette)]
+    assert unmatched == 0
+
+
+def test_one_stimulus_found_in_two_folders_that_name_no_dataset_is_refused_before_scoring(shared_data,
+                                                                                          tmp_path) -> None:
+    humans = load_human_data(_raw_data_like_edge(shared_data, tmp_path / "raw", ("edge", "silhouette")))
+    first = _stimulus(shared_data, tmp_path / "stimuli" / "drawings" / "oven")
+    second = _stimulus(shared_data, tmp_path / "stimuli" / "shapes" / "oven")
+    with pytest.raises(DataError, match="both stand for the edge stimulus 'oven10.png'") as error:
+        stimulus_rows(tmp_path / "stimuli", humans)
+    assert str(first) in str(error.value) and str(second) in str(error.value) and "edges/" in str(error.value)
+
+
+def test_datasets_without_stimuli_make_the_result_partial_and_are_named(shared_data, tmp_path, capsys) -> None:
+    from torch import nn
+
+    from vito.cli import main
+    from vito.eval.core.result import read_result
+    from vito.eval.probes.heads import save_linear_head
+
+    raw = _raw_data_like_edge(shared_data, tmp_path / "raw", ("edge", "sketch", "stylized"))
+    for name in ("oven10.png", "oven4.png"):
+        _stimulus(shared_data, tmp_path / "stimuli" / "edge", name)
+    torch.manual_seed(0)
+    save_linear_head(tmp_path / "head.pt", nn.Linear(512, 1000))
+    assert main(["eval", "model-vs-human", "--encoder", "timm:resnet18", "--random-init", "--classifier",
+                 str(tmp_path / "head.pt"), "--stimuli", str(tmp_path / "stimuli"), "--raw-data", str(raw),
+                 "--out", str(tmp_path / "out"), "--image-size", "32", "--device", "cpu"]) == 0
+    result = read_result(tmp_path / "out")
+    assert result.coverage.partial and "no stimuli for sketch, stylized" in result.coverage.note
+    assert result.coverage.used == 2 and result.coverage.expected == 3 * 160  # edge's 2 of 160, sketch and stylized
+    assert "no stimuli for sketch, stylized" in capsys.readouterr().out  # the summary line

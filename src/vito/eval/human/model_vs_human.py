@@ -86,9 +86,13 @@ def coverage_of(result: dict, datasets: Sequence[str]) -> Coverage:
     scored = result["datasets"]
     used = sum(d.get("trials_compared", 0) for d in scored.values())
     expected = sum(d.get("human_trials", 0) for d in scored.values())
-    missing = [d for d in datasets if d not in scored]
+    without_stimuli = result.get("responses", {}).get("datasets_without_stimuli", {})
+    missing = [d for d in datasets if d not in scored and d not in without_stimuli]
     note = f"trials of {', '.join(sorted(scored))}" + (f"; no trials for {', '.join(missing)}" if missing else "")
-    if missing:
+    if without_stimuli:
+        note += f"; no stimuli for {', '.join(without_stimuli)}"
+        expected += sum(without_stimuli.values())  # their human trials were asked for and not scored
+    if missing or (without_stimuli and not sum(without_stimuli.values())):
         expected += 1  # a requested dataset with nothing scored: partial whatever its size
     return Coverage(used, max(expected, used), note)
 

@@ -29,7 +29,9 @@ from vito.eval.human.consistency import (
     shape_bias,
 )
 from vito.eval.human.trials import (
+    DATASETS,
     EXCLUDED_CONDITIONS,
+    FOLDER_DATASETS,
     HumanData,
     Session,
     Trial,
@@ -186,9 +188,11 @@ def score_responses_file(responses: str | Path, raw_data: str | Path, datasets: 
 def stimulus_rows(stimuli_dir: str | Path, humans: HumanData) -> tuple[list[dict[str, str]], list[Path], int]:
     """Match each stimulus image to the human datasets that showed it; returns (rows, paths, unmatched).
 
-    A stimulus belongs to every dataset whose trials used its short image name; when a folder on its path is
-    named after a dataset (``.../low-pass/...``), only that dataset. Category and condition come from the
-    human trials, so the model is scored on exactly what people saw.
+    A stimulus belongs to every dataset whose trials used its short image name; when a folder on its path names
+    a dataset (``.../low-pass/...``, or texture-vs-shape's ``edges/``: ``FOLDER_DATASETS``), only that dataset.
+    Category and condition come from the human trials, so the model is scored on exactly what people saw. Two
+    files that would stand for one stimulus of one dataset (``edges/a/x.png`` and ``silhouettes/a/x.png`` with
+    no folder naming a dataset) are an error before anything is scored: the scores would be of the wrong images.
     """
     stimuli_dir = Path(stimuli_dir)
     if not stimuli_dir.is_dir():
@@ -198,19 +202,41 @@ def stimulus_rows(stimuli_dir: str | Path, humans: HumanData) -> tuple[list[dict
         for session in subjects.values():
             for image_id, trial in session.items():
                 lookup.setdefault(image_id, {}).setdefault(name, trial)
-    rows, paths, unmatched = [], [], 0
-    for path in list_images(stimuli_dir):
-        matches = lookup.get(short_image_name(path.name), {})
-        named = [d for d in matches if d in path.relative_to(stimuli_dir).parts]
-        for dataset in named or list(matches):
-            trial = matches[dataset]
+    shown = [(path, _datasets_shown(path, stimuli_dir, lookup, humans)) for path in list_images(stimuli_dir)]
+    _refuse_ambiguous(shown, stimuli_dir, humans)
+    rows, paths = [], []
+    for path, datasets in shown:
+        for dataset in datasets:
+            trial = lookup[short_image_name(path.name)][dataset]
             rows.append({"imagename": path.name, "category": trial.category, "condition": trial.condition,
                          "dataset": dataset})
             paths.append(path)
-        unmatched += not matches
     if not rows:
         raise DataError(f"{stimuli_dir}: no image matches a stimulus of the human data ({', '.join(humans)})")
-    return rows, paths, unmatched
+    return rows, paths, sum(not datasets for _, datasets in shown)
+
+
+def _datasets_shown(path: Path, stimuli_dir: Path, lookup: dict[str, dict[str, Trial]], humans: HumanData) -> list[str]:
+    """The datasets whose people saw the stimulus ``path`` (by its short name), restricted to the datasets its
+    folders name, if any does."""
+    matches = lookup.get(short_image_name(path.name), {})
+    known = set(humans) | set(DATASETS)
+    named = {FOLDER_DATASETS.get(part, part) for part in path.relative_to(stimuli_dir).parts[:-1]} & known
+    return [dataset for dataset in matches if dataset in named] if named else list(matches)
+
+
+def _refuse_ambiguous(shown: list[tuple[Path, list[str]]], stimuli_dir: Path, humans: HumanData) -> None:
+    files: dict[tuple[str, str], list[Path]] = {}
+    for path, datasets in shown:
+        for dataset in datasets:
+            files.setdefault((dataset, short_image_name(path.name)), []).append(path)
+    for (dataset, short), paths in files.items():
+        if len(paths) > 1:
+            folders = ", ".join(f"{name}/" for name in sorted(humans))
+            raise DataError(
+                f"{stimuli_dir}: {paths[0]} and {paths[1]} both stand for the {dataset} stimulus {short!r} and no "
+                f"folder on their paths names a dataset; put each dataset's stimuli in a folder named after it "
+                f"({folders} or texture-vs-shape's edges/, filled-silhouettes/, style-transfer-preprocessed-512/)")
 
 
 def run_model_vs_human(
@@ -234,5 +260,14 @@ def run_model_vs_human(
     sessions, _ = assign_to_datasets(responses, humans)
     result = score_decision_maker(sessions, humans)
     result["responses"] = {"decision_maker": name, "trials": len(responses), "unmatched_images": unmatched,
-                           "unreadable_images": [list(item) for item in found.skipped]}
+                           "unreadable_images": [list(item) for item in found.skipped],
+                           "datasets_without_stimuli": _without_stimuli(humans, rows)}
     return result, responses
+
+
+def _without_stimuli(humans: HumanData, rows: list[dict[str, str]]) -> dict[str, int]:
+    """The human datasets (asked for, or all under --raw-data) that no stimulus matched, with their human trials:
+    scored on none of them, the model's numbers cover only part of what was asked."""
+    shown = {row["dataset"] for row in rows}
+    return {name: len(scored_trials(subjects, EXCLUDED_CONDITIONS.get(name, frozenset())))
+            for name, subjects in sorted(humans.items()) if name not in shown}

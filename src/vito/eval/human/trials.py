@@ -63,6 +63,15 @@ EXCLUDED_CONDITIONS: dict[str, frozenset[str]] = {
 
 REQUIRED_COLUMNS = ("imagename", "object_response", "category", "condition")
 
+# The benchmark's 17 datasets, and what a stimulus folder's name says about the dataset of the images below it:
+# model-vs-human's release names its folders after the datasets, texture-vs-shape's repository calls them
+# edges/, filled-silhouettes/ and style-transfer-preprocessed-512/ (docs/datasets.md).
+DATASETS = ("colour", "contrast", "cue-conflict", "edge", "eidolonI", "eidolonII", "eidolonIII", "false-colour",
+            "high-pass", "low-pass", "phase-scrambling", "power-equalisation", "rotation", "silhouette", "sketch",
+            "stylized", "uniform-noise")
+FOLDER_DATASETS = {**{name: name for name in DATASETS}, "edges": "edge", "filled-silhouettes": "silhouette",
+                   "style-transfer-preprocessed-512": "cue-conflict"}
+
 
 def sixteen_class_scores(logits: torch.Tensor) -> torch.Tensor:
     """``[B, 1000]`` logits → ``[B, 16]``: softmax, then the *mean* probability of each category's members.
