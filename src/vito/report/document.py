@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vito.eval.core.registry import get, settings_dict
+from vito.eval.core.registry import get
 from vito.eval.core.result import Result
 from vito.io import write_json
-from vito.report.grid import CACHED, COMPUTED, FAILED, Cell, GridRun
+from vito.report.grid import CACHED, COMPUTED, FAILED, Cell, GridRun, cell_settings
 from vito.report.suite import Suite
 
 FORMAT = "vito-report/1"
@@ -110,7 +110,7 @@ def cell_record(cell: Cell, out: Path) -> dict[str, Any]:
         "folder": _relative(cell.folder, out), "error": cell.error, "traceback": cell.details or None,
         "metrics": {}, "kinds": {}, "coverage": None, "seconds": None, "versions": {}, "pictures": [],
         "skipped": 0, "summary": None,
-        "settings": settings_dict(cell.settings) if cell.settings is not None else dict(cell.options),
+        "settings": cell_settings(cell) if cell.settings is not None else dict(cell.options),
     }
     result = cell.result
     if result is None:

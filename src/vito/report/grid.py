@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vito.errors import VitoError
-from vito.eval.core.registry import get, settings_dict
+from vito.eval.core.registry import get, recorded_settings
 from vito.eval.core.result import RESULT_JSON, RESULT_MD, Result, read_result
 from vito.eval.core.running import run_evaluation
 from vito.io import write_json
@@ -142,14 +142,20 @@ def _path_fields(settings: Any) -> set[str]:
                                            and all(isinstance(v, Path) for v in value))}
 
 
-def matches(stored: dict[str, Any], identity: str | None, stored_identity: str | None, settings: Any) -> bool:
-    """Whether a stored record (result or error) is for this encoder identity and these settings."""
-    if stored_identity != identity:
+def matches(stored: dict[str, Any], cell: Cell, stored_identity: str | None) -> bool:
+    """Whether a stored record (result or error) is for this cell's encoder identity and settings."""
+    if stored_identity != cell.identity:
         return False
-    paths = _path_fields(settings)
-    expected = _comparable(settings_dict(settings), paths)
-    found = _comparable({name: stored.get(name, "<absent>") for name in settings_dict(settings)}, paths)
+    paths = _path_fields(cell.settings)
+    recorded = cell_settings(cell)
+    expected = _comparable(recorded, paths)
+    found = _comparable({name: stored.get(name, "<absent>") for name in recorded}, paths)
     return found == expected
+
+
+def cell_settings(cell: Cell) -> dict[str, Any]:
+    """The settings that shape this cell's numbers (those its Result records), as plain JSON values."""
+    return recorded_settings(get(cell.evaluation), cell.settings, cell.encoder is not None)
 
 
 def read_current(cell: Cell, head: Path | None) -> Result | None:
@@ -164,7 +170,7 @@ def read_current(cell: Cell, head: Path | None) -> Result | None:
         return None
     if result.evaluation != cell.evaluation:
         return None
-    if not matches(result.settings, cell.identity, result.encoder.get("identity"), cell.settings):
+    if not matches(result.settings, cell, result.encoder.get("identity")):
         return None
     if cell.encoder is not None and result.encoder.get("precision", cell.encoder.spec.precision) != \
             cell.encoder.spec.precision:
@@ -181,8 +187,7 @@ def read_error(cell: Cell) -> dict[str, Any] | None:
         stored = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(stored, dict) or not matches(stored.get("settings", {}), cell.identity,
-                                                   stored.get("identity"), cell.settings):
+    if not isinstance(stored, dict) or not matches(stored.get("settings", {}), cell, stored.get("identity")):
         return None
     return stored
 
@@ -201,7 +206,7 @@ def _fail(cell: Cell, error: BaseException, details: str = "") -> None:
         write_json(cell.folder / ERROR_FILE, {
             "row": cell.row, "evaluation": cell.evaluation, "error": cell.error, "traceback": details,
             "identity": cell.identity,
-            "settings": settings_dict(cell.settings) if cell.settings is not None else {},
+            "settings": cell_settings(cell) if cell.settings is not None else {},
         })
     except OSError as write_error:
         log.warning("%s: cannot write %s: %s", cell.label, cell.folder / ERROR_FILE,

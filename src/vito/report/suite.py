@@ -193,9 +193,19 @@ def _reference_entry(name: str, value: Any, suite: Suite, folder: Path, path: Pa
         if cls.needs_encoder is True:
             raise VitoError(f"{where}: {evaluation} has no scoring-only mode; a reference row needs one")
         overrides = _mapping(overrides if overrides is not None else {}, f"{where}.{evaluation}")
-        merged = {**suite.evaluations[evaluation].options, **{k.replace("-", "_"): v for k, v in overrides.items()}}
+        own = {k.replace("-", "_"): v for k, v in overrides.items()}
+        merged = _without_unused({**suite.evaluations[evaluation].options, **own}, own, cls, f"{where}.{evaluation}")
         options[evaluation] = _options(cls, merged, folder, f"{where}.{evaluation}")
     return ReferenceEntry(name, options)
+
+
+def _without_unused(merged: dict[str, Any], own: dict[str, Any], cls: type[Evaluation], where: str) -> dict[str, Any]:
+    """The suite's shared options of an evaluation are meant for its encoder rows too: those the scoring-only
+    mode does not use (DAVIS's propagation settings) are left out of a reference row, unless the row sets them
+    itself, which the harness refuses (a value given and not applied)."""
+    settings = from_mapping(cls.Settings, {k: v for k, v in merged.items() if v is not None}, where)
+    unused = cls().unused_settings(settings, has_encoder=False)
+    return {key: value for key, value in merged.items() if key not in unused or key in own}
 
 
 def _columns_entry(name: str, metrics: Any, suite: Suite, path: Path) -> list[str]:

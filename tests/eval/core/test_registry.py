@@ -19,8 +19,10 @@ import torch
 from PIL import Image
 
 from vito.cli import build_parser, main
+from vito.errors import VitoError
 from vito.eval.core.registry import discover
 from vito.eval.core.result import read_result
+from vito.eval.core.running import run_evaluation
 from vito.eval.probes.heads import save_linear_head
 from vito.schema import flag_name
 
@@ -140,7 +142,12 @@ def test_each_evaluation_writes_an_honest_result(name: str, tmp_path, shared_dat
         if metric.kind == "proportion" and metric.value is not None:
             assert 0.0 <= metric.value <= 1.0, key
     assert result.coverage.expected >= result.coverage.used > 0
-    assert {f.name for f in dataclasses.fields(REGISTRY[name].Settings)} <= set(result.settings)
+    settings = REGISTRY[name].Settings
+    unused = REGISTRY[name]().unused_settings(settings(**{k: v for k, v in result.settings.items()
+                                                         if k in {f.name for f in dataclasses.fields(settings)}}),
+                                              "--encoder" in argv)
+    assert {f.name for f in dataclasses.fields(settings)} - unused.keys() <= set(result.settings)
+    assert not unused.keys() & set(result.settings)  # what the mode does not use is not recorded
     assert "torch" in result.versions and result.seconds > 0
     if "--encoder" in argv:
         assert result.encoder["spec"] == "timm:resnet18" and result.encoder["random_init"] is True
@@ -167,3 +174,77 @@ def test_attention_takes_the_same_encoder_path(tmp_path, capsys) -> None:
     Image.new("RGB", (8, 8)).save(image)
     assert main(["attention", "--encoder", "timm:resnet18", str(image), "--out", str(tmp_path / "o")]) == 2
     assert "needs --weights FILE (or --random-init" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# Every setting is used, or refused: a value accepted and not applied would be recorded as if it shaped the number
+
+
+def _reads(cls: type, settings: object, out: Path) -> set[str]:
+    """The Settings fields ``cls().run`` reads (scoring-only: no encoder), through a recording copy."""
+    read: set[str] = set()
+    names = {f.name for f in dataclasses.fields(settings)}
+
+    class Recording(type(settings)):
+        def __getattribute__(self, name: str):
+            if name in names:
+                read.add(name)
+            return object.__getattribute__(self, name)
+
+    recording = Recording(**{name: getattr(settings, name) for name in names})
+    cls().run(None, recording, out)
+    return read
+
+
+def _scoring_cases(shared_data: Path) -> dict[str, dict]:
+    """Every scoring-only mode that runs in seconds on the shared data, with its settings."""
+    davis = shared_data / "davis2016_sample"
+    raw = shared_data / "model-vs-human" / "raw-data" / "edge"
+    return {
+        "davis --results": ("davis", {"davis_root": davis, "results": davis / "Results" / "osvos-davis2017",
+                                      "sequences": ["car-shadow"], "max_frames": 4}),
+        "model-vs-human --responses": ("model-vs-human", {"raw_data": raw,
+                                                          "responses": raw / "edge_subject-01_session_1.csv"}),
+        "model-vs-human --humans": ("model-vs-human", {"raw_data": raw, "humans": True}),
+    }
+
+
+@pytest.mark.parametrize("case", ["davis --results", "model-vs-human --responses", "model-vs-human --humans"])
+def test_every_setting_of_a_scoring_mode_is_read_or_refused(shared_data, tmp_path, case) -> None:
+    name, values = _scoring_cases(shared_data)[case]
+    cls = REGISTRY[name]
+    settings = cls.Settings(**values)
+    unused = cls().unused_settings(settings, has_encoder=False)
+    fields = {f.name for f in dataclasses.fields(settings)}
+    assert not fields - unused.keys() - _reads(cls, settings, tmp_path), "a setting neither read nor refused"
+    for field_name in unused:  # each unused one set to something else is refused before anything runs
+        flag = flag_name(next(f for f in dataclasses.fields(settings) if f.name == field_name))
+        other = _another_value(settings, field_name)
+        changed = dataclasses.replace(settings, **{field_name: other})
+        with pytest.raises(VitoError, match=f"{flag} is not used here"):
+            run_evaluation(name, changed, tmp_path / "refused")
+        assert not (tmp_path / "refused").exists()
+
+
+def _another_value(settings: object, name: str) -> object:
+    value = getattr(settings, name)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    return Path("elsewhere") if value is None or isinstance(value, Path) else f"{value}-other"
+
+
+def test_davis_scoring_applies_max_frames_and_records_only_what_it_used(shared_data, tmp_path) -> None:
+    davis = shared_data / "davis2016_sample"
+    results = davis / "Results" / "osvos-davis2017"
+    assert main(["eval", "davis", "--davis-root", str(davis), "--results", str(results), "--sequences",
+                 "car-shadow", "--max-frames", "12", "--out", str(tmp_path / "twelve")]) == 0
+    result = read_result(tmp_path / "twelve")
+    assert result.coverage.used == 10 and result.coverage.partial  # frames 2..11 of car-shadow's 40
+    assert "only the first 12 frames" in result.coverage.note and result.settings["max_frames"] == 12
+    assert not {"stage", "topk", "temperature", "radius", "context", "short_side"} & result.settings.keys()
+    assert "topk" not in (tmp_path / "twelve" / "result.md").read_text()
+    assert main(["eval", "davis", "--davis-root", str(davis), "--results", str(results), "--topk", "5",
+                 "--out", str(tmp_path / "topk")]) == 2
+    assert not (tmp_path / "topk").exists()

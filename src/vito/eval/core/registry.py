@@ -17,7 +17,8 @@ from typing import Any, ClassVar, Literal
 from vito.errors import VitoError
 from vito.eval.core.encoders import Encoder
 from vito.eval.core.result import Result, plain
-from vito.schema import from_mapping
+from vito.schema import flag_name, from_mapping
+from vito.schema.fields import default_of
 
 
 class Evaluation:
@@ -38,6 +39,15 @@ class Evaluation:
         """Refuse settings that cannot run (before an encoder is loaded); the default checks the encoder rule."""
         if self.needs_encoder is True and not has_encoder:
             raise VitoError(f"vito eval {self.name} needs --encoder ENC")
+
+    def unused_settings(self, settings: Any, has_encoder: bool) -> dict[str, str]:
+        """The Settings fields this mode does not use, each with why (e.g. "--results only scores").
+
+        Why declare them: a value accepted and not applied would be recorded as if it shaped the number. So the
+        harness refuses any of them set to other than its default, and leaves them out of the Result; the
+        contract test over the registry checks that every other field is read in each mode.
+        """
+        return {}
 
 
 REGISTRY: dict[str, type[Evaluation]] = {}
@@ -81,5 +91,20 @@ def settings_from_mapping(cls: type[Evaluation], mapping: Mapping[str, Any]) -> 
 
 
 def settings_dict(settings: Any) -> dict[str, Any]:
-    """The settings as plain JSON values, for ``Result.settings``."""
+    """The settings as plain JSON values."""
     return plain(dataclasses.asdict(settings))
+
+
+def recorded_settings(cls: type[Evaluation], settings: Any, has_encoder: bool) -> dict[str, Any]:
+    """The settings that shape this mode's numbers, as plain JSON values: ``Result.settings`` and what
+    ``vito report`` compares a stored cell with (``Evaluation.unused_settings`` are left out)."""
+    unused = cls().unused_settings(settings, has_encoder)
+    return {name: value for name, value in settings_dict(settings).items() if name not in unused}
+
+
+def refuse_unused(cls: type[Evaluation], settings: Any, has_encoder: bool) -> None:
+    """A ``VitoError`` for a field this mode does not use that was set to anything but its default."""
+    fields = {f.name: f for f in dataclasses.fields(settings)}
+    for name, why in cls().unused_settings(settings, has_encoder).items():
+        if getattr(settings, name) != default_of(fields[name]):
+            raise VitoError(f"vito eval {cls.name}: {flag_name(fields[name])} is not used here ({why}); leave it out")

@@ -17,7 +17,7 @@ from typing import Any
 from vito.engine.distributed import launched_rank
 from vito.errors import VitoError
 from vito.eval.core.encoder_spec import EncoderSpec, add_encoder_arguments
-from vito.eval.core.registry import discover, get, settings_dict
+from vito.eval.core.registry import discover, get, recorded_settings, refuse_unused
 from vito.eval.core.result import RESULT_JSON, Result, plain, read_result
 from vito.eval.core.result_writer import write_result
 from vito.schema import add_arguments, from_namespace
@@ -91,7 +91,7 @@ def check_out_dir(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | N
     except VitoError as error:
         raise VitoError(f"--out {out_dir} already holds a {RESULT_JSON} that is not a vito result ({error}); "
                         "choose another --out") from error
-    given = {k: v for k, v in settings_dict(settings).items() if k not in RERUN_FLAGS}
+    given = {k: v for k, v in recorded_settings(get(name), settings, spec is not None).items() if k not in RERUN_FLAGS}
     encoder = plain(spec.describe()) if spec is not None else {}
     differences = [f"evaluation {previous.evaluation}"] if previous.evaluation != name else []
     differences += [f"encoder {k}" for k, v in encoder.items() if previous.encoder.get(k) != v]
@@ -116,11 +116,12 @@ def run_evaluation(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | 
     if spec is not None:
         spec.check()
     evaluation.check(settings, spec is not None)
+    refuse_unused(cls, settings, spec is not None)
     check_out_dir(name, settings, Path(out_dir), spec)
     started = time.perf_counter()
     encoder = spec.load() if spec is not None else None
     result = evaluation.run(encoder, settings, Path(out_dir))
-    result.settings = stamped_settings(settings_dict(settings), result.settings)
+    result.settings = stamped_settings(recorded_settings(cls, settings, spec is not None), result.settings)
     if spec is not None:
         result.encoder = {**spec.describe(), "name": encoder.name, **result.encoder}
     result.seconds = result.seconds or time.perf_counter() - started

@@ -137,6 +137,13 @@ class ModelVsHuman(Evaluation):
             raise DataError("scoring a model needs --stimuli DIR (the stimulus images)")
         load_results(settings.compare)  # before the evaluation, not after it
 
+    def unused_settings(self, settings: ModelVsHumanSettings, has_encoder: bool) -> dict[str, str]:
+        """Without a model, nothing is classified: the classifier and image settings and the stimuli are unused."""
+        if has_encoder:
+            return {}
+        why = "--responses, --humans and --compare classify no images"
+        return {name: why for name in ("classifier", "image_size", "batch_size", "num_workers", "stimuli")}
+
     def run(self, encoder: Encoder | None, settings: ModelVsHumanSettings, out_dir: Path) -> Result:
         classifier = attach_head(encoder, settings.classifier) if encoder is not None else None
         scored, table = evaluate_model_vs_human(out_dir, settings.raw_data, settings.responses, classifier,

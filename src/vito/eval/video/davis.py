@@ -8,6 +8,7 @@ and writes the files.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -87,10 +88,17 @@ class Davis(Evaluation):
         if has_encoder == (settings.results is not None):
             raise VitoError("vito eval davis: give --encoder ENC (propagate and score) or --results DIR (score only)")
 
+    def unused_settings(self, settings: DavisSettings, has_encoder: bool) -> dict[str, str]:
+        """Scoring a results folder uses none of the propagation settings but ``max_frames``."""
+        if has_encoder:
+            return {}
+        propagation = {f.name for f in dataclasses.fields(PropagationSettings)} - {"max_frames"}
+        return {name: "--results only scores a results folder" for name in sorted(propagation)}
+
     def run(self, encoder: Encoder | None, settings: DavisSettings, out_dir: Path) -> Result:
         if encoder is None:
             scores = score_results(settings.davis_root, settings.results, settings.sequences, settings.resolution,
-                                   settings.layout)
+                                   settings.layout, settings.max_frames)
             extra, artifacts = {"mode": "score"}, {}
         else:
             scores = propagate_davis(encoder, settings.davis_root, out_dir, settings, settings.sequences,
@@ -99,7 +107,7 @@ class Davis(Evaluation):
             artifacts = {"results": "results"}
         metrics = {key: Metric(scores["global"][name], kind, name) for name, (key, kind) in GLOBAL_METRICS.items()}
         note = f"scored frames of {len(scores['per_object'])} objects"
-        if settings.max_frames and encoder is not None:
+        if settings.max_frames:
             note += f" (only the first {settings.max_frames} frames of each sequence)"
         coverage = Coverage(scores["frames_scored"], scores["frames_annotated"], note)
         per_object = [{"object": key, **values} for key, values in scores["per_object"].items()]
