@@ -17,15 +17,21 @@ from vito.eval.probes.heads import (
 from vito.eval.probes.knn import knn_scores
 
 
-def test_knn_reports_several_k(shared_data, tmp_path) -> None:
-    data = image_folder(tmp_path / "data", shared_data)
+def test_knn_reports_several_k_and_says_which_were_clipped(shared_data, tmp_path, capsys) -> None:
+    data = image_folder(tmp_path / "data", shared_data)  # 4 training images: every k here votes with all 4
     assert main(["eval", "knn", "--encoder", "timm:resnet18", "--random-init", "--device", "cpu", "--train",
                  str(data), "--val", str(data), "--image-size", "32", "--num-workers", "0",
                  "--out", str(tmp_path / "out")]) == 0
     result = read_result(tmp_path / "out")
     assert [row["k"] for row in result.tables["accuracy per k"]] == [10, 20, 100, 200]
+    assert [row["neighbours used"] for row in result.tables["accuracy per k"]] == [4, 4, 4, 4]
     assert {"top1_k10", "top1_k20", "top1_k100", "top1_k200"} <= set(result.metrics)
-    assert result.metrics["top1"].label == "top-1 (k=20)"
+    assert result.metrics["top1"].label == "top-1 (k=20, clipped to 4)"
+    assert result.settings["k_clipped_to"] == {"10": 4, "20": 4, "100": 4, "200": 4}
+    assert "k=10, 20, 100, 200 clipped to the 4 training images" in result.coverage.note
+    summary = capsys.readouterr().out.splitlines()[-1]
+    page = (tmp_path / "out" / "result.md").read_text()
+    assert summary.count("top-1 (k=20, clipped to 4)") == 1 and page.count("| top-1 (k=20, clipped to 4) |") == 1
 
 
 def test_knn_weighted_vote_matches_spec_vector_9a() -> None:

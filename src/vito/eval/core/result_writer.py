@@ -44,10 +44,21 @@ def markdown_table(rows: list[dict[str, Any]], limit: int = MAX_MARKDOWN_ROWS) -
     return lines
 
 
+def shown_metrics(result: Result) -> list[tuple[str, Metric]]:
+    """The metrics a reader sees, each once: an alias (kNN's headline ``top1`` is ``top1_k20``: same label, same
+    value) is shown where it first stands; ``result.json`` keeps every key."""
+    seen, shown = set(), []
+    for key, metric in result.metrics.items():
+        if (metric.label or key, metric.value) not in seen:
+            seen.add((metric.label or key, metric.value))
+            shown.append((key, metric))
+    return shown
+
+
 def summary_line(result: Result, count: int = 3) -> str:
     """One terminal line: the first metrics, and the coverage when it is partial."""
     name = result.encoder.get("name") or "scoring only"
-    values = ", ".join(f"{m.label or key} {format_value(m)}" for key, m in list(result.metrics.items())[:count])
+    values = ", ".join(f"{m.label or key} {format_value(m)}" for key, m in shown_metrics(result)[:count])
     cov = result.coverage
     partial = f" [PARTIAL: {cov.describe()}]" if cov.partial else ""
     return f"{result.evaluation} — {name}: {values or 'no metrics'}{partial}"
@@ -59,7 +70,7 @@ def result_markdown(result: Result) -> str:
     cov = result.coverage
     lines = [f"# {result.evaluation} — {name}", ""]
     lines += ["| metric | value |", "|---|---|"]
-    lines += [f"| {m.label or key} | {format_value(m)} |" for key, m in result.metrics.items()]
+    lines += [f"| {m.label or key} | {format_value(m)} |" for key, m in shown_metrics(result)]
     lines += ["", f"Coverage: {cov.describe()}"
               + (" — **PARTIAL: the numbers cover only part of the data**" if cov.partial else "")]
     if result.skipped:

@@ -98,17 +98,22 @@ class Knn(Evaluation):
         if not settings.k or min(settings.k) < 1:
             raise VitoError(f"--k needs positive neighbour counts, got {settings.k}")
         train, val = feature_pair(encoder, settings, out_dir)
-        metrics, rows = {}, []
+        metrics, rows, clipped = {}, [], {}
         for k in settings.k:
+            used = min(k, len(train.paths))  # knn_scores takes at most every training image
             scores = knn_scores(train.features, train.labels, val.features, len(train.classes), k,
                                 settings.temperature)
             accuracy = topk_accuracy(scores, val.labels)
-            rows.append({"k": k, **accuracy})
+            rows.append({"k": k, "neighbours used": used, **accuracy})
+            label = f"k={k}" if used == k else f"k={k}, clipped to {used}"
+            if used < k:
+                clipped[str(k)] = used
             for name, value in accuracy.items():
-                metrics[f"{name}_k{k}"] = Metric(value, "proportion", f"{name.replace('top', 'top-')} (k={k})")
+                metrics[f"{name}_k{k}"] = Metric(value, "proportion", f"{name.replace('top', 'top-')} ({label})")
         headline = HEADLINE_K if HEADLINE_K in settings.k else settings.k[0]
-        metrics = {"top1": Metric(metrics[f"top1_k{headline}"].value, "proportion", f"top-1 (k={headline})"),
-                   **metrics}
+        metrics = {"top1": metrics[f"top1_k{headline}"], **metrics}
         coverage, skipped = image_coverage(train, val)
-        return Result(self.name, metrics, {"headline_k": headline}, coverage, tables={"accuracy per k": rows},
-                      skipped=skipped)
+        if clipped:  # every larger k votes with the same neighbours: say so, next to the numbers it shaped
+            coverage.note += (f"; k={', '.join(clipped)} clipped to the {len(train.paths)} training images")
+        recorded = {"headline_k": headline, **({"k_clipped_to": clipped} if clipped else {})}
+        return Result(self.name, metrics, recorded, coverage, tables={"accuracy per k": rows}, skipped=skipped)
