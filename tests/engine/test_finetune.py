@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import signal
@@ -173,3 +174,15 @@ def test_an_error_raised_in_a_worker_ends_the_process_instead_of_hanging_at_exit
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 2, done.stderr
     assert "Exception ignored" not in done.stderr and "killed by signal" not in done.stderr, done.stderr
+
+
+def test_a_cut_off_last_metrics_line_is_dropped_on_resume_and_said(tmp_path: Path, capsys) -> None:
+    """What a full disk or a kill during the metrics append leaves: the resume goes on and says so."""
+    _run(tmp_path, stop_at=2)
+    with open(tmp_path / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 3, "lo')  # a write cut off mid-record
+    resumed, _, _ = _run(tmp_path, resume=True)
+    assert resumed.finished
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == list(
+        range(1, 7))
+    assert "dropped 1 line(s) that are not a whole record (line 3" in capsys.readouterr().err

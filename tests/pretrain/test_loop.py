@@ -220,3 +220,13 @@ def test_a_run_from_before_mask_same_video_resumes_as_it_trained(videos: Path, t
            "loss.mask_same_video=False" in (run / "train.log").read_text()
     with pytest.raises(ConfigError, match=r"loss\.mask_same_video cannot change when resuming \(False -> True\)"):
         resume_config(run, ["loss.mask_same_video=true"])
+
+
+def test_a_cut_off_last_metrics_line_does_not_stop_a_resume(videos: Path, tmp_path: Path) -> None:
+    pretrain(tiny_config("train.max_steps=2"), videos, tmp_path)
+    with open(tmp_path / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 3, "loss": 4.1')  # a full disk during the append leaves this
+    resumed = pretrain(tiny_config("train.max_steps=3"), None, tmp_path, resume=True)
+    assert resumed.step == 3
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert "dropped 1 line(s) that are not a whole record" in (tmp_path / "train.log").read_text()

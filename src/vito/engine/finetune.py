@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from vito.engine import distributed
 from vito.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vito.engine.precision import uses_bf16
-from vito.engine.progress import progress
+from vito.engine.progress import progress, write
 from vito.engine.run_files import CONFIG_FILE, MetricsLog, start_run_files
 from vito.engine.run_folder import RunFolder, holds_run
 from vito.engine.signals import StopSignal, blocked, ignore_stop_signals_in_worker
@@ -138,11 +139,12 @@ def finetune(
             optimizer.load_state_dict(state["optimizer"])
             set_rng_state(state["rng"])
         start = state["step"] if state is not None else 0
-        if context.is_main:
-            start_run_files(run_dir, config, start, sort_keys=True)  # on resume: metrics after the checkpoint go
-        last_good = Path(state["path"]) if state is not None else None
+        notes = start_run_files(run_dir, config, start, sort_keys=True) if context.is_main else []  # (resume: the
+        last_good = Path(state["path"]) if state is not None else None  # metrics after the checkpoint go)
+        for note in folder.notes + notes:  # what was found and mended on the way in: said before training
+            write(f"{spec.description}: {note}", file=sys.stderr)
         result = _train(model, loss_fn, optimizer, lr_at, batches, _Run(run_dir, spec, context, start), last_good)
-        result.notes = folder.notes + result.notes
+        result.notes = folder.notes + notes + result.notes
         return result
 
 

@@ -24,27 +24,53 @@ from vito.schema import dump_yaml
 CONFIG_FILE, METRICS_FILE, TENSORBOARD_DIR = "config.yaml", "metrics.jsonl", "tb"
 
 
-def start_run_files(run_dir: Path, config: dict[str, Any], start_step: int, sort_keys: bool = False) -> None:
+def start_run_files(run_dir: Path, config: dict[str, Any], start_step: int, sort_keys: bool = False) -> list[str]:
     """Write the run's ``config.yaml``; keep the metrics logged up to ``start_step`` (none for a fresh run).
+    Returns notes for the run's log (lines of ``metrics.jsonl`` that could not be read and were dropped).
     A full or read-only disk is a ``VitoError`` naming the file, before any step."""
     try:
-        _write_run_files(run_dir, config, start_step, sort_keys)
+        return _write_run_files(run_dir, config, start_step, sort_keys)
     except OSError as error:
         raise VitoError(f"could not write the run's files in {run_dir}: {error.strerror or error} "
                         f"({getattr(error, 'filename', None) or run_dir})") from error
 
 
-def _write_run_files(run_dir: Path, config: dict[str, Any], start_step: int, sort_keys: bool) -> None:
+def _write_run_files(run_dir: Path, config: dict[str, Any], start_step: int, sort_keys: bool) -> list[str]:
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(run_dir / CONFIG_FILE) as handle:
         dump_yaml(config, handle, sort_keys=sort_keys)
     metrics = run_dir / METRICS_FILE
-    kept = []
+    kept, notes = [], []
     if start_step > 0 and metrics.is_file():
-        kept = [line for line in metrics.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= start_step]
+        kept, notes = _records_up_to(metrics, start_step)
     with atomic_write(metrics) as handle:
         handle.writelines(line + "\n" for line in kept)
+    return notes
+
+
+def _records_up_to(metrics: Path, step: int) -> tuple[list[str], list[str]]:
+    """The lines of ``metrics`` logged up to ``step``, and notes on the lines that could not be read.
+
+    Why tolerate them: a full disk or a kill during an append leaves a cut-off last line, exactly what the
+    documented recovery (free space, ``--resume``) meets next; the checkpoint is whole, and a dropped record is
+    only a figure in a log.
+    """
+    kept, broken = [], []
+    for number, line in enumerate(metrics.read_bytes().decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            logged_at = record.get("step", 0) if isinstance(record, dict) else None
+        except ValueError:
+            logged_at = None
+        if logged_at is None:
+            broken.append(number)
+        elif logged_at <= step:
+            kept.append(line)
+    notes = [f"{metrics}: dropped {len(broken)} line(s) that are not a whole record (line {', '.join(map(str, broken))}"
+             "; a write cut off by a full disk or a kill)"] if broken else []
+    return kept, notes
 
 
 class MetricsLog:

@@ -115,8 +115,8 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
     # 1. the run, in its locked folder; a stop signal ends it after a step and a checkpoint
     stop = StopSignal()
     with folder, stop.installed():
-        if context.is_main:
-            start_run_files(run_dir, config.to_dict(), start_step)  # on resume: metrics after the checkpoint go
+        if context.is_main:  # on resume: the metrics logged after the checkpoint go
+            notes += start_run_files(run_dir, config.to_dict(), start_step)
             loader.dataset.save_scan(run_dir)  # the pre-scan's answer, for every resume of this run
         _setup_logging(run_dir if context.is_main else None)
         log.info("%s run in %s: steps %d..%d, %d process(es) x %d clips on %s",

@@ -293,3 +293,16 @@ def test_segment_finetune_bad_training_data_stops_in_the_main_process(tmp_path: 
     assert "images" not in batch and batch["step"] == 0
     with pytest.raises(DataError, match=expected):
         segmentation_loss(lambda images: pytest.fail("the model must not run"), batch)
+
+
+def test_a_damaged_scores_file_of_a_finished_fine_tune_is_scored_again(shared_data: Path, tmp_path: Path,
+                                                                        capsys) -> None:
+    root = _voc(shared_data, tmp_path)
+    out = tmp_path / "out"
+    first = run_evaluation("segment", _settings(root), out, RESNET18)
+    scores = out / "runs" / "lr0.01_seed0" / "scores.json"
+    scores.write_text(scores.read_text()[: len(scores.read_text()) // 2])  # cut off, as a full disk leaves it
+    again = run_evaluation("segment", _settings(root), out, RESNET18)  # reused weights, predictions scored again
+    assert again.tables["sweep"][0]["reused"] is True
+    assert again.metrics["mIoU"].value == first.metrics["mIoU"].value
+    assert "scores.json cannot be read" in capsys.readouterr().err and json.loads(scores.read_text())["areas"]

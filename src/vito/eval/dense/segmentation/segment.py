@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -35,6 +36,7 @@ from vito.data.images import UnreadableImage, read_index_png
 from vito.engine import distributed
 from vito.engine.checkpoint import seed_all
 from vito.engine.finetune import FinetuneSpec, finetune, make_loader
+from vito.engine.progress import write
 from vito.errors import DataError, VitoError
 from vito.eval.core.encoders import Encoder
 from vito.eval.core.registry import Evaluation, register
@@ -282,13 +284,18 @@ def _saved_scores(run_dir: Path, config: dict[str, Any], val: SegmentationDatase
     path = run_dir / SCORES_FILE
     if not path.is_file():
         return None
-    saved = json.loads(path.read_text())
-    if saved.get("config") != json.loads(json.dumps(config)) or saved.get("split") != val.split:
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("config") != json.loads(json.dumps(config)) or saved.get("split") != val.split:
+            return None
+        rows = np.asarray(saved["areas"], dtype=np.int64)
+        areas = SegmentationAreas(val.num_classes, *rows, images=int(saved["images"]))
+        pictures = [run_dir / "pictures" / name for name in saved["pictures"]]
+        return areas, [(str(item), str(reason)) for item, reason in saved["skipped"]], pictures
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:  # cut off or damaged: scored again
+        write(f"{path} cannot be read ({type(error).__name__}: {error}): the fine-tune's predictions are scored again",
+              file=sys.stderr)
         return None
-    rows = np.asarray(saved["areas"], dtype=np.int64)
-    areas = SegmentationAreas(val.num_classes, *rows, images=int(saved["images"]))
-    pictures = [run_dir / "pictures" / name for name in saved["pictures"]]
-    return areas, [tuple(s) for s in saved["skipped"]], pictures
 
 
 def _sweep_result(runs: list[RunScores], protocol: Protocol, val: SegmentationDataset, encoder: Encoder,
