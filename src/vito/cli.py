@@ -260,9 +260,15 @@ def _add_curation_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from vito.engine.finetune import FinetuneStopped
+    from vito.engine.signals import exit_status
     from vito.report.build import make_report
 
-    run = make_report(args.suite, args.out, only=args.only, dry_run=args.dry_run)
+    try:
+        run = make_report(args.suite, args.out, only=args.only, dry_run=args.dry_run, break_lock=args.break_lock)
+    except FinetuneStopped as stopped:  # a stop signal during a cell's fine-tune stops the report: the scheduler
+        print(f"vito report: {stopped}", file=sys.stderr)  # requeues it, and the rerun resumes that fine-tune
+        return exit_status(stopped.stopped_by)
     return 1 if run.failed else 0
 
 
@@ -283,6 +289,8 @@ def _add_report_command(sub: argparse._SubParsersAction) -> None:
                         help="only this row (encoder or reference) or evaluation; repeatable: rows and evaluations "
                         "combine as 'and', names of one kind as 'or' (the linear head a cell needs comes along)")
     report.add_argument("--dry-run", action="store_true", help="list the cells that would be computed; write nothing")
+    report.add_argument("--break-lock", action="store_true",
+                        help="take a report folder locked by a report on another host (only when that one is gone)")
     report.set_defaults(handler=_cmd_report)
 
 

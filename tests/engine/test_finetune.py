@@ -186,3 +186,15 @@ def test_a_cut_off_last_metrics_line_is_dropped_on_resume_and_said(tmp_path: Pat
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == list(
         range(1, 7))
     assert "dropped 1 line(s) that are not a whole record (line 3" in capsys.readouterr().err
+
+
+def test_refusals_offer_what_a_fine_tune_command_can_do(tmp_path: Path) -> None:
+    """`vito eval segment --resume` takes no folder, and `vito eval` has no --break-lock: the hints say so."""
+    _run(tmp_path, stop_at=2)
+    with pytest.raises(VitoError, match="continue it with the same command and --resume") as refused:
+        _run(tmp_path)
+    assert f"--resume {tmp_path}" not in str(refused.value)
+    (tmp_path / ".lock").write_text('{"host": "elsewhere", "pid": 1}')
+    with pytest.raises(VitoError, match=re.escape(f"remove {tmp_path / '.lock'}")) as locked:
+        _run(tmp_path, resume=True)
+    assert "--break-lock" not in str(locked.value)

@@ -344,3 +344,14 @@ def test_a_suite_naming_an_encoder_twice_is_refused(tmp_path, fakes, capsys) -> 
     error = capsys.readouterr().err
     assert "duplicate key 'a' (first given at line 2)" in error and error.count("\n") <= 6
     assert not (tmp_path / "out").exists() and fakes.calls == []
+
+
+def test_a_lock_from_another_host_offers_what_vito_report_can_do(tmp_path, fakes, capsys) -> None:
+    suite = _suite(tmp_path, {"a": {"encoder": "timm:resnet18", "random_init": True}}, {"knn": {"train": "data"}})
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / ".lock").write_text(json.dumps({"host": "elsewhere", "pid": 1, "kind": "report"}))
+    assert main(["report", str(suite), "--out", str(out)]) == 2
+    assert "take it with vito report --break-lock" in capsys.readouterr().err
+    assert main(["report", str(suite), "--out", str(out), "--break-lock"]) == 0
+    assert not (out / ".lock").exists()

@@ -132,7 +132,8 @@ def finetune(
         model.load_state_dict(found["model"])
         return FinetuneResult(run_dir, found["step"], finished=True, reused=True, notes=["reused a finished run"])
     with RunFolder(run_dir, resume=resume and holds_run(run_dir), overwrite=overwrite, is_main=context.is_main,
-                   kind=spec.format.split("/")[0]) as folder:
+                   kind=spec.format.split("/")[0], resume_hint="the same command and --resume",
+                   break_lock_hint=None) as folder:
         state = found if resume else None  # the newest checkpoint of this run, if it wrote one
         if state is not None:
             model.load_state_dict(state["model"])

@@ -44,11 +44,17 @@ class RunFolder:
     """
 
     def __init__(self, path: Path, *, resume: bool, overwrite: bool = False, break_lock: bool = False,
-                 is_main: bool = True, kind: str = "pretrain", run_files: Sequence[str] = RUN_FILES) -> None:
+                 is_main: bool = True, kind: str = "pretrain", run_files: Sequence[str] = RUN_FILES,
+                 resume_hint: str | None = None, break_lock_hint: str | None = "take it with --break-lock") -> None:
+        """``resume_hint``: how the user continues such a run (default: pretraining's ``--resume RUN``);
+        ``break_lock_hint``: how the user takes a folder whose lock cannot be checked (None: remove the lock file).
+        Messages only offer what the command at hand can do."""
         if resume and overwrite:
             raise VitoError("--resume and --overwrite exclude each other: continue the run or start it afresh")
         self.path, self.resume, self.overwrite, self.break_lock = Path(path), resume, overwrite, break_lock
         self.is_main, self.kind, self.run_files = is_main, kind, tuple(run_files)
+        self.resume_hint = resume_hint or f"--resume {self.path}"
+        self.break_lock_hint = break_lock_hint or f"remove {self.path / LOCK}"
         self.notes: list[str] = []
         self._locked = False
 
@@ -84,7 +90,7 @@ class RunFolder:
         if not self.resume and not self.overwrite and holds_run(self.path):
             raise VitoError(
                 f"{self.path} already holds a run ({', '.join(self._markers())}); continue it with "
-                f"--resume {self.path}, start it afresh with --overwrite (deletes its checkpoints and logs), "
+                f"{self.resume_hint}, start it afresh with --overwrite (deletes its checkpoints and logs), "
                 "or choose another --out"
             )
 
@@ -145,10 +151,10 @@ class RunFolder:
             self.notes.append(f"took over the stale lock of {who}, which is no longer running")
         elif live is True:
             raise VitoError(f"{self.path} is in use by the run of {who}; wait for it to end or stop it "
-                            f"(if that process is not a vito run, --break-lock takes the folder)")
+                            f"(if that process is not a vito run: {self.break_lock_hint})")
         else:
             raise VitoError(f"{self.path} is locked by {who}, which cannot be checked from host {here}; "
-                            f"if no run uses this folder any more, take it with --break-lock")
+                            f"if no run uses this folder any more, {self.break_lock_hint}")
         with contextlib.suppress(FileNotFoundError):
             lock.unlink()
 

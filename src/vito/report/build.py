@@ -32,7 +32,7 @@ def check_report_folder(out: Path) -> None:
 
 
 def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (), dry_run: bool = False,
-                echo: Callable[[str], None] = print) -> GridRun:
+                echo: Callable[[str], None] = print, break_lock: bool = False) -> GridRun:
     """Compute what is missing and write ``out/index.html``, ``out/report.md`` and ``out/results.json``.
 
     With ``dry_run`` nothing is computed or written: the planned cells are only listed. While it computes,
@@ -47,7 +47,8 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
         planned = sum(cell.status == PLANNED for cell in run.cells)
         echo(f"dry run: {planned} of {len(run.cells)} cells would be computed; nothing written")
         return run
-    with RunFolder(out, resume=True, kind="report", run_files=()) as folder:
+    with RunFolder(out, resume=True, kind="report", run_files=(), break_lock=break_lock,
+                   break_lock_hint="take it with vito report --break-lock") as folder:
         for note in folder.notes:
             echo(note)
         run = run_grid(suite, out, only=only, dry_run=False, echo=echo)

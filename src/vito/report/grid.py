@@ -14,6 +14,7 @@ encoder names its own ``classifier``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -23,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vito.engine.finetune import FinetuneStopped
 from vito.errors import VitoError
 from vito.eval.core.registry import get, recorded_settings
 from vito.eval.core.result import RESULT_JSON, RESULT_MD, Result, read_result
-from vito.eval.core.running import run_evaluation
+from vito.eval.core.running import RERUN_FLAGS, run_evaluation
 from vito.io import write_json
 from vito.report.suite import EncoderEntry, Suite, make_settings
 
@@ -36,7 +38,7 @@ CELLS_DIR = "cells"
 HEAD_SOURCE = "linear"  # the evaluation whose trained head feeds the others' --classifier
 HEAD_ARTIFACT = "head"
 # Settings that say where or how fast, not what is computed: a cell computed with other values is still current.
-NON_RESULT_SETTINGS = frozenset({"cache_dir", "num_workers"})
+NON_RESULT_SETTINGS = frozenset({"cache_dir", "num_workers", *RERUN_FLAGS})  # where, how fast, how to continue
 ERROR_FILE = "error.json"
 
 # Cell states.
@@ -223,6 +225,8 @@ def compute_cell(cell: Cell) -> None:
         for stale in (RESULT_JSON, RESULT_MD, ERROR_FILE):
             (cell.folder / stale).unlink(missing_ok=True)
         cell.result = run_evaluation(cell.evaluation, cell.settings, cell.folder, spec)
+    except FinetuneStopped:  # a stop request stops the report (the rerun resumes this cell's fine-tune)
+        raise
     except Exception as error:  # noqa: BLE001 - one failing evaluation must not stop the others
         _fail(cell, error, "" if isinstance(error, VitoError) else traceback.format_exc())
         return
@@ -284,6 +288,8 @@ def _prepare(cell: Cell, source: Cell | None, identities: dict[str, str], dry_ru
                 state = source.error if source.status == FAILED else "it has no current result"
                 raise VitoError(f"needs the head of the {HEAD_SOURCE} cell of {cell.row}, but {state}")
             options["classifier"] = str(head) if head is not None else "<head of the linear cell>"
+        if "resume" in {f.name for f in dataclasses.fields(get(cell.evaluation).Settings)}:
+            options["resume"] = True  # the report owns its cells' fine-tunes: a stopped one is continued
         cell.settings = make_settings(cell.evaluation, options)
     except Exception as error:  # noqa: BLE001 - e.g. an identity that cannot be computed (missing run folder)
         cell.status, cell.error = FAILED, describe(error)
