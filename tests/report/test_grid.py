@@ -355,3 +355,13 @@ def test_a_lock_from_another_host_offers_what_vito_report_can_do(tmp_path, fakes
     assert "take it with vito report --break-lock" in capsys.readouterr().err
     assert main(["report", str(suite), "--out", str(out), "--break-lock"]) == 0
     assert not (out / ".lock").exists()
+
+
+def test_report_md_shows_user_text_literally_never_as_html(tmp_path, fakes) -> None:
+    hostile = "<iframe src=javascript:alert(4)>"
+    suite = _suite(tmp_path, {"a": {"encoder": hostile}}, {"knn": {"train": "data"}})
+    out = tmp_path / "report"
+    make_report(suite, out, echo=lambda _: None)
+    markdown = (out / "report.md").read_text()
+    assert "<iframe" not in markdown and "&lt;iframe src=javascript:alert(4)&gt;" in markdown
+    assert "<iframe" not in (out / "index.html").read_text()

@@ -7,20 +7,36 @@ cell's folder relative to the report folder.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from vito.io import atomic_write
 from vito.report.document import ABSENT, cell_index, column_label, coverage_text, display, shared_settings, versions
 from vito.report.grid import CACHED, COMPUTED, FAILED
 
 
-def _escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _escape(text: object) -> str:
+    """Text a user supplied (names, paths, error messages, settings) as literal markdown text: HTML's ``& < >``
+    as entities (a path ``<iframe ...>`` must not become a tag where report.md is rendered, as index.html escapes
+    it too), a table's ``|`` escaped, one line."""
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+            .replace("\n", " "))
+
+
+def _code(text: object) -> str:
+    """``text`` as a code span (shown literally, HTML included) long enough that no backtick inside ends it; a
+    table's ``|`` is escaped even there (GitHub's tables split on it first)."""
+    text = str(text).replace("\n", " ").replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _row_label(row: dict[str, Any]) -> str:
-    return f"*{row['name']}* (reference)" if row["kind"] == "reference" else f"**{row['name']}**"
+    name = _escape(row["name"])
+    return f"*{name}* (reference)" if row["kind"] == "reference" else f"**{name}**"
 
 
 def group_table(document: dict[str, Any], group: dict[str, Any]) -> list[str]:
@@ -42,9 +58,9 @@ def _cells_table(document: dict[str, Any]) -> list[str]:
         seconds = f"{cell['seconds']:.1f}" if cell["seconds"] is not None else ""
         target = cell["summary"] or cell["folder"]
         flag = " †" if cell["coverage"] and cell["coverage"]["partial"] else ""
-        lines.append(f"| {cell['row']} | {cell['evaluation']} | {cell['status']} | {seconds} | "
+        lines.append(f"| {_escape(cell['row'])} | {_escape(cell['evaluation'])} | {cell['status']} | {seconds} | "
                      f"{_escape(coverage_text(cell['coverage']))}{flag} | {cell['skipped'] or ''} | "
-                     f"[{cell['folder']}]({target}) |")
+                     f"[{_escape(cell['folder'])}]({quote(str(target))}) |")
     return lines
 
 
@@ -59,8 +75,8 @@ def _settings(document: dict[str, Any]) -> list[str]:
             name = evaluation["evaluation"]
             cells = [c for c in document["cells"] if c["evaluation"] == name]
             common, differing = shared_settings(cells)
-            lines += ["", f"**{name}**: " + ", ".join(f"`{k}` = {_value(v)}" for k, v in common.items())]
-            lines += [f"- {row}: " + ", ".join(f"`{k}` = {_value(v)}" for k, v in values.items())
+            lines += ["", f"**{_escape(name)}**: " + ", ".join(f"`{k}` = {_value(v)}" for k, v in common.items())]
+            lines += [f"- {_escape(row)}: " + ", ".join(f"`{k}` = {_value(v)}" for k, v in values.items())
                       for row, values in differing.items()]
     return lines
 
@@ -69,7 +85,7 @@ def render(document: dict[str, Any]) -> str:
     counts = document["counts"]
     lines = [
         "# vito report", "",
-        f"Suite `{document['suite']}`, generated {document['generated']}. {counts['cells']} cells: "
+        f"Suite {_code(document['suite'])}, generated {document['generated']}. {counts['cells']} cells: "
         f"{counts['computed']} computed in this run, {counts['cached']} reused, {counts['marked_failed']} failed.",
         "", "Proportions in percent (%). † partial coverage (fewer items than the benchmark lists; see Cells), "
         "✗ failed (see Failures), — not computed.",
@@ -80,20 +96,22 @@ def render(document: dict[str, Any]) -> str:
     failures = [c for c in document["cells"] if c["status"] == FAILED]
     if failures:
         lines += ["", "## Failures", ""]
-        lines += [f"- **{c['row']} × {c['evaluation']}**: {_escape(c['error'])}" for c in failures]
+        lines += [f"- **{_escape(c['row'])} × {_escape(c['evaluation'])}**: {_escape(c['error'])}" for c in failures]
     partial = [c for c in document["cells"] if c["coverage"] and c["coverage"]["partial"]]
     if partial:
         lines += ["", "## Partial coverage", ""]
-        lines += [f"- {c['row']} × {c['evaluation']}: {_escape(coverage_text(c['coverage']))}" for c in partial]
+        lines += [f"- {_escape(c['row'])} × {_escape(c['evaluation'])}: {_escape(coverage_text(c['coverage']))}"
+                  for c in partial]
     missing = [c for c in document["cells"] if c["status"] not in (CACHED, COMPUTED, FAILED)]
     if missing:
-        lines += ["", "Not computed: " + ", ".join(f"{c['row']} × {c['evaluation']}" for c in missing) + "."]
+        lines += ["", "Not computed: " + ", ".join(f"{_escape(c['row'])} × {_escape(c['evaluation'])}"
+                                                    for c in missing) + "."]
     lines += ["", "## Cells", ""] + _cells_table(document)
     lines += ["", "## Settings"] + _settings(document)
     found = versions(document)
     if found:
         lines += ["", "## Package versions", "", "| package | version |", "|---|---|"]
-        lines += [f"| {package} | {', '.join(values)} |" for package, values in found.items()]
+        lines += [f"| {_escape(package)} | {_escape(', '.join(values))} |" for package, values in found.items()]
     return "\n".join(lines) + "\n"
 
 
