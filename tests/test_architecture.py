@@ -13,11 +13,12 @@ import vito
 SOURCE = Path(vito.__file__).parent
 
 # What each package may import from vito (besides itself): modules depend downward only.
-BASE = {"vito.errors", "vito.checks", "vito.io"}
+BASE = {"vito.errors", "vito.checks", "vito.io", "vito.tensor_files"}
 ALLOWED = {
     "vito.errors": set(),
     "vito.checks": {"vito.errors"},
     "vito.io": {"vito.errors"},
+    "vito.tensor_files": {"vito.errors"},
     "vito.schema": BASE,
     "vito.config": BASE | {"vito.schema"},
     "vito.engine": BASE | {"vito.schema"},

@@ -46,12 +46,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             raise SystemExit("vito pretrain: --data and --out RUN_DIR are required (or --resume RUN_DIR)")
         config = load_config(args.config or DEFAULT_PRETRAIN_CONFIG, overrides)
         out, checkpoint = args.out, None
-    try:
-        result = pretrain(config, data=args.data, run_dir=out, resume=args.resume is not None, checkpoint=checkpoint,
-                          overwrite=args.overwrite, break_lock=args.break_lock)
-    except KeyboardInterrupt:  # Ctrl-C twice
-        print("vito pretrain: interrupted twice: stopped at once, without a new checkpoint", file=sys.stderr)
-        return exit_status("SIGINT")
+    result = pretrain(config, data=args.data, run_dir=out, resume=args.resume is not None, checkpoint=checkpoint,
+                      overwrite=args.overwrite, break_lock=args.break_lock)
     return 0 if result.stopped_by is None else exit_status(result.stopped_by)
 
 
@@ -322,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         end_bars()  # the error starts on a line of its own, not at the end of a progress bar
         print(f"vito {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, or twice where the first one asked a training loop to stop after its step
+        end_bars()
+        print(f"vito {args.command}: interrupted: stopped at once (a run continues from its last checkpoint)",
+              file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
 
 
 if __name__ == "__main__":

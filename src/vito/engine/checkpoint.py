@@ -21,6 +21,7 @@ import torch
 
 from vito.errors import VitoError
 from vito.io import atomic_write
+from vito.tensor_files import UnreadableTensorFile, load_tensor_file
 
 FORMAT = "vito-checkpoint/1"
 LAST = "last.pt"
@@ -130,12 +131,10 @@ class CorruptCheckpoint(VitoError):
 
 
 def _read(path: Path) -> Any:
-    if path.stat().st_size == 0:
-        raise CorruptCheckpoint(f"{path} is empty (0 bytes)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors come in many types
-        raise CorruptCheckpoint(f"{path} is not a readable checkpoint: {error}") from error
+        return load_tensor_file(path, "checkpoint")
+    except UnreadableTensorFile as error:
+        raise CorruptCheckpoint(str(error)) from error
 
 
 def _checked(state: Any, path: Path, expected_format: str) -> dict[str, Any]:

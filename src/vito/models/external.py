@@ -11,10 +11,10 @@ from pathlib import Path
 import timm
 import torch
 import torchvision
-from safetensors.torch import load_file
 from torch import nn
 
 from vito.errors import VitoError
+from vito.tensor_files import load_tensor_file
 
 SPEC_HELP = "timm:NAME (any timm model) or torchvision:NAME (e.g. torchvision:resnet50)"
 
@@ -57,13 +57,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # pickle errors come in many types
-            raise VitoError(f"{path} is not a readable PyTorch weights file: {error}") from error
+    state = load_tensor_file(path, "PyTorch weights file")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

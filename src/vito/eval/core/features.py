@@ -18,11 +18,12 @@ from torch.utils.data import DataLoader
 
 from vito.engine.distributed import worker_count
 from vito.engine.progress import progress
-from vito.errors import DataError
+from vito.errors import DataError, VitoError
 from vito.eval.core.encoder_spec import inference_mode, resolve_precision
 from vito.eval.core.encoders import Encoder
 from vito.eval.core.inputs import EvalTransform, ImageFolder, collate_readable
 from vito.io import atomic_write
+from vito.tensor_files import load_tensor_file
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +95,11 @@ def cached_features(
     cache = Path(cache_dir) / f"features-{Path(root).name}-{key}.pt" if cache_dir is not None else None
     if cache is not None and cache.is_file():
         try:
-            cached = FeatureSet(**torch.load(cache, map_location="cpu", weights_only=True))
+            cached = FeatureSet(**load_tensor_file(cache, "feature cache"))
             cached.skipped = [tuple(item) for item in cached.skipped]
             log.info("read cached features %s", cache)
             return cached
-        except Exception as error:  # a truncated or foreign file: unpickling fails in many ways
+        except (VitoError, TypeError) as error:  # a truncated or foreign file
             log.warning("feature cache %s is unreadable (%s); recomputing it", cache, error)
     result = extract_features(encoder, dataset, batch_size, num_workers, desc=f"features {Path(root).name}")
     if cache is not None:

@@ -20,6 +20,7 @@ from vito.engine.progress import progress
 from vito.errors import VitoError
 from vito.eval.probes.head_sgd import MOMENTUM, new_head, train_heads
 from vito.io import atomic_write
+from vito.tensor_files import load_tensor_file
 
 LINEAR_LRS = (0.4, 0.3, 0.2, 0.1, 0.05)  # VITO's sweep (paper appendix), base lr for batch 256
 
@@ -157,10 +158,10 @@ def load_linear_head(path: str | Path) -> nn.Linear:
     path = Path(path)
     if not path.is_file():
         raise VitoError(f"linear head not found: {path}")
+    state = load_tensor_file(path, "linear head saved by vito")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         weight, bias = state["weight"], state["bias"]
-    except Exception as error:  # unreadable file or wrong layout
+    except (KeyError, TypeError, IndexError) as error:  # another file of tensors
         raise VitoError(f"{path} is not a linear head saved by vito (weight, bias, meta): {error}") from error
     head = nn.Linear(weight.shape[1], weight.shape[0])
     with torch.no_grad():
