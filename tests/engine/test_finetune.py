@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,3 +199,17 @@ def test_refusals_offer_what_a_fine_tune_command_can_do(tmp_path: Path) -> None:
     with pytest.raises(VitoError, match=re.escape(f"remove {tmp_path / '.lock'}")) as locked:
         _run(tmp_path, resume=True)
     assert "--break-lock" not in str(locked.value)
+
+
+def test_a_fine_tune_killed_before_its_first_checkpoint_starts_again_from_step_0(tmp_path: Path, capsys) -> None:
+    whole, reference, _ = _run(tmp_path / "whole")
+    _run(tmp_path / "killed")
+    shutil.rmtree(tmp_path / "killed" / "checkpoints")  # as SIGKILL while writing the first checkpoint leaves it:
+    (tmp_path / "killed" / "checkpoints").mkdir()  # the temporary file of an interrupted atomic write
+    (tmp_path / "killed" / "checkpoints" / "step_0000002.pt.tmp").write_bytes(b"PK\x03")
+    with pytest.raises(VitoError, match="--resume"):  # a plain rerun does not take the folder silently
+        _run(tmp_path / "killed")
+    again, model, calls = _run(tmp_path / "killed", resume=True)
+    assert again.finished and len(calls) == 6 and "starting again from step 0" in capsys.readouterr().err
+    for key, value in reference.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key

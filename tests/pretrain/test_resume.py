@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
 
+from tests.helpers import tensors_equal, tiny_config
 from vito.config import ConfigError, load_config
-from vito.engine.checkpoint import FORMAT, save_checkpoint
+from vito.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from vito.errors import VitoError
+from vito.pretrain.loop import pretrain
 from vito.pretrain.resume import resume_config, resume_target
 
 
@@ -45,3 +50,27 @@ def test_a_config_given_on_resume_must_be_the_runs(tmp_path) -> None:
     assert resume_config(tmp_path, ["train.max_steps=999"], config="demo").train.max_steps == 999
     with pytest.raises(ConfigError, match=r"--config vito_r50 is not the config of the run in .*: data\.batch_size"):
         resume_config(tmp_path, [], config="vito_r50")
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again_from_step_0(videos: Path, tmp_path: Path) -> None:
+    """What SIGKILL before (or while) writing the first checkpoint leaves: config.yaml, logs, no checkpoint (an
+    interrupted atomic write leaves a temporary file). Started again with the same arguments, or with --resume and
+    its data, it runs from step 0 and ends as an uninterrupted run did; another config is still refused."""
+    config = tiny_config("train.max_steps=2")
+    straight = tmp_path / "straight"
+    pretrain(config, videos, straight)
+    killed = tmp_path / "killed"
+    pretrain(config, videos, killed)
+    shutil.rmtree(killed / "checkpoints")
+    (killed / "checkpoints").mkdir()
+    (killed / "checkpoints" / ".last.pt.1a2b.tmp").write_bytes(b"half a checkpoint")
+    with pytest.raises(VitoError, match="already holds a run"):
+        pretrain(tiny_config("train.max_steps=2", "optim.base_lr=0.5"), videos, killed)
+    again = pretrain(config, videos, killed)  # the requeue script's "no last.pt yet" branch: same arguments
+    assert again.step == 2 and "starts again from step 0" in (killed / "train.log").read_text()
+    tensors_equal(load_checkpoint(straight)["model"], load_checkpoint(killed)["model"], "model")
+    shutil.rmtree(killed / "checkpoints")
+    with pytest.raises(VitoError, match="give it again"):
+        pretrain(config, None, killed, resume=True)  # --resume RUN: the data is in no checkpoint yet
+    assert pretrain(config, videos, killed, resume=True).step == 2
+    tensors_equal(load_checkpoint(straight)["model"], load_checkpoint(killed)["model"], "model")

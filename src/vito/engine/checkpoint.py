@@ -32,6 +32,13 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether the run folder holds a checkpoint file (intact or not). A run killed before or while writing its
+    first one holds none (an interrupted atomic write leaves only a temporary file): it starts again from step 0."""
+    folder = checkpoint_dir(run_dir)
+    return folder.is_dir() and any(path.suffix == ".pt" for path in folder.iterdir())
+
+
 def step_file(run_dir: str | Path, step: int) -> Path:
     return checkpoint_dir(run_dir) / f"step_{step:07d}.pt"
 

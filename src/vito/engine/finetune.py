@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from vito.engine import distributed
-from vito.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vito.engine.checkpoint import has_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vito.engine.precision import uses_bf16
 from vito.engine.progress import progress, write
 from vito.engine.run_files import CONFIG_FILE, MetricsLog, start_run_files
@@ -131,9 +131,13 @@ def finetune(
     if found is not None and found["step"] >= spec.iterations:
         model.load_state_dict(found["model"])
         return FinetuneResult(run_dir, found["step"], finished=True, reused=True, notes=["reused a finished run"])
-    with RunFolder(run_dir, resume=resume and holds_run(run_dir), overwrite=overwrite, is_main=context.is_main,
-                   kind=spec.format.split("/")[0], resume_hint="the same command and --resume",
+    # --resume of a run stopped before its first checkpoint (config.yaml equal, checked above): from step 0
+    never_saved = resume and holds_run(run_dir) and not overwrite and not has_checkpoint(run_dir)
+    with RunFolder(run_dir, resume=resume and holds_run(run_dir), overwrite=overwrite,
+                   is_main=context.is_main, kind=spec.format.split("/")[0], resume_hint="the same command and --resume",
                    break_lock_hint=None) as folder:
+        if never_saved:
+            folder.notes.append("no checkpoint yet (stopped before its first one): starting again from step 0")
         state = found if resume else None  # the newest checkpoint of this run, if it wrote one
         if state is not None:
             model.load_state_dict(state["model"])
@@ -233,7 +237,7 @@ def _existing(run_dir: Path, config: dict[str, Any], spec: FinetuneSpec, overwri
         diff = sorted(k for k in set(saved or {}) | set(config) if (saved or {}).get(k) != config.get(k))
         raise VitoError(f"{run_dir} holds a {spec.description} with different settings ({', '.join(diff) or 'none'}"
                         "); use --overwrite to replace it or choose another --out")
-    if not (run_dir / "checkpoints").is_dir():
+    if not has_checkpoint(run_dir):
         return None
     state = load_checkpoint(run_dir, expected_format=spec.format)
     return state if state.get("config") == config else None

@@ -43,7 +43,7 @@ from vito.errors import VitoError
 from vito.models.vito import build_vito
 from vito.pretrain.feed import DeviceFeed, StepTimer, pretrain_loader
 from vito.pretrain.optim import LARS, ema_tau, learning_rate, param_groups
-from vito.pretrain.resume import data_path, note_data_path_change, resume_point
+from vito.pretrain.resume import data_path, never_checkpointed, note_data_path_change, resume_point
 
 log = logging.getLogger(__name__)
 NON_FINITE_ADVICE = "Lower optim.base_lr or raise optim.warmup_steps, then resume or start again."
@@ -93,11 +93,15 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
            start: _Start) -> RunResult:
     t, o = config.train, config.optim
     # 0. everything that can be wrong with the input is found before the run folder is touched
-    folder = RunFolder(run_dir, resume=start.resume, overwrite=start.overwrite, break_lock=start.break_lock,
-                       is_main=context.is_main)
+    from_zero = start.checkpoint is None and never_checkpointed(run_dir, config, start.resume, start.overwrite)
+    folder = RunFolder(run_dir, resume=start.resume or from_zero, overwrite=start.overwrite,
+                       break_lock=start.break_lock, is_main=context.is_main)
     folder.check()  # a typo'd --out into another run: refused now, not after minutes of start-up
     notes: list[str] = []  # for train.log, once it exists
-    checkpoint = resume_point(run_dir, start.checkpoint, config, notes) if start.resume else None
+    if from_zero:
+        notes.append(f"{run_dir} holds this run without a checkpoint (stopped before its first one): it starts "
+                     "again from step 0")
+    checkpoint = resume_point(run_dir, start.checkpoint, config, notes) if start.resume and not from_zero else None
     data = data_path(data, checkpoint, notes)
     start_step = checkpoint["step"] if checkpoint is not None else 0
     per_rank_batch = _per_rank_batch(config.data.batch_size, context.world_size)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vito.config import ADDED_KEYS, Config, ConfigError, load_config, with_added_keys
-from vito.engine.checkpoint import load_checkpoint
+from vito.engine.checkpoint import has_checkpoint, load_checkpoint
 from vito.errors import VitoError
 
 # Keys that may change when a run is resumed: how long to train and how to log, never what is trained.
@@ -45,6 +45,23 @@ def resume_target(run_dir_or_file: str | Path) -> tuple[Path, Path | None]:
     return path.parent.parent, path
 
 
+def never_checkpointed(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> bool:
+    """Whether ``run_dir`` holds this very run without a checkpoint: stopped (or killed) before or while writing
+    its first one. Such a run starts again from step 0, as an uninterrupted run did, whether it is continued
+    with ``--resume RUN`` or started again with the same ``--config``/``--data``/``--out`` (a requeue script's
+    two branches); a different config is still refused."""
+    saved = Path(run_dir) / "config.yaml"
+    if overwrite or has_checkpoint(run_dir) or not saved.is_file():
+        return False
+    if resume:
+        return True
+    try:
+        check_resumable(load_config(saved, saved_run=True).to_dict(), config.to_dict())
+    except VitoError:  # another run's folder: the run folder's refusal says so
+        return False
+    return True
+
+
 def resume_point(run_dir: Path, file: str | Path | None, config: Config, notes: list[str]) -> dict[str, Any]:
     """The checkpoint to continue from, checked against the config it continues with."""
     checkpoint = load_checkpoint(run_dir if file is None else file)
@@ -69,7 +86,8 @@ def data_path(data: str | Path | None, checkpoint: dict[str, Any] | None, notes:
     """
     if data is None:
         if checkpoint is None:
-            raise VitoError("no training data given (--data)")
+            raise VitoError("no training data given (--data; a run stopped before its first checkpoint has not "
+                            "recorded its data: give it again)")
         return Path(checkpoint["data_path"])
     data = Path(os.path.abspath(data))
     if checkpoint is not None:
