@@ -70,6 +70,9 @@ def test_stop_then_resume_equals_the_uninterrupted_run(tmp_path: Path) -> None:
         _run(tmp_path / "stopped")  # a fresh start into the stopped run's folder is refused
     resumed, model, calls = _run(tmp_path / "stopped", resume=True)
     assert resumed.finished and len(calls) == 4
+    assert resumed.skipped == [("bad.jpg", "broken")]  # met before the stop: kept in the checkpoint
+    reused, _, calls = _run(tmp_path / "stopped")
+    assert reused.reused and not calls and reused.skipped == [("bad.jpg", "broken")]  # a partial run stays partial
     for key, value in reference.state_dict().items():
         assert torch.equal(value, model.state_dict()[key]), key
     lines = (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()

@@ -130,7 +130,8 @@ def finetune(
     found = _existing(run_dir, config, spec, overwrite)
     if found is not None and found["step"] >= spec.iterations:
         model.load_state_dict(found["model"])
-        return FinetuneResult(run_dir, found["step"], finished=True, reused=True, notes=["reused a finished run"])
+        return FinetuneResult(run_dir, found["step"], finished=True, reused=True, skipped=_saved_skipped(found),
+                              notes=["reused a finished run"])
     # --resume of a run stopped before its first checkpoint (config.yaml equal, checked above): from step 0
     never_saved = resume and holds_run(run_dir) and not overwrite and not has_checkpoint(run_dir)
     with RunFolder(run_dir, resume=resume and holds_run(run_dir), overwrite=overwrite,
@@ -148,7 +149,8 @@ def finetune(
         last_good = Path(state["path"]) if state is not None else None  # metrics after the checkpoint go)
         for note in folder.notes + notes:  # what was found and mended on the way in: said before training
             write(f"{spec.description}: {note}", file=sys.stderr)
-        result = _train(model, loss_fn, optimizer, lr_at, batches, _Run(run_dir, spec, context, start), last_good)
+        run = _Run(run_dir, spec, context, start, _saved_skipped(state) if state is not None else [])
+        result = _train(model, loss_fn, optimizer, lr_at, batches, run, last_good)
         result.notes = folder.notes + notes + result.notes
         return result
 
@@ -161,6 +163,7 @@ class _Run:
     spec: FinetuneSpec
     context: distributed.Context
     start: int
+    skipped_before: list[tuple[str, str]]  # what the checkpoint resumed from had met (the run's earlier part)
 
 
 def _train(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, lr_at: Callable[[int], float],
@@ -172,7 +175,7 @@ def _train(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
     wrapped.train()
     use_bf16 = uses_bf16(context.device, spec.precision)
     watch, metrics, stop = LossWatch(context.device), MetricsLog(run.run_dir, enabled=context.is_main), StopSignal()
-    result = FinetuneResult(run.run_dir, run.start, finished=False)
+    result = FinetuneResult(run.run_dir, run.start, finished=False, skipped=list(run.skipped_before))
     bar = progress(total=spec.iterations, initial=run.start, desc=spec.description, enabled=context.is_main,
                    leave=False)
     step = run.start
@@ -206,7 +209,8 @@ def _train(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
             if log_step:
                 metrics.write({"step": step, "lr": lr, **agreed.values}, last_good)
             if save or agreed.stopped_by:
-                last_good = _save(model, optimizer, step, run, last_good)
+                result.skipped = _distinct(distributed.gather_objects(result.skipped))  # every process's, once
+                last_good = _save(model, optimizer, step, run, last_good, result.skipped)
             if agreed.stopped_by:
                 result.stopped_by = agreed.stopped_by
                 break
@@ -214,17 +218,28 @@ def _train(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
     return result
 
 
-def _save(model: nn.Module, optimizer: torch.optim.Optimizer, step: int, run: _Run,
-          last_good: Path | None) -> Path | None:
-    """A checkpoint of step ``step`` (the main process writes it), never from non-finite weights."""
+def _save(model: nn.Module, optimizer: torch.optim.Optimizer, step: int, run: _Run, last_good: Path | None,
+          skipped: list[tuple[str, str]]) -> Path | None:
+    """A checkpoint of step ``step`` (the main process writes it), never from non-finite weights. It keeps the
+    training items skipped so far: a Result made from a resumed or reused run must still count them."""
     if not finite_weights(model):
         what = f"the weights became non-finite by step {step}"
         raise VitoError(f"{run.run_dir}: {non_finite_message(what, last_good, NON_FINITE_ADVICE)}")
     if not run.context.is_main:
         return last_good
     state = {"format": run.spec.format, "step": step, "config": _plain(run.spec.config), "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "rng": rng_state()}
+             "optimizer": optimizer.state_dict(), "rng": rng_state(), "skipped": [list(pair) for pair in skipped]}
     return save_checkpoint(run.run_dir, state, keep=run.spec.keep_checkpoints)
+
+
+def _saved_skipped(state: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (item, reason) pairs a checkpoint recorded (none in checkpoints written before it kept them)."""
+    return [(str(item), str(reason)) for item, reason in state.get("skipped", [])]
+
+
+def _distinct(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Each (item, reason) pair once, in first-seen order."""
+    return list(dict.fromkeys((str(item), str(reason)) for item, reason in pairs))
 
 
 def _existing(run_dir: Path, config: dict[str, Any], spec: FinetuneSpec, overwrite: bool) -> dict[str, Any] | None:
