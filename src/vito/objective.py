@@ -59,7 +59,7 @@ def same_video_negatives(video_index: torch.Tensor, global_video_index: torch.Te
     if torch.unique(global_video_index).numel() < 2:
         raise DataError(
             f"the batch of {global_video_index.numel()} clips holds fewer than 2 distinct videos, so no clip has a "
-            "negative: use more videos (or a smaller batch), or set loss.mask_same_video=false"
+            "negative: use more videos or a larger batch, or set loss.mask_same_video=false"
         )
     same = video_index.reshape(-1, 1) == global_video_index.reshape(1, -1)
     rows = torch.arange(video_index.numel(), device=same.device)

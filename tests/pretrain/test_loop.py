@@ -16,7 +16,7 @@ import torch
 from tests.helpers import TINY_OVERRIDES, tensors_equal, tiny_config
 from vito.config import ConfigError, load_config
 from vito.engine.checkpoint import load_checkpoint
-from vito.errors import VitoError
+from vito.errors import DataError, VitoError
 from vito.models.vito import Vito
 from vito.pretrain.loop import pretrain
 from vito.pretrain.optim import LARS
@@ -230,3 +230,20 @@ def test_a_cut_off_last_metrics_line_does_not_stop_a_resume(videos: Path, tmp_pa
     assert resumed.step == 3
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     assert "dropped 1 line(s) that are not a whole record" in (tmp_path / "train.log").read_text()
+
+
+def test_too_few_videos_for_negatives_is_refused_before_the_run_folder_is_touched(videos: Path, tmp_path: Path) -> None:
+    one = tmp_path / "one"
+    one.mkdir()
+    first = sorted(videos.rglob("*.mp4"))[0]
+    (one / first.name).write_bytes(first.read_bytes())
+    with pytest.raises(DataError, match=r"1 usable video\(s\).*at least 2 are needed") as error:
+        pretrain(tiny_config(), one, tmp_path / "new")
+    assert "smaller batch" not in str(error.value) and not (tmp_path / "new").exists()
+    previous = tmp_path / "previous"  # --overwrite into another run: its files stay when the new run cannot start
+    (previous / "checkpoints").mkdir(parents=True)
+    (previous / "checkpoints" / "last.pt").write_bytes(b"the previous run's weights")
+    (previous / "config.yaml").write_text("the previous run's config\n")
+    with pytest.raises(DataError, match="at least 2 are needed"):
+        pretrain(tiny_config(), one, previous, overwrite=True)
+    assert (previous / "checkpoints" / "last.pt").read_bytes() == b"the previous run's weights"

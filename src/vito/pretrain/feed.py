@@ -23,6 +23,7 @@ from vito.config import Config
 from vito.data.gpu_decode import JpegBatches, decode_views
 from vito.data.pretrain_batches import build_pretrain_loader
 from vito.engine import distributed, signals
+from vito.errors import DataError
 
 
 def pretrain_loader(config: Config, data: Path, context: distributed.Context, start_step: int, notes: list[str],
@@ -40,9 +41,20 @@ def pretrain_loader(config: Config, data: Path, context: distributed.Context, st
     loader = build_pretrain_loader(data, data_cfg, config.train.seed, rank=context.rank,
                                    world_size=context.world_size, start_step=start_step, scan_cache=scan_cache,
                                    batches=JpegBatches if decode == "cuda" else None)
+    _check_negatives(config, len(loader.dataset.usable))
     loader.pin_memory = context.device.type == "cuda"  # the feed copies batches from pinned memory
     loader.worker_init_fn = functools.partial(_init_worker, loader.worker_init_fn)
     return loader
+
+
+def _check_negatives(config: Config, usable: int) -> None:
+    """With same-video clips masked, a clip's negatives are the other videos of the batch: fewer than 2 usable
+    videos can never train (a batch of 1 clip is refused by the config). Said at start, before the run folder is
+    touched, not as a DataError at step 0 after the folder was written or --overwrite removed the previous run."""
+    if config.loss.mask_same_video and usable < 2:
+        raise DataError(f"the data holds {usable} usable video(s): a clip's negatives are the other videos of its "
+                        "batch (loss.mask_same_video=true), so at least 2 are needed; add videos, or set "
+                        "loss.mask_same_video=false to take the other clips of the same video as negatives")
 
 
 def _init_worker(init: Callable[[int], None] | None, worker_id: int) -> None:
