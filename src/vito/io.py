@@ -82,3 +82,20 @@ def read_json(path: str | Path, what: str) -> Any:
         return json.loads(text)
     except ValueError as error:
         raise DataError(f"{what} {path} is not a readable JSON file: {error}") from error
+
+
+def inside_name(name: str, where: str, *, subfolders: bool = False) -> str:
+    """``name``, an id or file name read from a dataset's own file, once checked to stay inside its folder.
+
+    Why: such names are joined to the dataset folder to read, and to ``--out`` to write (``predictions/<id>.png``);
+    a list line ``../../../tmp/x`` or ``/etc/x`` would read or overwrite files outside both. Refused: empty names,
+    absolute paths, ``.``/``..`` parts, backslashes and NUL; ``/`` only with ``subfolders`` (a path inside the
+    dataset, as UCF-101's ``Class/video.avi``). ``where`` names the file (and line) the name came from.
+    """
+    parts = name.split("/")
+    if (not name or "\\" in name or "\0" in name or any(part in ("", ".", "..") for part in parts)
+            or (len(parts) > 1 and not subfolders)):
+        kind = "a relative path inside the dataset" if subfolders else "a plain name (no '/')"
+        raise DataError(f"{where}: {name!r} is not {kind}: names read from a dataset's files may not leave its "
+                        "folder (no absolute path, no '..', no '\\')")
+    return name

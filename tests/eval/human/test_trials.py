@@ -21,6 +21,7 @@ from vito.eval.human.trials import (
     short_image_name,
     sixteen_class_decisions,
     sixteen_class_scores,
+    trial_from_row,
 )
 
 
@@ -104,3 +105,9 @@ def test_human_responses_file_that_is_not_utf8_is_a_data_error(tmp_path: Path) -
     (folder / "subject-01.csv").write_bytes(b"\xff\xfeimagename,object_response,category,condition\n")
     with pytest.raises(DataError, match="responses file .*subject-01.csv is not a readable UTF-8 text file"):
         load_human_data(folder)
+
+
+def test_an_image_name_that_leaves_the_stimulus_folder_is_refused(tmp_path: Path) -> None:
+    rows = [{"subj": "s1", "imagename": "..", "object_response": "cat", "category": "cat", "condition": "0"}]
+    with pytest.raises(DataError, match="column imagename: '..' is not a plain name"):
+        [trial_from_row(row) for row in read_response_rows(write_csv(tmp_path / "r.csv", rows))]

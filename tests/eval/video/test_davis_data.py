@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests.helpers import png_header
 from vito.errors import DataError
-from vito.eval.video.davis_data import read_object_ids, read_png_ids
+from vito.eval.video.davis_data import find_sequences, read_object_ids, read_png_ids
 
 
 def test_2016_and_2017_annotation_layouts(tmp_path) -> None:
@@ -36,3 +36,11 @@ def test_davis_decompression_bomb_annotation_is_a_data_error(tmp_path: Path) -> 
     png_header(tmp_path / "00000.png", 20000, 20000)
     with pytest.raises(DataError, match="cannot read .*00000.png: .*decompression bomb"):
         read_png_ids(tmp_path / "00000.png")
+
+
+@pytest.mark.parametrize("name", ["../bear", "bear/../../x", "/tmp/bear"])
+def test_a_sequence_name_that_leaves_the_dataset_is_refused(tmp_path, name) -> None:
+    (tmp_path / "JPEGImages" / "480p").mkdir(parents=True)
+    (tmp_path / "Annotations" / "480p").mkdir(parents=True)
+    with pytest.raises(DataError, match="--sequences: .* is not a plain name"):
+        find_sequences(tmp_path, names=[name])

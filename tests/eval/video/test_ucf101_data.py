@@ -39,6 +39,8 @@ def test_ucf101_malformed_class_index_is_a_data_error(tmp_path: Path, class_inde
     (b"A/v_\xff.avi 1\n", "split file .* is not a readable UTF-8 text file"),
     (b"A/v_A_g01_c01.avi 1\nA/v_A_g01_c01.avi 1\n", "line 2: A/v_A_g01_c01.avi is listed more than once"),
     (b"\r\n\n", "trainlist01.txt lists no videos"),
+    (b"A/../../../etc/passwd 1\n", "line 1: 'A/../../../etc/passwd' is not a relative path inside the dataset"),
+    (b"/A/v_A_g01_c01.avi\n", "line 1: '/A/v_A_g01_c01.avi' is not a relative path"),
 ])
 def test_ucf101_malformed_split_list_is_a_data_error(tmp_path: Path, split_list: bytes, message: str) -> None:
     (tmp_path / "classInd.txt").write_text("1 A\n2 B\n")

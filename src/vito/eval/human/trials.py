@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from vito.errors import DataError
-from vito.io import read_text
+from vito.io import inside_name, read_text
 
 # The 16 categories in the benchmark's (alphabetical) order and their ImageNet-1k members (docs/metrics.md,
 # model-vs-human).
@@ -148,7 +148,7 @@ def read_response_rows(path: str | Path) -> list[dict[str, str]]:
 
 def trial_from_row(row: Mapping[str, str]) -> Trial:
     return Trial(
-        image_id=short_image_name(row["imagename"]),
+        image_id=inside_name(short_image_name(row["imagename"]), "responses file, column imagename"),
         category=row["category"],
         response=row["object_response"],
         condition=normalise_condition(row["condition"]),

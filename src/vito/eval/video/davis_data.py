@@ -20,7 +20,7 @@ from PIL import Image
 from vito.data.imagenet import normalize
 from vito.data.images import read_image, read_index_png_and_mode
 from vito.errors import DataError
-from vito.io import atomic_write
+from vito.io import atomic_write, inside_name
 
 VOID = 255
 
@@ -40,7 +40,8 @@ def find_sequences(
     image_dir, annotation_dir = root / "JPEGImages" / resolution, root / "Annotations" / resolution
     if not image_dir.is_dir() or not annotation_dir.is_dir():
         raise DataError(f"{root} is not a DAVIS folder: expected JPEGImages/{resolution} and Annotations/{resolution}")
-    names = list(names) if names else sorted(p.name for p in annotation_dir.iterdir() if p.is_dir())
+    names = [inside_name(name, "--sequences") for name in names] if names else \
+        sorted(p.name for p in annotation_dir.iterdir() if p.is_dir())
     sequences = []
     for name in names:
         frames = sorted((image_dir / name).glob("*.jpg"))

@@ -27,7 +27,7 @@ from vito.data.stream import EpochShuffle, StepStream
 from vito.data.video import probe_video, read_frames
 from vito.errors import DataError, VitoError
 from vito.eval.core.inputs import EvalTransform
-from vito.io import read_text
+from vito.io import inside_name, read_text
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ def read_split(splits_dir: str | Path, split: int, subset: str) -> list[VideoEnt
         parts = line.split()
         if not parts:
             continue
+        inside_name(parts[0], f"{path} line {number}", subfolders=True)
         folder = parts[0].split("/")[0].lower()
         if folder not in by_folder:
             raise DataError(f"{path}: class folder {folder!r} is not in classInd.txt")

@@ -16,7 +16,7 @@ from PIL import Image
 from tests.data.conftest import UNREADABLE, unreadable
 from tests.eval.dense.detection.helpers import tiny_instances
 from vito.errors import DataError
-from vito.eval.dense.detection.data import DetectionImages, load_annotations
+from vito.eval.dense.detection.data import DetectionImages, image_file, load_annotations
 
 CANVAS = (96, 128)
 
@@ -85,3 +85,14 @@ def test_detect_annotation_file_with_a_bom_is_read(tmp_path: Path) -> None:
     path = tmp_path / "instances.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(tiny_instances()).encode())
     assert load_annotations(path, "coco").image_ids == [1, 2]
+
+
+def test_a_file_name_that_leaves_the_image_folder_is_read_inside_it(tmp_path: Path) -> None:
+    """COCO's file_name is reduced to its last part: '../../secret.jpg' can only name images/secret.jpg."""
+    (tmp_path / "secret.jpg").write_bytes(b"outside")
+    images = tmp_path / "images" / "val"
+    images.mkdir(parents=True)
+    assert image_file(images, {"id": 7, "file_name": "../../secret.jpg"}) is None
+    (images / "secret.jpg").write_bytes(b"inside")
+    assert image_file(images, {"id": 7, "file_name": "../../secret.jpg"}) == images / "secret.jpg"
+    assert image_file(images, {"id": 7, "file_name": ".."}) is None

@@ -66,6 +66,15 @@ def test_voc_split_list_with_a_repeated_id_is_a_data_error(tmp_path: Path) -> No
         score_voc(root, tmp_path / "out")
 
 
+@pytest.mark.parametrize("line", ["../../../../tmp/x", "/tmp/x", "sub/a", "..", "a\\..\\b"])
+def test_voc_ids_that_leave_the_dataset_folder_are_refused_before_anything_is_written(tmp_path: Path, line) -> None:
+    root = tiny_voc(tmp_path)
+    (root / "ImageSets/Segmentation/val.txt").write_text(f"a\n{line}\n")
+    with pytest.raises(DataError, match=r"val.txt line 2: .* is not a plain name"):
+        score_voc(root, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_ade20k_class_list_that_is_not_utf8_is_a_data_error(tmp_path: Path) -> None:
     base = tmp_path / "ADEChallengeData2016"
     (base / "images" / "validation").mkdir(parents=True)

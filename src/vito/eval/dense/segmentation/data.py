@@ -28,7 +28,7 @@ import numpy as np
 
 from vito.data.images import read_index_png
 from vito.errors import DataError
-from vito.io import read_text
+from vito.io import inside_name, read_text
 
 DatasetName = Literal["voc", "ade20k"]
 
@@ -111,7 +111,8 @@ def _open_voc(root: Path, split: str) -> SegmentationDataset:
     list_file = base / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not list_file.is_file():
         raise DataError(f"VOC split list {list_file} does not exist")
-    ids = [line.split()[0] for line in read_text(list_file, "VOC split list").splitlines() if line.strip()]
+    ids = [inside_name(line.split()[0], f"VOC split list {list_file} line {number}")
+           for number, line in enumerate(read_text(list_file, "VOC split list").splitlines(), start=1) if line.strip()]
     if not ids:
         raise DataError(f"VOC split list {list_file} is empty")
     repeated = [i for i, n in Counter(ids).items() if n > 1]
