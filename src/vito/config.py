@@ -82,6 +82,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    stop_grace_seconds: float = 30.0  # warn at start when a step is estimated to take longer (0: no estimate)
 
 
 @dataclass
@@ -203,6 +204,7 @@ def validate(config: Config) -> None:
     _check(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
     _check(t.log_every >= 1, "train.log_every", "must be >= 1")
     _check(t.keep_checkpoints >= 0, "train.keep_checkpoints", "must be >= 0 (0 keeps all)")
+    _check(t.stop_grace_seconds >= 0, "train.stop_grace_seconds", "must be >= 0 (0: no step-time estimate)")
     _check(0 <= t.seed < 2**63, "train.seed", "must be in [0, 2^63)")
 
 

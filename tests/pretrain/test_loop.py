@@ -247,3 +247,14 @@ def test_too_few_videos_for_negatives_is_refused_before_the_run_folder_is_touche
     with pytest.raises(DataError, match="at least 2 are needed"):
         pretrain(tiny_config(), one, previous, overwrite=True)
     assert (previous / "checkpoints" / "last.pt").read_bytes() == b"the previous run's weights"
+
+
+def test_a_step_longer_than_the_grace_period_is_announced_at_start_without_changing_the_run(videos: Path,
+                                                                                            tmp_path: Path) -> None:
+    warned = pretrain(tiny_config("train.max_steps=2", "train.stop_grace_seconds=1e-9"), videos, tmp_path / "warned")
+    quiet = pretrain(tiny_config("train.max_steps=2", "train.stop_grace_seconds=0"), videos, tmp_path / "quiet")
+    log = (tmp_path / "warned" / "train.log").read_text()
+    assert re.search(r"one training step takes about \d+ s here \(a timed step of 2 clip\(s\), scaled to \d+\).*"
+                     r"train\.stop_grace_seconds=1e-09", log)
+    assert "one training step takes" not in (tmp_path / "quiet" / "train.log").read_text()
+    tensors_equal(load_checkpoint(warned.run_dir)["model"], load_checkpoint(quiet.run_dir)["model"], "model")

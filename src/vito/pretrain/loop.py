@@ -44,6 +44,7 @@ from vito.models.vito import build_vito
 from vito.pretrain.feed import DeviceFeed, StepTimer, pretrain_loader
 from vito.pretrain.optim import LARS, ema_tau, learning_rate, param_groups
 from vito.pretrain.resume import data_path, never_checkpointed, note_data_path_change, resume_point
+from vito.pretrain.step_estimate import estimate_step_seconds, grace_warning
 
 log = logging.getLogger(__name__)
 NON_FINITE_ADVICE = "Lower optim.base_lr or raise optim.warmup_steps, then resume or start again."
@@ -109,6 +110,10 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
     check_image_size(model, config, context.device)
     if t.channels_last:  # channels_last weights make every convolution run (and return) NHWC
         model = model.to(memory_format=torch.channels_last)
+    if context.is_main and t.stop_grace_seconds > 0:
+        seconds, clips = estimate_step_seconds(model, config, context.device, per_rank_batch,
+                                               _autocast(t.precision, context.device))
+        notes += [text for text in [grace_warning(config, seconds, clips, per_rank_batch)] if text]
     decode = resolve_decode_device(config.data.decode_device, context.device, data)
     data_version = data_path_version(decode)
     if checkpoint is not None:

@@ -27,6 +27,7 @@ RESUMABLE_KEYS = frozenset(
         "data.num_workers",
         "data.decode_device",  # the same batches up to resize rounding (a resume reports the change)
         "train.keep_checkpoints",
+        "train.stop_grace_seconds",
     }
 )
 
