@@ -62,12 +62,17 @@ def scan_source(source: ClipSource, workers: int = 0, rank: int = 0, world_size:
 
 
 def _probe_all(source: ClipSource, indices: list[int], workers: int) -> list[str | None]:
-    """``probe_clip`` of each index, in ``workers`` processes (a crashing decoder fails the scan, never hangs it)."""
+    """``probe_clip`` of each index, in ``workers`` processes (a crashing decoder fails the scan, never hangs it).
+
+    The workers are spawned, not forked: a fork copies the parent's locks in whatever state its threads (the
+    decoders', OpenMP's) left them, and a pool forked late in a long process (a test session, a notebook) hung
+    in CI. A spawned worker starts clean, for about a second of imports, once per run.
+    """
     if workers <= 0 or len(indices) < 2 * workers:
         return [probe_clip(source, i) for i in indices]
     chunk = max(1, min(16, len(indices) // (4 * workers)))
     try:
-        with ProcessPoolExecutor(workers, multiprocessing.get_context(), _probe_worker, (source,)) as pool:
+        with ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _probe_worker, (source,)) as pool:
             return list(pool.map(_probe_in_worker, indices, chunksize=chunk))
     except BrokenProcessPool:
         raise DataError("a pre-scan worker died while probing the videos (a file crashed the decoder?); "
