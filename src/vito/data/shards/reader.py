@@ -44,6 +44,7 @@ class ShardSource:
             raise DataError(f"{self.folder} is not a shard folder (no {INDEX_NAME}; write one with `vito prepare`)")
         header = read_header(self.folder / INDEX_NAME)
         self.settings = header["settings"]
+        self.media = header["media"]  # "images": clips of one frame, prepared from still images
         self._indices: dict[int, list[dict[str, Any]]] = {}
         self._files: dict[str, Any] = {}  # tar name -> open handle (see ``_file``)
         self._shards: list[dict[str, Any]] = []
