@@ -116,6 +116,8 @@ def test_a_source_with_videos_and_images_is_refused_naming_both_counts(tmp_path,
         open_source(manifest)
     with pytest.raises(DataError, match=r"1 video file\(s\) and 2 image file\(s\)"):
         write_shards(manifest, tmp_path / "shards", progress=False)
+    with pytest.raises(DataError, match=r"1 video file\(s\) and 2 image file\(s\)"):
+        write_shards(tmp_path / "mixed", tmp_path / "shards", progress=False)
     assert not (tmp_path / "shards").exists()  # refused before anything is written
     with pytest.raises(DataError, match="a single image file; expected a folder of videos or images"):
         open_source(images[0])
@@ -168,6 +170,10 @@ def test_shards_prepared_from_images_hold_one_frame_each_read_with_one_read(imag
     assert batch["views"].shape == (4, 2, 3, 32, 32) and len(reads) == 4  # one read per sample
     with pytest.raises(ConfigError, match="data.sampling=marginal"):
         build_pretrain_loader(shards, DataConfig(num_workers=0), seed=0)
+    from_folder = write_shards(shards.parent / "images", shards.parent / "from_folder", ShardSettings(short_side=64),
+                               progress=False)  # `vito prepare --manifest FOLDER`: the folder as the loader lists it
+    assert (from_folder["num_clips"], from_folder["skipped"]) == (5, 1)
+    assert (shards.parent / "from_folder" / "shard-000000.tar").read_bytes() == (shards / "shard-000000.tar").read_bytes()
 
 
 def test_shards_of_the_first_version_still_read_as_videos_and_newer_ones_are_refused(image_shards):

@@ -31,7 +31,7 @@ import numpy as np
 from vito.data.jpeg import encode_jpeg
 from vito.data.manifest import read_manifest
 from vito.data.shards.format import FORMAT, INDEX_NAME, ShardSettings, is_shard_folder
-from vito.data.sources import media_of, mixed_media_error, still_frame
+from vito.data.sources import list_source, media_of, mixed_media_error, still_frame
 from vito.data.video import VideoReader
 from vito.engine.progress import progress as progress_of
 from vito.errors import DataError, VitoError
@@ -87,13 +87,11 @@ def _encode_job(job: Job) -> tuple[dict[str, Any], list[bytes]] | str:
 
 def write_shards(manifest: str | Path, out_dir: str | Path, settings: ShardSettings = ShardSettings(),
                  workers: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Prepare every video (or every image) of ``manifest`` into shards in ``out_dir``; returns the
-    ``shards.json`` content."""
+    """Prepare every video (or every image) of ``manifest`` (or of a folder, as the training loader lists it:
+    ``list_source``) into shards in ``out_dir``; returns the ``shards.json`` content."""
     out_dir = _new_folder(out_dir)
-    rows = [row for _, row in read_manifest(manifest).rows]
-    media = _manifest_media(manifest, rows)
+    rows, media, skipped = _to_prepare(Path(manifest))
     writer = _ShardWriter(out_dir, settings, media)
-    skipped = []
     jobs = [(row["path"], settings, media) for row in rows]
     unit = media[:-1]
     with _EncodedClips(jobs, workers) as results, writer.failing_as_error():
@@ -111,12 +109,19 @@ def write_shards(manifest: str | Path, out_dir: str | Path, settings: ShardSetti
     return writer.write_index(skipped)
 
 
-def _manifest_media(manifest: str | Path, rows: list[dict[str, Any]]) -> str:
-    """"images" when every row names an image file, "videos" when none does; both is an error (before any write)."""
+def _to_prepare(manifest: Path) -> tuple[list[dict[str, Any]], str, list[dict[str, str]]]:
+    """The rows to prepare, their media and what the listing left out (a folder's non-regular files and second
+    names). A manifest's rows are "images" when every one names an image file, "videos" when none does; both
+    is an error, like a folder holding both (before anything is written)."""
+    if manifest.is_dir():
+        listing = list_source(manifest)
+        skipped = [{"path": name, "error": reason} for name, reason in listing.skipped]
+        return [{"path": str(entry.path)} for entry in listing.entries], listing.media, skipped
+    rows = [row for _, row in read_manifest(manifest).rows]
     images = sum(media_of(row["path"]) == "images" for row in rows)
     if 0 < images < len(rows):
         raise mixed_media_error(manifest, len(rows) - images, images)
-    return "images" if images else "videos"
+    return rows, "images" if images else "videos", []
 
 
 def write_clips(out_dir: str | Path, clips: Iterable[tuple[dict[str, Any], dict[str, Any], list[bytes]]],
