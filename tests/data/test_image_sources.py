@@ -19,6 +19,7 @@ from vito.config import ConfigError, DataConfig
 from vito.data.jpeg import decode_jpeg, encode_jpeg
 from vito.data.prescan import scan_source
 from vito.data.pretrain_batches import PretrainBatches, SkipCounter, build_pretrain_loader, check_sampling
+from vito.data.shards import reader
 from vito.data.shards.format import INDEX_NAME, ShardSettings
 from vito.data.shards.reader import ShardSource
 from vito.data.shards.writer import write_shards
@@ -44,10 +45,11 @@ def test_the_shared_imagenet_samples_are_an_image_source_of_one_frame_videos(sha
     source = open_source(shared_data / SAMPLES)
     assert isinstance(source, ImageFolderSource) and len(source) == 200 and source.media == "images"
     times = []
-    clip = source.read_clip(3, lambda duration: times.append(duration) or np.zeros(2), 48)
+    clip = source.read_clip(3, lambda duration: times.append(duration) or np.zeros(2), 96)
     with Image.open(source.name(3)) as image:
         width, height = image.size
-    assert times == [0.0] and clip.shape == (2, 48, round(width * 48 / height), 3)  # the short side at 48
+    assert (width, height) == (500, 375) and times == [0.0]
+    assert clip.shape == (2, 188, 250, 3)  # decoded at 1/2 scale: the short side still >= 96, not resized to it
     assert torch.equal(clip[0], clip[1])  # every view of a clip is cut from the one frame
     batch = next(iter(build_pretrain_loader(shared_data / SAMPLES, SAME, seed=0)))
     assert batch["views"].shape == (4, 2, 3, 32, 32) and batch["skipped"] == []
@@ -87,10 +89,13 @@ def test_broken_images_are_counted_skips_and_odd_valid_ones_are_converted(tmp_pa
               for i in range(len(source)) if i not in unusable}
     assert np.abs(frames["cmyk.jpg"].reshape(-1, 3).mean(0) - (200, 40, 10)).max() < 8  # converted, not inverted
     assert (frames["grey16.png"] == 128).all()  # scaled to 8 bits, not saturated
-    assert frames["dot.png"].shape == (32, 32, 3) and (frames["dot.png"] == (255, 0, 0)).all()  # enlarged
-    assert frames["green.webp"].shape == (32, 43, 3)
-    used = {int(i) for step in range(8) for i in batches.batch(step)["video_index"]}
-    assert used == set(range(len(source))) - set(unusable)  # every usable picture trains, no broken one
+    assert frames["green.webp"].shape == (30, 40, 3) and frames["dot.png"].shape == (1, 1, 3)
+    views = {}
+    for step in range(8):
+        batch = batches.batch(step)
+        views.update({Path(source.name(int(i))).name: v for i, v in zip(batch["video_index"], batch["views"])})
+    assert views.keys() == frames.keys()  # every usable picture trains, no broken one
+    assert (views["dot.png"].permute(0, 2, 3, 1) == torch.tensor([255, 0, 0], dtype=torch.uint8)).all()  # enlarged
 
 
 def test_fewer_than_two_usable_images_is_a_clear_error(tmp_path, shared_data):
@@ -163,11 +168,13 @@ def test_shards_prepared_from_images_hold_one_frame_each_read_with_one_read(imag
         expected = decode_jpeg(encode_jpeg(still_frame(image, 64)[0], 90))  # the image source's frame, as JPEG
         assert stored.shape == (3, *expected.shape) and torch.equal(stored[0], stored[2])
         assert np.array_equal(stored[0].numpy(), expected)
-    reads = []
-    real_pread = os.pread
+    reads, decodes = [], []
+    real_pread, real_decode = os.pread, reader.decode_jpeg
     monkeypatch.setattr(os, "pread", lambda *args: reads.append(args) or real_pread(*args))
+    monkeypatch.setattr(reader, "decode_jpeg", lambda *args, **kw: decodes.append(1) or real_decode(*args, **kw))
     batch = PretrainBatches(source, SAME, seed=0).batch(0)
-    assert batch["views"].shape == (4, 2, 3, 32, 32) and len(reads) == 4  # one read per sample
+    assert batch["views"].shape == (4, 2, 3, 32, 32)
+    assert len(reads) == len(decodes) == 4  # one read and one decode per sample, not per view
     with pytest.raises(ConfigError, match="data.sampling=marginal"):
         build_pretrain_loader(shards, DataConfig(num_workers=0), seed=0)
     from_folder = write_shards(shards.parent / "images", shards.parent / "from_folder", ShardSettings(short_side=64),

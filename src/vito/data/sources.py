@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vito.data.augment import resize_into
-from vito.data.images import IMAGE_SUFFIXES, read_rgb_and_size
+from vito.data.images import IMAGE_SUFFIXES, read_rgb, read_rgb_and_size
 from vito.data.local_files import check_regular_file, file_identity, walk_once
 from vito.data.manifest import is_manifest, read_manifest
 from vito.data.shards.format import INDEX_NAME, is_shard_folder
@@ -233,7 +233,13 @@ class VideoFolderSource:
 class ImageFolderSource:
     """Still image files, each a "video" of one frame at time 0 (``duration`` 0): all V views of its clip are
     cut from that frame, by independent crops, flips and colour changes (the MoCLR image baseline). Read by
-    the one image reader (``vito.data.images``: CMYK, palette and 16-bit pictures converted, bombs refused)."""
+    the one image reader (``vito.data.images``: CMYK, palette and 16-bit pictures converted, bombs refused).
+
+    Unlike a video frame, the picture is not resized to ``short_side``: the crops are cut from it as decoded,
+    as BYOL and MoCLR cut them from the original image (a 1x1 picture is enlarged by its crops), and a JPEG
+    whose short side is twice ``short_side`` or more is decoded at a DCT scale (1/2, 1/4, 1/8) that keeps it
+    at least ``short_side``. No intermediate resize: cheaper, and nothing lost before the crop.
+    """
 
     media = "images"
 
@@ -248,19 +254,17 @@ class ImageFolderSource:
         return str(self.entries[i].path)
 
     def read_clip(self, i: int, times_fn: TimesFn, short_side: int | None) -> torch.Tensor:
-        """uint8 [V, H, W, 3]: the one frame V times (a view of one array: the crops only read it)."""
+        """uint8 [V, H, W, 3]: the one picture V times (a view of one array: the crops only read it)."""
         views = len(times_fn(0.0))  # draws the times a video's clip would draw, so every source uses its rng alike
-        frame = torch.from_numpy(still_frame(self.entries[i].path, short_side)[0])
+        frame = torch.from_numpy(read_rgb(self.entries[i].path, "image", short_side))
         return frame.expand(views, *frame.shape)
 
 
-def still_frame(path: str | Path, short_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+def still_frame(path: str | Path, short_side: int) -> tuple[np.ndarray, tuple[int, int]]:
     """uint8 [H, W, 3] of an image file at ``short_side`` (rounded as a video frame is: ``output_size`` of the
-    file's own size; unchanged for None), and the file's (width, height). A large JPEG is decoded at a reduced
-    DCT scale first, then resized as the shard reader resizes (``resize_into``); a 1x1 picture is enlarged."""
+    file's own size), and the file's (width, height): how ``vito prepare`` stores an image. A large JPEG is
+    decoded at a reduced DCT scale first, then resized as the shard reader resizes (``resize_into``)."""
     pixels, (width, height) = read_rgb_and_size(path, "image", short_side)
-    if short_side is None:
-        return pixels, (width, height)
     out_width, out_height = output_size(width, height, short_side)
     if pixels.shape[:2] == (out_height, out_width):
         return pixels, (width, height)
