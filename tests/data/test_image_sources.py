@@ -124,7 +124,7 @@ def test_a_source_with_videos_and_images_is_refused_naming_both_counts(tmp_path,
     with pytest.raises(DataError, match=r"1 video file\(s\) and 2 image file\(s\)"):
         write_shards(tmp_path / "mixed", tmp_path / "shards", progress=False)
     assert not (tmp_path / "shards").exists()  # refused before anything is written
-    with pytest.raises(DataError, match="a single image file; expected a folder of videos or images"):
+    with pytest.raises(DataError, match="an image, not a folder or a manifest; expected a folder of videos or images"):
         open_source(images[0])
 
 

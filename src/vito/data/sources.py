@@ -110,7 +110,9 @@ def list_source(path: str | Path) -> Listing:
     elif is_manifest(path):
         listing = _listed(path)
     else:
-        raise DataError(f"{path}: a single {media_of(path)[:-1]} file; expected a folder of videos or images, a "
+        suffix = path.suffix.lower()
+        kind = "an image" if suffix in IMAGE_EXTENSIONS else "a video" if suffix in VIDEO_EXTENSIONS else "a file"
+        raise DataError(f"{path}: {kind}, not a folder or a manifest; expected a folder of videos or images, a "
                         ".csv/.jsonl manifest with a 'path' column, or a folder of shards from `vito prepare`")
     for _, reason in listing.skipped:
         log.warning("%s, skipped", reason)
