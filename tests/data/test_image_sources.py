@@ -57,9 +57,10 @@ def test_the_shared_imagenet_samples_are_an_image_source_of_one_frame_videos(sha
     assert not torch.equal(batch["views"][:, 0], batch["views"][:, 1])  # two crops, not one
 
 
-def odd_and_broken(folder: Path) -> dict[str, str]:
-    """Valid but unusual pictures (CMYK, 16-bit, 1x1, WebP) and broken files in ``folder``; returns the broken
-    ones' names -> what their skip reason says."""
+def odd_and_broken(folder: Path, shared_data: Path) -> dict[str, str]:
+    """Valid but unusual pictures (CMYK, 16-bit, 1x1, WebP) and broken files in ``folder`` (among them a real
+    ImageNet JPEG cut short: JPEGs take another decoder than PNGs); returns the broken ones' names -> what their
+    skip reason says."""
     Image.new("RGB", (40, 30), (200, 40, 10)).convert("CMYK").save(folder / "cmyk.jpg", quality=95)
     Image.fromarray(np.full((30, 40), 32768, dtype=np.uint16)).save(folder / "grey16.png")
     Image.new("RGB", (1, 1), (255, 0, 0)).save(folder / "dot.png")
@@ -67,14 +68,16 @@ def odd_and_broken(folder: Path) -> dict[str, str]:
     for kind, name in [("truncated", "truncated.png"), ("zero bytes", "empty.jpg"), ("not an image", "text.jpg"),
                        ("bomb", "bomb.png")]:
         unreadable(kind, folder / name)
+    real = sorted((shared_data / SAMPLES).glob("*.JPEG"))[0].read_bytes()
+    (folder / "cut.jpg").write_bytes(real[: len(real) // 2])
     (folder / "gone.jpg").symlink_to(folder / "nowhere.jpg")
-    return {"truncated.png": "cannot be decoded", "empty.jpg": "cannot be decoded", "text.jpg": "cannot be decoded",
+    return {"cut.jpg": "image file is truncated", "truncated.png": "cannot be decoded", "empty.jpg": "cannot be decoded", "text.jpg": "cannot be decoded",
             "bomb.png": "decompression-bomb-sized image", "gone.jpg": "file not found"}
 
 
 def test_broken_images_are_counted_skips_and_odd_valid_ones_are_converted(tmp_path, shared_data):
     link_samples(shared_data, tmp_path, 2)
-    broken = odd_and_broken(tmp_path)
+    broken = odd_and_broken(tmp_path, shared_data)
     source = open_source(tmp_path)
     assert [Path(name).name for name, _ in source.skipped] == ["gone.jpg"]  # the listing's skip
     unusable = scan_source(source)
