@@ -73,9 +73,10 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
 
     pretrain = sub.add_parser(
         "pretrain",
-        help="self-supervised pretraining from videos (VITO or the MoCLR baseline)",
-        description="Pretrain on a folder of videos (searched recursively), a manifest (CSV/JSONL with a "
-        "path column) or a folder of prepared shards. Runs the same on K processes with "
+        help="self-supervised pretraining from videos (VITO) or still images (the MoCLR baseline)",
+        description="Pretrain on a folder of videos or of images (searched recursively), a manifest (CSV/JSONL "
+        "with a path column) or a folder of prepared shards. Each image is a one-frame video: train on images "
+        "with data.sampling=same (the moclr_r50 preset: the paper's MoCLR-on-ImageNet baseline). Runs the same on K processes with "
         "`torchrun --nproc-per-node K -m vito pretrain ...`. SIGTERM, SIGINT or SIGUSR1 finish the current "
         "step, write a checkpoint and exit with status 128 + the signal number (SIGUSR1: 143, like SIGTERM); "
         "see docs/cluster.md.",
@@ -84,7 +85,8 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
                           help="YAML file or preset name (vito_r50, moclr_r50, demo); default "
                           f"{DEFAULT_PRETRAIN_CONFIG} for a new run, the run's own config.yaml on --resume (a --config given then must match it)")
     pretrain.add_argument("--data", type=Path, default=None,
-                          help="video folder, manifest file, or shard folder (on --resume: the run's own)")
+                          help="folder of videos or images, manifest file, or shard folder (on --resume: the "
+                          "run's own)")
     pretrain.add_argument("--out", type=Path, default=None,
                           help="run folder for checkpoints, logs, TensorBoard (new or empty, or see --overwrite)")
     pretrain.add_argument("--resume", type=Path, default=None,
@@ -234,13 +236,16 @@ def _add_curation_commands(sub: argparse._SubParsersAction) -> None:
 
     prepare = sub.add_parser(
         "prepare",
-        help="write curated videos as training shards (tar of JPEG frames, indexed for direct seeks)",
+        help="write curated videos or images as training shards (tar of JPEG frames, indexed for direct seeks)",
         description="Decodes each video of a manifest (e.g. OUT/accepted.jsonl of `vito curate`, or any CSV/JSONL "
         "with a path column) at a reduced frame rate and short side and stores the frames as JPEG in "
         "WebDataset-compatible tar shards with an index (shards.json); `vito pretrain --data SHARDS_DIR` "
-        "trains from them.",
+        "trains from them. A manifest of images (.jpg, .png, .webp, ...) stores each image as one JPEG frame "
+        "at the short side (--fps and --max-seconds do not apply); one naming videos and images is refused.",
     )
-    prepare.add_argument("--manifest", type=Path, required=True, help="accepted.jsonl or another CSV/JSONL manifest")
+    prepare.add_argument("--manifest", type=Path, required=True,
+                         help="accepted.jsonl or another CSV/JSONL manifest of videos or of images, or a folder "
+                         "of either (searched recursively, e.g. ImageNet's train/)")
     prepare.add_argument("--out", type=Path, required=True, help="shard folder")
     prepare.add_argument("--fps", type=float, default=10.0, help="stored frames per second (default 10)")
     prepare.add_argument("--short-side", type=int, default=256, help="stored short side in pixels (default 256)")

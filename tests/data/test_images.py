@@ -10,7 +10,15 @@ from PIL import Image
 
 from tests.data.conftest import UNREADABLE, unreadable
 from tests.helpers import png_header
-from vito.data.images import UnreadableImage, read_image, read_index_png, read_index_png_and_mode, read_rgb
+from vito.data.images import (
+    UnreadableImage,
+    dct_scale,
+    read_image,
+    read_index_png,
+    read_index_png_and_mode,
+    read_rgb,
+    read_rgb_and_size,
+)
 from vito.errors import DataError
 
 
@@ -95,3 +103,32 @@ def test_an_unreadable_mask_is_one_data_error_naming_the_file(tmp_path, kind):
     path = unreadable(kind, tmp_path / "x.png")
     with pytest.raises(UnreadableImage, match=f"cannot read mask {path}: .*{UNREADABLE[kind]}"):
         read_index_png(path)
+
+
+def test_jpegs_are_the_pixels_pil_decodes_also_at_a_reduced_scale(shared_data, tmp_path):
+    """The simplejpeg path is a speed-up only: real ImageNet JPEGs (colour and grey) come back as PIL decodes
+    them, bit for bit; with ``min_short_side`` a large one comes back at PIL's scaled decode (draft)."""
+    everything = sorted((shared_data / "imagenet-sample-images").glob("*.JPEG"))
+    files = everything[::10] + [path for path in everything if Image.open(path).mode == "L"]  # 7 grey ones
+    modes = set()
+    for path in files:
+        with Image.open(path) as image:
+            modes.add(image.mode)
+            expected = np.asarray(image.convert("RGB"))
+        assert np.array_equal(read_rgb(path), expected), path
+    assert modes == {"RGB", "L"}
+    large = next(path for path in files if min(Image.open(path).size) >= 512)
+    with Image.open(large) as image:
+        width, height = image.size
+        image.draft("RGB", (width // 2, height // 2))
+        expected = np.asarray(image.convert("RGB"))
+    pixels, size = read_rgb_and_size(large, min_short_side=min(width, height) // 2)
+    assert size == (width, height) and pixels.shape[:2] == (-(-height // 2), -(-width // 2))
+    assert np.array_equal(pixels, expected)
+    Image.new("RGB", (600, 500), (200, 40, 10)).convert("CMYK").save(tmp_path / "cmyk.jpg")  # PIL's own path
+    assert read_rgb(tmp_path / "cmyk.jpg", min_short_side=200).shape == (250, 300, 3)
+
+
+def test_the_dct_scale_keeps_the_short_side_at_least_the_minimum():
+    assert [dct_scale((500, 375), side) for side in (None, 0, 375, 187, 94, 46, 40, 376)] == [1, 1, 1, 2, 2, 8, 8, 1]
+    assert dct_scale((1, 1), 32) == 1

@@ -1,6 +1,7 @@
 """Preemption: signals to the main process or its whole process group (DataLoader workers included) end the
 run after the step in flight with a checkpoint and exit status 128 + signal; a resume repeats the
-uninterrupted run bit for bit. Real `vito pretrain` subprocesses with 2 DataLoader workers."""
+uninterrupted run bit for bit, from videos and from still images. Real `vito pretrain` subprocesses with 2
+DataLoader workers."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.data.conftest import unreadable
 from tests.helpers import TINY_OVERRIDES, tensors_equal, tiny_config
+from vito.config import load_config
 from vito.engine.checkpoint import load_checkpoint
 from vito.engine.signals import STOP_SIGNALS, StopSignal, exit_status, ignore_stop_signals_in_worker
 from vito.pretrain.loop import pretrain
@@ -22,9 +25,9 @@ from vito.pretrain.loop import pretrain
 WORKERS = ["data.num_workers=2"]
 
 
-def _start(run: Path, data: Path, max_steps: int) -> subprocess.Popen:
+def _start(run: Path, data: Path, max_steps: int, preset: str = "demo") -> subprocess.Popen:
     """`vito pretrain` in its own process group (as a batch job or a terminal's foreground job runs)."""
-    command = [sys.executable, "-m", "vito", "pretrain", "--config", "demo", "--data", str(data), "--out", str(run),
+    command = [sys.executable, "-m", "vito", "pretrain", "--config", preset, "--data", str(data), "--out", str(run),
                "--max-steps", str(max_steps), *TINY_OVERRIDES, *WORKERS, "train.checkpoint_every=1000"]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -84,6 +87,33 @@ def test_sigterm_to_the_process_group_checkpoints_and_resumes_bit_for_bit(videos
     a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(run)
     a.pop("path"), b.pop("path")
     tensors_equal(a, b, "checkpoint")  # model, optimizer, RNG states, config, data path: every tensor and value
+
+
+@pytest.mark.slow
+def test_sigterm_and_resume_from_still_images_bit_for_bit(shared_data: Path, tmp_path: Path) -> None:
+    """The MoCLR image baseline (moclr_r50) on shared ImageNet images and a broken one: the skip is counted in
+    train.log, and a resume after SIGTERM to the process group repeats the uninterrupted run exactly."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for image in sorted((shared_data / "imagenet-sample-images").glob("*.JPEG"))[:8]:
+        (images / image.name).symlink_to(image)
+    unreadable("truncated", images / "truncated.png")
+    run = tmp_path / "split"
+    process = _start(run, images, max_steps=6, preset="moclr_r50")
+    output = _stop(process, run, signal.SIGTERM, whole_group=True)
+    assert process.returncode == 143, output
+    stopped = load_checkpoint(run)
+    assert 1 <= stopped["step"] < 6, output
+    log = (run / "train.log").read_text()
+    assert f"skipping unusable video (1 so far): cannot read image {images / 'truncated.png'}" in log, log
+
+    config = load_config("moclr_r50", [*TINY_OVERRIDES, *WORKERS, "train.max_steps=6", "train.checkpoint_every=1000"])
+    resumed = _one_thread_run(config, None, run, resume=True)
+    straight = _one_thread_run(config, images, tmp_path / "straight")
+    assert resumed.step == straight.step == 6 and straight.skipped_videos == 1
+    a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(run)
+    a.pop("path"), b.pop("path")
+    tensors_equal(a, b, "checkpoint")
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
-"""The pre-scan: which raw videos are usable, decided once per run, before training.
+"""The pre-scan: which raw videos (or still images) are usable, decided once per run, before training.
 
-Every raw video is opened, checked for truncation and its first frame decoded (``probe_clip``), split across
+Every raw video is opened, checked for truncation and its first frame decoded (``probe_clip``; an image is
+decoded whole, at a small size), split across
 processes and across the ranks of a distributed run, so every process gets the same answer. The answer is kept
 in the run folder (``save_scan``) and read back by every resume (``cached_scan``): a file fixed or broken since
 the first start cannot change a resumed run's batches. Shards are usable by construction and not probed.
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch.distributed as dist
 
-from vito.data.sources import ClipSource
+from vito.data.sources import ClipSource, source_media
 from vito.data.stream import one_thread
 from vito.engine.distributed import gather_objects
 from vito.errors import DataError
@@ -57,7 +58,7 @@ def scan_source(source: ClipSource, workers: int = 0, rank: int = 0, world_size:
     if shared:
         failed = dict(gather_objects(list(failed.items())))
     if len(failed) == len(source):
-        raise DataError(no_usable_message(len(source), [failed[i] for i in sorted(failed)]))
+        raise DataError(no_usable_message(len(source), [failed[i] for i in sorted(failed)], source_media(source)))
     return failed
 
 
@@ -108,7 +109,7 @@ def cached_scan(source: ClipSource, cache: Path | None, workers: int = 0, rank: 
     if failed is None:
         return scan_source(source, workers, rank, world_size)
     if len(failed) == len(source):
-        raise DataError(no_usable_message(len(source), [failed[i] for i in sorted(failed)]))
+        raise DataError(no_usable_message(len(source), [failed[i] for i in sorted(failed)], source_media(source)))
     return failed
 
 
@@ -132,6 +133,6 @@ def _read_scan(path: Path, names: list[str]) -> dict[int, str] | None:
     return None
 
 
-def no_usable_message(total: int, reasons: Sequence[str]) -> str:
+def no_usable_message(total: int, reasons: Sequence[str], media: str = "videos") -> str:
     shown = "; ".join(reasons[:5]) + (f"; ... ({len(reasons) - 5} more)" if len(reasons) > 5 else "")
-    return f"no usable video among {total} files: {shown}"
+    return f"no usable {media[:-1]} among {total} files: {shown}"

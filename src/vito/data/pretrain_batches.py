@@ -7,6 +7,10 @@ partly corrupt file) is replaced for that slot only, by a rule of ``(seed, step,
 what a worker has met before. Resuming at step ``s`` therefore continues exactly the same data stream, and
 the number of DataLoader workers changes nothing. Bad files are reported and counted, never fatal, unless no
 video is usable at all.
+
+Still images (``ImageFolderSource``, or shards prepared from images) go through the same stream as one-frame
+videos: the other images of the global batch are each image's negatives. They need ``data.sampling=same``
+(``check_sampling``, before the pre-scan) and at least two usable images (one would be its own only negative).
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from vito.config import DataConfig
+from vito.config import ConfigError, DataConfig
 from vito.data.augment import RandomResizedCropFlip
 from vito.data.prescan import cached_scan, no_usable_message, save_scan
 from vito.data.sampling import sample_times
-from vito.data.sources import ClipSource, Skip, TimesFn, open_source
+from vito.data.sources import ClipSource, Skip, TimesFn, open_source, source_media
 from vito.data.stream import EpochShuffle, StepStream, one_thread
 from vito.errors import DataError, VitoError
 
@@ -60,10 +64,17 @@ class PretrainBatches(StepStream):
     ):
         if len(source) == 0:
             raise DataError("the data source holds no clips")
+        check_sampling(source, data)
         unusable = unusable or {}
         self.usable = np.array([i for i in range(len(source)) if i not in unusable], dtype=np.int64)
+        media = source_media(source)
         if self.usable.size == 0:
-            raise DataError(no_usable_message(len(source), [unusable[i] for i in sorted(unusable)]))
+            raise DataError(no_usable_message(len(source), [unusable[i] for i in sorted(unusable)], media))
+        if media == "images" and self.usable.size < 2:
+            reasons = "; ".join(unusable[i] for i in sorted(unusable)[:5])
+            raise DataError(f"only 1 usable image among {len(source)} files: contrastive pretraining needs at "
+                            f"least two (the other images of a batch are an image's negatives)"
+                            + (f"; unusable: {reasons}" if reasons else ""))
         self.source, self.data, self.seed = source, data, seed
         self.rank, self.world_size, self.start_step = rank, world_size, start_step
         self.batch_size = batch_size if batch_size is not None else data.batch_size // world_size
@@ -141,7 +152,17 @@ class PretrainBatches(StepStream):
                 reasons.append(str(exc))
                 skipped.append((self.source.name(index), str(exc)))
                 log.debug("skipping %s", exc)
-        raise DataError(no_usable_message(len(self.usable), reasons))
+        raise DataError(no_usable_message(len(self.usable), reasons, source_media(self.source)))
+
+
+def check_sampling(source: ClipSource, data: DataConfig, where: str | Path | None = None) -> None:
+    """A ``ConfigError`` naming ``data.sampling`` when it draws views at different times from still images,
+    which have one time only: silently cutting every view from the one frame would train another method."""
+    if source_media(source) == "images" and data.sampling != "same":
+        held = f"{where} holds" if where is not None else "the data are"
+        raise ConfigError(f"data.sampling={data.sampling} draws the views of a clip at different times, but {held} "
+                          "still images (one frame each): use data.sampling=same, as the moclr_r50 preset does "
+                          "(the paper's MoCLR image baseline)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -168,9 +189,10 @@ def build_pretrain_loader(
     if data_cfg.batch_size % world_size:
         raise VitoError(f"data.batch_size={data_cfg.batch_size} is not divisible by the {world_size} processes")
     source = open_source(data_path)
+    check_sampling(source, data_cfg, data_path)  # before the pre-scan: minutes on a large image folder
     skipped = list(getattr(source, "skipped", ()))
     if len(source) == 0:
-        raise DataError(no_usable_message(0, [reason for _, reason in skipped]) if skipped
+        raise DataError(no_usable_message(0, [reason for _, reason in skipped], source_media(source)) if skipped
                         else f"{data_path}: holds no clips")
     unusable = cached_scan(source, scan_cache, data_cfg.num_workers, rank, world_size)
     dataset = (batches or PretrainBatches)(source, data_cfg, seed, rank, world_size, start_step,

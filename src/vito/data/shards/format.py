@@ -1,5 +1,11 @@
 """What a shard folder is: its format name and folder index (``shards.json``), the settings it was prepared with,
-and which stored frame is on screen at a time. The writer and the reader share these; nothing here decodes.
+what it holds (videos or still images), and which stored frame is on screen at a time. The writer and the reader
+share these; nothing here decodes.
+
+Versions: ``vito-shards/2`` added ``media`` ("videos" or "images": a folder prepared from still images holds
+clips of one frame, which temporal sampling must not be used on). The reader reads every version it knows
+(``READABLE_FORMATS``; a ``vito-shards/1`` folder holds videos); a reader older than a folder's version
+refuses it by name rather than misread it.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ import numpy as np
 from vito.checks import finite_number, integer
 from vito.errors import DataError, VitoError
 
-FORMAT = "vito-shards/1"
+FORMAT = "vito-shards/2"
+READABLE_FORMATS = ("vito-shards/1", FORMAT)  # versions this reader reads (see the module's docstring)
 INDEX_NAME = "shards.json"
+MEDIA = ("videos", "images")
 
 # The most frames per second a shard stores: beyond any camera's rate it only repeats frames, and a typo such as
 # --fps 1e9 would otherwise decode for days.
@@ -60,17 +68,21 @@ def read_header(path: Path) -> dict[str, Any]:
         header = json.loads(path.read_bytes())
     except (OSError, ValueError) as error:
         raise DataError(f"{path}: unreadable shard folder index ({error}); prepare the shards again") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
+    if not isinstance(header, dict) or header.get("format") not in READABLE_FORMATS:
         found = header.get("format") if isinstance(header, dict) else type(header).__name__
-        raise DataError(f"{path}: unknown format {found!r} (expected {FORMAT})")
+        raise DataError(f"{path}: unknown format {found!r} (expected {' or '.join(READABLE_FORMATS)}; a newer "
+                        "vito may have written it)")
     try:
         settings = ShardSettings(**header["settings"])
         shards = [dict(s) for s in header["shards"]]
         if not all(isinstance(s.get("num_clips"), int) for s in shards):
             raise ValueError("a shard without its clip count")
+        media = header["media"] if header["format"] == FORMAT else "videos"
+        if media not in MEDIA:
+            raise ValueError(f"media {media!r} is none of {', '.join(MEDIA)}")
     except (KeyError, TypeError, ValueError) as error:
         raise DataError(f"{path}: corrupt shard folder index ({type(error).__name__}: {error})") from None
-    return {"settings": settings, "shards": shards}
+    return {"settings": settings, "shards": shards, "media": media}
 
 
 def frame_indices(times: np.ndarray, fps: float, num_frames: int) -> np.ndarray:

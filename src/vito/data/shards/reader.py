@@ -44,6 +44,7 @@ class ShardSource:
             raise DataError(f"{self.folder} is not a shard folder (no {INDEX_NAME}; write one with `vito prepare`)")
         header = read_header(self.folder / INDEX_NAME)
         self.settings = header["settings"]
+        self.media = header["media"]  # "images": clips of one frame, prepared from still images
         self._indices: dict[int, list[dict[str, Any]]] = {}
         self._files: dict[str, Any] = {}  # tar name -> open handle (see ``_file``)
         self._shards: list[dict[str, Any]] = []
@@ -103,13 +104,22 @@ class ShardSource:
         return float(self.clip(i)["duration"])
 
     def read_clip(self, i: int, times_fn: Callable[[float], np.ndarray], short_side: int | None = None) -> torch.Tensor:
-        """uint8 [V, H, W, 3]: the stored frames on screen at ``times_fn(duration)``, decoded into one array."""
+        """uint8 [V, H, W, 3]: the stored frames on screen at ``times_fn(duration)``, decoded into one array.
+
+        A stored frame that several views show (every view of a still image, views close in time) is decoded
+        once: the views are then one array seen V times (read-only use: the crops only read it) or copies."""
         clip = self.clip(i)
         jpegs = self._read_jpegs(clip, times_fn)
+        distinct: dict[int, int] = {}  # id of a frame's bytes -> its place among the distinct frames
+        places = [distinct.setdefault(id(data), len(distinct)) for data in jpegs]  # one object per stored frame
+        unique = [jpegs[places.index(place)] for place in range(len(distinct))]
         try:
-            return torch.from_numpy(self._decode(jpegs, *self._sizes(clip, jpegs, short_side)))
+            frames = torch.from_numpy(self._decode(unique, *self._sizes(clip, jpegs, short_side)))
         except ValueError as error:
             raise DataError(f"{self.folder / clip['tar']}: cannot decode clip {clip['key']} ({error})") from None
+        if len(unique) == 1:
+            return frames.expand(len(jpegs), *frames.shape[1:])
+        return frames if len(unique) == len(jpegs) else frames[torch.tensor(places)]
 
     def read_jpegs(self, i: int, times_fn: Callable[[float], np.ndarray],
                    short_side: int | None = None) -> tuple[list[bytes], tuple[int, int]]:
@@ -125,7 +135,8 @@ class ShardSource:
         return [bytes(data) for data in jpegs], size
 
     def _read_jpegs(self, clip: dict[str, Any], times_fn: Callable[[float], np.ndarray]) -> list[memoryview]:
-        """The wanted frames' bytes, in the order of the times. A clip's frames lie one after the other in
+        """The wanted frames' bytes, in the order of the times (a frame wanted twice: the same object twice, read
+        once; a still image's V views are one read). A clip's frames lie one after the other in
         its tar, so wanted frames close together (``READ_GAP_BYTES``) are read with one read; farther apart,
         each gets its own: a 2.56 s window at 10 fps spans ~25 stored frames, of which a clip wants 3, and
         reading the whole span would move ~8x the bytes (bandwidth a network file system does not have)."""

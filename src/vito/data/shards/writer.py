@@ -2,6 +2,10 @@
 side, its frames encoded as JPEGs and appended to the current tar, the tar closed at the size limit with its
 frame index, and ``shards.json`` written last (a folder without it holds no usable shards).
 
+A manifest of still images (``vito.data.sources.media_of``: named .jpg, .png, .webp, ...) is prepared the same
+way, each image a clip of one frame (duration 0) at the stored short side, and the folder marked
+``media: images``; a manifest naming both kinds is refused before anything is written.
+
 Unreadable videos are counted skips, listed in ``shards.json``; a failed write (a full disk) is one error and
 leaves no partial tar. Videos are decoded in worker processes with ``--workers``, but written in manifest
 order, so the shards are byte-identical for any number of workers.
@@ -27,6 +31,7 @@ import numpy as np
 from vito.data.jpeg import encode_jpeg
 from vito.data.manifest import read_manifest
 from vito.data.shards.format import FORMAT, INDEX_NAME, ShardSettings, is_shard_folder
+from vito.data.sources import list_source, media_of, mixed_media_error, still_frame
 from vito.data.video import VideoReader
 from vito.engine.progress import progress as progress_of
 from vito.errors import DataError, VitoError
@@ -61,43 +66,70 @@ def encode_clip(path: str, settings: ShardSettings) -> tuple[dict[str, Any], lis
     return {"duration": stored_duration(info.duration, settings), "width": info.width, "height": info.height}, jpegs
 
 
-def _encode_job(job: tuple[str, ShardSettings]) -> tuple[dict[str, Any], list[bytes]] | str:
-    """Worker entry: the encoded clip, or the error message of an unreadable video (counted, not fatal)."""
+def encode_image(path: str, settings: ShardSettings) -> tuple[dict[str, Any], list[bytes]]:
+    """A still image as a clip of one frame: its metadata (duration 0, the file's size) and the frame as a
+    JPEG at the stored short side (read and resized as the image source reads it: ``still_frame``)."""
+    frame, (width, height) = still_frame(path, settings.short_side)
+    return {"duration": 0.0, "width": width, "height": height}, [encode_jpeg(frame, settings.quality)]
+
+
+Job = tuple[str, ShardSettings, str]  # (path, settings, media)
+
+
+def _encode_job(job: Job) -> tuple[dict[str, Any], list[bytes]] | str:
+    """Worker entry: the encoded clip, or the error message of an unreadable file (counted, not fatal)."""
+    path, settings, media = job
     try:
-        return encode_clip(*job)
+        return encode_image(path, settings) if media == "images" else encode_clip(path, settings)
     except DataError as error:
         return str(error)
 
 
 def write_shards(manifest: str | Path, out_dir: str | Path, settings: ShardSettings = ShardSettings(),
                  workers: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Prepare every video of ``manifest`` into shards in ``out_dir``; returns the ``shards.json`` content."""
+    """Prepare every video (or every image) of ``manifest`` (or of a folder, as the training loader lists it:
+    ``list_source``) into shards in ``out_dir``; returns the ``shards.json`` content."""
     out_dir = _new_folder(out_dir)
-    rows = [row for _, row in read_manifest(manifest).rows]
-    writer = _ShardWriter(out_dir, settings)
-    skipped = []
-    jobs = [(row["path"], settings) for row in rows]
+    rows, media, skipped = _to_prepare(Path(manifest))
+    writer = _ShardWriter(out_dir, settings, media)
+    jobs = [(row["path"], settings, media) for row in rows]
+    unit = media[:-1]
     with _EncodedClips(jobs, workers) as results, writer.failing_as_error():
-        for row, result in progress_of(zip(rows, results), total=len(rows), desc="prepare", unit="video",
+        for row, result in progress_of(zip(rows, results), total=len(rows), desc="prepare", unit=unit,
                                        enabled=progress):
             if isinstance(result, str):
-                log.warning("skipping unreadable video: %s", result)
+                log.warning("skipping unreadable %s: %s", unit, result)
                 skipped.append({"path": row["path"], "error": result})
                 continue
             video, jpegs = result
             writer.add(row, video, jpegs)
         writer.close()
     if writer.num_clips == 0:
-        raise DataError(f"{manifest}: no readable video among {len(rows)} ({skipped[0]['error']})")
+        raise DataError(f"{manifest}: no readable {unit} among {len(rows)} ({skipped[0]['error']})")
     return writer.write_index(skipped)
 
 
+def _to_prepare(manifest: Path) -> tuple[list[dict[str, Any]], str, list[dict[str, str]]]:
+    """The rows to prepare, their media and what the listing left out (a folder's non-regular files and second
+    names). A manifest's rows are "images" when every one names an image file, "videos" when none does; both
+    is an error, like a folder holding both (before anything is written)."""
+    if manifest.is_dir():
+        listing = list_source(manifest)
+        skipped = [{"path": name, "error": reason} for name, reason in listing.skipped]
+        return [{"path": str(entry.path)} for entry in listing.entries], listing.media, skipped
+    rows = [row for _, row in read_manifest(manifest).rows]
+    images = sum(media_of(row["path"]) == "images" for row in rows)
+    if 0 < images < len(rows):
+        raise mixed_media_error(manifest, len(rows) - images, images)
+    return rows, "images" if images else "videos", []
+
+
 def write_clips(out_dir: str | Path, clips: Iterable[tuple[dict[str, Any], dict[str, Any], list[bytes]]],
-                settings: ShardSettings = ShardSettings()) -> dict[str, Any]:
+                settings: ShardSettings = ShardSettings(), media: str = "videos") -> dict[str, Any]:
     """Shards of already encoded clips: ``(row, video, jpegs)`` with the manifest row (``path``, optional ``id``
     and ``class``), the video's ``duration``, ``width`` and ``height``, and its JPEG frames at ``settings.fps``
     and short side. For frames that do not come from video files (benchmarks synthesize them)."""
-    writer = _ShardWriter(_new_folder(out_dir), settings)
+    writer = _ShardWriter(_new_folder(out_dir), settings, media)
     with writer.failing_as_error():
         for row, video, jpegs in clips:
             writer.add(row, video, jpegs)
@@ -116,7 +148,7 @@ def _new_folder(out_dir: str | Path) -> Path:
 class _EncodedClips:
     """Encoded clips in manifest order, from this process or a pool of worker processes."""
 
-    def __init__(self, jobs: list[tuple[str, ShardSettings]], workers: int):
+    def __init__(self, jobs: list[Job], workers: int):
         self.jobs, self.workers, self.pool = jobs, workers, None
 
     def __enter__(self) -> Iterator[tuple[dict[str, Any], list[bytes]] | str]:
@@ -133,9 +165,9 @@ class _EncodedClips:
 class _ShardWriter:
     """Appends clips to the current tar; closes it at the size limit and writes its frame index."""
 
-    def __init__(self, out_dir: Path, settings: ShardSettings):
+    def __init__(self, out_dir: Path, settings: ShardSettings, media: str):
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.out_dir, self.settings = out_dir, settings
+        self.out_dir, self.settings, self.media = out_dir, settings, media
         self.shards: list[dict[str, Any]] = []
         self.num_clips = 0
         self._tar: tarfile.TarFile | None = None
@@ -163,8 +195,9 @@ class _ShardWriter:
 
     def write_index(self, skipped: list[dict[str, str]]) -> dict[str, Any]:
         """Write ``shards.json`` (last: until then the folder holds no usable shards) and return its content."""
-        index = {"format": FORMAT, "settings": asdict(self.settings), "num_clips": self.num_clips,
-                 "shards": self.shards, "skipped": len(skipped), "skipped_videos": skipped}
+        index = {"format": FORMAT, "media": self.media, "settings": asdict(self.settings),
+                 "num_clips": self.num_clips, "shards": self.shards, "skipped": len(skipped),
+                 "skipped_videos": skipped}
         write_json(self.out_dir / INDEX_NAME, index)
         return index
 
