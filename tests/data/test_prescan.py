@@ -8,6 +8,7 @@ any number of DataLoader workers and after a resume, and "no usable video" means
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -146,19 +147,22 @@ def test_training_log_counts_every_skip_and_the_run_keeps_the_scan(tmp_path, mak
     for name in ("a.mp4", "b.mp4"):
         make_video(name, num_frames=20, fps=10, b_frames=0, size=(48, 32))
     (tmp_path / "empty.mp4").write_bytes(b"")
-    (tmp_path / "list.csv").write_text("path\na.mp4\n\nmissing.mp4\nempty.mp4\nb.mp4\n/dev/zero\n")
+    (tmp_path / "notes.mp4").write_text("not a video\n" * 50)
+    (tmp_path / "list.csv").write_text("path\na.mp4\n\nmissing.mp4\nempty.mp4\nb.mp4\n/dev/zero\nnotes.mp4\n")
     config = load_config("demo", [
         "model.backbone=resnet18", "model.projector_hidden=32", "model.projector_dim=16", "data.image_size=32",
         "data.decode_short_side=32", "data.batch_size=4", "data.num_workers=0", "train.precision=fp32",
         "train.max_steps=1", "train.log_every=1"])
     result = pretrain(config, tmp_path / "list.csv", tmp_path / "run")
     log = (tmp_path / "run" / "train.log").read_text()
-    assert result.skipped_videos == 3
+    assert result.skipped_videos == 4
     assert "list.csv line 4: " in log and "missing.mp4: file not found" in log
-    assert "list.csv line 7: /dev/zero: not a regular file" in log and "empty.mp4: empty file" in log
+    assert "list.csv line 7: /dev/zero: not a regular file" in log
+    assert re.search(r"list\.csv line 5: \S*empty\.mp4: empty file", log)  # rows the pre-scan refused: with their line
+    assert re.search(r"list\.csv line 8: \S*notes\.mp4", log)
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert metrics[-1]["skipped"] == 3
-    assert json.loads((tmp_path / "run" / SCAN_NAME).read_text())["unusable"].keys() == {"1"}
+    assert metrics[-1]["skipped"] == 4
+    assert json.loads((tmp_path / "run" / SCAN_NAME).read_text())["unusable"].keys() == {"1", "3"}
 
 
 class _TwoRanks:

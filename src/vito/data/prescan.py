@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch.distributed as dist
 
-from vito.data.sources import ClipSource, source_media
+from vito.data.sources import ClipSource, located_reason, source_media
 from vito.data.stream import one_thread
 from vito.engine.distributed import gather_objects
 from vito.errors import DataError
@@ -39,7 +39,7 @@ def probe_clip(source: ClipSource, i: int) -> str | None:
         source.read_clip(i, lambda duration: np.zeros(1), PROBE_SHORT_SIDE)
         return None
     except DataError as exc:
-        return str(exc)
+        return located_reason(source, i, str(exc))
 
 
 def scan_source(source: ClipSource, workers: int = 0, rank: int = 0, world_size: int = 1) -> dict[int, str]:

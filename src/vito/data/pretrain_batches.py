@@ -29,7 +29,7 @@ from vito.config import ConfigError, DataConfig
 from vito.data.augment import RandomResizedCropFlip
 from vito.data.prescan import cached_scan, no_usable_message, save_scan
 from vito.data.sampling import sample_times
-from vito.data.sources import ClipSource, Skip, TimesFn, open_source, source_media
+from vito.data.sources import ClipSource, Skip, TimesFn, located_reason, open_source, source_media
 from vito.data.stream import EpochShuffle, StepStream, one_thread
 from vito.errors import DataError, VitoError
 
@@ -150,7 +150,7 @@ class PretrainBatches(StepStream):
                 return index, self._read(index, times_fn)
             except DataError as exc:
                 reasons.append(str(exc))
-                skipped.append((self.source.name(index), str(exc)))
+                skipped.append((self.source.name(index), located_reason(self.source, index, str(exc))))
                 log.debug("skipping %s", exc)
         raise DataError(no_usable_message(len(self.usable), reasons, source_media(self.source)))
 

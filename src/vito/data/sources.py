@@ -52,6 +52,7 @@ class VideoEntry:
 
     path: Path
     line: int | None = None  # line in the manifest that named it (None when found in a folder)
+    manifest: Path | None = None  # the manifest of that line
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ def _listed(manifest: Path) -> Listing:
             skipped.append((number, f"{manifest}:{number}", reason))
             continue
         first_line[identity] = number
-        entries.append(VideoEntry(file, number))
+        entries.append(VideoEntry(file, number, manifest))
     skips = [(name, reason) for _, name, reason in sorted(skipped, key=lambda skip: skip[0])]
     if skips:
         log.warning("%s: %d of %d rows skipped", manifest, len(skips), len(skips) + len(entries))
@@ -194,8 +195,9 @@ class ClipSource(Protocol):
     """What the batch stream needs from a dataset: a count, a name, and a way to read V frames of a clip.
 
     A source may also have ``skipped``: ``[(name, reason), ...]`` left out when it was made (manifest rows,
-    files, shards), which the training loader reports with the unusable videos; and ``media``: "images" for
-    still images (one frame each: no view can be drawn at another time), "videos" when absent.
+    files, shards), which the training loader reports with the unusable videos; ``media``: "images" for
+    still images (one frame each: no view can be drawn at another time), "videos" when absent; and
+    ``located(i, reason)``: the reason with where clip ``i`` was listed (``located_reason``).
     """
 
     def __len__(self) -> int: ...
@@ -212,10 +214,9 @@ def source_media(source: ClipSource) -> str:
     return getattr(source, "media", "videos")
 
 
-class VideoFolderSource:
-    """Raw video files, decoded with seeking by ``vito.data.video`` (each clip opens its file once)."""
-
-    media = "videos"
+class _FileSource:
+    """What the sources of listed files share: the entries, the skips made while listing, names, and where a
+    file was listed."""
 
     def __init__(self, entries: Sequence[VideoEntry], skipped: Sequence[Skip] = ()):
         self.entries = list(entries)
@@ -227,12 +228,33 @@ class VideoFolderSource:
     def name(self, i: int) -> str:
         return str(self.entries[i].path)
 
+    def located(self, i: int, reason: str) -> str:
+        """``reason`` with the manifest line that listed file ``i`` in front (a file found in a folder: as is),
+        so that train.log gives the line of every skipped row (zero-byte, truncated, not a video), as it does
+        for the rows of missing files."""
+        entry = self.entries[i]
+        if entry.manifest is None or entry.line is None:
+            return reason
+        return f"{_line_of(entry.manifest, entry.line)}: {reason}"
+
+
+def located_reason(source: ClipSource, i: int, reason: str) -> str:
+    """Why clip ``i`` is skipped, with the manifest line that listed it where the source knows it."""
+    located = getattr(source, "located", None)
+    return located(i, reason) if located is not None else reason
+
+
+class VideoFolderSource(_FileSource):
+    """Raw video files, decoded with seeking by ``vito.data.video`` (each clip opens its file once)."""
+
+    media = "videos"
+
     def read_clip(self, i: int, times_fn: TimesFn, short_side: int | None) -> torch.Tensor:
         with VideoReader(self.entries[i].path) as reader:
             return reader.frames_at(times_fn(reader.info.duration), short_side)
 
 
-class ImageFolderSource:
+class ImageFolderSource(_FileSource):
     """Still image files, each a "video" of one frame at time 0 (``duration`` 0): all V views of its clip are
     cut from that frame, by independent crops, flips and colour changes (the MoCLR image baseline). Read by
     the one image reader (``vito.data.images``: CMYK, palette and 16-bit pictures converted, bombs refused).
@@ -244,16 +266,6 @@ class ImageFolderSource:
     """
 
     media = "images"
-
-    def __init__(self, entries: Sequence[VideoEntry], skipped: Sequence[Skip] = ()):
-        self.entries = list(entries)
-        self.skipped = list(skipped)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def name(self, i: int) -> str:
-        return str(self.entries[i].path)
 
     def read_clip(self, i: int, times_fn: TimesFn, short_side: int | None) -> torch.Tensor:
         """uint8 [V, H, W, 3]: the one picture V times (a view of one array: the crops only read it)."""
