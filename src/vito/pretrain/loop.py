@@ -42,7 +42,7 @@ from vito.engine.stopping import LossWatch, finite_weights, non_finite_message
 from vito.errors import VitoError
 from vito.models.vito import build_vito
 from vito.pretrain.feed import DeviceFeed, StepTimer, pretrain_loader
-from vito.pretrain.optim import LARS, ema_tau, learning_rate, param_groups
+from vito.pretrain.optim import LARS, ema_tau, learning_rate, param_groups, warmup_length
 from vito.pretrain.resume import data_path, note_data_path_change, resume_point
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,8 @@ class _Steps:
         self.watch.add({"loss": out["loss"]}, step + 1)
 
         # 3. gradients, LARS step (lr from the warm-up + cosine schedule), EMA update of the target
-        lr = learning_rate(step, o.base_lr, self.config.data.batch_size, o.warmup_steps, t.max_steps)
+        lr = learning_rate(step, o.base_lr, self.config.data.batch_size,
+                           warmup_length(o, self.config.data.batch_size), t.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
