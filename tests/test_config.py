@@ -164,7 +164,7 @@ def test_yaml_merge_keys_still_work(tmp_path):
 
 
 def test_pretraining_defaults_are_byols_300_epoch_preset() -> None:
-    """docs/pretraining.md: lr 0.3, weight decay 1e-6, EMA 0.99 and a 10-epoch warm-up for 300 epochs of 1.28 M clips."""
+    """docs/pretraining.md: lr 0.3, weight decay 1e-6, EMA 0.99, a 10-epoch warm-up, 300 epochs of 1.28 M clips."""
     from vito.config import IMAGENET_EPOCH
     from vito.pretrain.optim import warmup_length
 
