@@ -122,7 +122,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
         log.info("%s run in %s: steps %d..%d, %d process(es) x %d clips on %s",
                  "resuming" if start.resume else "starting", run_dir, start_step, t.max_steps, context.world_size,
                  per_rank_batch, context.device)
-        for note in notes + folder.notes:
+        for note in notes + folder.notes + _warmup_notes(config):
             log.warning(note)
 
         optimizer = LARS(param_groups(model, o.weight_decay), lr=0.0, momentum=o.momentum,
@@ -316,6 +316,15 @@ def check_image_size(model: torch.nn.Module, config: Config, device: torch.devic
 
 # --------------------------------------------------------------------------------------------------
 # Pieces of a step and of its log line
+
+
+def _warmup_notes(config: Config) -> list[str]:
+    """A warm-up as long as the run (the default 10 epochs in a short run) never reaches the peak lr: say so."""
+    steps = warmup_length(config.optim, config.data.batch_size)
+    if steps < config.train.max_steps:
+        return []
+    return [f"the lr warm-up ({steps} steps) is not shorter than the run ({config.train.max_steps} steps), so the "
+            "lr never reaches its peak: set optim.warmup_epochs or optim.warmup_steps (docs/pretraining.md)"]
 
 
 def _per_rank_batch(global_batch: int, world_size: int) -> int:
