@@ -248,43 +248,37 @@ def run_sweep(encoder: Encoder, settings: SegmentSettings, val: SegmentationData
         raise DataError(f"{protocol.train_split} and {val.split} have different classes")
     how = settings.lr_selection if len(protocol.lrs) > 1 else "single lr"
     held = hold_out(train, val, settings.heldout_seed) if how == "heldout" else None  # checked before any training
+    chosen_on = HELDOUT_SPLIT if held is not None else val.split
     device = next(encoder.parameters()).device
     sweep = _Sweep(encoder, settings, protocol, distributed.setup("cuda" if device.type == "cuda" else "cpu"), out_dir)
     try:
         if held is not None:  # each lr once (the first seed) on the rest of the training split
             trials = [_one_run(sweep, held.fit, held.heldout, lr, protocol.seeds[0], held) for lr in protocol.lrs]
-            best = _best_lr(trials)
-            runs = [_one_run(sweep, train, val, best, seed) for seed in protocol.seeds]
         else:
-            trials = runs = [_one_run(sweep, train, val, lr, seed) for lr in protocol.lrs for seed in protocol.seeds]
-            best = _best_lr(runs)
+            trials = [_one_run(sweep, train, val, lr, seed) for lr in protocol.lrs for seed in protocol.seeds]
+        per_lr = _per_lr(trials, protocol, chosen_on)
+        best = max(per_lr, key=lambda row: -1.0 if row["mIoU_mean"] is None else row["mIoU_mean"])["lr"]
+        runs = [_one_run(sweep, train, val, best, seed) for seed in protocol.seeds] if held is not None else \
+            [r for r in trials if r.lr == best]
     finally:
         distributed.cleanup()
-    result = _sweep_result([r for r in runs if r.lr == best], protocol, val, out_dir)
+    result = _sweep_result(runs, protocol, val, out_dir)
     result.metrics["best_lr"] = Metric(best, "value", {"heldout": "base lr chosen on held-out training images",
                                                        "val": f"base lr chosen on {val.split} (optimistic)",
                                                        "single lr": "base lr (one given: nothing chosen)"}[how])
-    chosen_on = HELDOUT_SPLIT if held is not None else val.split
     devkit = settings.dataset == "ade20k"
     rows = [_sweep_row(r, chosen_on, devkit, out_dir) for r in trials]
     if held is not None:
         rows += [_sweep_row(r, val.split, devkit, out_dir) for r in runs]
-    result.tables = {"sweep": rows, "per_lr": _per_lr(trials, protocol, chosen_on), **result.tables}
+    result.tables = {"sweep": rows, "per_lr": per_lr, **result.tables}
     result.settings["selection"] = {"how": how, "chosen_on": chosen_on, **(held.identity() if held else {})}
     if held is not None:  # the held-out ids themselves (result.md shows the first ones, result.json all)
         result.tables["heldout_ids"] = [{"id": i} for i in held.ids]
     return result
 
 
-def _best_lr(runs: list[RunScores]) -> float:
-    """The lr with the highest mean mIoU over its runs (the first of equal ones)."""
-    means = {}
-    for run in runs:
-        means.setdefault(run.lr, []).append(segmentation_scores(run.areas).miou)
-    return max(means, key=lambda lr: -1.0 if any(v is None for v in means[lr]) else float(np.mean(means[lr])))
-
-
 def _per_lr(trials: list[RunScores], protocol: Protocol, split: str) -> list[dict[str, Any]]:
+    """Each lr's mean (and sd) mIoU over its runs on ``split``: what the lr is chosen by (the first of equal ones)."""
     rows = []
     for lr in protocol.lrs:
         mean, sd = mean_and_sd([segmentation_scores(r.areas).miou for r in trials if r.lr == lr])
