@@ -50,6 +50,9 @@ def test_defaults_without_a_file() -> None:
         (["model.stages=[-1, -1]"], "model.stages"),
         (["loss.temperature=0"], "loss.temperature"),
         (["optim.ema_base=1.5"], "optim.ema_base"),
+        (["loss.negatives=online"], "loss.negatives"),
+        (["optim.warmup_epochs=-1"], "optim.warmup_epochs"),
+        (["optim.warmup_epochs=null"], "optim.warmup_epochs"),  # and no warmup_steps: no warm-up length at all
     ],
 )
 def test_bad_overrides_name_their_key(overrides: list[str], key: str) -> None:
@@ -158,3 +161,35 @@ def test_yaml_merge_keys_still_work(tmp_path):
     from vito.schema import StrictLoader
 
     assert yaml.load("a: &x {b: 1, c: 2}\nd:\n  <<: *x\n  b: 3\n", Loader=StrictLoader)["d"] == {"b": 3, "c": 2}
+
+
+def test_pretraining_defaults_are_byols_300_epoch_preset() -> None:
+    """docs/pretraining.md: lr 0.3, weight decay 1e-6, EMA 0.99, a 10-epoch warm-up, 300 epochs of 1.28 M clips."""
+    from vito.config import IMAGENET_EPOCH
+    from vito.pretrain.optim import warmup_length
+
+    for config in (Config(), load_config("vito_r50")):
+        assert (config.optim.base_lr, config.optim.weight_decay, config.optim.ema_base) == (0.3, 1e-6, 0.99)
+        assert (config.optim.warmup_epochs, config.optim.warmup_steps) == (10.0, None)
+        assert config.train.max_steps == 300 * IMAGENET_EPOCH // 4096 == 93835
+        assert config.loss.negatives == "cross_view"
+    assert warmup_length(Config().optim, 4096) == 10 * 1281167 // 4096 == 3127
+    assert warmup_length(Config().optim, 256) == 50045
+    assert warmup_length(load_config(None, ["optim.warmup_steps=7"]).optim, 4096) == 7  # steps, when given, win
+    assert warmup_length(load_config(None, ["optim.warmup_epochs=0.5"]).optim, 1000) == 640
+
+
+def test_a_saved_run_without_the_new_keys_continues_as_it_trained(tmp_path) -> None:
+    """config.ADDED_KEYS: a run saved before loss.negatives and optim.warmup_epochs existed keeps its negatives and
+    its warm-up in steps."""
+    import yaml
+
+    saved = Config().to_dict()
+    del saved["loss"]["negatives"], saved["optim"]["warmup_epochs"]
+    saved["optim"]["warmup_steps"] = 1000
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    config = load_config(tmp_path / "config.yaml", saved_run=True)
+    assert config.loss.negatives == "cross_view" and config.optim.warmup_epochs is None
+    assert config.optim.warmup_steps == 1000
+    with pytest.raises(ConfigError, match=r"optim\.warmup_epochs"):  # read as a new config, it has no warm-up
+        load_config(tmp_path / "config.yaml", ["optim.warmup_steps=null"], saved_run=True)

@@ -134,3 +134,60 @@ def test_mask_with_gather_equals_single_process() -> None:
     ]
     assert torch.allclose((per_rank[0] + per_rank[1]) / 2, single, atol=1e-6)
     assert not torch.allclose(single, multiview_info_nce(queries, keys, 0.1))
+
+
+# loss.negatives: the paper's eq. 3 (cross_view) and DetCon's byol_nce set (cross_and_same_view), by hand.
+# Three clips, three views, temperature 1. Every online prediction of clip b is e_b; the target keys of views 0 and
+# 1 are e_b too, those of view 2 are shifted (clip b's key is e_{b+1 mod 3}), so a logit is 1 where the key
+# points at the query's clip and 0 elsewhere, and a wrong choice of "same view" (the third view) changes the sum.
+# Per query: -log(exp(positive) / sum of exp over the kept keys).
+#   cross_view: pairs (i, j) with j in {0, 1}: positive 1, two negatives 0 -> log(e + 2) - 1 (4 pairs);
+#   j = 2: positive 0, negatives 1 (clip b-1) and 0 -> log(e + 2) (2 pairs).        Sum: 6 log(e + 2) - 4.
+#   cross_and_same_view adds the other clips' view-i keys: 0 + 0 for i in {0, 1}, 1 + 0 for i = 2:
+#   (1,0), (0,1): log(e + 4) - 1; (2,0), (2,1): log(2e + 3) - 1; (0,2), (1,2): log(e + 4).
+#                                                         Sum: 4 log(e + 4) + 2 log(2e + 3) - 4.
+# With clips 0 and 1 from one video (each leaves the other's denominator in both sets):
+#   cross_view: j in {0, 1}: clips 0, 1: log(e + 1) - 1, clip 2: log(e + 2) - 1; j = 2: clip 0: log(e + 1),
+#   clip 1: log 2 (its logit-1 key is clip 0's, masked), clip 2: log(e + 2).
+#                                       Sum: (10 log(e + 1) + 6 log(e + 2) + 2 log 2) / 3 - 4.
+#   cross_and_same_view: (1,0), (0,1): [2 log(e + 2) + log(e + 4)] / 3 - 1; (2,0), (2,1): [log(2e + 1) +
+#   log(e + 2) + log(2e + 3)] / 3 - 1; (0,2), (1,2): [log(e + 2) + log 3 + log(e + 4)] / 3.
+#                     Sum: 2/3 [4 log(e + 2) + 2 log(e + 4) + log(2e + 1) + log(2e + 3) + log 3] - 4.
+
+E = math.e
+EYE = torch.eye(3)
+QUERIES = [EYE, EYE, EYE]
+KEYS = [EYE, EYE, EYE.roll(1, dims=1)]  # view 2: clip b's key is e_{b+1}
+
+
+@pytest.mark.parametrize(("negatives", "videos", "expected"), [
+    ("cross_view", None, 6 * math.log(E + 2) - 4),
+    ("cross_and_same_view", None, 4 * math.log(E + 4) + 2 * math.log(2 * E + 3) - 4),
+    ("cross_view", [7, 7, 9], (10 * math.log(E + 1) + 6 * math.log(E + 2) + 2 * math.log(2)) / 3 - 4),
+    ("cross_and_same_view", [7, 7, 9], 2 / 3 * (4 * math.log(E + 2) + 2 * math.log(E + 4) + math.log(2 * E + 1)
+                                                + math.log(2 * E + 3) + math.log(3)) - 4),
+])
+def test_negative_sets_against_a_hand_computation(negatives: str, videos: list[int] | None, expected: float) -> None:
+    assert KEYS[2][0].tolist() == [0.0, 1.0, 0.0]  # clip 0's view-2 key points at clip 1
+    video_index = None if videos is None else torch.tensor(videos)
+    got = multiview_info_nce(QUERIES, KEYS, 1.0, video_index=video_index, negatives=negatives)
+    assert got.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_same_view_negatives_with_gather_equal_a_single_process() -> None:
+    torch.manual_seed(1)
+    queries = [torch.randn(4, 8) for _ in range(3)]
+    keys = [torch.randn(4, 8) for _ in range(3)]
+    videos = torch.tensor([0, 1, 0, 2])
+    single = multiview_info_nce(queries, keys, 0.1, video_index=videos, negatives="cross_and_same_view")
+    everything = {torch.int64: videos, torch.float32: torch.cat(keys, dim=1)}
+
+    def gather_for(rank: int):
+        return lambda local: (everything[local.dtype], 2 * rank)
+
+    per_rank = [multiview_info_nce([q[2 * r: 2 * r + 2] for q in queries], [k[2 * r: 2 * r + 2] for k in keys], 0.1,
+                                   gather_for(r), videos[2 * r: 2 * r + 2], "cross_and_same_view") for r in range(2)]
+    assert torch.allclose((per_rank[0] + per_rank[1]) / 2, single, atol=1e-6)
+    assert not torch.allclose(single, multiview_info_nce(queries, keys, 0.1, video_index=videos))
+    with pytest.raises(ValueError, match="negatives 'online'"):
+        multiview_info_nce(queries, keys, 0.1, negatives="online")

@@ -55,25 +55,37 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
+    """The multi-view InfoNCE (paper eq. 3; docs/pretraining.md says where each value comes from)."""
+
     temperature: float = 0.1
     mask_same_video: bool = True  # other clips of a clip's own video are not its negatives (docs/pretraining.md)
+    # cross_view: the other clips' keys of the target view (eq. 3); cross_and_same_view: also those of the
+    # query's own view, as DetCon's byol_nce (vito.objective)
+    negatives: Literal["cross_view", "cross_and_same_view"] = "cross_view"
+
+
+# The paper's unit of training length (§4.3): an "epoch" is 1.28 M examples whatever the dataset, ImageNet's
+# training set (BYOL's 1,281,167 images); here, 1,281,167 clips.
+IMAGENET_EPOCH = 1_281_167
 
 
 @dataclass
 class OptimConfig:
-    """LARS with linear warm-up and cosine decay; EMA target with BYOL's cosine tau schedule."""
+    """LARS with linear warm-up and cosine decay; EMA target with BYOL's cosine tau schedule. The defaults are
+    BYOL's preset for 300 epochs (docs/pretraining.md)."""
 
     base_lr: float = 0.3  # lr = base_lr * global_batch / 256
     weight_decay: float = 1e-6
     momentum: float = 0.9
     trust_coefficient: float = 0.001
-    warmup_steps: int = 1000
-    ema_base: float = 0.996
+    warmup_epochs: float | None = 10.0  # linear warm-up in epochs of IMAGENET_EPOCH clips (BYOL: 10)
+    warmup_steps: int | None = None  # the warm-up in steps instead; when given it replaces warmup_epochs
+    ema_base: float = 0.99  # BYOL: 0.99 for 300 epochs (0.996 for 1000)
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 100_000
+    max_steps: int = 93_835  # 300 epochs of IMAGENET_EPOCH clips at the presets' batch of 4096 (BYOL's formula)
     checkpoint_every: int = 1000
     keep_checkpoints: int = 5  # newest step_*.pt copies kept besides last.pt; 0 = keep all
     log_every: int = 10
@@ -118,6 +130,8 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 # that resuming an older run continues it as it was.
 ADDED_KEYS: dict[str, Any] = {
     "loss.mask_same_video": False,  # before it, same-video clips were negatives like any other
+    "loss.negatives": "cross_view",  # before it, only the target view's keys were negatives
+    "optim.warmup_epochs": None,  # before it, the warm-up was optim.warmup_steps (saved with the run)
 }
 
 
@@ -199,7 +213,10 @@ def validate(config: Config) -> None:
     _check(0 <= o.momentum < 1, "optim.momentum", "must be in [0, 1)")
     _check(o.trust_coefficient >= 0, "optim.trust_coefficient", "must be >= 0")
     _check(0 <= o.ema_base <= 1, "optim.ema_base", "must be in [0, 1]")
-    _check(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
+    _check(o.warmup_steps is None or o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
+    _check(o.warmup_epochs is None or o.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")
+    _check(o.warmup_steps is not None or o.warmup_epochs is not None, "optim.warmup_epochs",
+           "give the warm-up in epochs or in steps (optim.warmup_steps); both are null")
     _check(t.max_steps >= 1, "train.max_steps", "must be >= 1")
     _check(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
     _check(t.log_every >= 1, "train.log_every", "must be >= 1")

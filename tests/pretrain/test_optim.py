@@ -65,3 +65,12 @@ def test_ema_tau_schedule() -> None:
     assert ema_tau(50, 100, 0.996) == pytest.approx(0.998)
     assert ema_tau(100, 100, 0.996) == pytest.approx(1.0)
     assert ema_tau(25, 100, 0.99) == pytest.approx(1 - 0.01 * (math.cos(math.pi / 4) + 1) / 2)
+
+
+def test_a_warm_up_as_long_as_the_run_is_reported() -> None:
+    from vito.config import load_config
+    from vito.pretrain.loop import _warmup_notes
+
+    short = load_config(None, ["train.max_steps=1000", "data.batch_size=64"])  # 10 epochs: 12,811,670 // 64 steps
+    assert "warm-up (200182 steps) is not shorter than the run (1000 steps)" in _warmup_notes(short)[0]
+    assert _warmup_notes(load_config("vito_r50")) == []  # 3127 of 93835 steps

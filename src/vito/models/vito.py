@@ -60,6 +60,7 @@ class Vito(nn.Module):
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         self.temperature = loss.temperature
         self.mask_same_video = loss.mask_same_video
+        self.negatives = loss.negatives
 
     def forward(
         self, views: torch.Tensor, video_index: torch.Tensor | None = None, gather: Gather = identity_gather
@@ -80,7 +81,8 @@ class Vito(nn.Module):
         with torch.no_grad():
             targets = self.target(images).projection.view(batch, num_views, -1)
         videos = video_index if self.mask_same_video else None
-        loss = multiview_info_nce(predictions.unbind(1), targets.unbind(1), self.temperature, gather, videos)
+        loss = multiview_info_nce(predictions.unbind(1), targets.unbind(1), self.temperature, gather, videos,
+                                  self.negatives)
         return {"loss": loss, "mask_entropy": [normalised_entropy(m.detach()) for m in online.masks]}
 
     @torch.no_grad()

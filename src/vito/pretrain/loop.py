@@ -42,7 +42,7 @@ from vito.engine.stopping import LossWatch, finite_weights, non_finite_message
 from vito.errors import VitoError
 from vito.models.vito import build_vito
 from vito.pretrain.feed import DeviceFeed, StepTimer, pretrain_loader
-from vito.pretrain.optim import LARS, ema_tau, learning_rate, param_groups
+from vito.pretrain.optim import LARS, ema_tau, learning_rate, param_groups, warmup_length
 from vito.pretrain.resume import data_path, never_checkpointed, note_data_path_change, resume_point
 from vito.pretrain.step_estimate import estimate_step_seconds, grace_warning
 
@@ -131,7 +131,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
         log.info("%s run in %s: steps %d..%d, %d process(es) x %d clips on %s",
                  "resuming" if start.resume else "starting", run_dir, start_step, t.max_steps, context.world_size,
                  per_rank_batch, context.device)
-        for note in notes + folder.notes:
+        for note in notes + folder.notes + _warmup_notes(config):
             log.warning(note)
 
         optimizer = LARS(param_groups(model, o.weight_decay), lr=0.0, momentum=o.momentum,
@@ -221,7 +221,8 @@ class _Steps:
         self.watch.add({"loss": out["loss"]}, step + 1)
 
         # 3. gradients, LARS step (lr from the warm-up + cosine schedule), EMA update of the target
-        lr = learning_rate(step, o.base_lr, self.config.data.batch_size, o.warmup_steps, t.max_steps)
+        lr = learning_rate(step, o.base_lr, self.config.data.batch_size,
+                           warmup_length(o, self.config.data.batch_size), t.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
@@ -324,6 +325,15 @@ def check_image_size(model: torch.nn.Module, config: Config, device: torch.devic
 
 # --------------------------------------------------------------------------------------------------
 # Pieces of a step and of its log line
+
+
+def _warmup_notes(config: Config) -> list[str]:
+    """A warm-up as long as the run (the default 10 epochs in a short run) never reaches the peak lr: say so."""
+    steps = warmup_length(config.optim, config.data.batch_size)
+    if steps < config.train.max_steps:
+        return []
+    return [f"the lr warm-up ({steps} steps) is not shorter than the run ({config.train.max_steps} steps), so the "
+            "lr never reaches its peak: set optim.warmup_epochs or optim.warmup_steps (docs/pretraining.md)"]
 
 
 def _per_rank_batch(global_batch: int, world_size: int) -> int:

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vito.config import IMAGENET_EPOCH, OptimConfig
+
 
 class LARS(torch.optim.Optimizer):
     """BYOL's LARS: ``g = grad + wd * p``; ``g *= eta * |p| / |g|``; ``m = momentum * m + g``; ``p -= lr * m``.
@@ -73,6 +75,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         {"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay},
         {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0, "exclude": True},
     ]
+
+
+def warmup_length(optim: OptimConfig, batch_size: int) -> int:
+    """The warm-up in steps: ``optim.warmup_steps`` when given, else ``warmup_epochs`` epochs of
+    ``IMAGENET_EPOCH`` clips at ``batch_size`` clips a step, rounded down as BYOL does (10 epochs at 4096: 3127)."""
+    if optim.warmup_steps is not None:
+        return optim.warmup_steps
+    return int(optim.warmup_epochs * IMAGENET_EPOCH // batch_size)
 
 
 def learning_rate(step: int, base_lr: float, batch_size: int, warmup_steps: int, total_steps: int) -> float:

@@ -102,7 +102,7 @@ def _ucf(tmp: Path, shared_data: Path) -> list[str]:
     (splits / "trainlist01.txt").write_text(lines)
     (splits / "testlist01.txt").write_text(lines)
     return ["--root", str(tmp / "videos"), "--splits", str(splits), "--mode", "frozen", "--epochs", "1",
-            "--batch-size", "2", "--num-workers", "0", "--image-size", "32", "--test-clips", "1"]
+            "--batch-size", "2", "--train-clips", "1", "--num-workers", "0", "--image-size", "32", "--test-clips", "1"]
 
 
 def _case(name: str, tmp: Path, data: Path) -> list[str]:

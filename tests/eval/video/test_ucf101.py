@@ -12,7 +12,8 @@ from vito.eval.video import ucf101
 
 @pytest.mark.slow
 def test_finetune_and_test_end_to_end(tmp_path, shared_data) -> None:
-    """Two 'classes' made of the one real clip: the whole pipeline runs and reports."""
+    """Two 'classes' made of the one real clip: the whole pipeline runs and reports, with the default
+    (CycleContrast) recipe's classifier warm-up, colour jitter and dropout, one clip per video to stay small."""
     from vito.cli import main
     from vito.eval.core.result import read_result
 
@@ -20,13 +21,17 @@ def test_finetune_and_test_end_to_end(tmp_path, shared_data) -> None:
     out = tmp_path / "out"
     assert main(["eval", "ucf101", "--encoder", "timm:resnet18", "--random-init", "--root", str(tmp_path / "videos"),
                  "--splits", str(splits), "--pooling", "ms-attn", "--epochs", "1", "--batch-size", "2",
-                 "--num-workers", "0", "--image-size", "32", "--test-clips", "2", "--out", str(out),
-                 "--device", "cpu"]) == 0
+                 "--train-clips", "1", "--warmup-epochs", "1", "--num-workers", "0", "--image-size", "32",
+                 "--test-clips", "2", "--out", str(out), "--device", "cpu"]) == 0
     report = read_result(out)
     assert report.coverage.used == 2 and [Path(p).name for p, _ in report.skipped] == ["v_missing.avi"]
     assert report.coverage.partial  # 2 of the 3 listed test videos
     assert report.value("top1") == 0.5  # identical videos with different labels: exactly one is right
-    assert len(report.tables["loss history"]) == 1 and (out / "classifier_split1.pt").is_file()
+    assert [(row["phase"], row["epoch"]) for row in report.tables["loss history"]] == \
+        [("classifier warm-up", 1), ("fine-tune", 1)]
+    assert (out / "classifier_split1.pt").is_file() and (out / "runs" / "split1_warmup" / "config.yaml").is_file()
+    assert report.settings["recipe"] == "cyclecontrast" and report.settings["recipe_values"]["dropout"] == 0.9
+    assert report.settings["recipe_values"]["color_jitter"] == [0.4, 0.4, 0.4, 0.2]
 
 
 def test_ucf101_runs_several_splits_and_reports_mean_and_sd(monkeypatch, tmp_path) -> None:

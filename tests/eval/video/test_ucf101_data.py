@@ -12,6 +12,7 @@ import torch
 from vito.errors import DataError
 from vito.eval.video import ucf101_data
 from vito.eval.video.ucf101_data import (
+    TrainingClips,
     UCF101Clips,
     VideoEntry,
     clip_frame_times,
@@ -106,3 +107,40 @@ def test_missing_or_unreadable_videos_are_a_clear_error(tmp_path, shared_data) -
     settings = UCF101Settings(root=tmp_path, splits=splits, epochs=3, num_workers=0, max_videos=3)
     with pytest.raises(DataError, match="no training video could be read"):  # at once, not after 16 epochs
         run_ucf101(encoder, settings, 1, tmp_path / "out")
+
+
+class _NumberedClips(UCF101Clips):
+    """Training videos that decode to their own (video, draw) numbers: what TrainingClips picked, without video."""
+
+    def read(self, index: int, draw: int) -> torch.Tensor:
+        return torch.tensor([[index, draw]])
+
+
+def test_every_epoch_takes_clips_per_video_fresh_clips_of_every_video() -> None:
+    """3 videos x 5 clips per epoch (the CycleContrast recipe) at batch 5: an epoch is 3 steps, each video appears
+    5 times in it, with draws 0-4 in epoch 0 and 5-9 in epoch 1; `first` continues another phase's stream."""
+    videos = _NumberedClips("root", [VideoEntry(f"v{i}.avi", i) for i in range(3)], train=True)
+    stream = TrainingClips(videos, batch_size=5, seed=0, start_step=0, clips_per_video=5)
+    drawn = [tuple(row) for step in range(6) for row in stream.batch(step)["clips"].tolist()]
+    for epoch in (0, 1):
+        picks = drawn[15 * epoch: 15 * (epoch + 1)]
+        for video in range(3):
+            assert sorted(d for v, d in picks if v == video) == list(range(5 * epoch, 5 * epoch + 5))
+    assert drawn[:15] != sorted(drawn[:15])  # shuffled within the epoch
+    later = TrainingClips(videos, batch_size=5, seed=0, start_step=0, clips_per_video=5, first=15)
+    assert torch.equal(later.batch(0)["clips"], stream.batch(3)["clips"])
+    one = TrainingClips(videos, batch_size=3, seed=0, start_step=0)  # vito-v1: one clip, draw = epoch
+    assert sorted(tuple(r) for r in one.batch(1)["clips"].tolist()) == [(0, 1), (1, 1), (2, 1)]
+
+
+def test_colour_jitter_is_one_draw_for_the_whole_clip() -> None:
+    """Brightness alone (strength 0.4): every frame of the clip is scaled by the same factor from U[0.6, 1.4]."""
+    clip = torch.full((3, 3, 4, 4), 100, dtype=torch.uint8)
+    clip[1] = 50
+    factor = np.random.default_rng(7).uniform(0.6, 1.4)
+    out = ucf101_data.jitter_colours(clip, (0.4, 0.0, 0.0, 0.0), np.random.default_rng(7))
+    assert out[0].unique().tolist() == out[2].unique().tolist() == [round(100 * factor)]
+    assert out[1].unique().tolist() == [round(50 * factor)]
+    full = ucf101_data.jitter_colours(torch.randint(0, 256, (1, 3, 4, 4), dtype=torch.uint8).repeat(2, 1, 1, 1),
+                                      (0.4, 0.4, 0.4, 0.2), np.random.default_rng(1))
+    assert torch.equal(full[0], full[1])  # all four changes, the same for every frame

@@ -23,8 +23,9 @@ def two_classes_of_one_clip(tmp_path: Path, shared_data: Path, extra_test_line: 
 
 def two_classes(tmp_path: Path, shared_data: Path) -> list[str]:
     """`vito eval ucf101` arguments (all but --out) for the two classes: 3 tiny steps of the temporal head and
-    classifier (frozen: the fine-tune's whole-model steps are tested with segmentation's)."""
+    classifier (frozen: the fine-tune's whole-model steps are tested with segmentation's; vito-v1: one clip of each
+    video per epoch, so an epoch is one step)."""
     splits = two_classes_of_one_clip(tmp_path, shared_data)
     return ["eval", "ucf101", "--encoder", "timm:resnet18", "--random-init", "--device", "cpu", "--root",
             str(tmp_path / "videos"), "--splits", str(splits), "--epochs", "3", "--batch-size", "2", "--num-workers",
-            "0", "--image-size", "16", "--test-clips", "1", "--mode", "frozen"]
+            "0", "--image-size", "16", "--test-clips", "1", "--mode", "frozen", "--recipe", "vito-v1"]

@@ -76,20 +76,24 @@ class TemporalPooling(nn.Module):
 
 
 class VideoClassifier(nn.Module):
-    """Backbone per frame → global average pool per stage → temporal pooling → linear classifier.
+    """Backbone per frame → global average pool per stage → temporal pooling → dropout → linear classifier.
 
     The backbone is a trainable copy of the encoder (``TrainableBackbone``: the encoder itself stays as it was,
     and the copy has no unused parameters, which DDP refuses). ``frozen``: only the temporal head and the
-    classifier learn, and the backbone stays in inference mode (its batch-norm statistics too).
+    classifier learn, and the backbone stays in inference mode (its batch-norm statistics too). ``dropout``:
+    the probability of zeroing each feature of the clip vector in training (AVID-CMA's ``ClassificationWrapper``
+    puts its dropout there, before the classifier).
     """
 
-    def __init__(self, encoder: Encoder, pooling: str, num_classes: int, frozen: bool = False) -> None:
+    def __init__(self, encoder: Encoder, pooling: str, num_classes: int, frozen: bool = False,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         self.backbone = TrainableBackbone(encoder, pooled_stages(pooling))
         self.frozen = frozen
         self.backbone.requires_grad_(not frozen)
         channels = self.backbone.channels
         self.pool = TemporalPooling(pooling, channels[0], channels[-1])
+        self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.pool.out_dim, num_classes)
 
     def train(self, mode: bool = True) -> VideoClassifier:
@@ -103,4 +107,4 @@ class VideoClassifier(nn.Module):
         batch, frames = clips.shape[:2]
         maps = self.backbone(clips.flatten(0, 1))
         per_stage = [m.float().mean(dim=(2, 3)).view(batch, frames, -1) for m in maps]
-        return self.fc(self.pool(per_stage))
+        return self.fc(self.dropout(self.pool(per_stage)))

@@ -2,14 +2,17 @@
 docs/metrics.md).
 
 Per split: the encoder, with a temporal integration of its per-frame features (``temporal_heads``), is fine-tuned
-(or, ``--mode frozen``, only its head is trained) on the split's training list, then tested on its test list
-(``ucf101_recipe``; the split files and clips: ``ucf101_data``). Several splits are reported with their mean and sd.
-Each split's fine-tune keeps a run folder ``OUT/runs/split{N}/``: a stopped one continues with ``--resume``, a
-finished one is reused by a rerun with the same settings, other settings there need ``--overwrite``.
+(or, ``--mode frozen``, only its head is trained) on the split's training list with the ``--recipe`` (CycleContrast's,
+by default, or vito's earlier one), then tested on its test list (``ucf101_recipe``; the split files and clips:
+``ucf101_data``). Several splits are reported with their mean and sd. Each split's fine-tune keeps a run folder
+``OUT/runs/split{N}/`` (and ``OUT/runs/split{N}_warmup/`` for the classifier warm-up): a stopped one continues
+with ``--resume``, a finished one is reused by a rerun with the same settings, other settings there need
+``--overwrite``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +36,14 @@ from vito.eval.video.ucf101_data import (
     read_class_names,
     read_split,
 )
-from vito.eval.video.ucf101_recipe import MILESTONES, epoch_history, finetune_classifier, run_config, score_classifier
+from vito.eval.video.ucf101_recipe import (
+    MILESTONES,
+    epoch_history,
+    finetune_classifier,
+    resolve_recipe,
+    run_config,
+    score_classifier,
+)
 from vito.io import atomic_write
 
 
@@ -49,9 +59,20 @@ class UCF101Settings:
     pooling: Literal["avg", "ms-avg", "ms-attn"] = field(default="avg", metadata={"help": "temporal integration"})
     mode: Literal["finetune", "frozen"] = field(default="finetune", metadata={
         "help": "finetune the encoder, or train only the temporal head and classifier"})
-    epochs: int = field(default=16, metadata={"help": "training epochs"})
-    lr: float = field(default=1e-4, metadata={"help": "Adam learning rate (x0.1 at epochs 6, 10, 14)"})
-    batch_size: int = field(default=8, metadata={"help": "clips per step"})
+    recipe: Literal["cyclecontrast", "vito-v1"] = field(default="cyclecontrast", metadata={
+        "help": "cyclecontrast: CycleContrast's run of AVID-CMA's protocol, as the paper (5 clips per video per "
+                "epoch, batch 32, lr x0.3, colour jitter, dropout 0.9, 5 epochs of the classifier alone); vito-v1: "
+                "vito's earlier recipe (1 clip, batch 8, x0.1, crop and flip only)"})
+    epochs: int = field(default=16, metadata={"help": "training epochs (after the classifier warm-up)"})
+    lr: float = field(default=1e-4, metadata={
+        "help": "Adam learning rate (x the recipe's drop after epochs 6, 10, 14)"})
+    batch_size: int | None = field(default=None, metadata={"help": "clips per step (default: the recipe's, 32 or 8)"})
+    train_clips: int | None = field(default=None, metadata={
+        "help": "random clips of every training video per epoch (default: the recipe's, 5 or 1)"})
+    dropout: float | None = field(default=None, metadata={
+        "help": "dropout before the classifier (default: the recipe's, 0.9 or 0; AVID-CMA's configs: 0.5)"})
+    warmup_epochs: int | None = field(default=None, metadata={
+        "help": "epochs of the classifier alone before the whole network (default: the recipe's, 5 or 0)"})
     num_workers: int = field(default=4, metadata={"help": "video-decoding worker processes"})
     image_size: int = field(default=224, metadata={"help": "frame side after cropping"})
     test_clips: int = field(default=10, metadata={"help": "clips averaged per test video"})
@@ -78,15 +99,18 @@ def run_ucf101(encoder: Encoder, settings: UCF101Settings, split: int, out_dir: 
     listed_test = read_split(settings.splits, split, "test")
     train_entries, train_missing = present_entries(root, listed_train[: settings.max_videos], "train")
     test_entries, test_missing = present_entries(root, listed_test[: settings.max_videos], "test")
+    recipe = resolve_recipe(settings)
     seed_all(settings.seed)
-    model = VideoClassifier(encoder, settings.pooling, len(names), frozen=settings.mode == "frozen").to(context.device)
+    model = VideoClassifier(encoder, settings.pooling, len(names), frozen=settings.mode == "frozen",
+                            dropout=recipe.dropout).to(context.device)
     started = time.perf_counter()
-    run_dir = Path(out_dir) / "runs" / f"split{split}"
-    training, schedule = finetune_classifier(
-        model, UCF101Clips(root, train_entries, True, settings.image_size, seed=settings.seed), settings, run_dir,
-        run_config(encoder, settings, split, len(train_entries), len(names)), encoder.precision, context)
+    videos = UCF101Clips(root, train_entries, True, settings.image_size, seed=settings.seed,
+                         color_jitter=recipe.color_jitter)
+    training = finetune_classifier(model, videos, settings, recipe, Path(out_dir) / "runs" / f"split{split}",
+                                   run_config(encoder, settings, recipe, split, len(train_entries), len(names)),
+                                   encoder.precision, context)
     testing = score_classifier(model, UCF101Clips(root, test_entries, False, settings.image_size, settings.test_clips),
-                               settings, encoder.precision, context)
+                               recipe.batch_size, settings.num_workers, encoder.precision, context)
     if context.is_main:
         with atomic_write(Path(out_dir) / f"classifier_split{split}.pt", "wb") as handle:
             torch.save({"pool": model.pool.state_dict(), "fc": model.fc.state_dict(), "classes": names}, handle)
@@ -96,7 +120,7 @@ def run_ucf101(encoder: Encoder, settings: UCF101Settings, split: int, out_dir: 
         "listed_test_videos": len(listed_test), "listed_train_videos": len(listed_train),
         "skipped_videos": {"train": [*train_missing, *training.skipped],
                            "test": [*test_missing, *testing["skipped_videos"]]},
-        "history": epoch_history(run_dir, schedule) if context.is_main else [],
+        "history": epoch_history(training.phases) if context.is_main else [],
         "seconds": time.perf_counter() - started,
     }
 
@@ -116,9 +140,10 @@ class UCF101(Evaluation):
             raise VitoError(f"--split lists a split twice: {settings.split}")
         if settings.mode not in ("finetune", "frozen"):
             raise VitoError(f"UCF-101 mode {settings.mode!r} is not 'finetune' or 'frozen'")
-        for flag in ("epochs", "batch_size", "test_clips", "checkpoint_every"):
+        for flag in ("epochs", "test_clips", "checkpoint_every"):
             if getattr(settings, flag) < 1:
                 raise VitoError(f"--{flag.replace('_', '-')} must be at least 1, not {getattr(settings, flag)}")
+        resolve_recipe(settings)  # its values are checked there
         if settings.resume and settings.overwrite:
             raise VitoError("--resume and --overwrite exclude each other")
 
@@ -146,7 +171,8 @@ class UCF101(Evaluation):
                   "loss history": [{"split": r["split"], **h} for r in reports for h in r["history"]]}
         clip = {"seconds": CLIP_SECONDS, "fps": CLIP_FPS, "test_clips": settings.test_clips,
                 "image_size": settings.image_size}
-        return Result(self.name, metrics, {"milestones": list(MILESTONES), "clip": clip},
+        recipe = dataclasses.asdict(resolve_recipe(settings))
+        return Result(self.name, metrics, {"milestones": list(MILESTONES), "clip": clip, "recipe_values": recipe},
                       Coverage(used, expected, note, training_skipped=sum(len(r["skipped_videos"]["train"])
                                                                           for r in reports)),
                       tables=tables, skipped=skipped,

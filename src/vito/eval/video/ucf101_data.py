@@ -1,11 +1,13 @@
 """UCF-101's data: the official split files, the 2-second clips of a video, and the training batches by step.
 
-A clip is 2 s of video at 12 fps (24 frames), every frame given the same crop (and flip). Training takes one
-random clip of every video per epoch; testing takes ``test_clips`` clips whose start times are spread uniformly
-over the video. Which clip of video ``i`` epoch ``e`` takes is a function of ``(seed, e, i)`` alone, and
-:class:`TrainingClips` makes the batch of step ``s`` a function of ``(seed, s)`` alone (the step-indexed stream of
-the fine-tunes, ``vito.data.stream``), so a stopped fine-tune resumes exactly where it stopped, on any number of
-processes and DataLoader workers.
+A clip is 2 s of video at 12 fps (24 frames), every frame given the same crop, flip and (with the CycleContrast
+recipe) colour jitter. Training takes ``clips_per_video`` random clips of every video per epoch (each video
+stands ``clips_per_video`` times in the epoch's permutation, as AVID-CMA's clip-mode dataset of ``videos x
+clips_per_video`` samples); testing takes ``test_clips`` clips whose start times are spread uniformly over the
+video. The clip of video ``i``'s draw ``d`` (its ``d``-th clip of the run) is a function of ``(seed, d, i)``
+alone, and :class:`TrainingClips` makes the batch of step ``s`` a function of ``(seed, s)`` alone (the
+step-indexed stream of the fine-tunes, ``vito.data.stream``), so a stopped fine-tune resumes exactly where it
+stopped, on any number of processes and DataLoader workers.
 """
 
 from __future__ import annotations
@@ -131,12 +133,14 @@ def clip_frame_times(start: float) -> np.ndarray:
 
 
 def transform_clip(
-    frames: torch.Tensor, size: int, train: bool, rng: np.random.Generator | None = None
+    frames: torch.Tensor, size: int, train: bool, rng: np.random.Generator | None = None,
+    color_jitter: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """uint8 ``[T, H, W, 3]`` → normalised ``[T, 3, size, size]``, the same crop (and flip) for every frame.
+    """uint8 ``[T, H, W, 3]`` → normalised ``[T, 3, size, size]``, the same crop, flip and jitter for every frame.
 
     Test: the ImageNet evaluation view (``EvalTransform``: centre 224/256 crop, bicubic). Train: a random
-    resized crop (area 8-100 %, aspect 3/4-4/3; the box sampler of pretraining) and a flip with probability 1/2.
+    resized crop (area 8-100 %, aspect 3/4-4/3; the box sampler of pretraining), a flip with probability 1/2
+    and, given ``color_jitter``, :func:`jitter_colours`.
     """
     clip = frames.permute(0, 3, 1, 2)
     if not train:
@@ -146,19 +150,40 @@ def transform_clip(
     clip = TF.resized_crop(clip, top, left, h, w, [size, size], antialias=True)
     if rng.random() < 0.5:
         clip = clip.flip(-1)
+    if color_jitter is not None:
+        clip = jitter_colours(clip, color_jitter, rng)
     return normalize(clip)
+
+
+def jitter_colours(clip: torch.Tensor, strength: Sequence[float], rng: np.random.Generator) -> torch.Tensor:
+    """AVID-CMA's clip colour jitter on uint8 ``[T, 3, H, W]``: brightness, contrast and saturation factors drawn
+    from U[max(0, 1 - s), 1 + s], a hue shift from U[-h, h] (``strength = (b, c, s, h)``; a strength of 0 skips
+    that change), applied in a random order, with the same values for every frame of the clip."""
+    brightness, contrast, saturation, hue = strength
+    changes = []
+    for adjust, s in ((TF.adjust_brightness, brightness), (TF.adjust_contrast, contrast),
+                      (TF.adjust_saturation, saturation)):
+        if s > 0:
+            changes.append((adjust, rng.uniform(max(0.0, 1 - s), 1 + s)))
+    if hue > 0:
+        changes.append((TF.adjust_hue, rng.uniform(-hue, hue)))
+    for i in rng.permutation(len(changes)):
+        adjust, value = changes[i]
+        clip = adjust(clip, value)
+    return clip
 
 
 class UCF101Clips(Dataset):
     """``(clips [K, T, 3, S, S], label, path)``: one random clip (train) or the ``test_clips`` clips of a video.
 
     Unreadable videos yield ``None`` (``collate_readable`` drops and counts them); :meth:`read` raises instead.
+    ``color_jitter``: the training clips' (brightness, contrast, saturation, hue) jitter, None for none.
     """
 
     def __init__(self, root: str | Path, entries: Sequence[VideoEntry], train: bool, image_size: int = 224,
-                 test_clips: int = 10, seed: int = 0) -> None:
+                 test_clips: int = 10, seed: int = 0, color_jitter: Sequence[float] | None = None) -> None:
         self.root, self.entries, self.train, self.seed = Path(root), list(entries), train, seed
-        self.image_size, self.test_clips = image_size, test_clips
+        self.image_size, self.test_clips, self.color_jitter = image_size, test_clips, color_jitter
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -172,11 +197,11 @@ class UCF101Clips(Dataset):
             log.warning("skipping %s: %s", self.root / entry.path, error)
             return None, entry.label, str(self.root / entry.path)
 
-    def read(self, index: int, epoch: int) -> torch.Tensor:
-        """The clips of video ``index`` in ``epoch`` (a function of ``(seed, epoch, index)``); ``DataError``
-        when the video cannot be read."""
+    def read(self, index: int, draw: int) -> torch.Tensor:
+        """Draw ``draw`` of video ``index``: the clips (training: one random one, a function of ``(seed, draw,
+        index)``); ``DataError`` when the video cannot be read."""
         path = self.root / self.entries[index].path
-        rng = np.random.default_rng([self.seed, epoch, index])
+        rng = np.random.default_rng([self.seed, draw, index])
         duration = probe_video(path).duration
         if self.train:
             starts = [max(duration - CLIP_SECONDS, 0.0) * rng.random()]
@@ -185,47 +210,58 @@ class UCF101Clips(Dataset):
         times = np.concatenate([clip_frame_times(s) for s in starts])
         frames = read_frames(path, times, short_side=int(round(self.image_size / CROP_FRACTION)))
         clips = frames.view(len(starts), CLIP_FRAMES, *frames.shape[1:])
-        return torch.stack([transform_clip(c, self.image_size, self.train, rng) for c in clips])
+        return torch.stack([transform_clip(c, self.image_size, self.train, rng, self.color_jitter) for c in clips])
 
 
 class TrainingClips(StepStream):
     """Endless training batches of one process from ``start_step``; use with ``DataLoader(batch_size=None)``.
 
-    Step ``s`` takes positions ``s*B .. s*B + B - 1`` of the endless sequence of per-epoch permutations of the
-    training videos, so every epoch takes one random clip of every video (a batch may straddle two epochs); this
-    process takes its ``B / K`` slots. An unreadable video is replaced by the next readable one of the sequence and
-    listed in ``skipped`` once. Batch: ``{"step", "clips": [b, T, 3, S, S], "labels": [b], "skipped"}``; when no
-    video can be read, ``{"step", "error": message}`` (raised by the fine-tune loop in the main process).
+    Step ``s`` takes positions ``first + s*B .. first + s*B + B - 1`` of the endless sequence of per-epoch
+    permutations of the ``videos x clips_per_video`` samples (sample ``k`` is video ``k mod videos``), so every
+    epoch takes ``clips_per_video`` random clips of every video (a batch may straddle two epochs); this process
+    takes its ``B / K`` slots. A video's draws are numbered over the run (epoch ``e``'s draws of it are
+    ``e * clips_per_video ..``), so no two of its clips come from the same random state. ``first``: positions
+    taken by an earlier phase of the same fine-tune (the classifier warm-up), which this stream continues.
+    An unreadable video is replaced by the next readable one of the sequence and listed in ``skipped`` once.
+    Batch: ``{"step", "clips": [b, T, 3, S, S], "labels": [b], "skipped"}``; when no video can be read,
+    ``{"step", "error": message}`` (raised by the fine-tune loop in the main process).
     """
 
     def __init__(self, videos: UCF101Clips, batch_size: int, seed: int, start_step: int, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, clips_per_video: int = 1, first: int = 0) -> None:
         if batch_size % world_size:
             raise VitoError(f"--batch-size {batch_size} does not split over {world_size} processes")
         self.videos, self.batch_size, self.start_step = videos, batch_size, start_step
         self.local, self.offset = batch_size // world_size, rank * (batch_size // world_size)
+        self.clips_per_video, self.first = clips_per_video, first
         self._bad: dict[int, str] = {}
-        self._shuffle = EpochShuffle(seed, len(videos))
+        self._shuffle = EpochShuffle(seed, len(videos) * clips_per_video)
 
     def batch(self, step: int) -> dict[str, Any]:
         clips, labels, skipped = [], [], []
         for slot in range(self.offset, self.offset + self.local):
             try:
-                index, clip = self._first_readable(step * self.batch_size + slot, skipped)
+                index, clip = self._first_readable(self.first + step * self.batch_size + slot, skipped)
             except DataError as error:
                 return {"step": step, "error": str(error)}
             clips.append(clip[0])
             labels.append(self.videos.entries[index].label)
         return {"step": step, "clips": torch.stack(clips), "labels": torch.tensor(labels), "skipped": skipped}
 
+    def draw(self, position: int) -> tuple[int, int]:
+        """(video, its draw number) at a position of the endless sequence."""
+        sample, epoch = self._shuffle(position)
+        count = len(self.videos)
+        return sample % count, epoch * self.clips_per_video + sample // count
+
     def _first_readable(self, position: int, skipped: list[tuple[str, str]]) -> tuple[int, torch.Tensor]:
-        index, epoch = self._shuffle(position)
+        index, draw = self.draw(position)
         count = len(self.videos)
         for candidate in ((index + offset) % count for offset in range(count)):
             if candidate in self._bad:
                 continue
             try:
-                return candidate, self.videos.read(candidate, epoch)
+                return candidate, self.videos.read(candidate, draw)
             except DataError as error:
                 path = str(self.videos.root / self.videos.entries[candidate].path)
                 self._bad[candidate] = str(error)

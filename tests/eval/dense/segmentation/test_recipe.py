@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -31,7 +32,14 @@ from vito.eval.core.registry import settings_from_mapping
 from vito.eval.core.running import run_evaluation
 from vito.eval.dense.segmentation.augment import SegmentationBatches, TrainAugment
 from vito.eval.dense.segmentation.data import open_dataset
-from vito.eval.dense.segmentation.recipe import PROTOCOLS, build_model, learning_rate, predict_image, segmentation_loss
+from vito.eval.dense.segmentation.recipe import (
+    PROTOCOLS,
+    build_model,
+    global_mean_cross_entropy,
+    learning_rate,
+    predict_image,
+    segmentation_loss,
+)
 from vito.eval.dense.segmentation.segment import Segment, protocol_for
 
 CPU = distributed.Context(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -306,3 +314,16 @@ def test_a_damaged_scores_file_of_a_finished_fine_tune_is_scored_again(shared_da
     assert again.tables["sweep"][0]["reused"] is True
     assert again.metrics["mIoU"].value == first.metrics["mIoU"].value
     assert "scores.json cannot be read" in capsys.readouterr().err and json.loads(scores.read_text())["areas"]
+
+
+def test_loss_averages_over_all_pixels_for_ade20k_and_labelled_pixels_for_voc() -> None:
+    """Three pixels, two classes: logits (0, log 3) with label 0, anything with label 255, (log 3, 0) with label 1.
+    Each labelled pixel costs log 4, so mmseg's mean over all pixels (avg_non_ignore=False, ADE20K's default) is
+    2 log 4 / 3 and the mean over labelled pixels (PyTorch's, VOC's default) log 4."""
+    logits = torch.tensor([[0.0, 5.0, math.log(3)], [math.log(3), -2.0, 0.0]]).reshape(1, 2, 1, 3)
+    labels = torch.tensor([[[0, 255, 1]]])
+    assert global_mean_cross_entropy(logits, labels, "all_pixels").item() == pytest.approx(2 * math.log(4) / 3)
+    assert global_mean_cross_entropy(logits, labels, "labelled_pixels").item() == pytest.approx(math.log(4))
+    assert (PROTOCOLS["ade20k"].loss_average, PROTOCOLS["voc"].loss_average) == ("all_pixels", "labelled_pixels")
+    chosen = protocol_for(_settings(Path("."), "ade20k", loss_average="labelled_pixels"))
+    assert chosen.loss_average == "labelled_pixels"

@@ -9,16 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.eval.dense.segmentation.layouts import ADE_IDS, build_ade20k, build_voc, score_voc, tiny_voc
 from tests.helpers import png_header
 from vito.errors import DataError, VitoError
-from vito.eval.core.registry import settings_from_mapping
-from vito.eval.core.result import read_result
+from vito.eval.core.registry import settings_dict, settings_from_mapping
+from vito.eval.core.result import Result, read_result
 from vito.eval.core.running import add_evaluation_commands, run_evaluation, run_from_args
+from vito.eval.dense.segmentation import segment
 from vito.eval.dense.segmentation.metrics import SegmentationAreas, segmentation_scores
 from vito.eval.dense.segmentation.segment import Segment
+from vito.report.grid import matches
 
 OVERFIT = Path("segmentation/voc2012/predictions/overfit-2007_000033/fcn16s_epoch_200.png")
 
@@ -155,3 +158,70 @@ def test_segment_skips_a_mask_over_the_pixel_limit_instead_of_decoding_it(tmp_pa
     root = tiny_voc(tmp_path)
     with pytest.raises(DataError, match="no image of voc val could be scored"):
         score_voc(root, tmp_path / "out")
+
+
+# --------------------------------------------------------------------------------------------------
+# Where the fine-tune's lr is chosen (the fine-tunes replaced by scores that depend on the lr and the split)
+
+
+def _areas(right: int) -> SegmentationAreas:
+    """4 pixels of 2 classes, ``right`` of them predicted right: mIoU 1 (4), 7/12 (3), 1/4 (2)."""
+    areas = SegmentationAreas(21)
+    areas.update(np.array([0, 0, 0 if right < 4 else 1, 0 if right < 3 else 1]), np.array([0, 0, 1, 1]))
+    return areas
+
+
+def _sweep(tmp_path: Path, monkeypatch, **settings) -> tuple[Result, list[tuple]]:
+    """`run_sweep` on a 7-image trainaug (2 of them val images) with lrs 0.001, 0.01, 0.1 and seeds 3, 4: on held-out
+    images lr 0.01 scores best, on val lr 0.001."""
+    root = tiny_voc(tmp_path, ids=("a", "b", "c", "d", "e", "f", "g"))
+    (root / "ImageSets/Segmentation/val.txt").write_text("a\nb\n")
+    (root / "ImageSets/Segmentation/trainaug.txt").write_text("a\nb\nc\nd\ne\nf\ng\n")
+    right = {"heldout": {0.001: 2, 0.01: 4, 0.1: 3}, "val": {0.001: 4, 0.01: 3, 0.1: 2}}
+    calls = []
+
+    def fine_tune(sweep, train, scored, lr, seed, held=None):
+        calls.append((train.split, len(train.items), scored.split, lr, seed))
+        return segment.RunScores(lr, seed, sweep.out_dir / "runs" / str(len(calls)), _areas(right[scored.split][lr]),
+                                 [], [], reused=False)
+
+    monkeypatch.setattr(segment, "_one_run", fine_tune)
+    values = {"dataset": "voc", "root": root, "lrs": [0.001, 0.01, 0.1], "seeds": [3, 4], **settings}
+    result = segment.run_sweep(torch.nn.Linear(1, 1), settings_from_mapping(Segment, values),
+                               segment.open_dataset("voc", root, "val"), tmp_path)
+    return result, calls
+
+
+def test_the_lr_is_chosen_on_held_out_training_images_then_trained_on_all_of_them_for_every_seed(
+        tmp_path: Path, monkeypatch) -> None:
+    result, calls = _sweep(tmp_path, monkeypatch)
+    held = segment.hold_out(segment.open_dataset("voc", tmp_path / "VOC2012", "trainaug"),
+                            segment.open_dataset("voc", tmp_path / "VOC2012", "val"), seed=0)
+    assert calls == [("trainaug without heldout", 6, "heldout", lr, 3) for lr in (0.001, 0.01, 0.1)] + \
+        [("trainaug", 7, "val", 0.01, seed) for seed in (3, 4)]  # each lr once, then the chosen lr per seed
+    assert result.value("best_lr") == 0.01 and "held-out training images" in result.metrics["best_lr"].label
+    assert result.value("mIoU") == pytest.approx(7 / 12)  # lr 0.01 on val, not val's own best (1.0 at lr 0.001)
+    assert result.tables["heldout_ids"] == [{"id": i} for i in held.ids] and held.ids[0] not in ("a", "b")
+    assert result.settings["selection"] == {"how": "heldout", "chosen_on": "heldout", **held.identity()}
+    assert [row["scored_on"] for row in result.tables["sweep"]] == ["heldout"] * 3 + ["val"] * 2
+    assert [row["mIoU_mean"] for row in result.tables["per_lr"]] == pytest.approx([0.25, 1.0, 7 / 12])
+
+
+def test_choosing_on_val_stays_available_and_says_so(tmp_path: Path, monkeypatch) -> None:
+    result, calls = _sweep(tmp_path, monkeypatch, lr_selection="val")
+    assert calls == [("trainaug", 7, "val", lr, seed) for lr in (0.001, 0.01, 0.1) for seed in (3, 4)]
+    assert result.value("best_lr") == 0.001 and "val (optimistic)" in result.metrics["best_lr"].label
+    assert result.settings["selection"] == {"how": "val", "chosen_on": "val"} and "heldout_ids" not in result.tables
+    current = settings_from_mapping(Segment, {"dataset": "voc", "root": tmp_path})
+    stored = {**settings_dict(current), "lr_selection": "val"}
+    assert not matches(stored, None, None, current)  # `vito report` recomputes a cell chosen on val
+    del stored["lr_selection"]
+    assert not matches(stored, None, None, current)  # and one made before the setting existed
+
+
+def test_fine_tune_settings_are_refused_when_only_scoring(tmp_path: Path) -> None:
+    root = tiny_voc(tmp_path)
+    settings = settings_from_mapping(Segment, {"dataset": "voc", "root": root, "predictions": root / "pred",
+                                               "loss_average": "all_pixels", "lr_selection": "val"})
+    with pytest.raises(VitoError, match="--lr-selection val, --loss-average: settings of the fine-tune"):
+        run_evaluation("segment", settings, tmp_path / "out")

@@ -13,9 +13,16 @@ Protocols (docs/segmentation.md; the paper states none for segmentation, appendi
   momentum 0.9, weight decay 5e-4, poly decay (power 0.9) to 1e-4 over 160k iterations; ``reduce_zero_label``;
   test: resize to fit (2048, 512) keeping the ratio, whole-image inference, logits resized back.
 
-The loss is pixel cross-entropy with 255 ignored, averaged over the labelled pixels of the *global* batch
-(the count is summed over processes), so K processes compute the gradient one process would at the same
-global batch. (mmseg averages per GPU, over all pixels; with one process and no ignored pixels they agree.)
+The loss is pixel cross-entropy with 255 ignored (``Protocol.loss_average``, ``--loss-average``):
+
+- ``all_pixels`` (ADE20K's default, as mmseg's ``CrossEntropyLoss`` with its default ``avg_non_ignore=False``):
+  the sum over labelled pixels divided by the number of *all* pixels of the batch, ignored and padded ones
+  included, so an image with many ignored pixels weighs less;
+- ``labelled_pixels`` (VOC's default; PyTorch's own mean, mmseg's ``avg_non_ignore=True``): divided by the
+  number of labelled pixels.
+
+Either count is taken over the *global* batch (summed over processes), so K processes compute the gradient one
+process would at the same global batch (mmseg averages per GPU; with one process they agree).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from vito.eval.dense.segmentation.pictures import save_index_png, save_mask_pane
 
 CHECKPOINT_FORMAT = "vito-segment/1"
 MOMENTUM = 0.9
+LossAverage = Literal["all_pixels", "labelled_pixels"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class Protocol:
     test_size: int | tuple[int, int]
     aux_weight: float = 0.0
     min_lr: float = 0.0  # poly: the floor
+    loss_average: LossAverage = "labelled_pixels"
     source: str = ""
 
 
@@ -75,7 +84,7 @@ PROTOCOLS: dict[str, Protocol] = {
     ),
     "ade20k": Protocol(
         head="upernet", train_split="train", iterations=160_000, batch_size=16, crop=512, lrs=(0.01,), seeds=(0,),
-        weight_decay=5e-4, schedule="poly", min_lr=1e-4, aux_weight=0.4,
+        weight_decay=5e-4, schedule="poly", min_lr=1e-4, aux_weight=0.4, loss_average="all_pixels",
         augment=TrainAugment(crop=512, fit_scale=(2048, 512), cat_max_ratio=0.75, photometric=True),
         test_mode="resize-fit", test_size=(2048, 512),
         source="mmsegmentation upernet_r50_4xb4-160k_ade20k-512x512 (UperNet, Xiao et al. 2018), docs/segmentation.md",
@@ -105,24 +114,27 @@ def make_optimizer(model: nn.Module, lr: float, protocol: Protocol) -> torch.opt
                            weight_decay=protocol.weight_decay)
 
 
-def global_mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy summed over labelled pixels / (labelled pixels of all processes / processes).
+def global_mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                              average: LossAverage = "labelled_pixels") -> torch.Tensor:
+    """Cross-entropy summed over labelled pixels / (pixels counted over all processes / processes).
 
-    DDP averages gradients over K processes, so dividing by the global count times K here makes the
-    averaged gradient the gradient of the global per-pixel mean, as one process would compute it.
+    ``average`` says which pixels count: ``labelled_pixels`` (those not 255) or ``all_pixels`` (every pixel of the
+    batch, mmseg's default). DDP averages gradients over K processes, so dividing by the global count / K here
+    makes the averaged gradient the gradient of the global mean, as one process would compute it.
     """
     total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
-    count = (labels != IGNORE_INDEX).sum().double().reshape(1)
-    count = distributed.mean_over_processes(count)  # global count / K
+    counted = labels != IGNORE_INDEX if average == "labelled_pixels" else torch.ones_like(labels, dtype=torch.bool)
+    count = distributed.mean_over_processes(counted.sum().double().reshape(1))  # global count / K
     return total / count.clamp(min=1.0 / distributed.world_size()).float()
 
 
-def segmentation_loss(model: nn.Module, batch: dict[str, Any], aux_weight: float = 0.0) -> dict[str, torch.Tensor]:
+def segmentation_loss(model: nn.Module, batch: dict[str, Any], aux_weight: float = 0.0,
+                      average: LossAverage = "labelled_pixels") -> dict[str, torch.Tensor]:
     raise_batch_error(batch)  # bad data found by a loader worker stops the run here, as a one-line DataError
     out = model(batch["images"])
-    decode = global_mean_cross_entropy(out["logits"], batch["labels"])
+    decode = global_mean_cross_entropy(out["logits"], batch["labels"], average)
     if aux_weight and "aux_logits" in out:
-        aux = global_mean_cross_entropy(out["aux_logits"], batch["labels"])
+        aux = global_mean_cross_entropy(out["aux_logits"], batch["labels"], average)
         return {"loss": decode + aux_weight * aux, "decode": decode.detach(), "aux": aux.detach()}
     return {"loss": decode}
 

@@ -3,13 +3,17 @@
 Why one evaluation with two modes: the number a fine-tune reports and the number any method's masks get
 must come from the same reader and the same metric.
 
-- Fine-tune (``--encoder ENC``): for every lr of the sweep and every seed, fine-tune a copy of the encoder
-  with the dataset's head (``vito.eval.dense.segmentation.recipe``: protocols, model, loss, inference) in its own run
-  folder ``OUT/runs/lr<LR>_seed<S>/`` (checkpoints, TensorBoard, ``metrics.jsonl``, ``predictions/<id>.png``,
-  ``pictures/``), score it on the evaluation split, and report the best lr's mean ± sd over seeds with the
-  whole sweep in ``tables``. Finished runs with the same settings are reused; stopped ones continue with
-  ``--resume``; different settings in the same folder need ``--overwrite``. ``torchrun --nproc-per-node K -m
-  vito eval segment ...`` fine-tunes on K processes (the global batch is split).
+- Fine-tune (``--encoder ENC``): choose the lr of the sweep on images held out of the training split
+  (``vito.eval.dense.segmentation.selection``: each lr fine-tuned once on the rest, in
+  ``OUT/runs/select_lr<LR>_seed<S>/``, and scored on the held-out images; ``--lr-selection val`` scores every
+  (lr, seed) on the evaluation split instead), then fine-tune a copy of the encoder with the dataset's head
+  (``vito.eval.dense.segmentation.recipe``: protocols, model, loss, inference) for every seed at the chosen lr on
+  the whole training split in ``OUT/runs/lr<LR>_seed<S>/`` (checkpoints, TensorBoard, ``metrics.jsonl``,
+  ``predictions/<id>.png``, ``pictures/``), score it on the evaluation split, and report the mean ± sd over
+  seeds with the whole sweep, the held-out ids and how the lr was chosen in the Result. Finished runs with the
+  same settings are reused; stopped ones continue with ``--resume``; different settings in the same folder need
+  ``--overwrite``. ``torchrun --nproc-per-node K -m vito eval segment ...`` fine-tunes on K processes (the
+  global batch is split).
 - Scoring only (``--predictions PRED_DIR``): reads ``PRED_DIR/<id>.png`` (class indices, mode P or L, at each
   image's original size) for every id of the split and accumulates mmseg's ``IoUMetric`` areas
   (``vito.eval.dense.segmentation.metrics``). ADE20K predictions are 0..149 by default (mmseg's convention after
@@ -54,6 +58,7 @@ from vito.eval.dense.segmentation.recipe import (
     predict_split,
     segmentation_loss,
 )
+from vito.eval.dense.segmentation.selection import HELDOUT_SPLIT, HeldOut, hold_out
 from vito.io import write_json
 
 SCORES_FILE = "scores.json"
@@ -84,6 +89,13 @@ class SegmentSettings:
     num_workers: int = field(default=4, metadata={"help": "data-loading worker processes per process"})
     checkpoint_every: int = field(default=1000, metadata={"help": "checkpoint every N iterations"})
     pictures: int = field(default=4, metadata={"help": "val images drawn as image | ground truth | prediction"})
+    lr_selection: Literal["heldout", "val"] = field(default="heldout", metadata={
+        "help": "choose the lr on images held out of the training split (BYOL: 2,119 of train_aug), or on the "
+                "evaluation split itself (optimistic)"})
+    heldout_seed: int = field(default=0, metadata={"help": "seed of the random held-out images"})
+    loss_average: Literal["all_pixels", "labelled_pixels"] | None = field(default=None, metadata={
+        "help": "the pixel cross-entropy's denominator (default: the protocol's: ADE20K all pixels as mmseg, VOC "
+                "labelled pixels)"})
 
 
 @register
@@ -109,6 +121,11 @@ class Segment(Evaluation):
             raise VitoError(f"--predictions {settings.predictions} is not a folder")
         if settings.resume and settings.overwrite:
             raise VitoError("--resume and --overwrite exclude each other")
+        fine_tune_only = {"--lr-selection val": settings.lr_selection != "heldout",
+                          "--heldout-seed": settings.heldout_seed != 0, "--loss-average": settings.loss_average}
+        if settings.predictions is not None and any(fine_tune_only.values()):
+            raise VitoError(f"{', '.join(k for k, v in fine_tune_only.items() if v)}: settings of the fine-tune "
+                            "(--encoder), not of scoring --predictions")
 
     def run(self, encoder: Encoder | None, settings: SegmentSettings, out_dir: Path) -> Result:
         dataset = open_dataset(settings.dataset, settings.root, settings.split)
@@ -177,7 +194,7 @@ def protocol_for(settings: SegmentSettings) -> Protocol:
     protocol = PROTOCOLS[settings.dataset]
     changes: dict[str, Any] = {}
     for name, value in (("train_split", settings.train_split), ("iterations", settings.iters),
-                        ("batch_size", settings.batch_size)):
+                        ("batch_size", settings.batch_size), ("loss_average", settings.loss_average)):
         if value is not None:
             changes[name] = value
     if settings.lrs:
@@ -213,42 +230,100 @@ class RunScores:
     training_skipped: int = 0  # distinct training images the fine-tune met unreadable
 
 
+@dataclass(frozen=True)
+class _Sweep:
+    """What every fine-tune of one ``vito eval segment`` shares."""
+
+    encoder: Encoder
+    settings: SegmentSettings
+    protocol: Protocol
+    context: distributed.Context
+    out_dir: Path
+
+
 def run_sweep(encoder: Encoder, settings: SegmentSettings, val: SegmentationDataset, out_dir: Path) -> Result:
-    """Fine-tune and score every (lr, seed); the Result of the best lr (mean ± sd over seeds)."""
+    """Choose the lr (``selection``: on held-out training images, or on ``val``; nothing to choose with one lr),
+    fine-tune it for every seed on the whole training split and score on ``val``: mean ± sd over seeds."""
     protocol = protocol_for(settings)
     train = open_dataset(settings.dataset, settings.root, protocol.train_split)
     if train.num_classes != val.num_classes:
         raise DataError(f"{protocol.train_split} and {val.split} have different classes")
+    how = settings.lr_selection if len(protocol.lrs) > 1 else "single lr"
+    held = hold_out(train, val, settings.heldout_seed) if how == "heldout" else None  # checked before any training
+    chosen_on = HELDOUT_SPLIT if held is not None else val.split
     device = next(encoder.parameters()).device
-    context = distributed.setup("cuda" if device.type == "cuda" else "cpu")
+    sweep = _Sweep(encoder, settings, protocol, distributed.setup("cuda" if device.type == "cuda" else "cpu"), out_dir)
     try:
-        runs = [_one_run(encoder, settings, protocol, train, val, lr, seed, out_dir, context)
-                for lr in protocol.lrs for seed in protocol.seeds]
+        if held is not None:  # each lr once (the first seed) on the rest of the training split
+            trials = [_one_run(sweep, held.fit, held.heldout, lr, protocol.seeds[0], held) for lr in protocol.lrs]
+        else:
+            trials = [_one_run(sweep, train, val, lr, seed) for lr in protocol.lrs for seed in protocol.seeds]
+        per_lr = _per_lr(trials, protocol, chosen_on)
+        best = max(per_lr, key=lambda row: -1.0 if row["mIoU_mean"] is None else row["mIoU_mean"])["lr"]
+        runs = [_one_run(sweep, train, val, best, seed) for seed in protocol.seeds] if held is not None else \
+            [r for r in trials if r.lr == best]
     finally:
         distributed.cleanup()
-    return _sweep_result(runs, protocol, val, encoder, out_dir)
+    result = _sweep_result(runs, protocol, val, out_dir)
+    result.metrics["best_lr"] = Metric(best, "value", {"heldout": "base lr chosen on held-out training images",
+                                                       "val": f"base lr chosen on {val.split} (optimistic)",
+                                                       "single lr": "base lr (one given: nothing chosen)"}[how])
+    devkit = settings.dataset == "ade20k"
+    rows = [_sweep_row(r, chosen_on, devkit, out_dir) for r in trials]
+    if held is not None:
+        rows += [_sweep_row(r, val.split, devkit, out_dir) for r in runs]
+    result.tables = {"sweep": rows, "per_lr": per_lr, **result.tables}
+    result.settings["selection"] = {"how": how, "chosen_on": chosen_on, **(held.identity() if held else {})}
+    if held is not None:  # the held-out ids themselves (result.md shows the first ones, result.json all)
+        result.tables["heldout_ids"] = [{"id": i} for i in held.ids]
+    return result
 
 
-def _run_config(encoder: Encoder, settings: SegmentSettings, protocol: Protocol, lr: float, seed: int,
-                num_classes: int) -> dict[str, Any]:
+def _per_lr(trials: list[RunScores], protocol: Protocol, split: str) -> list[dict[str, Any]]:
+    """Each lr's mean (and sd) mIoU over its runs on ``split``: what the lr is chosen by (the first of equal ones)."""
+    rows = []
+    for lr in protocol.lrs:
+        mean, sd = mean_and_sd([segmentation_scores(r.areas).miou for r in trials if r.lr == lr])
+        rows.append({"lr": lr, "mIoU_mean": mean, "mIoU_sd": sd, "seeds": sum(r.lr == lr for r in trials),
+                     "scored_on": split})
+    return rows
+
+
+def _sweep_row(run: RunScores, split: str, devkit: bool, out_dir: Path) -> dict[str, Any]:
+    scores = segmentation_scores(run.areas)
+    return {"lr": run.lr, "seed": run.seed, "scored_on": split, "mIoU": scores.miou, "aAcc": scores.aacc,
+            "mAcc": scores.macc, **({"devkit_mIoU": scores.devkit_miou} if devkit else {}), "reused": run.reused,
+            "run": str(run.run_dir.relative_to(out_dir))}
+
+
+def _run_config(sweep: _Sweep, train: SegmentationDataset, lr: float, seed: int,
+                held: HeldOut | None) -> dict[str, Any]:
     """Everything that decides what a fine-tune learns: its identity in the run folder."""
-    return {
+    settings, protocol, encoder = sweep.settings, sweep.protocol, sweep.encoder
+    config = {
         "evaluation": "segment", "dataset": settings.dataset, "root": str(Path(settings.root).resolve()),
-        "train_split": protocol.train_split, "num_classes": num_classes, "encoder": encoder.fingerprint,
+        "train_split": protocol.train_split, "num_classes": train.num_classes, "encoder": encoder.fingerprint,
         "encoder_name": encoder.name, "head": protocol.head, "iterations": protocol.iterations,
         "batch_size": protocol.batch_size, "lr": lr, "seed": seed, "weight_decay": protocol.weight_decay,
         "momentum": 0.9, "schedule": protocol.schedule, "min_lr": protocol.min_lr, "aux_weight": protocol.aux_weight,
         "augment": dataclasses.asdict(protocol.augment),
     }
+    if protocol.loss_average != "labelled_pixels":  # added later: absent means labelled pixels (older runs)
+        config["loss_average"] = protocol.loss_average
+    if held is not None:  # trained without the held-out images
+        config["without_heldout"] = held.identity()
+    return config
 
 
-def _one_run(encoder: Encoder, settings: SegmentSettings, protocol: Protocol, train: SegmentationDataset,
-             val: SegmentationDataset, lr: float, seed: int, out_dir: Path,
-             context: distributed.Context) -> RunScores:
-    run_dir = out_dir / "runs" / f"lr{lr:g}_seed{seed}"
-    config = _run_config(encoder, settings, protocol, lr, seed, train.num_classes)
+def _one_run(sweep: _Sweep, train: SegmentationDataset, scored: SegmentationDataset, lr: float, seed: int,
+             held: HeldOut | None = None) -> RunScores:
+    """Fine-tune one (lr, seed) on ``train`` (or reuse / continue it) and score it on ``scored``."""
+    settings, protocol, context = sweep.settings, sweep.protocol, sweep.context
+    name = f"lr{lr:g}_seed{seed}"
+    run_dir = sweep.out_dir / "runs" / (f"select_{name}" if held is not None else name)
+    config = _run_config(sweep, train, lr, seed, held)
     seed_all(seed)
-    model = build_model(encoder, protocol, train.num_classes).to(context.device)
+    model = build_model(sweep.encoder, protocol, train.num_classes).to(context.device)
     optimizer = make_optimizer(model, lr, protocol)
 
     def batches(start: int):
@@ -257,39 +332,38 @@ def _one_run(encoder: Encoder, settings: SegmentSettings, protocol: Protocol, tr
         return make_loader(stream, settings.num_workers)
 
     spec = FinetuneSpec(format=CHECKPOINT_FORMAT, iterations=protocol.iterations, config=config,
-                        checkpoint_every=settings.checkpoint_every,
-                        precision=encoder.precision,
+                        checkpoint_every=settings.checkpoint_every, precision=sweep.encoder.precision,
                         description=f"segment {settings.dataset} lr {lr:g} seed {seed}")
-    outcome = finetune(model, partial(segmentation_loss, aux_weight=protocol.aux_weight), optimizer,
-                       lambda step: learning_rate(step, lr, protocol, protocol.iterations), batches, run_dir, spec,
-                       context, resume=settings.resume, overwrite=settings.overwrite)
+    loss = partial(segmentation_loss, aux_weight=protocol.aux_weight, average=protocol.loss_average)
+    outcome = finetune(model, loss, optimizer, lambda step: learning_rate(step, lr, protocol, protocol.iterations),
+                       batches, run_dir, spec, context, resume=settings.resume, overwrite=settings.overwrite)
     outcome.raise_if_stopped()
     skipped = [(f"train {item}", reason) for item, reason in dict(outcome.skipped).items()]
-    scored = _saved_scores(run_dir, config, val)
-    if scored is None:
-        predictions = predict_split(model, val, protocol, run_dir, context.device,
-                                    encoder.precision, settings.pictures)
-        scored = predictions.areas, predictions.skipped, predictions.pictures
+    found = _saved_scores(run_dir, config, scored)
+    if found is None:
+        predictions = predict_split(model, scored, protocol, run_dir, context.device, sweep.encoder.precision,
+                                    settings.pictures if held is None else 0)
+        found = predictions.areas, predictions.skipped, predictions.pictures
         if context.is_main:
-            write_json(run_dir / SCORES_FILE, {"config": config, "split": val.split,
+            write_json(run_dir / SCORES_FILE, {"config": config, "split": scored.split,
                                                "areas": predictions.areas.as_array().tolist(),
                                                "images": predictions.areas.images, "skipped": predictions.skipped,
                                                "pictures": [p.name for p in predictions.pictures]})
-    areas, val_skipped, pictures = scored
-    return RunScores(lr, seed, run_dir, areas, skipped + list(val_skipped), pictures, outcome.reused, len(skipped))
+    areas, scored_skipped, pictures = found
+    return RunScores(lr, seed, run_dir, areas, skipped + list(scored_skipped), pictures, outcome.reused, len(skipped))
 
 
-def _saved_scores(run_dir: Path, config: dict[str, Any], val: SegmentationDataset):
-    """The val areas of a finished run, when they were computed for the same config and split."""
+def _saved_scores(run_dir: Path, config: dict[str, Any], scored: SegmentationDataset):
+    """The areas of a finished run on ``scored``, when they were computed for the same config and split."""
     path = run_dir / SCORES_FILE
     if not path.is_file():
         return None
     try:
         saved = json.loads(path.read_text())
-        if saved.get("config") != json.loads(json.dumps(config)) or saved.get("split") != val.split:
+        if saved.get("config") != json.loads(json.dumps(config)) or saved.get("split") != scored.split:
             return None
         rows = np.asarray(saved["areas"], dtype=np.int64)
-        areas = SegmentationAreas(val.num_classes, *rows, images=int(saved["images"]))
+        areas = SegmentationAreas(scored.num_classes, *rows, images=int(saved["images"]))
         pictures = [run_dir / "pictures" / name for name in saved["pictures"]]
         return areas, [(str(item), str(reason)) for item, reason in saved["skipped"]], pictures
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:  # cut off or damaged: scored again
@@ -298,37 +372,25 @@ def _saved_scores(run_dir: Path, config: dict[str, Any], val: SegmentationDatase
         return None
 
 
-def _sweep_result(runs: list[RunScores], protocol: Protocol, val: SegmentationDataset, encoder: Encoder,
-                  out_dir: Path) -> Result:
-    scores = {id(r): segmentation_scores(r.areas) for r in runs}
-    devkit = val.name == "ade20k"  # the devkit's all-class mean is an ADE20K convention
-    sweep = [{"lr": r.lr, "seed": r.seed, "mIoU": scores[id(r)].miou, "aAcc": scores[id(r)].aacc,
-              "mAcc": scores[id(r)].macc, **({"devkit_mIoU": scores[id(r)].devkit_miou} if devkit else {}),
-              "reused": r.reused, "run": str(r.run_dir.relative_to(out_dir))} for r in runs]
-    per_lr = []
-    for lr in protocol.lrs:
-        mean, sd = mean_and_sd([row["mIoU"] for row in sweep if row["lr"] == lr])
-        per_lr.append({"lr": lr, "mIoU_mean": mean, "mIoU_sd": sd, "seeds": len(protocol.seeds)})
-    best = max(per_lr, key=lambda row: -1.0 if row["mIoU_mean"] is None else row["mIoU_mean"])
-    chosen = [r for r in runs if r.lr == best["lr"]]
+def _sweep_result(chosen: list[RunScores], protocol: Protocol, val: SegmentationDataset, out_dir: Path) -> Result:
+    """The Result of the chosen lr's runs on ``val``: each metric's mean and sd over the seeds."""
+    scores = [segmentation_scores(r.areas) for r in chosen]
     first = chosen[0]
     result = segmentation_result(val, first.areas, first.skipped, note=f"{val.split} images scored (best lr run)")
     result.coverage.training_skipped = max(r.training_skipped for r in chosen)
     del result.metrics["out_of_range_pixels"]  # a fine-tuned head predicts classes only
     for key, name in (("mIoU", "miou"), ("aAcc", "aacc"), ("mAcc", "macc"), ("devkit_mIoU", "devkit_miou")):
         if key in result.metrics:
-            mean, sd = mean_and_sd([getattr(scores[id(r)], name) for r in chosen])
+            mean, sd = mean_and_sd([getattr(s, name) for s in scores])
             result.metrics[key].value = mean
             result.metrics[key].label += f", mean of {len(chosen)} seeds"
             result.metrics[f"{key}_sd"] = Metric(sd, "value", f"{key} standard deviation over seeds")
-    result.metrics["best_lr"] = Metric(best["lr"], "value", "base lr chosen on the evaluation split")
     if len(chosen) > 1:  # per-class IoU: mean over the seeds where it is defined; the areas are the first seed's
-        stacked = np.stack([scores[id(r)].iou for r in chosen])
+        stacked = np.stack([s.iou for s in scores])
         defined = (~np.isnan(stacked)).sum(0)
         iou = np.where(defined > 0, np.nansum(stacked, 0) / np.maximum(defined, 1), np.nan)
         for row, value in zip(result.tables["per_class"], iou):
             row["iou"] = None if np.isnan(value) else float(value)
-    result.tables = {"sweep": sweep, "per_lr": per_lr, **result.tables}
     result.settings.update({"protocol": dataclasses.asdict(protocol), "source": protocol.source})
     result.pictures = [str(p.relative_to(out_dir)) for p in first.pictures]
     result.artifacts = {"predictions": str((first.run_dir / "predictions").relative_to(out_dir)),
