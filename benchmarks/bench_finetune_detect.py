@@ -1,6 +1,7 @@
 """Detection fine-tuning throughput: vito's fine-tune loop against a plain loop, and inference images/s.
 
-Both loops train the same model (FCOS with an FPN on a ResNet-18, same seed: ``build_detector``), on the same
+Both loops train the same model (plain FCOS, ``--head fcos``, with an FPN on a ResNet-18, same seed:
+``build_detector``; FCOS* against FCOS is ``bench_fcos_star``), on the same
 deterministic batches (``DetectionBatches`` over the 43 shared COCO images, the A.3 train views at a small
 target resolution), with the same AdamW and A.3 learning-rate schedule, on the CPU in fp32 (what the loop
 picks on a CPU):
@@ -61,7 +62,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def make_plan(size: tuple[int, int], batch: int, steps: int, fpn_channels: int) -> FinetunePlan:
     settings = DetectSettings(dataset="coco", val_ann=Path("unused"), resolution=size, batch_size=batch,
-                              weight_decay=1e-4, flip=True, fpn_channels=fpn_channels)
+                              weight_decay=1e-4, flip=True, fpn_channels=fpn_channels, head="fcos")
     return FinetunePlan(settings, seed=0, steps=steps, warmup_steps=1, lr=1e-4)
 
 

@@ -5,8 +5,8 @@ Two modes that share the metrics (``vito.eval.dense.detection.metrics``, faster-
 * scoring only — ``--predictions RESULTS.json``: any method's detections in the COCO results format
   (``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``, plus ``"segmentation"`` RLE for
   ``--iou-type segm``) scored against ``--val-ann``;
-* fine-tuning — ``--encoder ENC --images DIR --train-ann FILE``: FCOS with an FPN on the encoder, trained on
-  the train annotations and scored on the val annotations.
+* fine-tuning — ``--encoder ENC --images DIR --train-ann FILE``: the paper's FCOS* (``--head fcos``: plain
+  FCOS) with an FPN on the encoder, trained on the train annotations and scored on the val annotations.
 
 The Result holds the 12 COCO summary numbers (AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l) or, for LVIS,
 AP, AP50, AP75, APs/m/l, APr/APc/APf and AR300, ARs/m/l (300 detections per image), every one unrounded;
@@ -24,7 +24,7 @@ from vito.eval.core.registry import Evaluation, register
 from vito.eval.core.result import Coverage, Metric, Result, mean_and_sd
 from vito.eval.dense.detection.data import Annotations, load_annotations
 from vito.eval.dense.detection.metrics import DetectionScores, load_results, metric_labels, score_detections
-from vito.eval.dense.detection.recipe import FinetunePlan, SeedOutcome, finetune_seed, plan_steps
+from vito.eval.dense.detection.recipe import FinetunePlan, SeedOutcome, alignment_start, finetune_seed, plan_steps
 from vito.eval.dense.detection.settings import REFERENCE_BATCH, DetectSettings
 
 
@@ -34,7 +34,7 @@ class Detect(Evaluation):
     Settings = DetectSettings
     needs_encoder = "optional"
     group = "dense"
-    help = "COCO / LVIS object detection: score a results file, or fine-tune FCOS on the encoder"
+    help = "COCO / LVIS object detection: score a results file, or fine-tune FCOS* (or FCOS) on the encoder"
     description = __doc__
 
     def check(self, settings: DetectSettings, has_encoder: bool) -> None:
@@ -49,7 +49,7 @@ class Detect(Evaluation):
             if missing:
                 raise VitoError(f"fine-tuning a detector needs {' and '.join(missing)}")
             if settings.iou_type != "bbox":
-                raise VitoError("the FCOS fine-tune predicts boxes: --iou-type segm is for scoring results files")
+                raise VitoError("the detector fine-tune predicts boxes: --iou-type segm is for scoring results files")
             if not settings.seeds or len(settings.resolution) != 2 or min(settings.resolution) < 32:
                 raise VitoError("--seeds needs at least one seed and --resolution two sides of at least 32 pixels")
             if settings.fpn_channels < 32 or settings.fpn_channels % 32:
@@ -90,13 +90,15 @@ def detection_result(name: str, annotations: Annotations, scores: DetectionScore
 
 
 def finetune_plan(settings: DetectSettings, train: Annotations, seed: int, encoder: Encoder) -> FinetunePlan:
-    """The A.3 schedule for this train set and batch (steps, warm-up, linearly scaled learning rate)."""
+    """The A.3 schedule for this train set and batch (steps, warm-up, linearly scaled learning rate, FCOS*'s
+    switch to task alignment)."""
     steps, warmup = plan_steps(len(train.images), settings.batch_size, settings.epochs, settings.warmup_epochs,
                                settings.max_steps)
     return FinetunePlan(
         settings, seed=seed, steps=steps, warmup_steps=warmup, lr=settings.base_lr * settings.batch_size / REFERENCE_BATCH,
         identity={"encoder": encoder.fingerprint, "train_ann": str(Path(settings.train_ann).resolve()),
                   "epochs": settings.epochs, "base_lr": settings.base_lr},
+        alignment_start=alignment_start(steps, settings.epochs),
     )
 
 

@@ -1,6 +1,8 @@
-"""FCOS with an FPN on any backbone that returns C3, C4, C5 feature maps (paper A.3, docs/detection.md).
+"""The detectors on any backbone that returns C3, C4, C5 feature maps (paper A.3, docs/detection.md).
 
-torchvision's ``FCOS`` is used as it is, with three pieces around it:
+``build_fcos_star`` (the paper's FCOS*, ``vito.eval.dense.detection.fcos_star``: the default) and ``build_fcos``
+(plain torchvision FCOS). Plain FCOS is torchvision's ``FCOS`` as it is, with three pieces around it
+(FCOS* shares the first and the last):
 
 * ``FeaturePyramid``: the backbone's last three stages (strides 8, 16, 32) into torchvision's
   ``FeaturePyramidNetwork`` with P6/P7 from P5 (``LastLevelP6P7(256, 256)``), exactly the FPN of
@@ -27,6 +29,8 @@ from torchvision.models.detection import FCOS
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
+
+from vito.eval.dense.detection.fcos_star import FCOSStar, FCOSStarHead, FixedStrideAnchors
 
 FPN_CHANNELS = 256
 FCOS_STRIDES = (8, 16, 32, 64, 128)  # P3..P7; one anchor point per location, its size = the stride
@@ -114,5 +118,27 @@ def build_fcos(
     head = GlobalFCOSHead(pyramid.out_channels, num_anchors=1, num_classes=num_classes)
     model = FCOS(pyramid, num_classes, head=head, score_thresh=score_thresh, detections_per_img=detections_per_img,
                  image_mean=list(image_mean), image_std=list(image_std))
+    model.transform = CanvasTransform(canvas, image_mean, image_std)
+    return model
+
+
+def build_fcos_star(
+    backbone: nn.Module,
+    channels: Sequence[int],
+    num_classes: int,
+    canvas: tuple[int, int],
+    image_mean: Sequence[float],
+    image_std: Sequence[float],
+    score_thresh: float = 0.05,
+    detections_per_img: int = 100,
+    fpn_channels: int = FPN_CHANNELS,
+) -> FCOSStar:
+    """FCOS* on ``FeaturePyramid(backbone)``: the task-aligned head with the IoU branch, points at the nominal
+    strides, the canvas transform; the test settings and the FPN as in ``build_fcos``."""
+    pyramid = FeaturePyramid(backbone, channels, fpn_channels)
+    head = FCOSStarHead(pyramid.out_channels, num_classes, num_levels=len(FCOS_STRIDES))
+    model = FCOSStar(pyramid, num_classes, head=head, anchor_generator=FixedStrideAnchors(FCOS_STRIDES),
+                     score_thresh=score_thresh, detections_per_img=detections_per_img, image_mean=list(image_mean),
+                     image_std=list(image_std))
     model.transform = CanvasTransform(canvas, image_mean, image_std)
     return model

@@ -1,6 +1,7 @@
-"""One FCOS fine-tune of an encoder on COCO or LVIS (one seed): train, predict the val set, score.
+"""One detector fine-tune of an encoder on COCO or LVIS (one seed): train, predict the val set, score.
 
-The protocol (paper A.3, docs/detection.md): torchvision FCOS on an FPN over the encoder's C3..C5, the A.3 views
+The protocol (paper A.3, docs/detection.md): FCOS* (or, with ``--head fcos``, plain torchvision FCOS) on an FPN
+over the encoder's C3..C5, the A.3 views
 (``vito.eval.dense.detection.transforms``), AdamW with weight decay 1e-4 on every parameter, a base learning rate
 of 1e-3 at a global batch of 128 scaled linearly with the batch, a linear warm-up over 1/4 epoch and x0.1
 after 2/3 and after 8/9 of the steps, 30 epochs. An "epoch" is ``len(train images) / batch`` steps; step
@@ -11,8 +12,10 @@ batch (and, with the view seeds, every pixel of it) is a pure function of ``(see
 Training runs in the shared fine-tune loop (``vito.engine.finetune``: run folder and lock, stop signals,
 checkpoints of format ``vito-detect/1``, resume, reuse of a finished run with the same settings, DDP, bf16
 autocast on CUDA, progress bar, ``metrics.jsonl``, TensorBoard). K processes (``torchrun --nproc-per-node K
--m vito eval detect ...``) split each global batch; batch norm is synchronised and the FCOS loss normaliser
-averaged (``vito.eval.dense.detection.model``), so K processes train like one.
+-m vito eval detect ...``) split each global batch; batch norm is synchronised and the loss normalisers summed
+over processes (``vito.eval.dense.detection.model``, ``fcos_star_loss``), so K processes train like one. FCOS*
+assigns with ATSS until ``FinetunePlan.alignment_start`` and with TOOD's task alignment after: a function of
+the step, so a resumed run switches at the same step.
 
 A seed's run folder also gets ``detections.json`` (the val predictions in the COCO results format) and
 ``pictures/`` (predictions next to the ground truth for a few val images).
@@ -20,6 +23,7 @@ A seed's run folder also gets ``detections.json`` (the val predictions in the CO
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -43,8 +47,9 @@ from vito.eval.core.encoder_spec import inference_mode
 from vito.eval.core.encoders import Encoder
 from vito.eval.dense.backbone import TrainableBackbone
 from vito.eval.dense.detection.data import Annotations, DetectionImages, collate_detection, image_file, targets_of
+from vito.eval.dense.detection.fcos_star import FCOSStarHead
 from vito.eval.dense.detection.metrics import LVIS_MAX_DETS, DetectionScores, score_detections
-from vito.eval.dense.detection.model import build_fcos
+from vito.eval.dense.detection.model import build_fcos, build_fcos_star
 from vito.eval.dense.detection.pictures import save_detection_picture
 from vito.eval.dense.detection.settings import DetectSettings
 from vito.eval.dense.detection.transforms import boxes_to_original
@@ -57,6 +62,9 @@ BACKBONE_STAGES = (-3, -2, -1)  # C3, C4, C5 (strides 8, 16, 32)
 # test-time detector settings: COCO's usual 0.05 / 100; LVIS keeps more, lower-scored boxes (detectron2's
 # LVIS configs: 1e-4 / 300) because its AP is computed over 300 detections per image
 TEST_SETTINGS = {"coco": (0.05, 100), "lvis": (1e-4, LVIS_MAX_DETS)}
+# FCOS*: TOOD assigns with ATSS for its first 4 epochs (initial_epoch=4 in its 12- and 24-epoch configs), then
+# by task alignment; vito keeps the 4 epochs as the same fraction of its schedule (4 of A.3's 30 epochs)
+ALIGNMENT_START_EPOCHS = 4.0
 
 
 @dataclass
@@ -69,6 +77,7 @@ class FinetunePlan:
     warmup_steps: int
     lr: float  # after linear scaling with the batch
     identity: dict[str, Any] = field(default_factory=dict)  # encoder + annotation files, for refusing changes
+    alignment_start: int = 0  # FCOS*: the first step assigned by task alignment (ATSS before)
 
     @property
     def canvas(self) -> tuple[int, int]:
@@ -77,9 +86,11 @@ class FinetunePlan:
     def key(self) -> dict[str, Any]:
         """The settings a resumed or reused run must share (logging and loader sizes may change)."""
         s = self.settings
+        # plain FCOS runs made before the head was a setting have no "head": absent means fcos, so they are reused
+        head = {} if s.head == "fcos" else {"head": s.head, "alignment_start": self.alignment_start}
         return {"dataset": s.dataset, "canvas": list(self.canvas), "batch_size": s.batch_size, "steps": self.steps,
                 "warmup_steps": self.warmup_steps, "lr": self.lr, "weight_decay": s.weight_decay, "flip": s.flip,
-                "seed": self.seed, "fpn_channels": s.fpn_channels, **self.identity}
+                "seed": self.seed, "fpn_channels": s.fpn_channels, **head, **self.identity}
 
 
 def plan_steps(num_images: int, batch_size: int, epochs: float, warmup_epochs: float,
@@ -91,6 +102,11 @@ def plan_steps(num_images: int, batch_size: int, epochs: float, warmup_epochs: f
     if max_steps is not None:
         steps, warmup = min(steps, max_steps), min(warmup, max_steps)
     return steps, min(warmup, steps)
+
+
+def alignment_start(steps: int, epochs: float) -> int:
+    """FCOS*'s first task-aligned step: ``ALIGNMENT_START_EPOCHS / epochs`` of the (possibly capped) steps."""
+    return round(steps * min(1.0, ALIGNMENT_START_EPOCHS / epochs))
 
 
 def lr_factor(step: int, steps: int, warmup_steps: int) -> float:
@@ -150,13 +166,15 @@ class DetectionBatches(StepStream):
 
 
 def build_detector(encoder: Encoder, num_classes: int, plan: FinetunePlan) -> nn.Module:
-    """FCOS on a trainable copy of ``encoder``; the new FPN and head are initialised from the seed."""
+    """FCOS* (or plain FCOS: ``settings.head``) on a trainable copy of ``encoder``; the new FPN and head are
+    initialised from the seed."""
     score_thresh, detections = TEST_SETTINGS[plan.settings.dataset]
+    build = build_fcos_star if plan.settings.head == "fcos-star" else build_fcos
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(plan.seed)
         backbone = TrainableBackbone(encoder, BACKBONE_STAGES)
-        return build_fcos(backbone, backbone.channels, num_classes, plan.canvas, IMAGENET_MEAN, IMAGENET_STD,
-                          score_thresh=score_thresh, detections_per_img=detections, fpn_channels=plan.settings.fpn_channels)
+        return build(backbone, backbone.channels, num_classes, plan.canvas, IMAGENET_MEAN, IMAGENET_STD,
+                     score_thresh=score_thresh, detections_per_img=detections, fpn_channels=plan.settings.fpn_channels)
 
 
 def as_float(images: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -164,8 +182,13 @@ def as_float(images: list[torch.Tensor]) -> list[torch.Tensor]:
     return [image.float().div_(255) for image in images]
 
 
-def detection_loss(model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The fine-tune's loss: the sum of FCOS's three losses (focal classification, GIoU box, centre-ness)."""
+def detection_loss(model: nn.Module, batch: dict[str, Any], alignment_start: int = 0) -> dict[str, torch.Tensor]:
+    """The fine-tune's loss: the sum of the head's three losses (FCOS: focal classification, GIoU box,
+    centre-ness; FCOS*: classification, GIoU box, IoU). FCOS* assigns by task alignment from step
+    ``alignment_start`` of ``batch["step"]`` on, by ATSS before."""
+    head = getattr(model, "module", model).head  # under DDP, the model is wrapped
+    if isinstance(head, FCOSStarHead):
+        head.task_aligned = batch["step"] >= alignment_start
     losses = model(as_float(batch["images"]), batch["targets"])
     return {"loss": sum(losses.values()), **losses}
 
@@ -261,7 +284,8 @@ def finetune_seed(encoder: Encoder, train: Annotations, val: Annotations, images
     spec = FinetuneSpec(format=CHECKPOINT_FORMAT, iterations=plan.steps, config=plan.key(),
                         checkpoint_every=plan.settings.checkpoint_every, log_every=plan.settings.log_every,
                         precision=encoder.precision, description=f"detect seed {plan.seed}")
-    result = finetune(model, detection_loss, make_optimizer(model, plan), lambda step: plan.lr * lr_factor(
+    loss = functools.partial(detection_loss, alignment_start=plan.alignment_start)
+    result = finetune(model, loss, make_optimizer(model, plan), lambda step: plan.lr * lr_factor(
         step, plan.steps, plan.warmup_steps), batches, run_dir, spec, context, resume=resume, overwrite=overwrite)
     result.raise_if_stopped()
     skipped = list(images.skipped) + list(result.skipped)
