@@ -69,7 +69,7 @@ def test_unreadable_training_items_flag_a_result_whose_evaluation_items_all_scor
     result.coverage = Coverage(40, 40, "val images", training_skipped=3)
     write_result(result, tmp_path)
     assert json.loads((tmp_path / "result.json").read_text())["coverage"]["partial"] is True
-    assert "40 of 40 items (val images); 3 training items unreadable" in (tmp_path / "result.md").read_text()
+    assert "40 of 40 items (val images); 3 training items missing or unreadable" in (tmp_path / "result.md").read_text()
     assert read_result(tmp_path).coverage == result.coverage
     data = json.loads((tmp_path / "result.json").read_text())
     del data["coverage"]["training_skipped"]  # a result written before the field existed

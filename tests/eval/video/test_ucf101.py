@@ -42,6 +42,7 @@ def test_ucf101_runs_several_splits_and_reports_mean_and_sd(monkeypatch, tmp_pat
                 "listed_test_videos": 2, "skipped_videos": {"train": [], "test": []}, "history": [], "seconds": 1.0}
 
     monkeypatch.setattr(ucf101, "run_ucf101", fake)
+    monkeypatch.setattr(ucf101, "read_split_inputs", lambda settings, split: split)  # fake receives the number
     settings = ucf101.UCF101Settings(root=tmp_path, splits=tmp_path, split=[1, 2, 3])
     result = ucf101.UCF101().run(object(), settings, tmp_path)
     assert result.value("top1") == pytest.approx(0.6) and result.value("top1_sd") == pytest.approx(0.1)

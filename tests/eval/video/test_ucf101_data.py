@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.eval.video.ucf101_toy import two_classes_of_one_clip
 from vito.errors import DataError
 from vito.eval.video import ucf101_data
 from vito.eval.video.ucf101_data import (
@@ -98,15 +99,31 @@ def test_test_clips_get_the_imagenet_evaluation_view() -> None:
 def test_missing_or_unreadable_videos_are_a_clear_error(tmp_path, shared_data) -> None:
     from vito.errors import DataError
     from vito.eval.core.encoders import load_encoder
-    from vito.eval.video.ucf101 import UCF101Settings, run_ucf101
+    from vito.eval.video.ucf101 import UCF101, UCF101Settings, read_split_inputs
 
     splits = shared_data / "ucf101" / "ucfTrainTestlist"
-    encoder = load_encoder("timm:resnet18")
     with pytest.raises(DataError, match="video folder not found"):
-        run_ucf101(encoder, UCF101Settings(root=tmp_path / "nope", splits=splits), 1, tmp_path / "out")
+        read_split_inputs(UCF101Settings(root=tmp_path / "nope", splits=splits), 1)
     settings = UCF101Settings(root=tmp_path, splits=splits, epochs=3, num_workers=0, max_videos=3)
-    with pytest.raises(DataError, match="no training video could be read"):  # at once, not after 16 epochs
-        run_ucf101(encoder, settings, 1, tmp_path / "out")
+    with pytest.raises(DataError, match="split 1: no training video could be read"):  # at once, not after 16 epochs
+        read_split_inputs(settings, 1)
+    with pytest.raises(DataError, match="split 1: no training video could be read"):  # what the evaluation runs first
+        UCF101().run(load_encoder("timm:resnet18"), settings, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_split_is_checked_before_the_first_one_trains(tmp_path, shared_data) -> None:
+    """--split 1 2: split 2's test videos are absent, so nothing trains (split 1 would have, for a minute)."""
+    from vito.errors import DataError
+    from vito.eval.video.ucf101 import UCF101, UCF101Settings
+
+    splits = two_classes_of_one_clip(tmp_path, shared_data)
+    (splits / "trainlist02.txt").write_text((splits / "trainlist01.txt").read_text())
+    (splits / "testlist02.txt").write_text("Archery/v_Archery_g07_c01.avi\r\n")
+    settings = UCF101Settings(root=tmp_path / "videos", splits=splits, split=[1, 2], num_workers=0)
+    with pytest.raises(DataError, match="UCF-101 split 2: no testing video could be read"):
+        UCF101().run(object(), settings, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 class _NumberedClips(UCF101Clips):

@@ -70,7 +70,7 @@ class Coverage:
         """'U of E items (note)', and the unreadable training items when there were any."""
         text = f"{self.used} of {self.expected} items" + (f" ({self.note})" if self.note else "")
         if self.training_skipped:
-            text += f"; {self.training_skipped} training items unreadable (trained without them)"
+            text += f"; {self.training_skipped} training items missing or unreadable (trained without them)"
         return text
 
 

@@ -32,6 +32,7 @@ from vito.eval.video.ucf101_data import (
     CLIP_FPS,
     CLIP_SECONDS,
     UCF101Clips,
+    VideoEntry,
     present_entries,
     read_class_names,
     read_split,
@@ -84,21 +85,46 @@ class UCF101Settings:
     checkpoint_every: int = field(default=1000, metadata={"help": "checkpoint every N steps"})
 
 
-def run_ucf101(encoder: Encoder, settings: UCF101Settings, split: int, out_dir: Path) -> dict[str, Any]:
-    """Fine-tune (or train a head on a frozen encoder) on a split's training list, test on its test list.
+@dataclass(frozen=True)
+class SplitInputs:
+    """One split's classes and videos, read and checked before any split trains."""
 
-    Returns accuracies, counts, skipped videos and the loss history; saves ``OUT/classifier_split{N}.pt``.
-    """
-    device = next(encoder.parameters()).device
-    context = distributed.setup("cuda" if device.type == "cuda" else "cpu")
+    split: int
+    names: list[str]
+    listed_train: int
+    listed_test: int
+    train: list[VideoEntry]
+    train_missing: list[tuple[str, str]]
+    test: list[VideoEntry]
+    test_missing: list[tuple[str, str]]
+
+
+def read_split_inputs(settings: UCF101Settings, split: int) -> SplitInputs:
+    """A split's class list and the listed videos present under ``--root`` (a DataError when none is). Every split
+    of ``--split 1 2 3`` is read first: split 3 without videos fails at once, not after splits 1 and 2 trained."""
     root = Path(settings.root)
     if not root.is_dir():
         raise DataError(f"UCF-101 video folder not found: {root}")
     names = read_class_names(settings.splits)
     listed_train = read_split(settings.splits, split, "train")
     listed_test = read_split(settings.splits, split, "test")
-    train_entries, train_missing = present_entries(root, listed_train[: settings.max_videos], "train")
-    test_entries, test_missing = present_entries(root, listed_test[: settings.max_videos], "test")
+    try:
+        train, train_missing = present_entries(root, listed_train[: settings.max_videos], "train")
+        test, test_missing = present_entries(root, listed_test[: settings.max_videos], "test")
+    except DataError as error:
+        raise DataError(f"UCF-101 split {split}: {error}") from None
+    return SplitInputs(split, names, len(listed_train), len(listed_test), train, train_missing, test, test_missing)
+
+
+def run_ucf101(encoder: Encoder, settings: UCF101Settings, inputs: SplitInputs, out_dir: Path) -> dict[str, Any]:
+    """Fine-tune (or train a head on a frozen encoder) on a split's training list, test on its test list.
+
+    Returns accuracies, counts, skipped videos and the loss history; saves ``OUT/classifier_split{N}.pt``.
+    """
+    device = next(encoder.parameters()).device
+    context = distributed.setup("cuda" if device.type == "cuda" else "cpu")
+    root, split, names = Path(settings.root), inputs.split, inputs.names
+    train_entries, test_entries = inputs.train, inputs.test
     recipe = resolve_recipe(settings)
     seed_all(settings.seed)
     model = VideoClassifier(encoder, settings.pooling, len(names), frozen=settings.mode == "frozen",
@@ -117,9 +143,9 @@ def run_ucf101(encoder: Encoder, settings: UCF101Settings, split: int, out_dir: 
     return {
         "split": split, "top1": testing["top1"], "top5": testing["top5"],
         "train_videos": len(train_entries) - len(training.skipped), "test_videos": testing["videos"],
-        "listed_test_videos": len(listed_test), "listed_train_videos": len(listed_train),
-        "skipped_videos": {"train": [*train_missing, *training.skipped],
-                           "test": [*test_missing, *testing["skipped_videos"]]},
+        "listed_test_videos": inputs.listed_test, "listed_train_videos": inputs.listed_train,
+        "skipped_videos": {"train": [*inputs.train_missing, *training.skipped],
+                           "test": [*inputs.test_missing, *testing["skipped_videos"]]},
         "history": epoch_history(training.phases) if context.is_main else [],
         "seconds": time.perf_counter() - started,
     }
@@ -149,7 +175,8 @@ class UCF101(Evaluation):
 
     def run(self, encoder: Encoder, settings: UCF101Settings, out_dir: Path) -> Result:
         try:  # each split fine-tunes its own copy of the encoder (the encoder itself stays as it was)
-            reports = [run_ucf101(encoder, settings, split, out_dir) for split in settings.split]
+            inputs = [read_split_inputs(settings, split) for split in settings.split]  # all checked first
+            reports = [run_ucf101(encoder, settings, split_inputs, out_dir) for split_inputs in inputs]
         finally:
             distributed.cleanup()
         top1, top1_sd = mean_and_sd([r["top1"] for r in reports])

@@ -139,7 +139,7 @@ def test_an_unreadable_training_image_flags_the_result_partial(coco: Path, tmp_p
         tmp_path / "out" / "seed_0", expected_format=CHECKPOINT_FORMAT)["config"]
     assert result.coverage.used == result.coverage.expected == 3
     assert result.coverage.training_skipped == 1 and result.coverage.partial
-    assert "1 training items unreadable" in (tmp_path / "out" / "result.md").read_text()
+    assert "1 training items missing or unreadable" in (tmp_path / "out" / "result.md").read_text()
 
 
 def test_missing_and_broken_images_are_skipped_and_listed(coco: Path, tmp_path: Path) -> None:

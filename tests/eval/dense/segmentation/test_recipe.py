@@ -95,7 +95,7 @@ def test_training_images_that_cannot_be_read_flag_the_result_partial(shared_data
     assert result.coverage.used == result.coverage.expected == len(VOC_IDS)
     assert result.coverage.training_skipped == 1 and result.coverage.partial
     page = (tmp_path / "out" / "result.md").read_text()
-    assert "1 training items unreadable" in page and "PARTIAL" in page
+    assert "1 training items missing or unreadable" in page and "PARTIAL" in page
     assert json.loads((tmp_path / "out" / "result.json").read_text())["coverage"]["partial"] is True
 
 
@@ -105,6 +105,8 @@ def test_ade20k_upernet_fine_tune_with_aux_head(shared_data: Path, tmp_path: Pat
     result = run_evaluation("segment", settings, tmp_path / "out", RESNET18)
     assert {"mIoU", "devkit_mIoU", "aAcc", "mAcc", "mIoU_sd"} <= set(result.metrics)
     assert result.metrics["mIoU_sd"].value is None  # one seed: undefined, not 0
+    sd_label = result.metrics["devkit_mIoU_sd"].label  # named as its metric is, not by its key
+    assert sd_label == "mIoU over all 150 classes (official ADE20K devkit): sd over 1 seeds"
     assert result.settings["protocol"]["head"] == "upernet" and tuple(result.settings["protocol"]["test_size"]) == (128, 32)
     lines = [json.loads(line) for line in (tmp_path / "out/runs/lr0.01_seed0/metrics.jsonl").read_text().splitlines()]
     assert {"loss", "decode", "aux"} <= set(lines[-1])  # the auxiliary FCN head is trained with weight 0.4
