@@ -228,3 +228,15 @@ def test_global_head_is_torchvisions_head_in_one_process(coco: Path) -> None:
         model.head = plain
         reference = model(as_float(batch["images"]), batch["targets"])
     assert ours.keys() == reference.keys() and all(torch.equal(ours[k], reference[k]) for k in ours)
+
+
+@pytest.mark.parametrize("head", ["fcos-star", "fcos"])
+def test_one_image_of_128_px_with_32_fpn_channels_is_predicted(head: str) -> None:
+    """Its P7 map is 1x1, so each GroupNorm group of the head holds one value (PyTorch refuses that even in eval
+    mode): a lone image at the end of an eval set failed after the whole fine-tune."""
+    plan = FinetunePlan(_plan_settings(resolution=(128, 128), head=head), seed=0, steps=1,  # 32 FPN channels
+                        warmup_steps=0, lr=1e-3)
+    model = build_detector(load_encoder("torchvision:resnet18"), 3, plan).eval()
+    with torch.no_grad():
+        detections = model([torch.rand(3, 128, 128)])
+    assert len(detections) == 1 and set(detections[0]) == {"boxes", "scores", "labels"}

@@ -119,7 +119,7 @@ def build_fcos(
     model = FCOS(pyramid, num_classes, head=head, score_thresh=score_thresh, detections_per_img=detections_per_img,
                  image_mean=list(image_mean), image_std=list(image_std))
     model.transform = CanvasTransform(canvas, image_mean, image_std)
-    return model
+    return allow_one_value_per_group(model)
 
 
 def build_fcos_star(
@@ -141,4 +141,23 @@ def build_fcos_star(
                      score_thresh=score_thresh, detections_per_img=detections_per_img, image_mean=list(image_mean),
                      image_std=list(image_std))
     model.transform = CanvasTransform(canvas, image_mean, image_std)
+    return allow_one_value_per_group(model)
+
+
+class OneValueGroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` that also normalises a group holding one value (its output is then the bias, as the
+    formula gives). Why: PyTorch refuses such input with batch norm's check ("Expected more than 1 value per
+    channel when training"), even in eval mode, and one image at <= 128 px has a 1x1 P7 map, so with 32 FPN
+    channels (one per group) the prediction of a lone image (the last of an eval set, say) failed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
+def allow_one_value_per_group(model: nn.Module) -> nn.Module:
+    """``model`` with every ``nn.GroupNorm`` a ``OneValueGroupNorm`` (torchvision's heads build theirs inside;
+    the parameters and the state dict are unchanged)."""
+    for module in model.modules():
+        if type(module) is nn.GroupNorm:
+            module.__class__ = OneValueGroupNorm
     return model
