@@ -8,6 +8,7 @@ itself a function of ``(seed, epoch)`` only.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterator
 
 import numpy as np
@@ -20,6 +21,9 @@ class StepStream(IterableDataset):
 
     Worker ``w`` of ``K`` makes steps ``start_step + w + k*K``, so the loader's round-robin order yields steps
     ``start_step, start_step + 1, ...`` for any ``K``. Subclasses set ``start_step`` and define ``batch(step)``.
+    A batch is made on one torch thread, as in a worker (``one_thread``): with no workers it is made in the main
+    process, whose several threads round some resizes differently (segmentation's bilinear crops did), and the
+    batches must not depend on ``num_workers``.
     """
 
     start_step: int
@@ -29,11 +33,26 @@ class StepStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         step = self.start_step + worker
         while True:
-            yield self.batch(step)
+            with _one_torch_thread():
+                batch = self.batch(step)
+            yield batch  # the main process trains on all its threads again
             step += workers
 
     def batch(self, step: int) -> dict[str, Any]:
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class EpochShuffle:

@@ -28,7 +28,7 @@ from vito.engine.finetune import FinetuneStopped
 from vito.errors import VitoError
 from vito.eval.core.registry import get, recorded_settings
 from vito.eval.core.result import RESULT_JSON, RESULT_MD, Result, read_result
-from vito.eval.core.running import RERUN_FLAGS, run_evaluation
+from vito.eval.core.running import NON_RESULT_SETTINGS, run_evaluation
 from vito.io import write_json
 from vito.report.suite import EncoderEntry, Suite, make_settings
 
@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 CELLS_DIR = "cells"
 HEAD_SOURCE = "linear"  # the evaluation whose trained head feeds the others' --classifier
 HEAD_ARTIFACT = "head"
-# Settings that say where or how fast, not what is computed: a cell computed with other values is still current.
-NON_RESULT_SETTINGS = frozenset({"cache_dir", "num_workers", *RERUN_FLAGS})  # where, how fast, how to continue
 ERROR_FILE = "error.json"
 
 # Cell states.

@@ -46,3 +46,26 @@ def test_out_that_is_a_file_or_holds_a_foreign_result_json_is_refused_before_run
         score_voc(root, tmp_path / "foreign")
     assert (tmp_path / "foreign" / "result.json").read_text() == '{"top1": 0.5}'
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_rerun_that_differs_only_in_num_workers_is_the_same_run(tmp_path: Path) -> None:
+    """Batches do not depend on the worker count (tests/eval/dense/segmentation/test_data.py), so --num-workers
+    names no other run: its rerun into the folder is accepted; another lr is still refused."""
+    from vito.eval.core.encoder_spec import EncoderSpec
+    from vito.eval.core.registry import get, recorded_settings
+    from vito.eval.core.result import Coverage, Result
+    from vito.eval.core.result_writer import write_result
+    from vito.eval.core.running import check_out_dir
+
+    spec = EncoderSpec("timm:resnet18", random_init=True)
+    segment = get("segment")
+
+    def settings(**values):
+        return settings_from_mapping(segment, {"dataset": "voc", "root": tmp_path, "num_workers": 4, **values})
+
+    previous = Result("segment", {}, recorded_settings(segment, settings(), True), Coverage(1, 1),
+                      encoder=spec.describe())
+    write_result(previous, tmp_path / "out")
+    check_out_dir("segment", settings(num_workers=0), tmp_path / "out", spec)
+    with pytest.raises(VitoError, match="already holds another run's result .*lrs"):
+        check_out_dir("segment", settings(num_workers=0, lrs=[0.5]), tmp_path / "out", spec)

@@ -71,6 +71,9 @@ def stamped_settings(given: dict[str, Any], recorded: dict[str, Any]) -> dict[st
 
 
 RERUN_FLAGS = ("resume", "overwrite")  # settings that say how to continue a run, not which run it is
+# Settings that say where or how fast, never what is computed (batches do not depend on the worker count): a
+# rerun differing only in them is the same run, and vito report does not recompute a cell for them
+NON_RESULT_SETTINGS = frozenset({"cache_dir", "num_workers", *RERUN_FLAGS})
 
 
 def check_out_dir(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | None) -> None:
@@ -91,7 +94,8 @@ def check_out_dir(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | N
     except VitoError as error:
         raise VitoError(f"--out {out_dir} already holds a {RESULT_JSON} that is not a vito result ({error}); "
                         "choose another --out") from error
-    given = {k: v for k, v in recorded_settings(get(name), settings, spec is not None).items() if k not in RERUN_FLAGS}
+    given = {k: v for k, v in recorded_settings(get(name), settings, spec is not None).items()
+             if k not in NON_RESULT_SETTINGS}
     encoder = plain(spec.describe()) if spec is not None else {}
     differences = [f"evaluation {previous.evaluation}"] if previous.evaluation != name else []
     differences += [f"encoder {k}" for k, v in encoder.items() if previous.encoder.get(k) != v]

@@ -4,6 +4,7 @@ and the ADE20K class list are read strictly (not UTF-8, a repeated id: a DataErr
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from PIL import Image
 
 from tests.data.conftest import UNREADABLE, unreadable
-from tests.eval.dense.segmentation.layouts import score_voc, tiny_voc
+from tests.eval.dense.segmentation.layouts import VOC_IDS, build_voc, score_voc, tiny_voc
 from vito.errors import DataError
 from vito.eval.dense.segmentation.augment import SegmentationBatches, TrainAugment
 from vito.eval.dense.segmentation.data import open_dataset
@@ -83,3 +84,21 @@ def test_ade20k_class_list_that_is_not_utf8_is_a_data_error(tmp_path: Path) -> N
     (base / "objectInfo150.csv").write_bytes(b"Idx,Ratio,Train,Val,Name\n1,0.1,1,1,caf\xe9\n")
     with pytest.raises(DataError, match="objectInfo150.csv is not a readable UTF-8 text file"):
         open_dataset("ade20k", tmp_path, "val")
+
+
+def test_training_batches_do_not_depend_on_the_thread_count(shared_data: Path, tmp_path: Path) -> None:
+    """With no DataLoader workers the crops are made in the main process, with all its threads; in a worker, with
+    one. The resize must round alike, so that a resume with another --num-workers continues the same batches."""
+    root = build_voc(shared_data, tmp_path, splits={"trainaug": VOC_IDS})
+    stream = SegmentationBatches(open_dataset("voc", root, "trainaug"), TrainAugment(crop=129), 0, 2)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = list(itertools.islice(iter(stream), 3))  # as in a DataLoader worker
+        torch.set_num_threads(4)
+        four = list(itertools.islice(iter(stream), 3))  # as in the main process (--num-workers 0)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a["images"], b["images"]) and torch.equal(a["labels"], b["labels"])
+               for a, b in zip(one, four))
+    assert torch.get_num_threads() == threads
