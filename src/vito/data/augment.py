@@ -29,7 +29,6 @@ except ImportError:  # pragma: no cover - kornia is a core dependency
     kornia = None
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 
 from vito.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, normalize  # noqa: F401 - re-exported for callers
 from vito.errors import VitoError
@@ -88,6 +87,8 @@ class RandomResizedCropFlip:
 
     def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """uint8 [3, H, W] -> uint8 [3, size, size]."""
+        import torchvision.transforms.v2.functional as TF  # torchvision loads its model zoo: not in `vito eval --help`
+
         (top, left, h, w), flip = self.sample(image.shape[-2], image.shape[-1], rng)
         crop = TF.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=True)
         return TF.horizontal_flip(crop) if flip else crop

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor
 
 from vito.config import config_from_dict
 from vito.engine.checkpoint import LAST, checkpoint_dir, load_checkpoint
@@ -140,6 +139,9 @@ class Encoder(nn.Module):
 
     def _torchvision_extractor(self, indices: tuple[int, ...]) -> nn.Module:
         if indices not in self._extractors:
+            # torchvision's model zoo loads with it: kept out of `vito eval --help`, which imports this module
+            from torchvision.models.feature_extraction import create_feature_extractor
+
             nodes = {self.stage_names[i]: str(i) for i in indices}
             # batch norms stay leaves (any subclass, e.g. vito's CPU synchronised one, is not traced into); the
             # extractor shares its modules with ``model``, so it takes the model's mode (``.eval()`` here would

@@ -34,9 +34,13 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def add_evaluation_commands(evals: argparse._SubParsersAction) -> None:
-    """``vito eval NAME`` for every registered evaluation: encoder options, ``--out`` and its Settings."""
-    for name, cls in sorted(discover().items()):
+def add_evaluation_commands(evals: argparse._SubParsersAction, only: str | None = None) -> None:
+    """``vito eval NAME`` for every registered evaluation (or only for ``only`` when it is one): encoder options,
+    ``--out`` and its Settings."""
+    registry = discover()
+    names = [only] if only in registry else sorted(registry)
+    for name in names:
+        cls = registry[name]
         parser = evals.add_parser(name, help=cls.help, description=cls.description or cls.help)
         if cls.needs_encoder:
             add_encoder_arguments(parser, required=cls.needs_encoder is True)

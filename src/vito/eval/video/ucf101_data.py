@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch.utils.data import Dataset
 
 from vito.data.augment import RandomResizedCropFlip
@@ -137,6 +136,8 @@ def transform_clip(
     Test: the ImageNet evaluation view (``EvalTransform``: centre 224/256 crop, bicubic). Train: a random
     resized crop (area 8-100 %, aspect 3/4-4/3; the box sampler of pretraining) and a flip with probability 1/2.
     """
+    import torchvision.transforms.v2.functional as TF  # loads torchvision's model zoo: kept out of `vito eval --help`
+
     clip = frames.permute(0, 3, 1, 2)
     if not train:
         return EvalTransform(size)(clip)

@@ -28,7 +28,8 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
-FPN_CHANNELS = 256
+from vito.eval.dense.detection.settings import FPN_CHANNELS
+
 FCOS_STRIDES = (8, 16, 32, 64, 128)  # P3..P7; one anchor point per location, its size = the stride
 SIZE_DIVISIBLE = 32  # the canvas is rounded up to this (the largest backbone stride)
 
