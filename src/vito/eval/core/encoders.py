@@ -62,6 +62,7 @@ class Encoder(nn.Module):
         self.attention_pooling = network is not None if attention_pooling is None else attention_pooling
         self.fingerprint = fingerprint or self.name  # identifies architecture + weights, for feature caches
         self.precision = "auto"  # inference precision (EncoderSpec.load resolves it: fp32 or bf16)
+        self.spec: Any = None  # the EncoderSpec it was loaded from (set by EncoderSpec.load), for Result.encoder
         self.transform = EvalTransform()  # its evaluation preprocessing (see the class docstring)
         self.stage_names = _stage_module_names(model, library, arch)
         self._extractors: dict[tuple[int, ...], nn.Module] = {}

@@ -16,7 +16,8 @@ from typing import Any
 
 from vito.engine.distributed import launched_rank
 from vito.errors import VitoError
-from vito.eval.core.encoder_spec import EncoderSpec, add_encoder_arguments
+from vito.eval.core.encoder_spec import EncoderSpec, add_encoder_arguments, describe_encoder
+from vito.eval.core.encoders import Encoder
 from vito.eval.core.registry import discover, get, settings_dict
 from vito.eval.core.result import RESULT_JSON, Result, plain, read_result
 from vito.eval.core.result_writer import write_result
@@ -77,13 +78,14 @@ def stamped_settings(given: dict[str, Any], recorded: dict[str, Any]) -> dict[st
 RERUN_FLAGS = ("resume", "overwrite")  # settings that say how to continue a run, not which run it is
 
 
-def check_out_dir(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | None) -> None:
+def check_out_dir(name: str, settings: Any, out_dir: Path, described: dict[str, Any] | None) -> None:
     """Refuse an ``OUT`` that holds another run's Result, before anything is computed or written.
 
     Why: ``write_result`` would replace that run's result.json and result.md (and its pictures) without a
     word. The same evaluation with the same encoder and settings is this run again (``vito report`` and
     ``--resume`` rely on rerunning into a folder) and may replace it; so may ``--overwrite`` where an
-    evaluation has it. A non-folder ``OUT`` or an unreadable result.json are refused too.
+    evaluation has it. A non-folder ``OUT`` or an unreadable result.json are refused too. ``described``: the
+    encoder as the Result records it (``EncoderSpec.describe``), None for an evaluation run without one.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -96,10 +98,10 @@ def check_out_dir(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | N
         raise VitoError(f"--out {out_dir} already holds a {RESULT_JSON} that is not a vito result ({error}); "
                         "choose another --out") from error
     given = {k: v for k, v in settings_dict(settings).items() if k not in RERUN_FLAGS}
-    encoder = plain(spec.describe()) if spec is not None else {}
+    encoder = plain(described) if described is not None else {}
     differences = [f"evaluation {previous.evaluation}"] if previous.evaluation != name else []
     differences += [f"encoder {k}" for k, v in encoder.items() if previous.encoder.get(k) != v]
-    if spec is None and previous.encoder.get("spec"):
+    if described is None and previous.encoder.get("spec"):
         differences.append(f"encoder {previous.encoder['spec']}")
     differences += [k for k, v in given.items() if json.dumps(previous.settings.get(k), sort_keys=True, default=str)
                     != json.dumps(v, sort_keys=True, default=str)]
@@ -110,23 +112,33 @@ def check_out_dir(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | N
                         f"{out_dir / RESULT_JSON}")
 
 
-def run_evaluation(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | None = None) -> Result:
+def run_evaluation(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | None = None,
+                   encoder: Encoder | None = None) -> Result:
     """Check (the settings, and that ``out_dir`` holds no other run), load the encoder (if any), run, stamp
-    encoder/settings/versions/time, and write the Result."""
+    encoder/settings/versions/time, and write the Result.
+
+    ``encoder``: an encoder already loaded (the Python API's ``vito.evaluate``), in place of ``spec``; the
+    Result describes it by the EncoderSpec it was loaded from (``describe_encoder``), as ``vito eval`` would.
+    """
     cls = get(name)
     evaluation = cls()
-    if spec is not None and cls.needs_encoder is False:
+    if spec is not None and encoder is not None:
+        raise ValueError("run_evaluation takes an EncoderSpec or a loaded Encoder, not both")
+    has_encoder = spec is not None or encoder is not None
+    if has_encoder and cls.needs_encoder is False:
         raise VitoError(f"vito eval {name} takes no encoder")
     if spec is not None:
         spec.check()
-    evaluation.check(settings, spec is not None)
-    check_out_dir(name, settings, Path(out_dir), spec)
+    evaluation.check(settings, has_encoder)
+    described = spec.describe() if spec is not None else describe_encoder(encoder) if encoder is not None else None
+    check_out_dir(name, settings, Path(out_dir), described)
     started = time.perf_counter()
-    encoder = spec.load() if spec is not None else None
+    if spec is not None:
+        encoder = spec.load()
     result = evaluation.run(encoder, settings, Path(out_dir))
     result.settings = stamped_settings(settings_dict(settings), result.settings)
-    if spec is not None:
-        result.encoder = {**spec.describe(), "name": encoder.name, **result.encoder}
+    if described is not None:
+        result.encoder = {**described, "name": encoder.name, **result.encoder}
     result.seconds = result.seconds or time.perf_counter() - started
     result.versions = result.versions or package_versions()
     if launched_rank() == 0:  # under torchrun every process holds the same Result; one writes it
