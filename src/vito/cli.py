@@ -143,8 +143,9 @@ def _cmd_attention(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_evaluation_commands(sub: argparse._SubParsersAction, with_evaluations: bool) -> None:
-    """`vito eval NAME` (one subcommand per registered evaluation) and `vito attention`."""
+def _add_evaluation_commands(sub: argparse._SubParsersAction, with_evaluations: bool, only: str | None) -> None:
+    """`vito eval NAME` (one subcommand per registered evaluation, or only ``only`` when that names one) and
+    `vito attention`."""
     evaluate = sub.add_parser("eval", help="evaluate an encoder", description="Evaluate any encoder under one harness; "
                               "each evaluation writes OUT/result.json and OUT/result.md.")
     evals = evaluate.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
@@ -152,7 +153,7 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction, with_evaluations: 
     if with_evaluations:
         from vito.eval.core.running import add_evaluation_commands
 
-        add_evaluation_commands(evals)
+        add_evaluation_commands(evals, only)
     attention = sub.add_parser("attention", help="attention pictures of a vito encoder for images or videos",
                                description="One PNG per input: the picture, each stage's attention and their mean.")
     if with_evaluations:
@@ -300,7 +301,8 @@ def _add_report_command(sub: argparse._SubParsersAction) -> None:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The whole command line; the evaluation subcommands (which import the evaluation modules) are only
-    built when ``argv`` may need them, so that ``vito --help`` and ``vito pretrain`` stay fast."""
+    built when ``argv`` may need them, so that ``vito --help`` and ``vito pretrain`` stay fast, and
+    ``vito eval NAME ...`` builds NAME's alone (an unknown NAME builds them all, for argparse's list)."""
     parser = argparse.ArgumentParser(
         prog="vito",
         description="VITO: self-supervised video pretraining for general, robust, human-aligned image "
@@ -308,7 +310,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_pretraining_commands(sub)
-    _add_evaluation_commands(sub, with_evaluations=argv is None or bool(argv) and argv[0] in ("eval", "attention"))
+    with_evaluations = argv is None or bool(argv) and argv[0] in ("eval", "attention")
+    only = argv[1] if argv and argv[0] == "eval" and len(argv) > 1 else None
+    _add_evaluation_commands(sub, with_evaluations, only)
     _add_curation_commands(sub)
     _add_report_command(sub)
     return parser

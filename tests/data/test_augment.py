@@ -130,3 +130,21 @@ def test_a_worker_forked_right_after_the_main_process_cropped_does_not_deadlock(
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
     assert hung == 0
+
+
+def test_make_views_draws_every_view_from_the_generator():
+    from vito.config import load_config
+    from vito.data.augment import make_views
+
+    config = load_config("demo", ["data.image_size=32"])
+    crops = torch.randint(0, 256, (2, 3, 3, 32, 32), dtype=torch.uint8)
+    views = make_views({"views": crops}, config, torch.Generator().manual_seed(3))
+    assert views.shape == (2, 3, 3, 32, 32) and views.dtype == torch.float32
+    assert torch.equal(views, make_views(crops, config, torch.Generator().manual_seed(3)))  # the batch or its crops
+    assert not torch.equal(views, make_views(crops, config, torch.Generator().manual_seed(4)))
+    # views of a clip are clip-major rows with their view's probabilities: view 0 is always blurred (BYOL p=1)
+    augment = PhotometricAugment(size=32)
+    params = augment.sample_params(torch.arange(3).repeat(2), torch.Generator().manual_seed(3))
+    expected = normalize(augment.apply(crops.flatten(0, 1).float() / 255, params)).unflatten(0, (2, 3))
+    torch.testing.assert_close(views, expected)
+    assert params.blur[0::3].all()

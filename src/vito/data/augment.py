@@ -18,7 +18,7 @@ clipped to [0, 1]. Kornia provides batched versions that accept one factor per i
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - kornia is a core dependency
     kornia = None
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 
+from vito.config import Config
 from vito.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, normalize  # noqa: F401 - re-exported for callers
 from vito.errors import VitoError
 
@@ -88,6 +88,8 @@ class RandomResizedCropFlip:
 
     def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """uint8 [3, H, W] -> uint8 [3, size, size]."""
+        import torchvision.transforms.v2.functional as TF  # torchvision loads its model zoo: not in `vito eval --help`
+
         (top, left, h, w), flip = self.sample(image.shape[-2], image.shape[-1], rng)
         crop = TF.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=True)
         return TF.horizontal_flip(crop) if flip else crop
@@ -254,6 +256,23 @@ class PhotometricAugment:
         if rows.numel():
             x[rows] = torch.where(x[rows] < 0.5, x[rows], 1.0 - x[rows])
         return x
+
+
+def make_views(batch: Mapping[str, torch.Tensor] | torch.Tensor, config: Config,
+               generator: torch.Generator) -> torch.Tensor:
+    """The training views of a batch: its uint8 crops ``[B, V, 3, S, S]`` (a pretraining batch's ``"views"``, or
+    that tensor itself) → photometrically augmented, ImageNet-normalised float views of the same shape.
+
+    View ``v`` of every clip takes view ``v``'s blur and solarisation probabilities (BYOL's asymmetric pair, then
+    VITO's later views); every random draw comes from ``generator`` (CPU or the crops' device), so the views are
+    a function of the crops and the generator's state: the pretraining loop seeds it from (seed, step, rank), and
+    a resumed run repeats them.
+    """
+    views = batch["views"] if isinstance(batch, Mapping) else batch
+    b, v = views.shape[:2]
+    view_index = torch.arange(v, device=views.device).repeat(b)  # clip-major, as views.flatten(0, 1)
+    images = PhotometricAugment(size=config.data.image_size)(views.flatten(0, 1), view_index, generator)
+    return images.unflatten(0, (b, v))
 
 
 def blur_kernel_size(size: int) -> int:

@@ -4,6 +4,9 @@ VITO pools the last two ResNet stages (res4 and res5, paper §3.1), so the encod
 stages at once. timm already knows every model's stages (``feature_info``); we only pick indices, make the
 output NCHW for every architecture (timm's Swin returns NHWC), and convert the trained weights back into the
 key layouts that timm, torchvision and detectron2 load, so a pretrained encoder leaves vito as a plain file.
+
+timm is imported inside the functions that build models: importing it (with torchvision's model zoo, which it
+loads) is most of a bare ``vito --help``'s start-up, and the command line reaches this module.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 
@@ -27,6 +29,8 @@ class Backbone(nn.Module):
     """
 
     def __init__(self, name: str, stages: Sequence[int], pretrained: bool = False, **timm_kwargs: Any) -> None:
+        import timm  # kept out of `vito --help` (see the module docstring)
+
         super().__init__()
         if not timm.is_model(name):
             raise VitoError(f"timm has no model named {name!r}")
@@ -62,6 +66,8 @@ def create_backbone(name: str, stages: Sequence[int] = (-2, -1), pretrained: boo
 
 def _num_stages(name: str, timm_kwargs: dict[str, Any]) -> int:
     """Number of feature stages, read from the model on the meta device (no memory, no weights)."""
+    import timm  # kept out of `vito --help` (see the module docstring)
+
     try:
         with torch.device("meta"):
             model = timm.create_model(name, pretrained=False, **timm_kwargs)
@@ -106,6 +112,8 @@ def backbone_state_dict(backbone: Backbone, fmt: str = "timm") -> dict[str, Any]
 
 
 def _timm_state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
+    import timm  # kept out of `vito --help` (see the module docstring)
+
     if backbone.stages[-1] != backbone.num_stages - 1:
         raise VitoError(
             f"this {backbone.name} was built up to stage {backbone.stages[-1]} of {backbone.num_stages - 1}: "

@@ -2,19 +2,21 @@
 
 vito never downloads: an outside checkpoint is an architecture name plus a file the user already has.
 Used by curation (an ImageNet classifier) and by evaluation (baselines such as a supervised ResNet-50).
+
+The command line reads ``SPEC_HELP`` from here for every ``--help``, so torch, timm and torchvision are
+imported inside the functions that need them: loading them is most of the start-up of a bare ``vito --help``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import timm
-import torch
-import torchvision
-from torch import nn
+from typing import TYPE_CHECKING
 
 from vito.errors import VitoError
-from vito.tensor_files import load_tensor_file
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 SPEC_HELP = "timm:NAME (any timm model) or torchvision:NAME (e.g. torchvision:resnet50)"
 
@@ -34,6 +36,9 @@ def create_architecture(spec: str, num_classes: int = 1000) -> nn.Module:
     the same weights then run at any input size (a multiple of the patch size), which the dense fine-tunes
     need (crops of 512, test images of 2048 x 512); architectures without the option (ResNets) ignore it.
     """
+    import timm  # kept out of `vito --help` (see the module docstring)
+    import torchvision
+
     library, name = parse_spec(spec)
     if library == "timm":
         if not timm.is_model(name):
@@ -54,6 +59,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     Common wrappers are unwrapped: ``{"state_dict": ...}``, ``{"model": ...}`` and DDP ``module.`` prefixes.
     """
+    import torch  # kept out of `vito --help` (see the module docstring)
+
+    from vito.tensor_files import load_tensor_file  # it imports torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from vito.config import Config, ConfigError
-from vito.data.augment import PhotometricAugment
+from vito.data.augment import make_views
 from vito.data.gpu_decode import data_path_version, resolve_decode_device
 from vito.data.pretrain_batches import SkipCounter
 from vito.engine import distributed, signals
@@ -160,7 +160,6 @@ class _Steps:
                  data: tuple[Path, str]) -> None:
         self.config, self.context, self.run_dir, self.data = config, context, run_dir, data
         self.model, self.network, self.optimizer, self.feed = model, network, optimizer, feed
-        self.augment = PhotometricAugment(size=config.data.image_size)
         self.autocast = _autocast(config.train.precision, context.device)
         self.watch = LossWatch(context.device)  # the loss stays on the device between syncs
         self.metrics = MetricsLog(run_dir, enabled=context.is_main)
@@ -213,7 +212,7 @@ class _Steps:
 
         # 1. views: crops came from the loader (or the feed), photometry is drawn here, on the device
         generator = _generator(t.seed, step, context.rank, context.device)
-        images = _photometric_views(self.augment, batch["views"], generator)
+        images = make_views(batch, self.config, generator)
 
         # 2. loss, watched on the device: no host sync here (vito.engine.stopping)
         with self.autocast:
@@ -347,14 +346,6 @@ def _generator(seed: int, step: int, rank: int, device: torch.device) -> torch.G
     generator = torch.Generator(device=device)
     generator.manual_seed(((seed * 1_000_003 + step) * 1_009 + rank) % (2**63 - 1))
     return generator
-
-
-def _photometric_views(augment, views: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """uint8 [B, V, 3, S, S] → normalised float [B, V, 3, S, S], each view with its view-specific blur/solarize."""
-    b, v = views.shape[:2]
-    view_index = torch.arange(v, device=views.device).repeat(b)
-    images = augment(views.flatten(0, 1), view_index, generator)
-    return images.unflatten(0, (b, v))
 
 
 def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

@@ -203,3 +203,29 @@ def test_files_written_by_vito_export_are_encoders(tmp_path, fmt: str) -> None:
     images = torch.randn(2, 3, 64, 64)
     assert torch.allclose(encoder.feature_maps(images, [-2])[0], run.feature_maps(images, [-2])[0], atol=1e-5)
     assert encoder.classifier is None  # the export's head is all zeros: not a classifier
+
+
+def test_pooled_is_the_embedding_vito_trains_and_transform_is_the_evaluation_view(tmp_path) -> None:
+    from PIL import Image
+
+    from vito.config import load_config
+    from vito.engine.checkpoint import save_checkpoint
+    from vito.models.vito import Vito
+
+    config = load_config(None, ["model.backbone=resnet18", "model.projector_hidden=32", "model.projector_dim=16"])
+    model = Vito(config.model, config.loss)
+    save_checkpoint(tmp_path / "run", {"format": "vito-checkpoint/1", "step": 1, "config": config.to_dict(),
+                                       "model": model.state_dict(), "optimizer": {}, "rng": {}, "data": {}})
+    encoder = load_encoder(tmp_path / "run")
+    images = torch.stack([encoder.transform(Image.new("RGB", (90, 70), (40 * i, 90, 200))) for i in range(2)])
+    assert images.shape == (2, 3, 224, 224)
+    assert torch.equal(images[0], EvalTransform()(Image.new("RGB", (90, 70), (0, 90, 200))))
+    pooled = encoder.pooled(images)
+    assert pooled.shape == (2, 256 + 512)  # res4 and res5 of a ResNet-18, attention-pooled
+    torch.testing.assert_close(pooled, model.online.eval()(images).pooled)
+    assert encoder.embed(images).shape == (2, 512)
+
+
+def test_pooled_of_an_encoder_without_vito_pooling_is_a_clear_error() -> None:
+    with pytest.raises(VitoError, match=r"timm:resnet18 \(random init\) has no VITO pooling .* use embed\(images\)"):
+        load_encoder("timm:resnet18").pooled(torch.zeros(1, 3, 32, 32))

@@ -66,6 +66,6 @@ def test_a_rerun_that_differs_only_in_num_workers_is_the_same_run(tmp_path: Path
     previous = Result("segment", {}, recorded_settings(segment, settings(), True), Coverage(1, 1),
                       encoder=spec.describe())
     write_result(previous, tmp_path / "out")
-    check_out_dir("segment", settings(num_workers=0), tmp_path / "out", spec)
+    check_out_dir("segment", settings(num_workers=0), tmp_path / "out", spec.describe())
     with pytest.raises(VitoError, match="already holds another run's result .*lrs"):
-        check_out_dir("segment", settings(num_workers=0, lrs=[0.5]), tmp_path / "out", spec)
+        check_out_dir("segment", settings(num_workers=0, lrs=[0.5]), tmp_path / "out", spec.describe())

@@ -80,6 +80,7 @@ class EncoderSpec:
         device = pick_device(self.device)
         encoder = load_encoder(self.encoder, weights=self.weights, device=device)
         encoder.precision = resolve_precision(self.precision, device)
+        encoder.spec = self
         return encoder
 
     def identity(self) -> str:
@@ -94,6 +95,16 @@ class EncoderSpec:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "EncoderSpec":
         return cls(str(args.encoder), args.weights, args.random_init, args.device, args.precision)
+
+
+def describe_encoder(encoder: Encoder) -> dict[str, Any]:
+    """What a Result records of an encoder already loaded (the Python API's ``vito.evaluate``): the description
+    of the EncoderSpec it was loaded from, so that it matches ``vito eval`` with the same options; an encoder
+    built otherwise is named by its label and weights fingerprint."""
+    if encoder.spec is not None:
+        return encoder.spec.describe()
+    return {"spec": encoder.name, "weights": None, "random_init": False, "identity": encoder.fingerprint,
+            "precision": encoder.precision}
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:

@@ -2,8 +2,8 @@
 
 Why one interface: every evaluation (probes, DAVIS, UCF-101, human alignment) must treat VITO and its
 baselines identically, so the only thing an evaluation sees is an ``Encoder``: stage feature maps,
-a global-average-pooled embedding, VITO's attention maps when there are any, and the ImageNet head
-of an outside classifier when there is one.
+a global-average-pooled embedding, VITO's attention maps and attention-pooled embedding when there are any,
+the ImageNet head of an outside classifier when there is one, and the preprocessing its inputs take.
 
 Stages are numbered like timm's ``feature_info`` (ResNet: 0 = stem, 1..4 = res2..res5) and may be
 negative (``-2`` = res4, ``-1`` = res5), as in the model config.
@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor
 
 from vito.config import config_from_dict
 from vito.engine.checkpoint import LAST, checkpoint_dir, load_checkpoint
 from vito.errors import VitoError
+from vito.eval.core.inputs import EvalTransform
 from vito.models.backbones import backbone_state_dict
 from vito.models.external import create_architecture, parse_spec, read_state_dict
 from vito.models.vito import VitoNetwork
@@ -32,7 +32,13 @@ TORCHVISION_RESNET_STAGES = ["relu", "layer1", "layer2", "layer3", "layer4"]
 
 
 class Encoder(nn.Module):
-    """A frozen image encoder in eval mode: ``[B, 3, H, W]`` normalised images in, features out."""
+    """A frozen image encoder in eval mode: ``[B, 3, H, W]`` normalised images in, features out.
+
+    ``transform`` turns a PIL image or a uint8 ``[..., 3, H, W]`` tensor into such an input: the ImageNet
+    evaluation view every evaluation uses (centre crop of 224/256 of the short side, bicubic resize to 224,
+    mean/std normalisation; :class:`vito.eval.core.inputs.EvalTransform`). ``embed`` gives the linear-probe
+    feature of any encoder, ``pooled`` the embedding VITO trains (its attention pooling), for vito runs only.
+    """
 
     def __init__(
         self,
@@ -56,6 +62,8 @@ class Encoder(nn.Module):
         self.attention_pooling = network is not None if attention_pooling is None else attention_pooling
         self.fingerprint = fingerprint or self.name  # identifies architecture + weights, for feature caches
         self.precision = "auto"  # inference precision (EncoderSpec.load resolves it: fp32 or bf16)
+        self.spec: Any = None  # the EncoderSpec it was loaded from (set by EncoderSpec.load), for Result.encoder
+        self.transform = EvalTransform()  # its evaluation preprocessing (see the class docstring)
         self.stage_names = _stage_module_names(model, library, arch)
         self._extractors: dict[tuple[int, ...], nn.Module] = {}
         self._unstrided: set[int] = set()  # stages whose stride was removed
@@ -105,7 +113,22 @@ class Encoder(nn.Module):
         """``[B, D]``: global average pool of the last stage (the linear-probe feature)."""
         return self.feature_maps(images, [-1])[0].float().mean(dim=(2, 3))
 
+    def pooled(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, D]``: the embedding VITO trains, its multi-scale pooling of the pooled stages (res4 and res5 by
+        default, concatenated: 1024 + 2048 = 3072 features for a ResNet-50), before the projector.
+
+        Attention pooling for a run trained with it (``model.attention=true``, the default), per-stage average
+        pooling for one trained without. Only a vito run or checkpoint has it: other encoders raise ``VitoError``
+        (use ``embed``).
+        """
+        if self.network is None:
+            raise VitoError(f"{self.name} has no VITO pooling (it is not a vito run or checkpoint): "
+                            "use embed(images), the average-pooled last stage")
+        pooled, _ = self.network.pool(self.network.backbone(images))
+        return pooled.float()
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``embed(images)``: the linear-probe feature."""
         return self.embed(images)
 
     def attention_maps(self, images: torch.Tensor) -> list[torch.Tensor] | None:
@@ -140,6 +163,9 @@ class Encoder(nn.Module):
 
     def _torchvision_extractor(self, indices: tuple[int, ...]) -> nn.Module:
         if indices not in self._extractors:
+            # torchvision's model zoo loads with it: kept out of `vito eval --help`, which imports this module
+            from torchvision.models.feature_extraction import create_feature_extractor
+
             nodes = {self.stage_names[i]: str(i) for i in indices}
             # batch norms stay leaves (any subclass, e.g. vito's CPU synchronised one, is not traced into); the
             # extractor shares its modules with ``model``, so it takes the model's mode (``.eval()`` here would

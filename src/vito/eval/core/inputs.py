@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -36,6 +35,8 @@ def centre_crop_side(height: int, width: int) -> int:
 
 def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 ``[..., 3, H, W]`` → uint8 ``[..., 3, size, size]``: the centre crop, bicubic resize."""
+    import torchvision.transforms.v2.functional as TF  # loads torchvision's model zoo: kept out of `vito eval --help`
+
     side = centre_crop_side(*image.shape[-2:])
     image = TF.center_crop(image, [side, side])
     return TF.resize(image, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
@@ -50,6 +51,8 @@ class EvalTransform:
 
     def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
         """A PIL image or a uint8 ``[..., 3, H, W]`` tensor (e.g. a clip) in, normalised ``[..., 3, size, size]`` out."""
+        import torchvision.transforms.v2.functional as TF  # kept out of `vito eval --help` (as in centre_crop)
+
         if isinstance(image, Image.Image):
             image = torch.from_numpy(np.ascontiguousarray(to_rgb_array(image))).permute(2, 0, 1)
         image = TF.to_dtype(centre_crop(image, self.size), torch.float32, scale=True).clamp(0, 1)

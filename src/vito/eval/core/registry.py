@@ -65,13 +65,16 @@ def register(cls: type[Evaluation]) -> type[Evaluation]:
 
 
 def discover() -> dict[str, type[Evaluation]]:
-    """Import every module under ``vito.eval`` so that each registers its evaluations; returns the registry.
+    """Import every benchmark package under ``vito.eval``; each package's ``__init__`` imports its command
+    modules (those that ``@register`` an evaluation). Returns the registry.
 
-    Why walk everything: an evaluation is found because its package holds it, not because a list names it.
+    Why packages, not every module: an evaluation is found because its package holds it, not because a central
+    list names it, while the heavy modules behind a command (models, fine-tune recipes, pictures) are imported
+    only when it runs, so that building ``vito eval NAME --help`` stays fast.
     """
     package = importlib.import_module("vito.eval")
     for module in pkgutil.walk_packages(package.__path__, prefix="vito.eval."):
-        if not module.name.rsplit(".", 1)[-1].startswith("_"):
+        if module.ispkg:
             importlib.import_module(module.name)
     return REGISTRY
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from vito.engine.distributed import launched_rank
 from vito.errors import VitoError
-from vito.eval.core.encoder_spec import EncoderSpec, add_encoder_arguments
+from vito.eval.core.encoder_spec import EncoderSpec, add_encoder_arguments, describe_encoder
+from vito.eval.core.encoders import Encoder
 from vito.eval.core.registry import discover, get, recorded_settings, refuse_unused
 from vito.eval.core.result import RESULT_JSON, Result, plain, read_result
 from vito.eval.core.result_writer import write_result
@@ -34,9 +35,13 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def add_evaluation_commands(evals: argparse._SubParsersAction) -> None:
-    """``vito eval NAME`` for every registered evaluation: encoder options, ``--out`` and its Settings."""
-    for name, cls in sorted(discover().items()):
+def add_evaluation_commands(evals: argparse._SubParsersAction, only: str | None = None) -> None:
+    """``vito eval NAME`` for every registered evaluation (or only for ``only`` when it is one): encoder options,
+    ``--out`` and its Settings."""
+    registry = discover()
+    names = [only] if only in registry else sorted(registry)
+    for name in names:
+        cls = registry[name]
         parser = evals.add_parser(name, help=cls.help, description=cls.description or cls.help)
         if cls.needs_encoder:
             add_encoder_arguments(parser, required=cls.needs_encoder is True)
@@ -76,13 +81,14 @@ RERUN_FLAGS = ("resume", "overwrite")  # settings that say how to continue a run
 NON_RESULT_SETTINGS = frozenset({"cache_dir", "num_workers", *RERUN_FLAGS})
 
 
-def check_out_dir(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | None) -> None:
+def check_out_dir(name: str, settings: Any, out_dir: Path, described: dict[str, Any] | None) -> None:
     """Refuse an ``OUT`` that holds another run's Result, before anything is computed or written.
 
     Why: ``write_result`` would replace that run's result.json and result.md (and its pictures) without a
     word. The same evaluation with the same encoder and settings is this run again (``vito report`` and
     ``--resume`` rely on rerunning into a folder) and may replace it; so may ``--overwrite`` where an
-    evaluation has it. A non-folder ``OUT`` or an unreadable result.json are refused too.
+    evaluation has it. A non-folder ``OUT`` or an unreadable result.json are refused too. ``described``: the
+    encoder as the Result records it (``EncoderSpec.describe``), None for an evaluation run without one.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -94,12 +100,12 @@ def check_out_dir(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | N
     except VitoError as error:
         raise VitoError(f"--out {out_dir} already holds a {RESULT_JSON} that is not a vito result ({error}); "
                         "choose another --out") from error
-    given = {k: v for k, v in recorded_settings(get(name), settings, spec is not None).items()
+    given = {k: v for k, v in recorded_settings(get(name), settings, described is not None).items()
              if k not in NON_RESULT_SETTINGS}
-    encoder = plain(spec.describe()) if spec is not None else {}
+    encoder = plain(described) if described is not None else {}
     differences = [f"evaluation {previous.evaluation}"] if previous.evaluation != name else []
     differences += [f"encoder {k}" for k, v in encoder.items() if previous.encoder.get(k) != v]
-    if spec is None and previous.encoder.get("spec"):
+    if described is None and previous.encoder.get("spec"):
         differences.append(f"encoder {previous.encoder['spec']}")
     differences += [k for k, v in given.items() if json.dumps(previous.settings.get(k), sort_keys=True, default=str)
                     != json.dumps(v, sort_keys=True, default=str)]
@@ -110,24 +116,34 @@ def check_out_dir(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | N
                         f"{out_dir / RESULT_JSON}")
 
 
-def run_evaluation(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | None = None) -> Result:
+def run_evaluation(name: str, settings: Any, out_dir: Path, spec: EncoderSpec | None = None,
+                   encoder: Encoder | None = None) -> Result:
     """Check (the settings, and that ``out_dir`` holds no other run), load the encoder (if any), run, stamp
-    encoder/settings/versions/time, and write the Result."""
+    encoder/settings/versions/time, and write the Result.
+
+    ``encoder``: an encoder already loaded (the Python API's ``vito.evaluate``), in place of ``spec``; the
+    Result describes it by the EncoderSpec it was loaded from (``describe_encoder``), as ``vito eval`` would.
+    """
     cls = get(name)
     evaluation = cls()
-    if spec is not None and cls.needs_encoder is False:
+    if spec is not None and encoder is not None:
+        raise ValueError("run_evaluation takes an EncoderSpec or a loaded Encoder, not both")
+    has_encoder = spec is not None or encoder is not None
+    if has_encoder and cls.needs_encoder is False:
         raise VitoError(f"vito eval {name} takes no encoder")
     if spec is not None:
         spec.check()
-    evaluation.check(settings, spec is not None)
-    refuse_unused(cls, settings, spec is not None)
-    check_out_dir(name, settings, Path(out_dir), spec)
+    evaluation.check(settings, has_encoder)
+    refuse_unused(cls, settings, has_encoder)
+    described = spec.describe() if spec is not None else describe_encoder(encoder) if encoder is not None else None
+    check_out_dir(name, settings, Path(out_dir), described)
     started = time.perf_counter()
-    encoder = spec.load() if spec is not None else None
-    result = evaluation.run(encoder, settings, Path(out_dir))
-    result.settings = stamped_settings(recorded_settings(cls, settings, spec is not None), result.settings)
     if spec is not None:
-        result.encoder = {**spec.describe(), "name": encoder.name, **result.encoder}
+        encoder = spec.load()
+    result = evaluation.run(encoder, settings, Path(out_dir))
+    result.settings = stamped_settings(recorded_settings(cls, settings, has_encoder), result.settings)
+    if described is not None:
+        result.encoder = {**described, "name": encoder.name, **result.encoder}
     result.seconds = result.seconds or time.perf_counter() - started
     result.versions = result.versions or package_versions()
     if launched_rank() == 0:  # under torchrun every process holds the same Result; one writes it

@@ -21,7 +21,6 @@ from vito.eval.core.encoders import Encoder
 from vito.eval.core.registry import Evaluation, register
 from vito.eval.core.result import Coverage, Metric, Result
 from vito.eval.human.clickme_data import EXAMPLES, iter_clickme, save_examples
-from vito.eval.human.pictures import compare_clickme
 from vito.eval.human.saliency import (
     HUMAN_SPEARMAN_CEILING,
     MAP_SIZE,
@@ -130,6 +129,8 @@ class ClickMe(Evaluation):
             raise DataError(f"no ClickMe examples to compare with in {', '.join(missing)}")
 
     def run(self, encoder: Encoder | None, settings: ClickMeSettings, out_dir: Path) -> Result:
+        from vito.eval.human.pictures import compare_clickme  # matplotlib: kept out of `vito eval --help`
+
         out_dir = Path(out_dir)
         if encoder is None:
             compare_clickme(settings.compare, out_dir / PICTURE)

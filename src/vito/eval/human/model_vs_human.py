@@ -16,7 +16,6 @@ from vito.eval.core.classifier import ImageNetClassifier, InferenceSettings, att
 from vito.eval.core.encoders import Encoder
 from vito.eval.core.registry import Evaluation, register
 from vito.eval.core.result import Coverage, Metric, Result
-from vito.eval.human.pictures import draw_table
 from vito.eval.human.result_store import (
     TABLE_COLUMNS,
     decision_maker,
@@ -57,6 +56,8 @@ def evaluate_model_vs_human(
 
     Returns (this run's scores, or None with only ``compare``; every row of the table by label).
     """
+    from vito.eval.human.pictures import draw_table  # matplotlib: kept out of `vito eval --help`
+
     earlier = load_results(compare)
     result, rows = None, None
     if responses is not None or humans or classifier is not None:

@@ -16,7 +16,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 from torch import nn
 
 from vito.data.imagenet import IMAGENET_STD
@@ -72,6 +71,8 @@ def preprocess_human_maps(heatmaps: torch.Tensor) -> torch.Tensor:
 
 def spearman_per_image(model_maps: torch.Tensor | np.ndarray, human_maps: torch.Tensor | np.ndarray) -> np.ndarray:
     """Spearman rank correlation of each image's flattened maps (ties get average ranks); nan if a map is flat."""
+    from scipy.stats import rankdata  # scipy.stats takes seconds to import: kept out of `vito eval --help`
+
     a = np.asarray(model_maps, dtype=np.float64).reshape(len(model_maps), -1)
     b = np.asarray(human_maps, dtype=np.float64).reshape(len(human_maps), -1)
     if a.shape != b.shape:

@@ -15,7 +15,6 @@ from vito.eval.core.classifier import ImageNetClassifier, InferenceSettings, att
 from vito.eval.core.encoders import Encoder
 from vito.eval.core.registry import Evaluation, register
 from vito.eval.core.result import Coverage, Result
-from vito.eval.robustness.pictures import per_severity_of, plot_3dcc
 from vito.eval.robustness.shared import Scored, folder_accuracy, scored_result
 
 log = logging.getLogger(__name__)
@@ -126,10 +125,14 @@ class ImageNet3DCC(Evaluation):
             raise VitoError("vito eval imagenet-3dcc: give --encoder ENC, or --compare RESULTS... to plot only")
         if settings.clean_accuracy is not None and not 0 <= settings.clean_accuracy <= 1:
             raise VitoError(f"--clean-accuracy is a fraction in [0, 1], got {settings.clean_accuracy}")
+        from vito.eval.robustness.pictures import per_severity_of  # matplotlib: kept out of `vito eval --help`
+
         for item in settings.compare:  # before the evaluation, not after hours of it
             per_severity_of(item)
 
     def run(self, encoder: Encoder | None, settings: ImageNet3DCCSettings, out_dir: Path) -> Result:
+        from vito.eval.robustness.pictures import plot_3dcc  # matplotlib: kept out of `vito eval --help`
+
         out = Path(out_dir) / PICTURE_3DCC
         if encoder is None:
             plot_3dcc(settings.compare, out)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from vito.engine.progress import progress
 from vito.errors import DataError, VitoError
@@ -45,6 +44,8 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
 
 def _matched(points: np.ndarray, targets: np.ndarray, radius: float) -> int:
     """How many ``points`` lie within Euclidean distance ``radius`` of some target (= disk dilation test)."""
+    from scipy.spatial import cKDTree  # scipy.spatial takes a second to import: kept out of `vito eval --help`
+
     distance, _ = cKDTree(targets).query(points, k=1, distance_upper_bound=radius + 1e-9)
     return int(np.isfinite(distance).sum())
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch.utils.data import Dataset
 
 from vito.data.augment import RandomResizedCropFlip
@@ -142,6 +141,8 @@ def transform_clip(
     resized crop (area 8-100 %, aspect 3/4-4/3; the box sampler of pretraining), a flip with probability 1/2
     and, given ``color_jitter``, :func:`jitter_colours`.
     """
+    import torchvision.transforms.v2.functional as TF  # loads torchvision's model zoo: kept out of `vito eval --help`
+
     clip = frames.permute(0, 3, 1, 2)
     if not train:
         return EvalTransform(size)(clip)
@@ -159,6 +160,8 @@ def jitter_colours(clip: torch.Tensor, strength: Sequence[float], rng: np.random
     """AVID-CMA's clip colour jitter on uint8 ``[T, 3, H, W]``: brightness, contrast and saturation factors drawn
     from U[max(0, 1 - s), 1 + s], a hue shift from U[-h, h] (``strength = (b, c, s, h)``; a strength of 0 skips
     that change), applied in a random order, with the same values for every frame of the clip."""
+    import torchvision.transforms.v2.functional as TF  # kept out of `vito eval --help`, as in train_clip_transform
+
     brightness, contrast, saturation, hue = strength
     changes = []
     for adjust, s in ((TF.adjust_brightness, brightness), (TF.adjust_contrast, contrast),

@@ -16,6 +16,7 @@ an undefined number (COCOeval's -1) is null.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vito.engine import distributed
 from vito.errors import VitoError
@@ -24,8 +25,10 @@ from vito.eval.core.registry import Evaluation, register
 from vito.eval.core.result import Coverage, Metric, Result, mean_and_sd
 from vito.eval.dense.detection.data import Annotations, load_annotations
 from vito.eval.dense.detection.metrics import DetectionScores, load_results, metric_labels, score_detections
-from vito.eval.dense.detection.recipe import FinetunePlan, SeedOutcome, alignment_start, finetune_seed, plan_steps
-from vito.eval.dense.detection.settings import REFERENCE_BATCH, DetectSettings
+from vito.eval.dense.detection.settings import DetectSettings
+
+if TYPE_CHECKING:
+    from vito.eval.dense.detection.recipe import SeedOutcome
 
 
 @register
@@ -64,6 +67,9 @@ class Detect(Evaluation):
         return detection_result(self.name, annotations, scores, settings.iou_type)
 
     def _finetune(self, encoder: Encoder, settings: DetectSettings, val: Annotations, out_dir: Path) -> Result:
+        # the recipe builds torchvision's FCOS: kept out of `vito eval --help`, which imports this module
+        from vito.eval.dense.detection.recipe import finetune_plan, finetune_seed
+
         train = load_annotations(settings.train_ann, settings.dataset)
         if train.category_ids != val.category_ids:
             raise VitoError(f"{settings.train_ann} and {settings.val_ann} have different categories")
@@ -87,19 +93,6 @@ def detection_result(name: str, annotations: Annotations, scores: DetectionScore
     settings = {"num_detections": scores.num_detections, "dropped_by_cap": scores.dropped_by_cap}
     return Result(name, metrics, settings, Coverage(images, images, note),
                   tables={"AP per category": scores.per_category})
-
-
-def finetune_plan(settings: DetectSettings, train: Annotations, seed: int, encoder: Encoder) -> FinetunePlan:
-    """The A.3 schedule for this train set and batch (steps, warm-up, linearly scaled learning rate, FCOS*'s
-    switch to task alignment)."""
-    steps, warmup = plan_steps(len(train.images), settings.batch_size, settings.epochs, settings.warmup_epochs,
-                               settings.max_steps)
-    return FinetunePlan(
-        settings, seed=seed, steps=steps, warmup_steps=warmup, lr=settings.base_lr * settings.batch_size / REFERENCE_BATCH,
-        identity={"encoder": encoder.fingerprint, "train_ann": str(Path(settings.train_ann).resolve()),
-                  "epochs": settings.epochs, "base_lr": settings.base_lr},
-        alignment_start=alignment_start(steps, settings.epochs),
-    )
 
 
 def finetune_result(name: str, val: Annotations, outcomes: list[SeedOutcome], out_dir: Path) -> Result:

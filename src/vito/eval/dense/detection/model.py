@@ -31,8 +31,8 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from vito.eval.dense.detection.fcos_star import FCOSStar, FCOSStarHead, FixedStrideAnchors
+from vito.eval.dense.detection.settings import FPN_CHANNELS
 
-FPN_CHANNELS = 256
 FCOS_STRIDES = (8, 16, 32, 64, 128)  # P3..P7; one anchor point per location, its size = the stride
 SIZE_DIVISIBLE = 32  # the canvas is rounded up to this (the largest backbone stride)
 

@@ -51,7 +51,7 @@ from vito.eval.dense.detection.fcos_star import FCOSStarHead
 from vito.eval.dense.detection.metrics import LVIS_MAX_DETS, DetectionScores, score_detections
 from vito.eval.dense.detection.model import build_fcos, build_fcos_star
 from vito.eval.dense.detection.pictures import save_detection_picture
-from vito.eval.dense.detection.settings import DetectSettings
+from vito.eval.dense.detection.settings import REFERENCE_BATCH, DetectSettings
 from vito.eval.dense.detection.transforms import boxes_to_original
 from vito.io import atomic_write
 
@@ -107,6 +107,19 @@ def plan_steps(num_images: int, batch_size: int, epochs: float, warmup_epochs: f
 def alignment_start(steps: int, epochs: float) -> int:
     """FCOS*'s first task-aligned step: ``ALIGNMENT_START_EPOCHS / epochs`` of the (possibly capped) steps."""
     return round(steps * min(1.0, ALIGNMENT_START_EPOCHS / epochs))
+
+
+def finetune_plan(settings: DetectSettings, train: Annotations, seed: int, encoder: Encoder) -> FinetunePlan:
+    """The A.3 schedule for this train set and batch (steps, warm-up, linearly scaled learning rate)."""
+    steps, warmup = plan_steps(len(train.images), settings.batch_size, settings.epochs, settings.warmup_epochs,
+                               settings.max_steps)
+    lr = settings.base_lr * settings.batch_size / REFERENCE_BATCH
+    return FinetunePlan(
+        settings, seed=seed, steps=steps, warmup_steps=warmup, lr=lr,
+        identity={"encoder": encoder.fingerprint, "train_ann": str(Path(settings.train_ann).resolve()),
+                  "epochs": settings.epochs, "base_lr": settings.base_lr},
+        alignment_start=alignment_start(steps, settings.epochs),
+    )
 
 
 def lr_factor(step: int, steps: int, warmup_steps: int) -> float:

@@ -1,4 +1,8 @@
-"""The settings of ``vito eval detect`` (paper A.3's preset): one dataclass, which the fine-tune recipe reads too."""
+"""The settings of ``vito eval detect`` (paper A.3's preset): one dataclass, which the fine-tune recipe reads too.
+
+The preset's numbers live here, not in the modules that use them (``model``, ``transforms``), so that building
+``vito eval detect --help`` imports no torchvision detection code.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from vito.eval.dense.detection.model import FPN_CHANNELS
-from vito.eval.dense.detection.transforms import TARGET_RESOLUTION
-
 REFERENCE_BATCH = 128  # the batch at which A.3's base learning rate is stated
+TARGET_RESOLUTION = (800, 1024)  # (height, width), paper A.3
+FPN_CHANNELS = 256  # the width of the FPN and the FCOS head, as in torchvision's fcos_resnet50_fpn
 
 
 @dataclass

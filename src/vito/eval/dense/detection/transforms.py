@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 
-TARGET_RESOLUTION = (800, 1024)  # (height, width), paper A.3
+from vito.eval.dense.detection.settings import TARGET_RESOLUTION
+
 SCALE_JITTER = (0.8, 1.25)
 
 
@@ -40,6 +40,8 @@ def fit_scale(height: int, width: int, canvas: tuple[int, int]) -> float:
 def _resize(image: torch.Tensor, boxes: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor,
                                                                               tuple[float, float]]:
     """Resize by ``scale`` to whole pixels; boxes follow with the per-axis factors of the rounded size."""
+    import torchvision.transforms.v2.functional as TF  # loads torchvision's model zoo: kept out of `vito eval --help`
+
     height, width = image.shape[-2:]
     size = [max(1, round(height * scale)), max(1, round(width * scale))]
     factors = (size[1] / width, size[0] / height)

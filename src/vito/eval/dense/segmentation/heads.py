@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
 from torch import nn
 
 FCN_CHANNELS, FCN_DILATION = 256, 6
@@ -74,6 +73,9 @@ class UPerNetSegmenter(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+        # smp loads timm and torchvision's model zoo: kept out of `vito eval --help`, which imports this module
+        from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
+
         super().__init__()
         if len(backbone.channels) != 4:
             raise ValueError(f"UPerNet needs four feature maps (res2..res5), not {len(backbone.channels)}")
