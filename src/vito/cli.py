@@ -56,9 +56,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from vito.pretrain.export import export_backbone
+    from vito.pretrain.export import export
 
-    export_backbone(args.run, fmt=args.format, out=args.out)
+    exported = export(args.run, args.format, args.out, overwrite=args.overwrite)
+    for path in exported.files:
+        print(f"wrote {path}")
+    print(f"{exported.architecture} encoder of step {exported.step}; load it with: {exported.how_to_load}")
     return 0
 
 
@@ -104,13 +107,19 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
 
     export = sub.add_parser(
         "export",
-        help="write a trained backbone as a plain state dict for timm, torchvision or detectron2",
-        description="Writes the online encoder of a run so that e.g. "
-        "timm.create_model(name).load_state_dict(torch.load(FILE), strict=True) works.",
+        help="write a trained encoder for timm, torchvision, detectron2, safetensors or the Hugging Face hub",
+        description="Writes the online encoder of a run (the newest intact checkpoint of a run folder, or a "
+        "checkpoint file) so that other libraries load it without vito. timm/torchvision (.pt/.pth) and "
+        "detectron2 (.pkl): a plain state dict plus OUT.json naming the architecture. safetensors (.safetensors): "
+        "the timm network without a classifier (num_classes=0), with run, step and config digest in the file's "
+        "metadata. timm-hub: --out is a folder with config.json + model.safetensors that "
+        "timm.create_model('local-dir:FOLDER', pretrained=True) loads and `huggingface-cli upload` publishes as is.",
     )
     export.add_argument("run", type=Path, help="run folder or checkpoint file")
-    export.add_argument("--format", choices=["timm", "torchvision", "detectron2"], default="timm")
-    export.add_argument("--out", type=Path, required=True, help="output file")
+    export.add_argument("--format", choices=["timm", "torchvision", "detectron2", "safetensors", "timm-hub"],
+                        default="timm", help="default: timm; the --out suffix must match it")
+    export.add_argument("--out", type=Path, required=True, help="output file (timm-hub: output folder)")
+    export.add_argument("--overwrite", action="store_true", help="replace an export already at --out")
     export.set_defaults(handler=_cmd_export)
 
 
