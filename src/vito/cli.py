@@ -188,12 +188,14 @@ def _cmd_curate(args: argparse.Namespace) -> int:
                                 class_cap=args.class_cap, batch_size=args.batch_size, image_size=args.image_size)
     _check_out_folder(args.out)
     summary = curate_from_spec(args.candidates, args.out, args.classifier, args.weights, settings,
-                               rank=args.rank, world_size=args.world_size, resume=args.resume, device=args.device)
+                               random_init=args.random_init, rank=args.rank, world_size=args.world_size,
+                               resume=args.resume, device=args.device)
+    dry_run = f" [{summary['dry_run']}]" if summary and "dry_run" in summary else ""
     if summary is None:
         print(f"vito curate: this rank is done; the last rank to finish writes {args.out}/accepted.jsonl")
     else:
         print(f"vito curate: kept {summary['kept']} of {summary['candidates']} videos "
-              f"({summary['classes_kept']} classes); reasons {summary['reasons']} -> {args.out}")
+              f"({summary['classes_kept']} classes); reasons {summary['reasons']} -> {args.out}{dry_run}")
     return 0
 
 
@@ -228,11 +230,14 @@ def _add_curation_commands(sub: argparse._SubParsersAction) -> None:
         "paths are resolved against the file's folder) in the paper's order: the title names an ImageNet "
         "class or synonym, a per-class cap, duration, and an ImageNet classifier that must predict the class "
         "top-1 on one of the first frames. Split the work with `torchrun --nproc-per-node K -m vito curate ...` "
-        "or --rank/--world-size; rerunning the same command continues where it stopped.",
+        "or --rank/--world-size; rerunning the same command continues where it stopped. Guide: docs/curation.md.",
     )
     curate.add_argument("--candidates", type=Path, required=True, help="CSV or JSONL file of candidate videos")
     curate.add_argument("--classifier", required=True, help=f"ImageNet classifier: {SPEC_HELP}")
     curate.add_argument("--weights", type=Path, default=None, help="local weights file of the classifier")
+    curate.add_argument("--random-init", action="store_true",
+                        help="no --weights: a seeded random classifier, for a dry run of the pipeline (every output "
+                        "says so; see docs/curation.md)")
     curate.add_argument("--out", type=Path, required=True, help="output folder (accepted.jsonl, rejected.jsonl, ...)")
     curate.add_argument("--resume", action="store_true", help="continue the run in --out (fails if there is none)")
     curate.add_argument("--min-duration", type=float, default=10.0, help="seconds (default 10, as in the paper)")
