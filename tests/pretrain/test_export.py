@@ -160,7 +160,7 @@ def test_a_suffix_that_does_not_fit_the_format_is_refused_before_writing(
     assert not folder.exists()
 
 
-def test_a_run_without_checkpoint_and_unwritable_folders(run: Path, tmp_path: Path, capsys) -> None:
+def test_a_run_without_checkpoint_and_unwritable_folders(run: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     (tmp_path / "empty-run").mkdir()
     assert main(["export", str(tmp_path / "empty-run"), "--format", "safetensors", "--out",
                  str(tmp_path / "x.safetensors")]) == 2
@@ -168,6 +168,11 @@ def test_a_run_without_checkpoint_and_unwritable_folders(run: Path, tmp_path: Pa
     (tmp_path / "a-file").write_text("")
     with pytest.raises(VitoError, match="a-file is a file, not a folder"):
         export(run, "safetensors", tmp_path / "a-file" / "x.safetensors")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # what a read-only folder answers (root's never)
+    with pytest.raises(VitoError, match="is not writable"):
+        export(run, "safetensors", tmp_path / "x.safetensors")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "empty-run"]
     if os.geteuid() == 0:
         pytest.skip("root writes into read-only folders")
     locked = tmp_path / "locked"
