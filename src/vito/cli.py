@@ -52,9 +52,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from vito.pretrain.export import export_backbone
+    from vito.pretrain.export import export
 
-    export_backbone(args.run, fmt=args.format, out=args.out)
+    exported = export(args.run, args.format, args.out, overwrite=args.overwrite)
+    for path in exported.files:
+        print(f"wrote {path}")
+    print(f"{exported.architecture} encoder of step {exported.step}; load it with: {exported.how_to_load}")
     return 0
 
 
@@ -102,13 +105,19 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
 
     export = sub.add_parser(
         "export",
-        help="write a trained backbone as a plain state dict for timm, torchvision or detectron2",
-        description="Writes the online encoder of a run so that e.g. "
-        "timm.create_model(name).load_state_dict(torch.load(FILE), strict=True) works.",
+        help="write a trained encoder for timm, torchvision, detectron2, safetensors or the Hugging Face hub",
+        description="Writes the online encoder of a run (the newest intact checkpoint of a run folder, or a "
+        "checkpoint file) so that other libraries load it without vito. timm/torchvision (.pt/.pth) and "
+        "detectron2 (.pkl): a plain state dict plus OUT.json naming the architecture. safetensors (.safetensors): "
+        "the timm network without a classifier (num_classes=0), with run, step and config digest in the file's "
+        "metadata. timm-hub: --out is a folder with config.json + model.safetensors that "
+        "timm.create_model('local-dir:FOLDER', pretrained=True) loads and `huggingface-cli upload` publishes as is.",
     )
     export.add_argument("run", type=Path, help="run folder or checkpoint file")
-    export.add_argument("--format", choices=["timm", "torchvision", "detectron2"], default="timm")
-    export.add_argument("--out", type=Path, required=True, help="output file")
+    export.add_argument("--format", choices=["timm", "torchvision", "detectron2", "safetensors", "timm-hub"],
+                        default="timm", help="default: timm; the --out suffix must match it")
+    export.add_argument("--out", type=Path, required=True, help="output file (timm-hub: output folder)")
+    export.add_argument("--overwrite", action="store_true", help="replace an export already at --out")
     export.set_defaults(handler=_cmd_export)
 
 
@@ -178,12 +187,14 @@ def _cmd_curate(args: argparse.Namespace) -> int:
                                 class_cap=args.class_cap, batch_size=args.batch_size, image_size=args.image_size)
     _check_out_folder(args.out)
     summary = curate_from_spec(args.candidates, args.out, args.classifier, args.weights, settings,
-                               rank=args.rank, world_size=args.world_size, resume=args.resume, device=args.device)
+                               random_init=args.random_init, rank=args.rank, world_size=args.world_size,
+                               resume=args.resume, device=args.device)
+    dry_run = f" [{summary['dry_run']}]" if summary and "dry_run" in summary else ""
     if summary is None:
         print(f"vito curate: this rank is done; the last rank to finish writes {args.out}/accepted.jsonl")
     else:
         print(f"vito curate: kept {summary['kept']} of {summary['candidates']} videos "
-              f"({summary['classes_kept']} classes); reasons {summary['reasons']} -> {args.out}")
+              f"({summary['classes_kept']} classes); reasons {summary['reasons']} -> {args.out}{dry_run}")
     return 0
 
 
@@ -218,11 +229,14 @@ def _add_curation_commands(sub: argparse._SubParsersAction) -> None:
         "paths are resolved against the file's folder) in the paper's order: the title names an ImageNet "
         "class or synonym, a per-class cap, duration, and an ImageNet classifier that must predict the class "
         "top-1 on one of the first frames. Split the work with `torchrun --nproc-per-node K -m vito curate ...` "
-        "or --rank/--world-size; rerunning the same command continues where it stopped.",
+        "or --rank/--world-size; rerunning the same command continues where it stopped. Guide: docs/curation.md.",
     )
     curate.add_argument("--candidates", type=Path, required=True, help="CSV or JSONL file of candidate videos")
     curate.add_argument("--classifier", required=True, help=f"ImageNet classifier: {SPEC_HELP}")
     curate.add_argument("--weights", type=Path, default=None, help="local weights file of the classifier")
+    curate.add_argument("--random-init", action="store_true",
+                        help="no --weights: a seeded random classifier, for a dry run of the pipeline (every output "
+                        "says so; see docs/curation.md)")
     curate.add_argument("--out", type=Path, required=True, help="output folder (accepted.jsonl, rejected.jsonl, ...)")
     curate.add_argument("--resume", action="store_true", help="continue the run in --out (fails if there is none)")
     curate.add_argument("--min-duration", type=float, default=10.0, help="seconds (default 10, as in the paper)")

@@ -216,6 +216,7 @@ class CurationRun:
     rank: int = 0
     world_size: int = 1
     classifier_name: str = ""
+    random_init: bool = False  # the classifier is a random network: every output says the run is a dry run
 
     def fingerprint(self) -> dict[str, Any]:
         """What makes two invocations the same run (a rerun with other settings must not mix results)."""
@@ -231,7 +232,8 @@ class CurationRun:
 def curate(candidates_file: str | Path, out_dir: str | Path, classifier: nn.Module | None,
            settings: CurationSettings = CurationSettings(), classifier_name: str = "",
            rank: int | None = None, world_size: int | None = None, resume: bool = False,
-           device: str = "auto", lexicon: Lexicon | None = None, progress: bool = True) -> dict[str, Any] | None:
+           device: str = "auto", lexicon: Lexicon | None = None, progress: bool = True,
+           random_init: bool = False) -> dict[str, Any] | None:
     """Run (or continue) this rank's share of a curation; merge when every candidate is recorded.
 
     ``rank``/``world_size`` default to torchrun's ``RANK``/``WORLD_SIZE`` (else 0 and 1). Returns the
@@ -241,7 +243,7 @@ def curate(candidates_file: str | Path, out_dir: str | Path, classifier: nn.Modu
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     if not 0 <= rank < world_size:
         raise VitoError(f"rank {rank} is outside world size {world_size}")
-    run = CurationRun(Path(candidates_file), Path(out_dir), settings, rank, world_size, classifier_name)
+    run = CurationRun(Path(candidates_file), Path(out_dir), settings, rank, world_size, classifier_name, random_init)
     candidates = read_candidates(run.candidates_file)  # before the output folder is touched
     _check_run(run, resume)
     lexicon = lexicon or imagenet_lexicon()
@@ -306,6 +308,8 @@ def merge(run: CurationRun, candidates: list[Candidate], records: dict[int, dict
           lexicon: Lexicon) -> dict[str, Any]:
     """Write accepted/rejected lists (candidate order), the summary and the class-distribution picture."""
     ordered = [records[c.index] for c in candidates]
+    if run.random_init:  # every record that leaves this folder (prepare reads accepted.jsonl) carries the label
+        ordered = [{**record, "classifier": run.classifier_name, "dry_run": DRY_RUN_LABEL} for record in ordered]
     _write_jsonl(run.out_dir / "accepted.jsonl", [r for r in ordered if r["decision"] == "kept"])
     _write_jsonl(run.out_dir / "rejected.jsonl", [r for r in ordered if r["decision"] != "kept"])
     kept = np.zeros(len(lexicon), dtype=np.int64)
@@ -329,9 +333,11 @@ def merge(run: CurationRun, candidates: list[Candidate], records: dict[int, dict
         "settings": asdict(run.settings),
         "classifier": run.classifier_name,
     }
+    if run.random_init:
+        summary["dry_run"] = DRY_RUN_LABEL
     write_json(run.out_dir / "summary.json", summary)
-    plot_class_distribution(kept, run.out_dir / "class_distribution.png", title="VideoNet curation",
-                            kl=summary["kl_to_uniform"])
+    title = f"VideoNet curation ({DRY_RUN_LABEL})" if run.random_init else "VideoNet curation"
+    plot_class_distribution(kept, run.out_dir / "class_distribution.png", title=title, kl=summary["kl_to_uniform"])
     return summary
 
 
@@ -357,11 +363,26 @@ def _device(device: str) -> torch.device:
     return torch.device("cpu")
 
 
+RANDOM_INIT_SEED = 0  # a random-init classifier is the same network on every rank and in every rerun
+DRY_RUN_LABEL = "random-init classifier: a dry run, not a curation"
+
+
 def curate_from_spec(candidates_file: str | Path, out_dir: str | Path, spec: str, weights: str | Path | None,
-                     settings: CurationSettings = CurationSettings(), **kwargs: Any) -> dict[str, Any] | None:
-    """``curate`` with a timm/torchvision ImageNet classifier read from a local weights file."""
+                     settings: CurationSettings = CurationSettings(), random_init: bool = False,
+                     **kwargs: Any) -> dict[str, Any] | None:
+    """``curate`` with a timm/torchvision ImageNet classifier read from a local weights file.
+
+    Without weights the classifier is only built when ``random_init`` asks for it explicitly: its "verdicts" are
+    noise, which is what a dry run of the pipeline (docs/curation.md) needs and what a real curation must never
+    get by forgetting ``--weights``. Such a run says so in every output (``DRY_RUN_LABEL``).
+    """
     from vito.models.external import load_external_model
 
-    model = load_external_model(spec, weights)
-    name = f"{spec} ({Path(weights).name})" if weights is not None else f"{spec} (random init)"
-    return curate(candidates_file, out_dir, model, settings, classifier_name=name, **kwargs)
+    if (weights is None) != random_init:
+        raise VitoError(f"--classifier {spec} needs --weights FILE (local ImageNet-1k weights) or, for a dry run "
+                        "without them, --random-init (not both)")
+    with torch.random.fork_rng(devices=[]):  # a seeded init that leaves the caller's random stream alone
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = load_external_model(spec, weights)
+    name = f"{spec} ({Path(weights).name})" if weights is not None else f"{spec} (random init, seed {RANDOM_INIT_SEED})"
+    return curate(candidates_file, out_dir, model, settings, classifier_name=name, random_init=random_init, **kwargs)

@@ -194,7 +194,8 @@ def test_files_written_by_vito_export_are_encoders(tmp_path, fmt: str) -> None:
     save_checkpoint(tmp_path / "run", {"format": "vito-checkpoint/1", "step": 3, "config": config.to_dict(),
                                        "model": Vito(config.model, config.loss).state_dict(), "optimizer": {},
                                        "rng": {}, "data": {}})
-    exported = export_backbone(tmp_path / "run", fmt=fmt, out=tmp_path / f"backbone-{fmt}.pt")
+    suffix = ".pkl" if fmt == "detectron2" else ".pt"  # the suffix must match the format
+    exported = export_backbone(tmp_path / "run", fmt=fmt, out=tmp_path / f"backbone-{fmt}{suffix}")
     if fmt == "detectron2":
         with pytest.raises(VitoError, match="detectron2 export"):
             load_encoder(exported)

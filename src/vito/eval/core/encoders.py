@@ -214,9 +214,9 @@ def load_encoder(spec: str | Path, weights: str | Path | None = None, device: st
             raise VitoError("--weights is only used with timm:NAME or torchvision:NAME encoders")
         if not path.exists():
             raise VitoError(f"encoder {text!r} is neither timm:/torchvision:NAME nor an existing file or folder")
-        sidecar = Path(f"{path}.json")
-        if path.is_file() and sidecar.is_file():
-            encoder = _load_exported(path, sidecar)
+        exported = _exported_weights(path)
+        if exported is not None:
+            encoder = _load_exported(*exported)
         else:
             encoder = _load_vito_checkpoint(path)
     return encoder.to(device)
@@ -250,13 +250,42 @@ def _load_outside_model(spec: str, weights: str | Path | None) -> Encoder:
     )
 
 
-def _load_exported(path: Path, sidecar: Path) -> Encoder:
-    """An exported backbone: a plain state dict plus ``{"library", "name", "format"}`` in ``FILE.json``."""
-    try:
-        info = json.loads(sidecar.read_text())
-        name, fmt = info["name"], info.get("format", info["library"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise VitoError(f"{sidecar} must be JSON with 'library', 'name' and 'format': {error}") from error
+def _exported_weights(path: Path) -> tuple[Path, str, str] | None:
+    """``(weights file, format, architecture)`` of a ``vito export``, None for anything else (a run).
+
+    Three kinds: a state dict with its ``FILE.json`` sidecar; a ``.safetensors`` file whose header metadata names
+    the architecture (``vito.architecture``); a timm-hub folder (``config.json`` + ``model.safetensors``).
+    """
+    sidecar = Path(f"{path}.json")
+    if path.is_file() and sidecar.is_file():
+        try:
+            info = json.loads(sidecar.read_text())
+            return path, info.get("format", info["library"]), info["name"]
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise VitoError(f"{sidecar} must be JSON with 'library', 'name' and 'format': {error}") from error
+    if path.is_file() and path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                name = (handle.metadata() or {}).get("vito.architecture")
+        except (SafetensorError, OSError) as error:
+            raise VitoError(f"{path} is not a readable safetensors file: {error}") from error
+        if name is None:
+            raise VitoError(f"{path} names no architecture (not a vito export): evaluate it as "
+                            f"--encoder timm:NAME --weights {path}")
+        return path, "timm", name
+    if path.is_dir() and (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        try:
+            return path / "model.safetensors", "timm", json.loads((path / "config.json").read_text())["architecture"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise VitoError(f"{path / 'config.json'} is not a timm hub config with an 'architecture': "
+                            f"{error}") from error
+    return None
+
+
+def _load_exported(path: Path, fmt: str, name: str) -> Encoder:
+    """An exported backbone: a state dict in the key layout of ``fmt`` for the architecture ``name``."""
     if fmt not in ("timm", "torchvision"):
         raise VitoError(f"{path} is a {fmt} export; evaluate the run folder or a timm/torchvision export instead")
     spec = f"{fmt}:{name}"  # the format says whose key layout (and so whose architecture) the file has
@@ -268,7 +297,7 @@ def _load_exported(path: Path, sidecar: Path) -> Encoder:
     _load_strict(model, state, f"exported weights {path}", spec, allow_missing_head=not head_keys)
     return Encoder(
         model, parse_spec(spec)[0], name, f"{spec} ({path.name})", classifier=head if has_head else None,
-        fingerprint=encoder_fingerprint(path),
+        fingerprint=_fingerprint(spec, _file_identity(path)),
     )
 
 
@@ -333,9 +362,9 @@ def encoder_fingerprint(spec: str | Path, weights: str | Path | None = None) -> 
     path = Path(text)
     if not path.exists():
         raise VitoError(f"encoder {text!r} is neither timm:/torchvision:NAME nor an existing file or folder")
-    sidecar = Path(f"{path}.json")
-    if path.is_file() and sidecar.is_file():
-        info = json.loads(sidecar.read_text())
-        return _fingerprint(f"{info.get('format', info.get('library'))}:{info.get('name')}", _file_identity(path))
+    exported = _exported_weights(path)
+    if exported is not None:
+        weights_file, fmt, name = exported
+        return _fingerprint(f"{fmt}:{name}", _file_identity(weights_file))
     checkpoint = path if path.is_file() else checkpoint_dir(path) / LAST
     return _fingerprint("vito", _file_identity(checkpoint))
