@@ -65,9 +65,10 @@ def scan_source(source: ClipSource, workers: int = 0, rank: int = 0, world_size:
 def _probe_all(source: ClipSource, indices: list[int], workers: int) -> list[str | None]:
     """``probe_clip`` of each index, in ``workers`` processes (a crashing decoder fails the scan, never hangs it).
 
-    The workers are spawned, not forked: a fork copies the parent's locks in whatever state its threads (the
-    decoders', OpenMP's) left them, and a pool forked late in a long process (a test session, a notebook) hung
-    in CI. A spawned worker starts clean, for about a second of imports, once per run.
+    The workers are spawned, not forked: a fork copies the parent's thread pools without their threads (FFmpeg's
+    scaler pool hung forked loader workers in CI, see ``vito.data.video._reformatter``), and a pool started late
+    in a long process (a test session, a notebook) should not depend on what ran before. A spawned worker starts
+    clean, for about a second of imports, once per run.
     """
     if workers <= 0 or len(indices) < 2 * workers:
         return [probe_clip(source, i) for i in indices]

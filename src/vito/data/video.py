@@ -20,14 +20,16 @@ protocol such as ``pipe:0`` (see ``vito.data.local_files``).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 try:  # reading prepared shards needs no PyAV (a bare GPU machine may lack it); opening a video then says so
     import av
+    from av.video.reformatter import VideoReformatter
 except ImportError:  # pragma: no cover - PyAV is a core dependency
-    av = None
+    av = VideoReformatter = None
 import numpy as np
 import torch
 
@@ -397,12 +399,31 @@ class VideoReader:
         """uint8 [H, W, 3] of ``frame`` as displayed, ``size = (width, height)`` after the rotation."""
         turns = self.info.rotation
         width, height = size if turns % 2 == 0 else size[::-1]
-        rgb = frame.reformat(width, height, format="rgb24").to_ndarray()
+        rgb = _reformatter().reformat(frame, width, height, format="rgb24", threads=1).to_ndarray()
         return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
     def _output_size(self, short_side: int | None) -> tuple[int, int]:
         width, height = self.info.width, self.info.height
         return (width, height) if short_side is None else output_size(width, height, short_side)
+
+
+_REFORMATTERS: dict[int, VideoReformatter] = {}  # process id -> that process's frame converter, never dropped
+
+
+def _reformatter() -> VideoReformatter:
+    """This process's frame converter (FFmpeg's scaler), scaling on one thread.
+
+    Why: the scaler keeps a pool of slice threads in its context. A DataLoader worker forked from a process that
+    had scaled frames inherited such a context without its threads, and its first scale, freeing that pool,
+    waited forever on a condition variable (CI hung in tests/data/test_prescan.py; py-spy showed the worker in
+    pthread_cond_destroy under avpriv_slicethread_free). On one thread no pool is made, and each process uses a
+    converter of its own; an inherited one is kept, never freed. One thread is also what a loader worker should
+    use: the workers already take the cores.
+    """
+    pid = os.getpid()
+    if pid not in _REFORMATTERS:
+        _REFORMATTERS[pid] = VideoReformatter()
+    return _REFORMATTERS[pid]
 
 
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
