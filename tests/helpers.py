@@ -17,6 +17,7 @@ TINY_OVERRIDES = [
     "model.backbone=resnet18", "model.projector_hidden=64", "model.projector_dim=32",
     "data.image_size=32", "data.decode_short_side=48", "data.batch_size=4", "data.num_workers=0",
     "optim.warmup_steps=1", "train.precision=fp32", "train.log_every=1", "train.checkpoint_every=2",
+    "train.stop_grace_seconds=0",  # no step-time estimate (its own test turns it on): tests count forward calls
 ]
 """``key=value`` overrides of the demo preset that make a pretraining step take a fraction of a second on a CPU."""
 

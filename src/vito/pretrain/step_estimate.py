@@ -35,7 +35,7 @@ def estimate_step_seconds(model: torch.nn.Module, config: Config, device: torch.
         _synchronize(device)
         started = time.perf_counter()
         with autocast:
-            loss = probe(views, videos)["loss"]
+            loss = probe(views, video_index=videos)["loss"]
         loss.backward()
         _synchronize(device)
         seconds = time.perf_counter() - started

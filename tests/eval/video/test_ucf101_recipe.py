@@ -133,12 +133,13 @@ def test_the_recipe_is_part_of_the_cell_and_of_the_run_identity(tmp_path) -> Non
     """`vito report` recomputes a cell made with vito-v1 or before the recipes; a vito-v1 fine-tune keeps the run
     identity it had before them (its folder is reused), a CycleContrast one adds the values that differ."""
     from vito.eval.core.registry import settings_dict
-    from vito.report.grid import matches
+    from vito.report.grid import Cell, matches
 
     current = _settings(tmp_path)
     before = {k: v for k, v in settings_dict(_settings(tmp_path, recipe="vito-v1")).items() if k != "recipe"}
-    assert not matches({**before, "recipe": "vito-v1"}, None, None, current)
-    assert not matches(before, None, None, current)
+    cell = Cell("row", "ucf101", tmp_path, SimpleNamespace(), {}, settings=current)  # a row with an encoder
+    assert not matches({**before, "recipe": "vito-v1"}, cell, None)
+    assert not matches(before, cell, None)
     encoder = SimpleNamespace(fingerprint="f", name="n")
     keys = set(ucf101_recipe.run_config(encoder, _settings(tmp_path, recipe="vito-v1"),
                                         ucf101_recipe.RECIPES["vito-v1"], 1, 2, 2))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from vito.eval.core.running import add_evaluation_commands, run_evaluation, run_
 from vito.eval.dense.segmentation import segment
 from vito.eval.dense.segmentation.metrics import SegmentationAreas, segmentation_scores
 from vito.eval.dense.segmentation.segment import Segment
-from vito.report.grid import matches
+from vito.report.grid import Cell, matches
 
 OVERFIT = Path("segmentation/voc2012/predictions/overfit-2007_000033/fcn16s_epoch_200.png")
 
@@ -214,9 +215,10 @@ def test_choosing_on_val_stays_available_and_says_so(tmp_path: Path, monkeypatch
     assert result.settings["selection"] == {"how": "val", "chosen_on": "val"} and "heldout_ids" not in result.tables
     current = settings_from_mapping(Segment, {"dataset": "voc", "root": tmp_path})
     stored = {**settings_dict(current), "lr_selection": "val"}
-    assert not matches(stored, None, None, current)  # `vito report` recomputes a cell chosen on val
+    cell = Cell("row", "segment", tmp_path, SimpleNamespace(), {}, settings=current)  # a row with an encoder
+    assert not matches(stored, cell, None)  # `vito report` recomputes a cell chosen on val
     del stored["lr_selection"]
-    assert not matches(stored, None, None, current)  # and one made before the setting existed
+    assert not matches(stored, cell, None)  # and one made before the setting existed
 
 
 def test_fine_tune_settings_are_refused_when_only_scoring(tmp_path: Path) -> None:
