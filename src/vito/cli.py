@@ -82,7 +82,7 @@ def _add_pretraining_commands(sub: argparse._SubParsersAction) -> None:
         "with data.sampling=same (the moclr_r50 preset: the paper's MoCLR-on-ImageNet baseline). Runs the same on K processes with "
         "`torchrun --nproc-per-node K -m vito pretrain ...`. SIGTERM, SIGINT or SIGUSR1 finish the current "
         "step, write a checkpoint and exit with status 128 + the signal number (SIGUSR1: 143, like SIGTERM); "
-        "see docs/cluster.md.",
+        "see `vito docs cluster`.",
     )
     pretrain.add_argument("--config", default=None,
                           help="YAML file or preset name (vito_r50, moclr_r50, demo); default "
@@ -229,14 +229,14 @@ def _add_curation_commands(sub: argparse._SubParsersAction) -> None:
         "paths are resolved against the file's folder) in the paper's order: the title names an ImageNet "
         "class or synonym, a per-class cap, duration, and an ImageNet classifier that must predict the class "
         "top-1 on one of the first frames. Split the work with `torchrun --nproc-per-node K -m vito curate ...` "
-        "or --rank/--world-size; rerunning the same command continues where it stopped. Guide: docs/curation.md.",
+        "or --rank/--world-size; rerunning the same command continues where it stopped. Guide: `vito docs curation`.",
     )
     curate.add_argument("--candidates", type=Path, required=True, help="CSV or JSONL file of candidate videos")
     curate.add_argument("--classifier", required=True, help=f"ImageNet classifier: {SPEC_HELP}")
     curate.add_argument("--weights", type=Path, default=None, help="local weights file of the classifier")
     curate.add_argument("--random-init", action="store_true",
                         help="no --weights: a seeded random classifier, for a dry run of the pipeline (every output "
-                        "says so; see docs/curation.md)")
+                        "says so; see `vito docs curation`)")
     curate.add_argument("--out", type=Path, required=True, help="output folder (accepted.jsonl, rejected.jsonl, ...)")
     curate.add_argument("--resume", action="store_true", help="continue the run in --out (fails if there is none)")
     curate.add_argument("--min-duration", type=float, default=10.0, help="seconds (default 10, as in the paper)")
@@ -297,7 +297,7 @@ def _add_report_command(sub: argparse._SubParsersAction) -> None:
         "encoder, reusing each cell already computed for the same encoder and settings under OUT/cells/ "
         "(also cells written there beforehand by `vito eval NAME ... --out OUT/cells/ROW/NAME`), and writes "
         "OUT/index.html, OUT/report.md and OUT/results.json. A failing cell is marked and the others complete; "
-        "the exit status is then 1. See docs/report.md.",
+        "the exit status is then 1. See `vito docs report`.",
     )
     report.add_argument("suite", type=Path, help="suite YAML file")
     report.add_argument("--out", type=Path, required=True, help="report folder")
@@ -308,6 +308,39 @@ def _add_report_command(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--break-lock", action="store_true",
                         help="take a report folder locked by a report on another host (only when that one is gone)")
     report.set_defaults(handler=_cmd_report)
+
+
+# --------------------------------------------------------------------------------------------------
+# The guides (vito docs): docs/*.md ship inside the package, so messages can point to them from any install
+
+DOCS_DIR = Path(__file__).parent / "docs"
+
+
+def doc_pages() -> dict[str, Path]:
+    """The guides by name (``cluster`` for docs/cluster.md)."""
+    return {path.stem: path for path in sorted(DOCS_DIR.glob("*.md"))}
+
+
+def _cmd_docs(args: argparse.Namespace) -> int:
+    pages = doc_pages()
+    if args.page is None:
+        for name, path in pages.items():
+            title = next((line[2:].strip() for line in path.read_text().splitlines() if line.startswith("# ")), "")
+            print(f"{name:14s} {title}")
+        return 0
+    if args.page not in pages:
+        raise VitoError(f"no guide named {args.page!r}; the guides: {', '.join(pages)}")
+    print(pages[args.page].read_text(), end="")
+    return 0
+
+
+def _add_docs_command(sub: argparse._SubParsersAction) -> None:
+    """`vito docs [PAGE]`."""
+    docs = sub.add_parser("docs", help="read a guide (the pages that messages point to), or list them",
+                          description="Prints a guide of the docs/ folder, which ships with vito: `vito docs` lists "
+                          "them, `vito docs cluster` prints docs/cluster.md (pipe it to a pager).")
+    docs.add_argument("page", nargs="?", help="the guide's name, e.g. cluster, pretraining, metrics")
+    docs.set_defaults(handler=_cmd_docs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -329,6 +362,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _add_evaluation_commands(sub, with_evaluations, only)
     _add_curation_commands(sub)
     _add_report_command(sub)
+    _add_docs_command(sub)
     return parser
 
 

@@ -332,7 +332,7 @@ def _warmup_notes(config: Config) -> list[str]:
     if steps < config.train.max_steps:
         return []
     return [f"the lr warm-up ({steps} steps) is not shorter than the run ({config.train.max_steps} steps), so the "
-            "lr never reaches its peak: set optim.warmup_epochs or optim.warmup_steps (docs/pretraining.md)"]
+            "lr never reaches its peak: set optim.warmup_epochs or optim.warmup_steps (`vito docs pretraining`)"]
 
 
 def _per_rank_batch(global_batch: int, world_size: int) -> int:

@@ -107,7 +107,7 @@ def note_data_path_change(checkpoint: dict[str, Any], version: str, notes: list[
     if stored != version:
         notes.append(f"the checkpoint's batches were made by data path {stored}, this run uses {version}: "
                      "the same clips, times, crop boxes and flips, resized differently (under 2/255 per view "
-                     "on average; docs/data_path.md), so the run continues but does not repeat the original "
+                     "on average; `vito docs data_path`), so the run continues but does not repeat the original "
                      "bit for bit")
 
 

@@ -51,7 +51,7 @@ def grace_warning(config: Config, seconds: float, clips: int, per_rank_batch: in
             f"{per_rank_batch}): a stop signal is answered after the step in flight and a checkpoint, so the "
             f"scheduler's grace period must exceed that, more than train.stop_grace_seconds={grace:g}; use a "
             "smaller data.batch_size, more processes or a faster device, or lengthen the grace period "
-            "(docs/cluster.md)")
+            "(`vito docs cluster`)")
 
 
 def _synchronize(device: torch.device) -> None:

@@ -33,7 +33,7 @@ def test_clickme_files_in_odd_shapes_and_modes(tmp_path):
         read_clickme_file(_save(tmp_path / "range.npz", image=rgb, heatmap=maps, label=np.array([1, 1000])))
     with pytest.raises(DataError, match="image, heatmap and label"):
         read_clickme_file(_save(tmp_path / "keys.npz", image=rgb, label=np.arange(2)))
-    with pytest.raises(DataError, match="docs/clickme.md"):
+    with pytest.raises(DataError, match="vito docs clickme"):
         clickme_files(tmp_path / "nowhere")
 
 

@@ -97,7 +97,7 @@ def evaluate_clickme(
 
 @dataclass
 class ClickMeSettings:
-    root: Path | None = field(default=None, metadata={"help": "folder of ClickMe .npz files (docs/datasets.md)"})
+    root: Path | None = field(default=None, metadata={"help": "folder of ClickMe .npz files (`vito docs datasets`)"})
     classifier: str | None = field(default=None, metadata={"help": CLASSIFIER_HELP + " (needed for gradient "
                                                                                      "saliency)"})
     saliency: Literal["auto", "attention", "gradient"] = field(default="auto", metadata={

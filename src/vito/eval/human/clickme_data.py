@@ -38,7 +38,7 @@ def clickme_files(root: str | Path) -> list[Path]:
     root = Path(root)
     files = sorted(root.rglob("*.npz")) if root.is_dir() else []
     if not files:
-        raise DataError(f"{root}: no ClickMe .npz files (see docs/clickme.md for the expected layout)")
+        raise DataError(f"{root}: no ClickMe .npz files (see `vito docs clickme` for the expected layout)")
     return files
 
 

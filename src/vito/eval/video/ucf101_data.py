@@ -110,7 +110,7 @@ def present_entries(root: Path, entries: Sequence[VideoEntry], subset: str) -> t
     missing = [(str(root / e.path), "file not found") for e in entries if not (root / e.path).is_file()]
     if entries and not present:
         raise DataError(f"no {subset}ing video could be read under {root}: none of the {len(entries)} listed "
-                        f"files exists (e.g. {entries[0].path}); see docs/datasets.md for the layout")
+                        f"files exists (e.g. {entries[0].path}); see `vito docs datasets` for the layout")
     if missing:
         log.warning("UCF-101: %d of %d listed %s videos are missing under %s; evaluating the others",
                     len(missing), len(entries), subset, root)

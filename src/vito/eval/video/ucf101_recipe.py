@@ -82,7 +82,7 @@ class Recipe:
 RECIPES = {
     "cyclecontrast": Recipe("cyclecontrast", train_clips=5, batch_size=32, lr_drop=0.3,
                             color_jitter=(0.4, 0.4, 0.4, 0.2), dropout=0.9, warmup_epochs=5,
-                            source=f"{CYCLECONTRAST_CONFIG} (AVID-CMA's protocol; paper A.5), docs/metrics.md"),
+                            source=f"{CYCLECONTRAST_CONFIG} (AVID-CMA's protocol; paper A.5), `vito docs metrics`"),
     "vito-v1": Recipe("vito-v1", train_clips=1, batch_size=8, lr_drop=0.1, color_jitter=None, dropout=0.0,
                       warmup_epochs=0, source="vito's recipe before issue 24, docs/metrics.md"),
 }

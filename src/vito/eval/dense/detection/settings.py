@@ -43,7 +43,7 @@ class DetectSettings:
                                                "cli": {"flag": "--no-flip", "invert": True}})
     head: Literal["fcos-star", "fcos"] = field(default="fcos-star", metadata={
         "help": "fcos-star: the paper's FCOS* (TOOD's task-aligned head and assignment after ATSS, an IoU "
-                "branch; docs/detection.md); fcos: plain torchvision FCOS"})
+                "branch; `vito docs detection`); fcos: plain torchvision FCOS"})
     fpn_channels: int = field(default=FPN_CHANNELS, metadata={
         "help": "width of the FPN and the detection head (256 in FCOS; smaller only for quick runs)"})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4], metadata={

@@ -108,7 +108,7 @@ class Segment(Evaluation):
     description = ("With --encoder: fine-tune it with the dataset's protocol (VOC: dilated FCN, lr sweep, 5 seeds; "
                    "ADE20K: UperNet 160k) and report mIoU on val. With --predictions PRED_DIR: score any method's "
                    "masks (PRED_DIR/<id>.png, class indices). Metrics as mmsegmentation's IoUMetric; for ADE20K also "
-                   "the official devkit's mean over all 150 classes. See docs/segmentation.md.")
+                   "the official devkit's mean over all 150 classes. See `vito docs segmentation`.")
 
     def check(self, settings: SegmentSettings, has_encoder: bool) -> None:
         if settings.predictions is not None and has_encoder:
