@@ -95,6 +95,8 @@ class TrainConfig:
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     stop_grace_seconds: float = 30.0  # warn at start when a step is estimated to take longer (0: no estimate)
+    # where the metrics go besides metrics.jsonl (vito.engine.loggers): wandb and mlflow are optional extras
+    loggers: list[Literal["tensorboard", "wandb", "mlflow"]] = field(default_factory=lambda: ["tensorboard"])
 
 
 @dataclass
@@ -223,6 +225,7 @@ def validate(config: Config) -> None:
     _check(t.keep_checkpoints >= 0, "train.keep_checkpoints", "must be >= 0 (0 keeps all)")
     _check(t.stop_grace_seconds >= 0, "train.stop_grace_seconds", "must be >= 0 (0: no step-time estimate)")
     _check(0 <= t.seed < 2**63, "train.seed", "must be in [0, 2^63)")
+    _check(len(set(t.loggers)) == len(t.loggers), "train.loggers", "name each logger once")
 
 
 def _check_finite(section: Any, prefix: str) -> None:

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from vito.engine import distributed
 from vito.engine.checkpoint import has_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vito.engine.loggers import check_installed, check_names
 from vito.engine.precision import uses_bf16
 from vito.engine.progress import progress, write
 from vito.engine.run_files import CONFIG_FILE, MetricsLog, start_run_files
@@ -73,6 +74,7 @@ class FinetuneSpec:
     log_every: int = 10
     precision: str = "auto"  # auto: bf16 autocast on CUDA with bf16 support, else fp32; or fp32 / bf16
     description: str = "fine-tune"
+    loggers: tuple[str, ...] = ("tensorboard",)  # where metrics go besides metrics.jsonl (vito.engine.loggers)
 
 
 @dataclass
@@ -126,6 +128,8 @@ def finetune(
     On return ``model`` holds the trained weights (also when reused or stopped).
     """
     run_dir = Path(run_dir)
+    check_names(spec.loggers, "loggers")
+    check_installed(spec.loggers)  # a logger's missing extra: one line naming it, before the folder is touched
     config = _plain(spec.config)
     found = _existing(run_dir, config, spec, overwrite)
     if found is not None and found["step"] >= spec.iterations:
@@ -174,7 +178,8 @@ def _train(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
     wrapped = distributed.wrap_for_training(model, context)
     wrapped.train()
     use_bf16 = uses_bf16(context.device, spec.precision)
-    watch, metrics, stop = LossWatch(context.device), MetricsLog(run.run_dir, enabled=context.is_main), StopSignal()
+    watch, stop = LossWatch(context.device), StopSignal()
+    metrics = MetricsLog(run.run_dir, enabled=context.is_main, loggers=spec.loggers)
     result = FinetuneResult(run.run_dir, run.start, finished=False, skipped=list(run.skipped_before))
     bar = progress(total=spec.iterations, initial=run.start, desc=spec.description, enabled=context.is_main,
                    leave=False)

@@ -14,8 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from torch.utils.tensorboard import SummaryWriter
-
+from vito.engine.loggers import open_sinks, scalar_values
 from vito.engine.stopping import stopped_with
 from vito.errors import VitoError
 from vito.io import atomic_write
@@ -74,16 +73,18 @@ def _records_up_to(metrics: Path, step: int) -> tuple[list[str], list[str]]:
 
 
 class MetricsLog:
-    """Appends records ``{"step": s, name: number...}`` to ``metrics.jsonl`` and TensorBoard (as ``train/NAME``,
-    or ``NAME`` when it holds a ``/``). Disabled (``enabled=False``): writes nothing, opens nothing."""
+    """Appends records ``{"step": s, name: number...}`` to ``metrics.jsonl`` and to the ``loggers`` (TensorBoard,
+    W&B, MLflow: ``vito.engine.loggers``) as ``train/NAME``, or ``NAME`` when it holds a ``/``. Disabled
+    (``enabled=False``, the processes other than the main one): writes nothing, opens nothing."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
-        self.path = Path(run_dir) / METRICS_FILE
-        self._writer = SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR)) if enabled else None
+    def __init__(self, run_dir: Path, enabled: bool = True, loggers: list[str] | tuple[str, ...] = ("tensorboard",)
+                 ) -> None:
+        self.path, self.enabled = Path(run_dir) / METRICS_FILE, enabled
+        self._sinks = open_sinks(Path(run_dir), loggers) if enabled else []
 
     def write(self, record: dict[str, Any], last_good: Path | None) -> None:
         """Log ``record``; a failed write stops the run with a ``VitoError`` naming the file and ``last_good``."""
-        if self._writer is None:
+        if not self.enabled:
             return
         try:
             with open(self.path, "a") as handle:
@@ -91,11 +92,9 @@ class MetricsLog:
         except OSError as error:
             raise VitoError(f"could not write {self.path} at step {record['step']}: {error.strerror or error}; "
                             f"{stopped_with(last_good)}") from error
-        for key, value in record.items():
-            if key != "step":
-                self._writer.add_scalar(key if "/" in key else f"train/{key}", value, record["step"])
-        self._writer.flush()
+        for sink in self._sinks:
+            sink.log(scalar_values(record), record["step"])
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        for sink in self._sinks:
+            sink.close()

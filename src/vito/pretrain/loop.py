@@ -33,6 +33,7 @@ from vito.data.gpu_decode import data_path_version, resolve_decode_device
 from vito.data.pretrain_batches import SkipCounter
 from vito.engine import distributed, signals
 from vito.engine.checkpoint import FORMAT, rng_state, save_checkpoint, set_rng_state
+from vito.engine.loggers import check_installed
 from vito.engine.precision import bf16_supported
 from vito.engine.progress import Progress, ProgressLogHandler, progress
 from vito.engine.run_files import MetricsLog, start_run_files
@@ -94,6 +95,7 @@ def _train(config: Config, data: str | Path | None, run_dir: Path, context: dist
            start: _Start) -> RunResult:
     t, o = config.train, config.optim
     # 0. everything that can be wrong with the input is found before the run folder is touched
+    check_installed(t.loggers)  # a logger's missing extra: one line naming it
     from_zero = start.checkpoint is None and never_checkpointed(run_dir, config, start.resume, start.overwrite)
     folder = RunFolder(run_dir, resume=start.resume or from_zero, overwrite=start.overwrite,
                        break_lock=start.break_lock, is_main=context.is_main)
@@ -162,7 +164,7 @@ class _Steps:
         self.model, self.network, self.optimizer, self.feed = model, network, optimizer, feed
         self.autocast = _autocast(config.train.precision, context.device)
         self.watch = LossWatch(context.device)  # the loss stays on the device between syncs
-        self.metrics = MetricsLog(run_dir, enabled=context.is_main)
+        self.metrics = MetricsLog(run_dir, enabled=context.is_main, loggers=config.train.loggers)
         self.skipped = SkipCounter()  # unusable videos met so far
         self.since_log = _SinceLog()
         self.result = RunResult(run_dir=run_dir, step=0, checkpoint=None)

@@ -28,6 +28,7 @@ RESUMABLE_KEYS = frozenset(
         "data.decode_device",  # the same batches up to resize rounding (a resume reports the change)
         "train.keep_checkpoints",
         "train.stop_grace_seconds",
+        "train.loggers",  # W&B and MLflow continue their run (its id is in the run folder) or start one
     }
 )
 
