@@ -100,3 +100,45 @@ def test_unknown_logger_names_are_refused() -> None:
         loggers.open_sinks(Path("unused"), ["neptune"])
     with pytest.raises(VitoError, match=r"train\.loggers\[0\]: 'neptune' is not one of"):
         tiny_config("train.loggers=[neptune]")
+
+
+def test_the_fine_tune_loop_continues_its_mlflow_run_after_sigterm(tmp_path: Path, monkeypatch) -> None:
+    from tests.engine.test_finetune import CPU, _batches, _job
+    from vito.engine.finetune import FinetuneSpec, finetune
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    spec = FinetuneSpec(format="vito-test/1", iterations=6, config={"lr": 0.1}, checkpoint_every=4, log_every=1,
+                        loggers=("mlflow",))
+    for stop_at, resume in [(2, False), (None, True)]:
+        model, optimizer, loss_fn, _ = _job(stop_at)
+        result = finetune(model, loss_fn, optimizer, lambda s: 0.1, _batches, tmp_path / "run", spec, CPU,
+                          resume=resume)
+        assert result.step == (2 if stop_at else 6)
+    run_id = json.loads((tmp_path / "run" / IDS_FILE).read_text())["mlflow"]
+    client = mlflow.tracking.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert len(client.search_runs([client.get_run(run_id).info.experiment_id])) == 1
+
+
+@pytest.mark.parametrize("settings, required", [("segment", "--dataset voc --root R"),
+                                                ("detect", "--dataset coco --val-ann V"),
+                                                ("ucf101", "--root R --splits S")])
+def test_every_fine_tuning_evaluation_takes_the_one_loggers_option(settings: str, required: str) -> None:
+    import argparse
+
+    from vito.engine.loggers import LoggerSettings
+    from vito.eval.core.running import NON_RESULT_SETTINGS
+    from vito.eval.dense.detection.settings import DetectSettings
+    from vito.eval.dense.segmentation.segment import SegmentSettings
+    from vito.eval.video.ucf101 import UCF101Settings
+    from vito.schema import add_arguments
+
+    cls = {"segment": SegmentSettings, "detect": DetectSettings, "ucf101": UCF101Settings}[settings]
+    assert issubclass(cls, LoggerSettings) and "loggers" in NON_RESULT_SETTINGS  # where to, never what
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, cls)
+    assert parser.parse_args(required.split()).loggers == ["tensorboard"]
+    assert parser.parse_args([*required.split(), "--loggers", "wandb", "mlflow"]).loggers == ["wandb", "mlflow"]
+    with pytest.raises(SystemExit):
+        parser.parse_args([*required.split(), "--loggers", "neptune"])

@@ -15,9 +15,10 @@ import json
 import os
 import secrets
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from vito.errors import VitoError
 from vito.io import atomic_write
@@ -25,6 +26,17 @@ from vito.io import atomic_write
 LOGGERS = ("tensorboard", "wandb", "mlflow")
 IDS_FILE = "loggers.json"
 _EXTRA_MODULE = {"wandb": "wandb", "mlflow": "mlflow"}
+
+
+@dataclass
+class LoggerSettings:
+    """The ``--loggers`` option of every fine-tuning evaluation: one field, inherited by their settings. It says
+    where metrics go, never what is computed (``vito report`` does not recompute a cell for it)."""
+
+    loggers: list[Literal["tensorboard", "wandb", "mlflow"]] = field(
+        default_factory=lambda: ["tensorboard"], kw_only=True,
+        metadata={"help": "where the fine-tunes' metrics go besides metrics.jsonl: tensorboard, wandb, mlflow "
+                          "(the last two: pip install 'vito[wandb]' / 'vito[mlflow]')"})
 
 
 class Sink(Protocol):

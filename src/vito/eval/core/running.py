@@ -78,7 +78,7 @@ def stamped_settings(given: dict[str, Any], recorded: dict[str, Any]) -> dict[st
 RERUN_FLAGS = ("resume", "overwrite")  # settings that say how to continue a run, not which run it is
 # Settings that say where or how fast, never what is computed (batches do not depend on the worker count): a
 # rerun differing only in them is the same run, and vito report does not recompute a cell for them
-NON_RESULT_SETTINGS = frozenset({"cache_dir", "num_workers", *RERUN_FLAGS})
+NON_RESULT_SETTINGS = frozenset({"cache_dir", "num_workers", "loggers", *RERUN_FLAGS})
 
 
 def check_out_dir(name: str, settings: Any, out_dir: Path, described: dict[str, Any] | None) -> None:

@@ -23,6 +23,7 @@ import torch
 
 from vito.engine import distributed
 from vito.engine.checkpoint import seed_all
+from vito.engine.loggers import LoggerSettings
 from vito.errors import DataError, VitoError
 from vito.eval.core.encoders import Encoder
 from vito.eval.core.registry import Evaluation, register
@@ -49,7 +50,7 @@ from vito.io import atomic_write
 
 
 @dataclass
-class UCF101Settings:
+class UCF101Settings(LoggerSettings):
     root: Path = field(default=None, metadata={"help": "UCF-101 videos (root/<Class>/v_*.avi)",
                                                "cli": {"required": True}})
     splits: Path = field(default=None, metadata={

@@ -223,7 +223,8 @@ def _run_phase(model: VideoClassifier, videos: UCF101Clips, settings: UCF101Sett
 
     spec = FinetuneSpec(format=CHECKPOINT_FORMAT, iterations=schedule.steps,
                         config={**config, "steps": schedule.steps}, checkpoint_every=settings.checkpoint_every,
-                        log_every=1, precision=precision, description=f"UCF-101 split {config['split']} {phase.name}")
+                        log_every=1, precision=precision, description=f"UCF-101 split {config['split']} {phase.name}",
+                        loggers=tuple(settings.loggers))
     result = finetune(model, clip_loss, optimizer, schedule.lr_at, batches, phase.run_dir, spec, context,
                       resume=settings.resume, overwrite=settings.overwrite)
     result.raise_if_stopped()

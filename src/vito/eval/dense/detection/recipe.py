@@ -296,7 +296,8 @@ def finetune_seed(encoder: Encoder, train: Annotations, val: Annotations, images
 
     spec = FinetuneSpec(format=CHECKPOINT_FORMAT, iterations=plan.steps, config=plan.key(),
                         checkpoint_every=plan.settings.checkpoint_every, log_every=plan.settings.log_every,
-                        precision=encoder.precision, description=f"detect seed {plan.seed}")
+                        precision=encoder.precision, description=f"detect seed {plan.seed}",
+                        loggers=tuple(plan.settings.loggers))
     loss = functools.partial(detection_loss, alignment_start=plan.alignment_start)
     result = finetune(model, loss, make_optimizer(model, plan), lambda step: plan.lr * lr_factor(
         step, plan.steps, plan.warmup_steps), batches, run_dir, spec, context, resume=resume, overwrite=overwrite)

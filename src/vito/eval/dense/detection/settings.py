@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from vito.engine.loggers import LoggerSettings
+
 REFERENCE_BATCH = 128  # the batch at which A.3's base learning rate is stated
 TARGET_RESOLUTION = (800, 1024)  # (height, width), paper A.3
 FPN_CHANNELS = 256  # the width of the FPN and the FCOS head, as in torchvision's fcos_resnet50_fpn
 
 
 @dataclass
-class DetectSettings:
+class DetectSettings(LoggerSettings):
     dataset: Literal["coco", "lvis"] = field(metadata={"help": "coco (12 COCO numbers) or lvis (AP, APr/APc/APf; "
                                                                 "300 detections per image)"})
     val_ann: Path = field(metadata={"help": "val instances JSON (COCO val2017 or LVIS v1_val / v0.5 val)"})

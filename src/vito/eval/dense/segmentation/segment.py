@@ -40,6 +40,7 @@ from vito.data.images import UnreadableImage, read_index_png
 from vito.engine import distributed
 from vito.engine.checkpoint import seed_all
 from vito.engine.finetune import FinetuneSpec, finetune, make_loader
+from vito.engine.loggers import LoggerSettings
 from vito.engine.progress import write
 from vito.errors import DataError, VitoError
 from vito.eval.core.encoders import Encoder
@@ -65,7 +66,7 @@ SCORES_FILE = "scores.json"
 
 
 @dataclass
-class SegmentSettings:
+class SegmentSettings(LoggerSettings):
     dataset: Literal["voc", "ade20k"] = field(metadata={
         "help": "voc (PASCAL VOC 2012) or ade20k (ADEChallengeData2016)"})
     root: Path = field(metadata={"help": "dataset folder: VOC2012 (or VOCdevkit), or ADEChallengeData2016"})
