@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from vito.engine.loggers import LOGGERS as LOGGER_NAMES
 from vito.engine.progress import end_bars
 from vito.errors import VitoError
 from vito.models.external import SPEC_HELP
@@ -281,7 +282,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from vito.report.build import make_report
 
     try:
-        run = make_report(args.suite, args.out, only=args.only, dry_run=args.dry_run, break_lock=args.break_lock)
+        run = make_report(args.suite, args.out, only=args.only, dry_run=args.dry_run, break_lock=args.break_lock,
+                          loggers=args.loggers)
     except FinetuneStopped as stopped:  # a stop signal during a cell's fine-tune stops the report: the scheduler
         print(f"vito report: {stopped}", file=sys.stderr)  # requeues it, and the rerun resumes that fine-tune
         return exit_status(stopped.stopped_by)
@@ -307,6 +309,9 @@ def _add_report_command(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--dry-run", action="store_true", help="list the cells that would be computed; write nothing")
     report.add_argument("--break-lock", action="store_true",
                         help="take a report folder locked by a report on another host (only when that one is gone)")
+    report.add_argument("--loggers", nargs="+", choices=LOGGER_NAMES, default=None,
+                        help="where the fine-tuning cells' metrics go besides metrics.jsonl (default: the suite's, "
+                        "else tensorboard); wandb and mlflow need pip install 'vito[wandb]' / 'vito[mlflow]'")
     report.set_defaults(handler=_cmd_report)
 
 

@@ -142,3 +142,14 @@ def test_every_fine_tuning_evaluation_takes_the_one_loggers_option(settings: str
     assert parser.parse_args([*required.split(), "--loggers", "wandb", "mlflow"]).loggers == ["wandb", "mlflow"]
     with pytest.raises(SystemExit):
         parser.parse_args([*required.split(), "--loggers", "neptune"])
+
+
+def test_vito_report_loggers_reach_the_fine_tuning_cells_only(tmp_path: Path) -> None:
+    from vito.report.grid import Cell, _prepare
+
+    segment = Cell("reference", "segment", tmp_path / "a", None, {"dataset": "voc", "root": str(tmp_path)})
+    knn = Cell("reference", "knn", tmp_path / "b", None, {"train": str(tmp_path), "val": str(tmp_path)})
+    for cell in (segment, knn):
+        assert _prepare(cell, None, {}, dry_run=True, loggers=["mlflow"]), cell.error
+    assert segment.settings.loggers == ["mlflow"] and not hasattr(knn.settings, "loggers")
+    assert _prepare(segment, None, {}, dry_run=True) and segment.settings.loggers == ["tensorboard"]

@@ -32,7 +32,8 @@ def check_report_folder(out: Path) -> None:
 
 
 def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (), dry_run: bool = False,
-                echo: Callable[[str], None] = print, break_lock: bool = False) -> GridRun:
+                echo: Callable[[str], None] = print, break_lock: bool = False,
+                loggers: list[str] | None = None) -> GridRun:
     """Compute what is missing and write ``out/index.html``, ``out/report.md`` and ``out/results.json``.
 
     With ``dry_run`` nothing is computed or written: the planned cells are only listed. While it computes,
@@ -43,7 +44,7 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
     out = Path(out)
     check_report_folder(out)
     if dry_run:
-        run = run_grid(suite, out, only=only, dry_run=True, echo=echo)
+        run = run_grid(suite, out, only=only, dry_run=True, echo=echo, loggers=loggers)
         planned = sum(cell.status == PLANNED for cell in run.cells)
         echo(f"dry run: {planned} of {len(run.cells)} cells would be computed; nothing written")
         return run
@@ -51,7 +52,7 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
                    break_lock_hint="take it with vito report --break-lock") as folder:
         for note in folder.notes:
             echo(note)
-        run = run_grid(suite, out, only=only, dry_run=False, echo=echo)
+        run = run_grid(suite, out, only=only, dry_run=False, echo=echo, loggers=loggers)
         document = build_document(suite, run, out)
         try:
             paths = [write_document(document, out), write_markdown(document, out), write_html(document, out)]

@@ -232,8 +232,9 @@ def compute_cell(cell: Cell) -> None:
 
 
 def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = False,
-             echo: Callable[[str], None] = print) -> GridRun:
-    """Bring the selected cells up to date (or, with ``dry_run``, say what that would compute)."""
+             echo: Callable[[str], None] = print, loggers: list[str] | None = None) -> GridRun:
+    """Bring the selected cells up to date (or, with ``dry_run``, say what that would compute). ``loggers``
+    (``--loggers``): the metrics loggers of every fine-tuning cell, in place of its suite's."""
     cells = plan_cells(suite, out)
     selected = select_cells(cells, suite, only)
     run = GridRun(cells)
@@ -242,7 +243,7 @@ def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = 
     for index, cell in enumerate(cells):
         chosen = index in selected
         source = by_key.get((cell.row, HEAD_SOURCE)) if cell.needs_head else None
-        if not _prepare(cell, source, identities, dry_run):
+        if not _prepare(cell, source, identities, dry_run, loggers):
             if chosen:
                 run.failed.append(cell)
                 echo(f"{cell.label}: FAILED: {cell.error}")
@@ -272,7 +273,8 @@ def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = 
     return run
 
 
-def _prepare(cell: Cell, source: Cell | None, identities: dict[str, str], dry_run: bool) -> bool:
+def _prepare(cell: Cell, source: Cell | None, identities: dict[str, str], dry_run: bool,
+             loggers: list[str] | None = None) -> bool:
     """Fill the cell's identity and settings (with the head as classifier); False when that already fails."""
     try:
         if cell.encoder is not None:
@@ -286,8 +288,11 @@ def _prepare(cell: Cell, source: Cell | None, identities: dict[str, str], dry_ru
                 state = source.error if source.status == FAILED else "it has no current result"
                 raise VitoError(f"needs the head of the {HEAD_SOURCE} cell of {cell.row}, but {state}")
             options["classifier"] = str(head) if head is not None else "<head of the linear cell>"
-        if "resume" in {f.name for f in dataclasses.fields(get(cell.evaluation).Settings)}:
+        fields = {f.name for f in dataclasses.fields(get(cell.evaluation).Settings)}
+        if "resume" in fields:
             options["resume"] = True  # the report owns its cells' fine-tunes: a stopped one is continued
+        if loggers is not None and "loggers" in fields:  # the one LoggerSettings field of the fine-tuning cells
+            options["loggers"] = list(loggers)
         cell.settings = make_settings(cell.evaluation, options)
     except Exception as error:  # noqa: BLE001 - e.g. an identity that cannot be computed (missing run folder)
         cell.status, cell.error = FAILED, describe(error)
