@@ -25,11 +25,10 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.report_files import save_report
 from vito.curate.filters import FrameClassifier
-from vito.io import atomic_write, write_json
 from vito.models.external import load_external_model
 
-RESULTS = Path(__file__).parent / "results"
 VIDEO = "videos/imageio/cockatoo.mp4"
 
 
@@ -83,11 +82,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared, "
                    f"1-min load average {os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}",
     }
-    RESULTS.mkdir(exist_ok=True)
-    write_json(RESULTS / "curation.json", report)
-    with atomic_write(RESULTS / "curation.md") as handle:
-        handle.write(markdown(report))
-    print(markdown(report))
+    save_report("curation", report, markdown(report))
 
 
 def markdown(report: dict) -> str:

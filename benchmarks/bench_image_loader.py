@@ -43,6 +43,7 @@ import numpy as np
 import simplejpeg
 import torch
 
+from benchmarks.report_files import save_report
 from vito.config import load_config
 from vito.data import images
 from vito.data.pretrain_batches import PretrainBatches
@@ -50,9 +51,7 @@ from vito.data.shards.format import ShardSettings
 from vito.data.shards.reader import ShardSource
 from vito.data.shards.writer import write_shards
 from vito.data.sources import open_source
-from vito.io import atomic_write, write_json
 
-RESULTS = Path(__file__).parent / "results"
 BATCH = 16
 CONTENDERS = ("loader, image files", "loader, image files, PIL decoding", "bare decode of the files",
               "loader, image shards", "bare decode of the stored frames")
@@ -165,11 +164,7 @@ def main() -> None:
                    f"1-min load average {os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}, "
                    f"OpenCV {cv2.__version__}, simplejpeg {simplejpeg.__version__}",
     }
-    RESULTS.mkdir(exist_ok=True)
-    write_json(RESULTS / "image_loader.json", report)
-    with atomic_write(RESULTS / "image_loader.md") as handle:
-        handle.write(markdown(report))
-    print(markdown(report))
+    save_report("image_loader", report, markdown(report))
 
 
 def markdown(report: dict) -> str:

@@ -40,6 +40,7 @@ import numpy as np
 import simplejpeg
 import torch
 
+from benchmarks.report_files import save_report
 from vito.config import DataConfig
 from vito.data.pretrain_batches import PretrainBatches
 from vito.data.sampling import sample_times
@@ -47,9 +48,7 @@ from vito.data.shards.format import ShardSettings, frame_indices
 from vito.data.shards.reader import ShardSource
 from vito.data.shards.writer import write_shards
 from vito.data.sources import find_videos
-from vito.io import atomic_write, write_json
 
-RESULTS = Path(__file__).parent / "results"
 BATCH = 16
 TARGET = 1.33  # the limit: loader CPU per clip at most 1.33x the decode-only bound
 
@@ -198,11 +197,7 @@ def main() -> None:
                    f"1-min load average {os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}, "
                    f"OpenCV {cv2.__version__}",
     }
-    RESULTS.mkdir(exist_ok=True)
-    write_json(RESULTS / "loader_cost.json", report)
-    with atomic_write(RESULTS / "loader_cost.md") as handle:
-        handle.write(markdown(report))
-    print(markdown(report))
+    save_report("loader_cost", report, markdown(report))
 
 
 def markdown(report: dict) -> str:

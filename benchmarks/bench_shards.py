@@ -32,6 +32,7 @@ import av
 import numpy as np
 import torch
 
+from benchmarks.report_files import save_report
 from vito.config import DataConfig
 from vito.data.pretrain_batches import PretrainBatches
 from vito.data.shards.format import ShardSettings
@@ -39,9 +40,7 @@ from vito.data.shards.reader import ShardSource
 from vito.data.shards.writer import stored_frames, write_shards
 from vito.data.sources import ClipSource, VideoEntry, VideoFolderSource, find_videos
 from vito.data.video import VideoReader
-from vito.io import atomic_write, write_json
 
-RESULTS = Path(__file__).parent / "results"
 BATCH = 8
 ROUNDS = 5
 
@@ -129,11 +128,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared, "
                    f"1-min load average {os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}",
     }
-    RESULTS.mkdir(exist_ok=True)
-    write_json(RESULTS / "shards.json", report)
-    with atomic_write(RESULTS / "shards.md") as handle:
-        handle.write(markdown(report))
-    print(markdown(report))
+    save_report("shards", report, markdown(report))
 
 
 def markdown(report: dict) -> str:
