@@ -2,7 +2,8 @@
 
 Each evaluation: has a `vito eval NAME` subcommand whose options are exactly its Settings fields (plus the
 encoder options and --out); refuses `timm:resnet18` without --weights/--random-init with the clear message;
-and, on a cheap case, writes a Result whose proportions lie in [0, 1] and which records coverage and settings.
+and, on a cheap case, writes a Result whose proportions lie in [0, 1], which records coverage and settings and
+holds the metric the evaluation names as its headline.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ REGISTRY = discover()
 ENCODER_OPTIONS = {"--encoder", "--weights", "--random-init", "--device", "--precision"}
 OURS = ("knn", "linear", "davis", "ucf101", "model-vs-human", "imagenet-a", "imagenet-vid-robust",
         "imagenet-3dcc", "clickme")
+SCORING_ONLY = ("segment", "detect")  # fine-tunes, run here in their scoring mode (--predictions)
 ENCODER = ["--encoder", "timm:resnet18", "--random-init", "--device", "cpu"]
 
 
@@ -105,10 +107,24 @@ def _ucf(tmp: Path, shared_data: Path) -> list[str]:
             "--batch-size", "2", "--train-clips", "1", "--num-workers", "0", "--image-size", "32", "--test-clips", "1"]
 
 
+def _voc_predictions(tmp: Path, data: Path) -> list[str]:
+    from tests.eval.dense.segmentation.layouts import VOC_IDS, build_voc
+
+    root = build_voc(data, tmp / "voc")
+    (tmp / "pred").mkdir()
+    for i in VOC_IDS:  # the ground truth as predictions
+        (tmp / "pred" / f"{i}.png").symlink_to(data / "segmentation" / "voc2012" / "SegmentationClass" / f"{i}.png")
+    return ["--dataset", "voc", "--root", str(root), "--predictions", str(tmp / "pred")]
+
+
 def _case(name: str, tmp: Path, data: Path) -> list[str]:
-    """A cheap command line (everything but --out) for each of the nine evaluations."""
+    """A cheap command line (everything but --out) for each of the nine evaluations and the two scoring modes."""
     small = ["--image-size", "32"]
+    coco = data / "detection" / "coco"
     cases: dict[str, Callable[[], list[str]]] = {
+        "segment": lambda: _voc_predictions(tmp, data),
+        "detect": lambda: ["--dataset", "coco", "--val-ann", str(coco / "instances_train2017_overlap43.json"),
+                           "--predictions", str(coco / "fake_results" / "fakebbox100_results_overlap43.json")],
         "knn": lambda: [*ENCODER, "--train", str(_images(tmp / "train", data)), "--val",
                         str(_images(tmp / "val", data)), "--num-workers", "0", *small, "--k", "1", "3"],
         "linear": lambda: [*ENCODER, "--train", str(_images(tmp / "train", data)), "--val",
@@ -138,6 +154,7 @@ def test_each_evaluation_writes_an_honest_result(name: str, tmp_path, shared_dat
     assert main(["eval", name, *argv, "--out", str(tmp_path / "out")]) == 0
     result = read_result(tmp_path / "out")
     assert result.evaluation == name and result.metrics
+    assert REGISTRY[name].headline in result.metrics, "the headline is a metric the evaluation produces"
     for key, metric in result.metrics.items():
         if metric.kind == "proportion" and metric.value is not None:
             assert 0.0 <= metric.value <= 1.0, key
@@ -152,6 +169,22 @@ def test_each_evaluation_writes_an_honest_result(name: str, tmp_path, shared_dat
     if "--encoder" in argv:
         assert result.encoder["spec"] == "timm:resnet18" and result.encoder["random_init"] is True
         assert len(result.encoder["identity"]) == 16
+
+
+def test_every_evaluation_declares_a_headline_and_has_a_case_that_checks_it() -> None:
+    """A new evaluation without ``headline`` fails here, and one without a cheap case here too (so its
+    headline is checked against the metrics its Result really holds, above and below)."""
+    for name, cls in REGISTRY.items():
+        assert isinstance(getattr(cls, "headline", None), str) and cls.headline, f"{name} declares no headline"
+    assert set(REGISTRY) == set(OURS) | set(SCORING_ONLY)
+
+
+@pytest.mark.parametrize("name", SCORING_ONLY)
+def test_scoring_modes_hold_their_headline(name: str, tmp_path, shared_data) -> None:
+    assert main(["eval", name, *_case(name, tmp_path, shared_data), "--out", str(tmp_path / "out")]) == 0
+    result = read_result(tmp_path / "out")
+    headline = result.metrics[REGISTRY[name].headline]
+    assert headline.value is not None and 0 < headline.value <= 1 and headline.kind == "proportion"
 
 
 @pytest.mark.parametrize("name", sorted(n for n, c in REGISTRY.items() if c.needs_encoder))

@@ -22,13 +22,19 @@ from vito.schema.fields import default_of
 
 
 class Evaluation:
-    """Subclass, set the class attributes, implement ``run`` and decorate with ``@register``."""
+    """Subclass, set the class attributes (``name``, ``Settings``, ``headline``...), implement ``run`` and decorate
+    with ``@register``."""
 
     name: ClassVar[str]
     Settings: ClassVar[type]
     needs_encoder: ClassVar[bool | Literal["optional"]] = True
     uses_classifier: ClassVar[bool] = False  # its Settings has a ``classifier`` field (own | head file)
     group: ClassVar[str] = "other"  # report grouping: "scene", "video", "ood", "human", "dense"
+    # The key in ``Result.metrics`` of the one number a report shows for this evaluation by default (mIoU, AP,
+    # J&F mean, top-1, ...): a report of many evaluations stays readable, and its column, plot axis and summary
+    # say the figure the paper reports. Every registered evaluation sets it (the registry's contract test checks
+    # that its Result holds that key); a report shows the other metrics on request.
+    headline: ClassVar[str]
     help: ClassVar[str] = ""
     description: ClassVar[str] = ""
 

@@ -115,6 +115,7 @@ class ClickMe(Evaluation):
     needs_encoder = "optional"  # without one: only the overlays of --compare runs
     uses_classifier = True
     group = "human"
+    headline = "alignment"  # mean Spearman / human ceiling: the paper's Table 2 figure
     help = "alignment of saliency with ClickMe human maps (normalised Spearman)"
     description = ("VITO encoders use their attention maps; others gradient saliency of a classifier. "
                    "See docs/datasets.md for the expected data layout.")

@@ -121,6 +121,7 @@ class ModelVsHuman(Evaluation):
     needs_encoder = "optional"  # --responses, --humans and --compare score without a model
     uses_classifier = True
     group = "human"
+    headline = "error_consistency_ceiled_noise"  # κ / human ceiling: Table 3's ceiled error consistency
     help = "accuracy difference, observed and error consistency with human observers"
     description = ("Classify model-vs-human stimuli into 16 categories and compare trial by trial with every human "
                    "subject; or score an existing responses CSV (--responses) or the humans themselves (--humans) "

@@ -92,6 +92,7 @@ class Knn(Evaluation):
     name = "knn"
     Settings = KnnSettings
     group = "scene"
+    headline = "top1"  # top-1 at the headline k (20, DINO's)
     help = "weighted kNN classification on frozen features (DINO protocol)"
 
     def run(self, encoder: Encoder, settings: KnnSettings, out_dir: Path) -> Result:

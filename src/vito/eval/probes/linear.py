@@ -132,6 +132,7 @@ class Linear(Evaluation):
     name = "linear"
     Settings = LinearSettings
     group = "scene"
+    headline = "top1"  # ImageNet top-1, Table B.3's IN-1K column
     help = "linear probe on a frozen encoder with a learning-rate sweep"
     description = ("SGD with Nesterov momentum 0.9, no weight decay, cosine decay; the base lr is swept and the best "
                    "head (on validation, or on a held-out part of train) is saved as OUT/linear_head.pt for "

@@ -114,6 +114,7 @@ class ImageNet3DCC(Evaluation):
     needs_encoder = "optional"  # without one: only the plot of --compare results
     uses_classifier = True
     group = "ood"
+    headline = "delta_accuracy"  # clean minus corrupted top-1, the paper's Fig. 2 (signed; lower is better)
     help = "Δ-accuracy (clean − corrupted) on ImageNet-3DCC"
 
     def check(self, settings: ImageNet3DCCSettings, has_encoder: bool) -> None:

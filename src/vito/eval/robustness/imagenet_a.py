@@ -45,4 +45,5 @@ class ImageNetA(ClassifierOnSet):
     Settings = ImageNetASettings
     help = "top-1 on ImageNet-A (natural adversarial images, 200 classes)"
     labels = {"top1": "top-1"}
+    headline = "top1"  # top-1 over the 200 classes, Table 1's IN-A column
     score = staticmethod(evaluate_imagenet_a)

@@ -77,6 +77,7 @@ class Davis(Evaluation):
     Settings = DavisSettings
     needs_encoder = "optional"  # --results: score a results folder without an encoder
     group = "video"
+    headline = "jf_mean"  # J&F mean, Table 1's DAVIS column
     help = "DAVIS video object segmentation by label propagation, scored with J&F"
     description = ("With --encoder: propagate the first-frame masks (VFS settings: res4 at stride 8, first + 20 "
                    "preceding frames, top-10, T=0.07, radius 18) and score them. With --results: only score a "

@@ -157,6 +157,7 @@ class UCF101(Evaluation):
     name = "ucf101"
     Settings = UCF101Settings
     group = "video"
+    headline = "top1"  # top-1 (mean over the splits run), Table 1's UCF101 column
     help = "UCF-101 action recognition: fine-tune (or frozen) with temporal pooling"
 
     def check(self, settings: UCF101Settings, has_encoder: bool) -> None:

@@ -37,6 +37,7 @@ class Detect(Evaluation):
     Settings = DetectSettings
     needs_encoder = "optional"
     group = "dense"
+    headline = "AP"  # AP @[IoU=0.50:0.95] (COCO: 100, LVIS: 300 detections per image), Table B.3
     help = "COCO / LVIS object detection: score a results file, or fine-tune FCOS* (or FCOS) on the encoder"
     description = __doc__
 

@@ -105,6 +105,7 @@ class Segment(Evaluation):
     Settings = SegmentSettings
     needs_encoder = "optional"
     group = "dense"
+    headline = "mIoU"  # mmseg's mIoU, Table B.3's PASCAL and ADE20K columns
     help = "semantic segmentation on PASCAL VOC / ADE20K: fine-tune, or score masks; mmseg's mIoU, aAcc, mAcc"
     description = ("With --encoder: fine-tune it with the dataset's protocol (VOC: dilated FCN, lr sweep, 5 seeds; "
                    "ADE20K: UperNet 160k) and report mIoU on val. With --predictions PRED_DIR: score any method's "
