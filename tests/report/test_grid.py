@@ -249,8 +249,8 @@ def test_partial_coverage_and_undefined_values_are_flagged(tmp_path, fakes) -> N
      "evaluations.knn: .*trian"),
     ("encoders: {a: {encoder: 'timm:resnet18', random_init: true}}\nevaluations: {knn: {train: d}}\n"
      "references: {h: {knn: {train: e}}}\n", "references.h: knn has no scoring-only mode"),
-    ("encoders: {a/b: {encoder: 'timm:resnet18', random_init: true}}\nevaluations: {knn: {train: d}}\n",
-     "row name 'a/b'"),
+    ("encoders: {a/b: {encoder: 'timm:resnet18', random_init: true}, a+b: {encoder: 'timm:resnet18', "
+     "random_init: true}}\nevaluations: {knn: {train: d}}\n", "rows 'a/b' and 'a\\+b' both give the folder name"),
     ("encoders: [a]\nevaluations: {knn: {train: d}}\n", "encoders: expected a mapping"),
     ("encoders: {a: {encoder: 'timm:resnet18', random_init: true}}\n", "names no evaluations"),
     ("{{{", "cannot read suite"),
