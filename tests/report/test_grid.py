@@ -215,12 +215,12 @@ def test_columns_choose_the_metrics_the_tables_show(tmp_path, fakes) -> None:
     out = tmp_path / "report"
     make_report(suite, out, echo=lambda _: None)
     header = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| encoder | knn"))
-    assert header == "| encoder | knn · images | knn · top-1 (%) | knn · nope (no such metric) |"
+    assert header == "| encoder | knn · images (count) | knn · top-1 (%) | knn · nope (no such metric) |"
     assert set(_cell(out, "a", "knn")["metrics"]) == {"top1", "top1_k", "count"}  # results.json keeps them all
     suite.write_text(text.replace("columns: {knn: [count, top1, nope]}", ""))
     make_report(suite, out, echo=lambda _: None)
     header = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| encoder | knn"))
-    assert header == "| encoder | knn · top-1 (%) | knn · images |"  # top1_k: same label, same numbers: once
+    assert header == "| encoder | knn · top-1 (%) | knn · images (count) |"  # top1_k: same label, same numbers: once
     suite.write_text(text.replace("knn: [", "knnn: ["))
     with pytest.raises(Exception, match="columns.knnn: 'knnn' is not one of the suite's evaluations"):
         make_report(suite, out, echo=lambda _: None)

@@ -26,11 +26,11 @@ from typing import Any
 
 from vito.engine.finetune import FinetuneStopped
 from vito.errors import VitoError
+from vito.eval.core.encoder_spec import EncoderSpec
 from vito.eval.core.registry import get, recorded_settings
 from vito.eval.core.result import RESULT_JSON, RESULT_MD, Result, read_result
 from vito.eval.core.running import NON_RESULT_SETTINGS, run_evaluation
 from vito.io import write_json
-from vito.eval.core.encoder_spec import EncoderSpec
 from vito.report.study import folder_name, run_folder
 from vito.report.suite import EncoderEntry, Suite, make_settings
 
@@ -81,6 +81,8 @@ class GridRun:
     cells: list[Cell]
     computed: list[Cell] = field(default_factory=list)
     failed: list[Cell] = field(default_factory=list)
+    failed_runs: dict[tuple[str, int], str] = field(default_factory=dict)  # (row, seed) -> the run's error
+    plot_errors: list[str] = field(default_factory=list)  # a plot that cannot be drawn (e.g. no such metric)
 
 
 def head_entry(suite: Suite) -> str | None:

@@ -32,6 +32,10 @@ from vito.report.study import run_folder
 FINISHED, RESUME, START, REPLACE = "finished", "resume", "start", "replace"
 
 
+class ForeignRun(VitoError):
+    """A study's run folder holds another run (another config, seed or data): refused before anything runs."""
+
+
 class PretrainStopped(VitoError):
     """A stop signal ended a study's pretraining run after a checkpoint; the next ``vito report`` resumes it."""
 
@@ -83,8 +87,8 @@ def run_state(run: RunCell) -> str:
     except VitoError as error:
         if run.overwrite:
             return REPLACE
-        raise VitoError(f"{run.folder} holds another run than {run.label} of this study: {error} (--overwrite "
-                        "trains it afresh, deleting that run)") from None
+        raise ForeignRun(f"{run.folder} holds another run than {run.label} of this study: {error} (--overwrite "
+                         "trains it afresh, deleting that run)") from None
     return FINISHED if checkpoint["step"] >= run.config["train"]["max_steps"] else RESUME
 
 
@@ -103,16 +107,31 @@ def train_run(run: RunCell) -> None:
                               f"{result.step}; run the report again to resume it", result.stopped_by)
 
 
-def bring_runs_up_to_date(runs: list[RunCell], dry_run: bool = False,
+def check_runs(runs: list[RunCell]) -> dict[tuple[str, int], str | None]:
+    """Each run's state, found before anything runs: a folder holding another run stops the command here
+    (:class:`ForeignRun`); any other problem (an unreadable checkpoint) is left to that run (None)."""
+    states: dict[tuple[str, int], str | None] = {}
+    for run in runs:
+        try:
+            states[(run.row, run.seed)] = run_state(run)
+        except ForeignRun:
+            raise
+        except VitoError:
+            states[(run.row, run.seed)] = None
+    return states
+
+
+def bring_runs_up_to_date(runs: list[RunCell], states: dict[tuple[str, int], str | None], dry_run: bool = False,
                           echo: Callable[[str], None] = print) -> tuple[dict[tuple[str, int], str], set[tuple[str, int]]]:
-    """Train every run that is not finished, one after another. Returns the runs that failed (``(row, seed)``
-    -> error; their cells fail with it, the other runs go on) and, with ``dry_run``, those that would train."""
+    """Train every run that is not finished (``states``: :func:`check_runs`), one after another. Returns the
+    runs that failed (``(row, seed)`` -> error; their cells fail with it, the other runs go on) and, with
+    ``dry_run``, those that would train."""
     failed: dict[tuple[str, int], str] = {}
     pending: set[tuple[str, int]] = set()
     for run in runs:
         key = (run.row, run.seed)
         try:
-            state = run_state(run)
+            state = states.get(key) or run_state(run)
             if state == FINISHED:
                 continue
             if dry_run:

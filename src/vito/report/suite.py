@@ -21,8 +21,17 @@ from vito.errors import VitoError
 from vito.eval.core.encoder_spec import EncoderSpec
 from vito.eval.core.encoders import is_outside
 from vito.eval.core.registry import REGISTRY, Evaluation, discover, get, settings_from_mapping
-from vito.report.study import (PlotEntry, PretrainRow, expand, folder_name, is_pretrain_row, parse_plot,
-                               parse_pretrain_row, row_label, split_metric)
+from vito.report.study import (
+    PlotEntry,
+    PretrainRow,
+    expand,
+    folder_name,
+    is_pretrain_row,
+    parse_plot,
+    parse_pretrain_row,
+    row_label,
+    split_metric,
+)
 from vito.schema import from_mapping, parse_yaml, refuse_unknown
 
 TOP_LEVEL_KEYS = ("encoders", "evaluations", "references", "columns", "plots", "paths")
