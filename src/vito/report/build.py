@@ -9,6 +9,7 @@ from pathlib import Path
 from vito.engine.run_folder import RunFolder
 from vito.errors import VitoError
 from vito.report.document import FORMAT, build_document, write_document
+from vito.report.figures import plot_records
 from vito.report.grid import PLANNED, GridRun, RunStates, plan_cells, run_grid, select_cells
 from vito.report.html import write_html
 from vito.report.markdown import write_markdown
@@ -73,6 +74,10 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
         run = run_grid(suite, out, only=only, dry_run=False, echo=echo, loggers=loggers, runs=RunStates(failed))
         run.failed_runs = failed
         document = build_document(suite, run, out)
+        document["plots"] = plot_records(suite, document, out)
+        run.plot_errors = [plot["error"] for plot in document["plots"] if plot["error"]]
+        for error in run.plot_errors:
+            echo(f"plot not drawn: {error}")
         try:
             paths = [write_document(document, out), write_markdown(document, out), write_html(document, out)]
         except OSError as error:  # a full disk or a read-only folder; the atomic writes leave the old files whole
