@@ -172,7 +172,7 @@ def test_a_plot_of_a_metric_no_entry_produces_is_one_line_and_status_1(tmp_path,
     assert "plot not drawn: " in capsys.readouterr().out
     plot = _document(tmp_path / "out")["plots"][0]
     assert plot["png"] is None and plot["error"].endswith("knn has no metric 'mIoU' (it has: count, top1, top1_k)")
-    assert (tmp_path / "out" / "cells" / "a-" / "knn" / "result.json").is_file()  # 'a+': a folder-safe name
+    assert (tmp_path / "out" / "cells" / "a" / "knn" / "result.json").is_file()  # 'a+': a folder-safe name
 
 
 @pytest.mark.parametrize("preset", sorted(STUDIES_DIR.glob("*.yaml")), ids=lambda path: path.stem)

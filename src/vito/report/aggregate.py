@@ -18,7 +18,7 @@ SOUND = ("cached", "computed")  # grid.CACHED, grid.COMPUTED: a cell with a curr
 
 
 def seeds_label(count: int) -> str:
-    return f"mean ± sd over {count} seed{'s' if count != 1 else ''}"
+    return f"mean ± sd over {count} seeds" if count != 1 else "1 seed, no sd"
 
 
 def aggregate(cells: list[dict[str, Any]], row_folder: str) -> dict[str, Any]:

@@ -74,10 +74,14 @@ def row_label(name: Any, where: str) -> str:
 
 
 def folder_name(name: str) -> str:
-    """The folder-safe form of a row name: runs of other characters become ``-`` (``DeepLabV3+`` ->
-    ``DeepLabV3-``); names of letters, digits, ``.``, ``_`` and ``-`` stay as they are."""
-    safe = UNSAFE.sub("-", name).lstrip(".")
-    return safe if safe and safe not in ("-",) else "row-" + str(sum(map(ord, name)))
+    """The folder-safe form of a row name: runs of other characters become ``-``, none at either end
+    (``DeepLabV3+`` -> ``DeepLabV3``, ``MoCLR (images)`` -> ``MoCLR-images``); names of letters, digits, ``.``,
+    ``_`` and ``-`` stay as they are."""
+    safe = UNSAFE.sub("-", name)
+    if safe != name:
+        safe = safe.strip("-")
+    safe = safe.lstrip(".")
+    return safe or "row-" + str(sum(map(ord, name)))
 
 
 def parse_pretrain_row(value: dict[str, Any], folder: Path, where: str) -> PretrainRow:

@@ -34,7 +34,7 @@ from vito.report.study import (
 )
 from vito.schema import from_mapping, parse_yaml, refuse_unknown
 
-TOP_LEVEL_KEYS = ("encoders", "evaluations", "references", "columns", "plots", "paths")
+TOP_LEVEL_KEYS = ("encoders", "evaluations", "references", "columns", "plots", "shared")  # shared: anchors only
 ENTRY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # entry names: folders, and NAME in NAME.METRIC
 OWN_CLASSIFIER = "own"
 STUDIES_DIR = PRESET_DIR / "studies"  # the paper's studies, shipped with vito (``vito report crop_scale``)
