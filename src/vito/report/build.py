@@ -14,6 +14,7 @@ from vito.report.grid import PLANNED, GridRun, RunStates, plan_cells, run_grid, 
 from vito.report.html import write_html
 from vito.report.markdown import write_markdown
 from vito.report.runs import RunCell, bring_runs_up_to_date, check_runs, plan_runs
+from vito.report.study import check_data
 from vito.report.suite import Suite, load_suite
 
 
@@ -55,6 +56,7 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
     out = Path(out)
     check_report_folder(out)
     only = list(only)
+    check_data(suite.pretrain_rows, str(suite.path))
     select_cells(plan_cells(suite, out), suite, only)  # an unknown --only name stops before anything runs
     runs = _runs(suite, out, only, overwrite)
     states = check_runs(runs)  # a run folder holding another run stops the report here, before anything runs

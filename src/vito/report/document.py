@@ -162,6 +162,16 @@ def _row_record(suite: Suite, name: str, out: Path) -> dict[str, Any]:
             "evaluations": list(suite.references[name].options)}
 
 
+def _mark_differences(rows: list[dict[str, Any]]) -> list[str]:
+    """Give each pretraining row its ``differs``: the ``set:`` values not shared by every pretraining row (what
+    the row headers show); the shared ones are returned, said once under the tables."""
+    trained = [row for row in rows if row["kind"] == "pretrain"]
+    common = [item for item in (trained[0]["set"] if trained else []) if all(item in row["set"] for row in trained)]
+    for row in trained:
+        row["differs"] = [item for item in row["set"] if item not in common]
+    return common if len(trained) > 1 else []
+
+
 def _aggregates(suite: Suite, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per pretraining row and entry, the mean ± sd record over its seeds' cells (:mod:`vito.report.aggregate`)."""
     found = []
@@ -178,6 +188,8 @@ def _aggregates(suite: Suite, records: list[dict[str, Any]]) -> list[dict[str, A
 def build_document(suite: Suite, run: GridRun, out: Path) -> dict[str, Any]:
     cells = run.cells
     records = [cell_record(cell, out) for cell in cells]
+    rows = [_row_record(suite, name, out) for name in suite.row_names]
+    common = _mark_differences(rows)
     return {
         "format": FORMAT,
         "suite": str(suite.path),
@@ -186,7 +198,8 @@ def build_document(suite: Suite, run: GridRun, out: Path) -> dict[str, Any]:
                    "cached": sum(c.status == CACHED for c in cells),
                    "current": sum(c.status in (CACHED, COMPUTED) for c in cells),
                    "marked_failed": sum(c.status == FAILED for c in cells)},
-        "rows": [_row_record(suite, name, out) for name in suite.row_names],
+        "rows": rows,
+        "common_set": common,
         "groups": groups(suite, cells),
         "cells": records,
         "aggregates": _aggregates(suite, records),

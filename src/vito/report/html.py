@@ -86,7 +86,7 @@ def _row_header(row: dict[str, Any]) -> str:
     if row["kind"] == "reference":
         return f'<th scope="row">{_e(row["name"])}<div class="spec">reference</div></th>'
     if row["kind"] == "pretrain":
-        changed = ", ".join(row["set"]) or "the preset as is"
+        changed = ", ".join(row.get("differs", row["set"])) or "the preset's values"
         spec = f"pretrained: {Path(row['config']).stem}, {changed} · {seeds_label(len(row['seeds']))}"
         return f'<th scope="row">{_e(row["name"])}<div class="spec">{_e(spec)}</div></th>'
     spec = row["encoder"] + (" (random init)" if row["random_init"] else "")
@@ -241,7 +241,9 @@ def render(document: dict[str, Any], out: Path) -> str:
     intro = (f"<header><h1>vito report</h1><p class=\"meta\">Suite <code>{_e(document['suite'])}</code>, generated "
              f"{_e(document['generated'])}. {counts['cells']} cells: {counts['computed']} computed in this run, "
              f"{counts['cached']} reused, {counts['marked_failed']} failed.</p>"
-             f'<p class="legend">{_e(LEGEND)} Each value links to its cell\'s folder; hover for the unrounded '
+             + (f'<p class="meta">Every pretraining row sets {_e(", ".join(document["common_set"]))}; each row '
+                "header names what else it sets.</p>" if document.get("common_set") else "")
+             + f'<p class="legend">{_e(LEGEND)} Each value links to its cell\'s folder; hover for the unrounded '
              "value (and each seed's).</p></header>")
     body = [group_table(document, group) for group in document["groups"]]
     body += [plots_section(document, out), gallery(document, out), cells_table(document),

@@ -47,7 +47,8 @@ def _code(text: object) -> str:
 def _row_label(row: dict[str, Any]) -> str:
     name = _escape(row["name"])
     if row["kind"] == "pretrain":
-        return f"**{name}** ({seeds_label(len(row['seeds']))})"
+        changed = ", ".join(row.get("differs", row["set"])) or "the preset's values"
+        return f"**{name}** ({seeds_label(len(row['seeds']))}; {_escape(changed)})"
     return f"*{name}* (reference)" if row["kind"] == "reference" else f"**{name}**"
 
 
@@ -108,6 +109,8 @@ def render(document: dict[str, Any]) -> str:
         f"{counts['computed']} computed in this run, {counts['cached']} reused, {counts['marked_failed']} failed.",
         "", LEGEND,
     ]
+    if document.get("common_set"):
+        lines += ["", f"Every pretraining row sets {_code(', '.join(document['common_set']))}."]
     for group in document["groups"]:
         title = f"{group['table']} · {group['title']}" if group["table"] else group["title"]
         lines += ["", f"## {title}", ""] + group_table(document, group)
