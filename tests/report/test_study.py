@@ -102,16 +102,25 @@ def test_a_run_stopped_mid_way_resumes_and_counts_only_when_finished(tmp_path, v
 
     study = _study(tmp_path, {"vito": _row(videos, [3], **{"train.max_steps": 4})})
     out = tmp_path / "study"
+    printed = []
+    make_report(study, out, dry_run=True, echo=printed.append)
+    assert "vito seed 3: would start the pretraining run" in printed[0] and not out.exists()
     with monkeypatch.context() as patch:
         _interrupt_during_step(patch, step=2)
         with pytest.raises(PretrainStopped, match="SIGTERM stopped the pretraining run .* at step 2"):
             make_report(study, out, echo=lambda _: None)
     assert fakes.calls == [] and not (out / "cells").exists()
-    printed = []
+    printed.clear()
     make_report(study, out, echo=printed.append)
     assert "vito seed 3: pretraining (resume)" in "\n".join(printed)
     lines = [json.loads(line) for line in (out / "runs" / "vito" / "seed-3" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4] and len(fakes.calls.of("knn")) == 1
+    # the same row on other data is another run: refused, naming the folder, before anything runs
+    other = tmp_path / "other"
+    other.mkdir()
+    study.write_text(study.read_text().replace(str(videos), str(other)))
+    with pytest.raises(ForeignRun, match=r"runs/vito/seed-3 holds another run than vito seed 3 .*is not the data"):
+        make_report(study, out, echo=lambda _: None)
 
 
 def test_a_row_whose_data_is_unusable_fails_its_cells_and_the_others_complete(tmp_path, videos, fakes, capsys) -> None:
