@@ -191,3 +191,19 @@ def test_every_shipped_study_parses(preset, tmp_path, monkeypatch) -> None:
     is checked when a report starts."""
     suite = load_suite(preset)
     assert suite.evaluations and suite.row_names
+
+
+def test_a_run_and_a_cell_are_plain_picklable_jobs(tmp_path, videos, fakes) -> None:
+    """train_run(RunCell) and compute_cell(Cell) each take one picklable object (a launcher sends them away)."""
+    import pickle
+
+    from vito.report.grid import plan_cells
+    from vito.report.runs import plan_runs
+
+    suite = load_suite(_study(tmp_path, {"DeepLabV3+": _row(videos, [0])}))
+    runs = plan_runs(suite.pretrain_rows, {"DeepLabV3+": "DeepLabV3"}, tmp_path / "out")
+    cells = plan_cells(suite, tmp_path / "out")
+    assert [run.folder for run in runs] == [tmp_path / "out" / "runs" / "DeepLabV3" / "seed-0"]
+    assert [cell.folder for cell in cells] == [tmp_path / "out" / "cells" / "DeepLabV3" / "seed-0" / "knn"]
+    assert pickle.loads(pickle.dumps(runs[0])) == runs[0]
+    assert pickle.loads(pickle.dumps(cells[0])).encoder.spec.encoder == str(runs[0].folder)
