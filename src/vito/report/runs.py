@@ -75,13 +75,15 @@ def run_state(run: RunCell) -> str:
     another run to ``replace`` (only with ``overwrite``; without, a ``VitoError`` naming the difference)."""
     if not holds_run(run.folder):
         return START
+    # an unreadable config.yaml or checkpoint is this run's own error (its cells fail with it), not another run
+    saved = run.folder / "config.yaml"
+    saved_config = load_config(saved, saved_run=True).to_dict() if saved.is_file() else None
+    checkpoint = load_checkpoint(run.folder) if has_checkpoint(run.folder) else None
     try:
-        saved = run.folder / "config.yaml"
-        if saved.is_file():
-            check_resumable(load_config(saved, saved_run=True).to_dict(), run.config)
-        if not has_checkpoint(run.folder):
+        if saved_config is not None:
+            check_resumable(saved_config, run.config)
+        if checkpoint is None:
             return START
-        checkpoint = load_checkpoint(run.folder)
         check_resumable(with_added_keys(checkpoint["config"])[0], run.config)
         data_path(run.data, checkpoint, [])
     except VitoError as error:
