@@ -10,6 +10,7 @@ import yaml
 from tests.helpers import TINY_OVERRIDES
 from vito.cli import main
 from vito.engine.checkpoint import load_checkpoint
+from vito.errors import VitoError
 from vito.report.build import make_report
 from vito.report.runs import ForeignRun, PretrainStopped
 from vito.report.suite import STUDIES_DIR, load_suite
@@ -207,3 +208,16 @@ def test_a_run_and_a_cell_are_plain_picklable_jobs(tmp_path, videos, fakes) -> N
     assert [cell.folder for cell in cells] == [tmp_path / "out" / "cells" / "DeepLabV3" / "seed-0" / "knn"]
     assert pickle.loads(pickle.dumps(runs[0])) == runs[0]
     assert pickle.loads(pickle.dumps(cells[0])).encoder.spec.encoder == str(runs[0].folder)
+
+
+def test_a_second_report_into_a_study_folder_in_use_is_refused_before_training(tmp_path, videos, fakes) -> None:
+    import os
+    import socket
+
+    study = _study(tmp_path, {"vito": _row(videos, [0])})
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "kind": "report"}))
+    with pytest.raises(VitoError, match="is in use by the run of process"):
+        make_report(study, out, echo=lambda _: None)
+    assert not (out / "runs").exists() and fakes.calls == []

@@ -222,7 +222,7 @@ def cell_index(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]
 
 LEGEND = ("Units in each header: (%) percent; (±, not %) a signed value such as a decay or Cohen's κ; (value, not %) "
           "a unitless number; (count) a count. A pretraining row shows the mean ± sd over its seeds (sample sd; "
-          f"one seed: the mean). {UNDEFINED}: undefined (a row's value when any seed's cell failed ✗, is partial † or "
+          f"one seed: its value, no sd). {UNDEFINED}: undefined (a row's value when any seed's cell failed ✗, is partial † or "
           "not computed). † partial coverage (fewer items than the benchmark lists; see Cells), ✗ failed (see "
           "Failures), — not computed.")
 
