@@ -30,7 +30,7 @@ ALLOWED = {
                              "vito.objective"},
     "vito.curate": BASE | {"vito.engine", "vito.data", "vito.models", "vito.viz"},
     "vito.eval": BASE | {"vito.schema", "vito.config", "vito.engine", "vito.data", "vito.models", "vito.viz"},
-    "vito.report": BASE | {"vito.schema", "vito.engine", "vito.eval"},
+    "vito.report": BASE | {"vito.schema", "vito.config", "vito.engine", "vito.pretrain", "vito.eval"},
     "vito.demo": BASE | {"vito.config", "vito.engine", "vito.data", "vito.models", "vito.pretrain", "vito.viz",
                          "vito.demo_world"},
     "vito.demo_world": set(),

@@ -280,14 +280,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from vito.engine.finetune import FinetuneStopped
     from vito.engine.signals import exit_status
     from vito.report.build import make_report
+    from vito.report.runs import PretrainStopped
 
     try:
         run = make_report(args.suite, args.out, only=args.only, dry_run=args.dry_run, break_lock=args.break_lock,
-                          loggers=args.loggers)
-    except FinetuneStopped as stopped:  # a stop signal during a cell's fine-tune stops the report: the scheduler
-        print(f"vito report: {stopped}", file=sys.stderr)  # requeues it, and the rerun resumes that fine-tune
-        return exit_status(stopped.stopped_by)
-    return 1 if run.failed else 0
+                          loggers=args.loggers, overwrite=args.overwrite)
+    except (FinetuneStopped, PretrainStopped) as stopped:  # a stop signal during a fine-tune or a pretraining
+        print(f"vito report: {stopped}", file=sys.stderr)  # run stops the report: the scheduler requeues it, and
+        return exit_status(stopped.stopped_by)  # the rerun resumes that run
+    return 1 if run.failed or run.plot_errors else 0
 
 
 def _add_report_command(sub: argparse._SubParsersAction) -> None:
@@ -295,8 +296,8 @@ def _add_report_command(sub: argparse._SubParsersAction) -> None:
     report = sub.add_parser(
         "report",
         help="run a suite of evaluations for several encoders and write the paper's tables (HTML, markdown, JSON)",
-        description="Runs every evaluation of the suite YAML (keys: encoders, evaluations, references) for every "
-        "encoder, reusing each cell already computed for the same encoder and settings under OUT/cells/ "
+        description="Runs every evaluation of the suite YAML (keys: encoders, evaluations, references, columns, plots) "
+        "for every encoder, first training a study's pretraining rows (one run per seed under OUT/runs/), reusing each cell already computed for the same encoder and settings under OUT/cells/ "
         "(also cells written there beforehand by `vito eval NAME ... --out OUT/cells/ROW/NAME`), and writes "
         "OUT/index.html, OUT/report.md and OUT/results.json. A failing cell is marked and the others complete; "
         "the exit status is then 1. See `vito docs report`.",
@@ -309,6 +310,9 @@ def _add_report_command(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--dry-run", action="store_true", help="list the cells that would be computed; write nothing")
     report.add_argument("--break-lock", action="store_true",
                         help="take a report folder locked by a report on another host (only when that one is gone)")
+    report.add_argument("--overwrite", action="store_true",
+                        help="train afresh a study's run folder that holds a run of another config or data "
+                        "(deletes that run; without it such a folder stops the report)")
     report.add_argument("--loggers", nargs="+", choices=LOGGER_NAMES, default=None,
                         help="where the fine-tuning cells' metrics go besides metrics.jsonl (default: the suite's, "
                         "else tensorboard); wandb and mlflow need pip install 'vito[wandb]' / 'vito[mlflow]'")

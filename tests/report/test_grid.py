@@ -215,12 +215,12 @@ def test_columns_choose_the_metrics_the_tables_show(tmp_path, fakes) -> None:
     out = tmp_path / "report"
     make_report(suite, out, echo=lambda _: None)
     header = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| encoder | knn"))
-    assert header == "| encoder | knn · images | knn · top-1 (%) | knn · nope (no such metric) |"
+    assert header == "| encoder | knn · images (count) | knn · top-1 (%) | knn · nope (no such metric) |"
     assert set(_cell(out, "a", "knn")["metrics"]) == {"top1", "top1_k", "count"}  # results.json keeps them all
     suite.write_text(text.replace("columns: {knn: [count, top1, nope]}", ""))
     make_report(suite, out, echo=lambda _: None)
     header = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| encoder | knn"))
-    assert header == "| encoder | knn · top-1 (%) | knn · images |"  # top1_k: same label, same numbers: once
+    assert header == "| encoder | knn · top-1 (%) | knn · images (count) |"  # top1_k: same label, same numbers: once
     suite.write_text(text.replace("knn: [", "knnn: ["))
     with pytest.raises(Exception, match="columns.knnn: 'knnn' is not one of the suite's evaluations"):
         make_report(suite, out, echo=lambda _: None)
@@ -249,8 +249,8 @@ def test_partial_coverage_and_undefined_values_are_flagged(tmp_path, fakes) -> N
      "evaluations.knn: .*trian"),
     ("encoders: {a: {encoder: 'timm:resnet18', random_init: true}}\nevaluations: {knn: {train: d}}\n"
      "references: {h: {knn: {train: e}}}\n", "references.h: knn has no scoring-only mode"),
-    ("encoders: {a/b: {encoder: 'timm:resnet18', random_init: true}}\nevaluations: {knn: {train: d}}\n",
-     "row name 'a/b'"),
+    ("encoders: {a/b: {encoder: 'timm:resnet18', random_init: true}, a+b: {encoder: 'timm:resnet18', "
+     "random_init: true}}\nevaluations: {knn: {train: d}}\n", "rows 'a/b' and 'a\\+b' both give the folder name"),
     ("encoders: [a]\nevaluations: {knn: {train: d}}\n", "encoders: expected a mapping"),
     ("encoders: {a: {encoder: 'timm:resnet18', random_init: true}}\n", "names no evaluations"),
     ("{{{", "cannot read suite"),

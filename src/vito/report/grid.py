@@ -26,10 +26,12 @@ from typing import Any
 
 from vito.engine.finetune import FinetuneStopped
 from vito.errors import VitoError
+from vito.eval.core.encoder_spec import EncoderSpec
 from vito.eval.core.registry import get, recorded_settings
 from vito.eval.core.result import RESULT_JSON, RESULT_MD, Result, read_result
 from vito.eval.core.running import NON_RESULT_SETTINGS, run_evaluation
 from vito.io import write_json
+from vito.report.study import folder_name, run_folder
 from vito.report.suite import EncoderEntry, Suite, make_settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,8 @@ CACHED, COMPUTED, FAILED, NOT_RUN, PLANNED = "cached", "computed", "failed", "no
 
 @dataclass
 class Cell:
-    """One evaluation of one row: its folder, options and, once known, its Result or error."""
+    """One evaluation entry of one row (and seed, for a pretraining row): its folder, options and, once known,
+    its Result or error. ``evaluation`` is the registered ``vito eval`` name, ``entry`` the suite's entry."""
 
     row: str
     evaluation: str
@@ -53,6 +56,8 @@ class Cell:
     encoder: EncoderEntry | None  # None: a reference row (scoring-only mode)
     options: dict[str, Any]
     needs_head: bool = False  # its --classifier is the head of the row's linear cell
+    entry: str = ""
+    seed: int | None = None  # the pretraining run's seed (None: an encoder or reference row)
     status: str = NOT_RUN
     result: Result | None = None
     error: str | None = None
@@ -60,9 +65,13 @@ class Cell:
     settings: Any = None
     identity: str | None = None
 
+    def __post_init__(self) -> None:
+        self.entry = self.entry or self.evaluation
+
     @property
     def label(self) -> str:
-        return f"{self.row} × {self.evaluation}"
+        seed = f" seed {self.seed}" if self.seed is not None else ""
+        return f"{self.row}{seed} × {self.entry}"
 
 
 @dataclass
@@ -72,29 +81,50 @@ class GridRun:
     cells: list[Cell]
     computed: list[Cell] = field(default_factory=list)
     failed: list[Cell] = field(default_factory=list)
+    failed_runs: dict[tuple[str, int], str] = field(default_factory=dict)  # (row, seed) -> the run's error
+    plot_errors: list[str] = field(default_factory=list)  # a plot that cannot be drawn (e.g. no such metric)
+
+
+def head_entry(suite: Suite) -> str | None:
+    """The entry whose trained head feeds the others' --classifier: the first of evaluation ``linear``."""
+    return next((name for name, entry in suite.evaluations.items() if entry.evaluation == HEAD_SOURCE), None)
+
+
+def row_encoders(entry: EncoderEntry, out: Path) -> list[tuple[int | None, EncoderEntry, Path]]:
+    """``(seed, encoder, cells folder)`` of a row: one per seed for a pretraining row (the encoder of its run
+    folder, as ``vito eval --encoder RUN`` loads it), else the row itself."""
+    folder = out / CELLS_DIR / entry.folder
+    if entry.pretrain is None:
+        return [(None, entry, folder)]
+    return [(seed, dataclasses.replace(entry, spec=EncoderSpec(str(run_folder(out, entry.folder, seed)))),
+             folder / f"seed-{seed}") for seed in entry.pretrain.seeds]
 
 
 def plan_cells(suite: Suite, out: Path) -> list[Cell]:
-    """Every cell of the report in execution order: row by row, the head source first within a row."""
+    """Every cell of the report in execution order: row by row (seed by seed), the head source first."""
     cells = []
-    order = sorted(suite.evaluations, key=lambda name: name != HEAD_SOURCE)  # stable: suite order otherwise
-    for name, entry in suite.encoders.items():
-        for evaluation in order:
-            if get(evaluation).needs_encoder is False:
-                continue  # scoring only: reference rows
-            options = dict(suite.evaluations[evaluation].options)
-            needs_head = False
-            if get(evaluation).uses_classifier:
-                if entry.classifier is not None:
-                    options["classifier"] = entry.classifier
-                elif options.get("classifier") is None and HEAD_SOURCE in suite.evaluations:
-                    needs_head = True
-            cells.append(Cell(name, evaluation, out / CELLS_DIR / name / evaluation, entry, options, needs_head))
+    head = head_entry(suite)
+    order = sorted(suite.evaluations, key=lambda name: name != head)  # stable: suite order otherwise
+    for name, row in suite.encoders.items():
+        for seed, encoder, folder in row_encoders(row, out):
+            for entry_name in order:
+                entry = suite.evaluations[entry_name]
+                if get(entry.evaluation).needs_encoder is False:
+                    continue  # scoring only: reference rows
+                options = dict(entry.options)
+                needs_head = False
+                if get(entry.evaluation).uses_classifier:
+                    if encoder.classifier is not None:
+                        options["classifier"] = encoder.classifier
+                    elif options.get("classifier") is None and head is not None:
+                        needs_head = True
+                cells.append(Cell(name, entry.evaluation, folder / entry_name, encoder, options, needs_head,
+                                  entry_name, seed))
     for name, reference in suite.references.items():
-        for evaluation in suite.evaluations:
-            if evaluation in reference.options:
-                cells.append(Cell(name, evaluation, out / CELLS_DIR / name / evaluation, None,
-                                  reference.options[evaluation]))
+        for entry_name, entry in suite.evaluations.items():
+            if entry_name in reference.options:
+                cells.append(Cell(name, entry.evaluation, out / CELLS_DIR / folder_name(name) / entry_name, None,
+                                  reference.options[entry_name], entry=entry_name))
     return cells
 
 
@@ -109,9 +139,10 @@ def select_cells(cells: list[Cell], suite: Suite, only: Iterable[str]) -> set[in
     rows = {name for name in only if name in suite.row_names}
     evaluations = {name for name in only if name in suite.evaluations}
     chosen = {i for i, cell in enumerate(cells)
-              if (not rows or cell.row in rows) and (not evaluations or cell.evaluation in evaluations)}
-    heads = {cells[i].row for i in chosen if cells[i].needs_head}
-    chosen |= {i for i, cell in enumerate(cells) if cell.row in heads and cell.evaluation == HEAD_SOURCE}
+              if (not rows or cell.row in rows) and (not evaluations or cell.entry in evaluations)}
+    heads = {(cells[i].row, cells[i].seed) for i in chosen if cells[i].needs_head}
+    head = head_entry(suite)
+    chosen |= {i for i, cell in enumerate(cells) if (cell.row, cell.seed) in heads and cell.entry == head}
     return chosen
 
 
@@ -204,7 +235,8 @@ def _fail(cell: Cell, error: BaseException, details: str = "") -> None:
     try:
         cell.folder.mkdir(parents=True, exist_ok=True)
         write_json(cell.folder / ERROR_FILE, {
-            "row": cell.row, "evaluation": cell.evaluation, "error": cell.error, "traceback": details,
+            "row": cell.row, "evaluation": cell.evaluation, "entry": cell.entry, "seed": cell.seed,
+            "error": cell.error, "traceback": details,
             "identity": cell.identity,
             "settings": cell_settings(cell) if cell.settings is not None else {},
         })
@@ -231,18 +263,40 @@ def compute_cell(cell: Cell) -> None:
     cell.status = COMPUTED
 
 
+@dataclass
+class RunStates:
+    """What the study's pretraining runs left for the grid: failed runs (their cells fail with the run's
+    error) and, in a dry run, the runs that would train (their cells would be computed)."""
+
+    failed: dict[tuple[str, int], str] = field(default_factory=dict)
+    pending: set[tuple[str, int]] = field(default_factory=set)
+
+
 def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = False,
-             echo: Callable[[str], None] = print, loggers: list[str] | None = None) -> GridRun:
+             echo: Callable[[str], None] = print, loggers: list[str] | None = None,
+             runs: RunStates | None = None) -> GridRun:
     """Bring the selected cells up to date (or, with ``dry_run``, say what that would compute). ``loggers``
     (``--loggers``): the metrics loggers of every fine-tuning cell, in place of its suite's."""
     cells = plan_cells(suite, out)
     selected = select_cells(cells, suite, only)
     run = GridRun(cells)
-    by_key = {(cell.row, cell.evaluation): cell for cell in cells}
-    identities: dict[str, str] = {}
+    runs = runs or RunStates()
+    head = head_entry(suite)
+    by_key = {(cell.row, cell.seed, cell.entry): cell for cell in cells}
+    identities: dict[tuple[str, int | None], str] = {}
     for index, cell in enumerate(cells):
         chosen = index in selected
-        source = by_key.get((cell.row, HEAD_SOURCE)) if cell.needs_head else None
+        source = by_key.get((cell.row, cell.seed, head)) if cell.needs_head else None
+        if (cell.row, cell.seed) in runs.pending:
+            if chosen:
+                cell.status = PLANNED
+                echo(f"{cell.label}: would compute (after its pretraining run) -> {cell.folder}")
+            continue
+        if (cell.row, cell.seed) in runs.failed:
+            cell.status, cell.error = FAILED, f"its pretraining run failed: {runs.failed[(cell.row, cell.seed)]}"
+            if chosen:
+                run.failed.append(cell)
+            continue
         if not _prepare(cell, source, identities, dry_run, loggers):
             if chosen:
                 run.failed.append(cell)
@@ -278,15 +332,15 @@ def _prepare(cell: Cell, source: Cell | None, identities: dict[str, str], dry_ru
     """Fill the cell's identity and settings (with the head as classifier); False when that already fails."""
     try:
         if cell.encoder is not None:
-            if cell.row not in identities:
-                identities[cell.row] = cell.encoder.spec.identity()
-            cell.identity = identities[cell.row]
+            if (cell.row, cell.seed) not in identities:
+                identities[(cell.row, cell.seed)] = cell.encoder.spec.identity()
+            cell.identity = identities[(cell.row, cell.seed)]
         options = dict(cell.options)
         if cell.needs_head:
             head = head_file(source)
             if head is None and not (dry_run and source.status == PLANNED):
                 state = source.error if source.status == FAILED else "it has no current result"
-                raise VitoError(f"needs the head of the {HEAD_SOURCE} cell of {cell.row}, but {state}")
+                raise VitoError(f"needs the head of the {source.entry} cell of {cell.row}, but {state}")
             options["classifier"] = str(head) if head is not None else "<head of the linear cell>"
         fields = {f.name for f in dataclasses.fields(get(cell.evaluation).Settings)}
         if "resume" in fields:

@@ -13,7 +13,17 @@ from typing import Any
 from urllib.parse import quote
 
 from vito.io import atomic_write
-from vito.report.document import ABSENT, cell_index, column_label, coverage_text, display, shared_settings, versions
+from vito.report.aggregate import seeds_label
+from vito.report.document import (
+    ABSENT,
+    LEGEND,
+    cell_index,
+    column_label,
+    coverage_text,
+    display,
+    shared_settings,
+    versions,
+)
 from vito.report.grid import CACHED, COMPUTED, FAILED
 
 
@@ -36,16 +46,19 @@ def _code(text: object) -> str:
 
 def _row_label(row: dict[str, Any]) -> str:
     name = _escape(row["name"])
+    if row["kind"] == "pretrain":
+        changed = ", ".join(row.get("differs", row["set"])) or "the preset's values"
+        return f"**{name}** ({seeds_label(len(row['seeds']))}; {_escape(changed)})"
     return f"*{name}* (reference)" if row["kind"] == "reference" else f"**{name}**"
 
 
 def group_table(document: dict[str, Any], group: dict[str, Any]) -> list[str]:
     columns = [column for evaluation in group["evaluations"] for column in evaluation["columns"]]
     cells = cell_index(document)
-    header = ["encoder"] + [_escape(f"{c['evaluation']} · {column_label(c)}") for c in columns]
+    header = ["encoder"] + [_escape(f"{c['entry']} · {column_label(c)}") for c in columns]
     lines = [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
     for row in document["rows"]:
-        entries = [display(cells.get((row["name"], c["evaluation"])), c) for c in columns]
+        entries = [display(cells.get((row["name"], c["entry"])), c) for c in columns]
         if all(state == ABSENT for _, state in entries):
             continue
         lines.append(f"| {_row_label(row)} | " + " | ".join(_escape(text) for text, _ in entries) + " |")
@@ -53,12 +66,14 @@ def group_table(document: dict[str, Any], group: dict[str, Any]) -> list[str]:
 
 
 def _cells_table(document: dict[str, Any]) -> list[str]:
-    lines = ["| row | evaluation | status | time (s) | coverage | skipped | folder |", "|---|---|---|---|---|---|---|"]
+    lines = ["| row | seed | entry | status | time (s) | coverage | skipped | folder |",
+             "|---|---|---|---|---|---|---|---|"]
     for cell in document["cells"]:
         seconds = f"{cell['seconds']:.1f}" if cell["seconds"] is not None else ""
         target = cell["summary"] or cell["folder"]
         flag = " †" if cell["coverage"] and cell["coverage"]["partial"] else ""
-        lines.append(f"| {_escape(cell['row'])} | {_escape(cell['evaluation'])} | {cell['status']} | {seconds} | "
+        seed = "" if cell["seed"] is None else cell["seed"]
+        lines.append(f"| {_escape(cell['row'])} | {seed} | {_escape(cell['entry'])} | {cell['status']} | {seconds} | "
                      f"{_escape(coverage_text(cell['coverage']))}{flag} | {cell['skipped'] or ''} | "
                      f"[{_escape(cell['folder'])}]({quote(str(target))}) |")
     return lines
@@ -72,13 +87,18 @@ def _settings(document: dict[str, Any]) -> list[str]:
     lines = []
     for group in document["groups"]:
         for evaluation in group["evaluations"]:
-            name = evaluation["evaluation"]
-            cells = [c for c in document["cells"] if c["evaluation"] == name]
+            name = evaluation["entry"]
+            cells = [c for c in document["cells"] if c["entry"] == name]
             common, differing = shared_settings(cells)
             lines += ["", f"**{_escape(name)}**: " + ", ".join(f"`{k}` = {_value(v)}" for k, v in common.items())]
             lines += [f"- {_escape(row)}: " + ", ".join(f"`{k}` = {_value(v)}" for k, v in values.items())
                       for row, values in differing.items()]
     return lines
+
+
+def _cell_name(cell: dict[str, Any]) -> str:
+    seed = f" seed {cell['seed']}" if cell["seed"] is not None else ""
+    return f"{cell['row']}{seed} × {cell['entry']}"
 
 
 def render(document: dict[str, Any]) -> str:
@@ -87,25 +107,28 @@ def render(document: dict[str, Any]) -> str:
         "# vito report", "",
         f"Suite {_code(document['suite'])}, generated {document['generated']}. {counts['cells']} cells: "
         f"{counts['computed']} computed in this run, {counts['cached']} reused, {counts['marked_failed']} failed.",
-        "", "Proportions in percent (%). † partial coverage (fewer items than the benchmark lists; see Cells), "
-        "✗ failed (see Failures), — not computed.",
+        "", LEGEND,
     ]
+    if document.get("common_set"):
+        lines += ["", f"Every pretraining row sets {_code(', '.join(document['common_set']))}."]
     for group in document["groups"]:
         title = f"{group['table']} · {group['title']}" if group["table"] else group["title"]
         lines += ["", f"## {title}", ""] + group_table(document, group)
+    for plot in document.get("plots", []):
+        lines += ["", f"## Plot: {_escape(plot['title'])}", "", f"{_escape(plot['caption'])}", ""]
+        lines += [f"![{_escape(plot['title'])}]({quote(plot['png'])}) ([SVG]({quote(plot['svg'])}))"
+                  if plot.get("png") else f"Not drawn: {_escape(plot['error'])}"]
     failures = [c for c in document["cells"] if c["status"] == FAILED]
     if failures:
         lines += ["", "## Failures", ""]
-        lines += [f"- **{_escape(c['row'])} × {_escape(c['evaluation'])}**: {_escape(c['error'])}" for c in failures]
+        lines += [f"- **{_escape(_cell_name(c))}**: {_escape(c['error'])}" for c in failures]
     partial = [c for c in document["cells"] if c["coverage"] and c["coverage"]["partial"]]
     if partial:
         lines += ["", "## Partial coverage", ""]
-        lines += [f"- {_escape(c['row'])} × {_escape(c['evaluation'])}: {_escape(coverage_text(c['coverage']))}"
-                  for c in partial]
+        lines += [f"- {_escape(_cell_name(c))}: {_escape(coverage_text(c['coverage']))}" for c in partial]
     missing = [c for c in document["cells"] if c["status"] not in (CACHED, COMPUTED, FAILED)]
     if missing:
-        lines += ["", "Not computed: " + ", ".join(f"{_escape(c['row'])} × {_escape(c['evaluation'])}"
-                                                    for c in missing) + "."]
+        lines += ["", "Not computed: " + ", ".join(_escape(_cell_name(c)) for c in missing) + "."]
     lines += ["", "## Cells", ""] + _cells_table(document)
     lines += ["", "## Settings"] + _settings(document)
     found = versions(document)

@@ -16,35 +16,61 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vito.config import PRESET_DIR
 from vito.errors import VitoError
 from vito.eval.core.encoder_spec import EncoderSpec
 from vito.eval.core.encoders import is_outside
 from vito.eval.core.registry import REGISTRY, Evaluation, discover, get, settings_from_mapping
+from vito.report.study import (
+    PlotEntry,
+    PretrainRow,
+    expand,
+    folder_name,
+    is_pretrain_row,
+    parse_plot,
+    parse_pretrain_row,
+    row_label,
+    split_metric,
+)
 from vito.schema import from_mapping, parse_yaml, refuse_unknown
 
-TOP_LEVEL_KEYS = ("encoders", "evaluations", "references", "columns")
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # row names become folder names under cells/
+TOP_LEVEL_KEYS = ("encoders", "evaluations", "references", "columns", "plots", "shared")  # shared: anchors only
+ENTRY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # entry names: folders, and NAME in NAME.METRIC
 OWN_CLASSIFIER = "own"
+STUDIES_DIR = PRESET_DIR / "studies"  # the paper's studies, shipped with vito (``vito report crop_scale``)
 
 
 @dataclass(frozen=True)
 class EncoderEntry:
-    """One row of the report: an encoder and, optionally, its own ImageNet head (``own`` or a head file)."""
+    """One row of the report: an encoder and, optionally, its own ImageNet head (``own`` or a head file), or a
+    pretraining row (``pretrain``), whose encoders are its runs' (one per seed, made by the report)."""
 
     name: str
-    spec: EncoderSpec
+    spec: EncoderSpec | None  # None for a pretraining row until the grid names a seed's run folder
     classifier: str | None = None
+    pretrain: PretrainRow | None = None
+
+    @property
+    def folder(self) -> str:
+        return folder_name(self.name)
 
 
 @dataclass(frozen=True)
 class EvaluationEntry:
-    """One evaluation of the suite: a registered ``vito eval`` name and that command's options."""
+    """One evaluation entry of the suite: its name (a column group, a folder, NAME in ``NAME.METRIC``), the
+    registered ``vito eval`` it runs and that command's options. ``knn: {...}`` is the entry ``knn`` of
+    evaluation knn; ``knn-64: {evaluation: knn, ...}`` a second one."""
 
     name: str
     options: dict[str, Any]  # underscore keys, paths resolved against the suite's folder
+    evaluation: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.evaluation:
+            object.__setattr__(self, "evaluation", self.name)
 
     def settings(self, overrides: dict[str, Any] | None = None) -> Any:
-        return make_settings(self.name, {**self.options, **(overrides or {})})
+        return make_settings(self.evaluation, {**self.options, **(overrides or {})})
 
 
 @dataclass(frozen=True)
@@ -62,16 +88,23 @@ class Suite:
     encoders: dict[str, EncoderEntry] = field(default_factory=dict)
     evaluations: dict[str, EvaluationEntry] = field(default_factory=dict)
     references: dict[str, ReferenceEntry] = field(default_factory=dict)
-    columns: dict[str, list[str]] = field(default_factory=dict)  # evaluation -> metrics the tables show
+    columns: dict[str, list[str]] = field(default_factory=dict)  # entry -> metrics the tables show
+    plots: dict[str, PlotEntry] = field(default_factory=dict)
 
     @property
     def row_names(self) -> list[str]:
         return [*self.encoders, *self.references]
 
+    @property
+    def pretrain_rows(self) -> dict[str, PretrainRow]:
+        return {name: entry.pretrain for name, entry in self.encoders.items() if entry.pretrain is not None}
+
 
 def load_suite(path: str | Path) -> Suite:
     """Read and check a suite YAML file; every problem is a ``VitoError`` naming the key and the file."""
     path = Path(path)
+    if not path.exists() and (STUDIES_DIR / f"{path.stem}.yaml").is_file() and path.parent == Path("."):
+        path = STUDIES_DIR / f"{path.stem}.yaml"  # a shipped study by name
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -93,20 +126,35 @@ def parse_suite(raw: Any, path: Path) -> Suite:
     suite = Suite(path=path.resolve())
     discover()
     for name, value in _mapping(top.get("encoders") or {}, f"{path}: encoders").items():
-        suite.encoders[_row_name(name, path)] = _encoder_entry(name, value, folder, path)
+        name = row_label(name, f"{path}: encoders")
+        suite.encoders[name] = _encoder_entry(name, value, folder, path)
     for name, value in _mapping(top.get("evaluations") or {}, f"{path}: evaluations").items():
         suite.evaluations[name] = _evaluation_entry(name, value, folder, path)
     for name, value in _mapping(top.get("references") or {}, f"{path}: references").items():
         if name in suite.encoders:
             raise VitoError(f"{path}: references.{name}: the name is already an encoder's; rows need distinct names")
-        suite.references[_row_name(name, path)] = _reference_entry(name, value, suite, folder, path)
+        suite.references[row_label(name, f"{path}: references")] = _reference_entry(name, value, suite, folder, path)
+    _check_folders(suite, path)
     for name, metrics in _mapping(top.get("columns") or {}, f"{path}: columns").items():
         suite.columns[name] = _columns_entry(name, metrics, suite, path)
     if not suite.evaluations:
         raise VitoError(f"{path}: the suite names no evaluations (key 'evaluations')")
     if not suite.row_names:
         raise VitoError(f"{path}: the suite names no encoders and no references (key 'encoders')")
+    for title, value in _mapping(top.get("plots") or {}, f"{path}: plots").items():
+        suite.plots[title] = parse_plot(title, value, suite.pretrain_rows, suite.row_names, suite.evaluations,
+                                        f"{path}: plots.{title}")
     return suite
+
+
+def _check_folders(suite: Suite, path: Path) -> None:
+    """Two rows whose names give one folder (``a+`` and ``a?``) would share their cells: refused."""
+    seen: dict[str, str] = {}
+    for name in suite.row_names:
+        other = seen.setdefault(folder_name(name), name)
+        if other != name:
+            raise VitoError(f"{path}: rows {other!r} and {name!r} both give the folder name {folder_name(name)!r}; "
+                            "rename one")
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -115,15 +163,8 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _row_name(name: str, path: Path) -> str:
-    if not NAME_PATTERN.fullmatch(name):
-        raise VitoError(f"{path}: row name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
-    return name
-
-
 def _resolve(value: str | Path, folder: Path) -> Path:
-    value = Path(value).expanduser()
-    return value if value.is_absolute() else folder / value
+    return expand(value, folder)
 
 
 @dataclass
@@ -135,6 +176,8 @@ class EncoderOptions(EncoderSpec):
 
 def _encoder_entry(name: str, value: Any, folder: Path, path: Path) -> EncoderEntry:
     where = f"{path}: encoders.{name}"
+    if is_pretrain_row(value):
+        return EncoderEntry(name, None, pretrain=parse_pretrain_row(value, folder, where))
     options = from_mapping(EncoderOptions, {"encoder": value} if isinstance(value, str) else value, where)
     if not is_outside(options.encoder):
         options.encoder = str(_resolve(options.encoder, folder))
@@ -171,15 +214,22 @@ def _resolve_paths(parsed: Any, folder: Path, given: Any) -> Any:
 
 
 def _evaluation_entry(name: str, value: Any, folder: Path, path: Path) -> EvaluationEntry:
-    if name not in REGISTRY:
-        raise VitoError(f"{path}: evaluations.{name}: no such evaluation (known: {', '.join(sorted(REGISTRY))})")
-    cls, where = get(name), f"{path}: evaluations.{name}"
+    """``NAME: {evaluation: EVAL, ...options}``, or ``EVAL: {...options}`` (the entry named as its evaluation)."""
+    where = f"{path}: evaluations.{name}"
+    if not ENTRY_PATTERN.fullmatch(name):
+        raise VitoError(f"{where}: an entry name is letters, digits, '_' or '-' (it names a folder and NAME in "
+                        "NAME.METRIC)")
+    value = dict(_mapping(value if value is not None else {}, where))
+    evaluation = value.pop("evaluation", name)
+    if evaluation not in REGISTRY:
+        raise VitoError(f"{where}: no such evaluation {evaluation!r} (known: {', '.join(sorted(REGISTRY))})")
+    cls = get(evaluation)
     if cls.needs_encoder is False:  # scoring only: these options are shared defaults of its reference rows
-        options = {k.replace("-", "_"): v for k, v in _mapping(value if value is not None else {}, where).items()}
+        options = {k.replace("-", "_"): v for k, v in value.items()}
         known = [f.name for f in dataclasses.fields(cls.Settings)]
         refuse_unknown([key for key in options if key not in known], known, where)
-        return EvaluationEntry(name, options)
-    return EvaluationEntry(name, _options(cls, value, folder, where))
+        return EvaluationEntry(name, options, evaluation)
+    return EvaluationEntry(name, _options(cls, value, folder, where), evaluation)
 
 
 def _reference_entry(name: str, value: Any, suite: Suite, folder: Path, path: Path) -> ReferenceEntry:
@@ -189,7 +239,7 @@ def _reference_entry(name: str, value: Any, suite: Suite, folder: Path, path: Pa
         if evaluation not in suite.evaluations:
             raise VitoError(f"{where}: {evaluation!r} is not one of the suite's evaluations "
                             f"({', '.join(suite.evaluations)})")
-        cls = get(evaluation)
+        cls = get(suite.evaluations[evaluation].evaluation)
         if cls.needs_encoder is True:
             raise VitoError(f"{where}: {evaluation} has no scoring-only mode; a reference row needs one")
         overrides = _mapping(overrides if overrides is not None else {}, f"{where}.{evaluation}")
@@ -209,7 +259,8 @@ def _without_unused(merged: dict[str, Any], own: dict[str, Any], cls: type[Evalu
 
 
 def _columns_entry(name: str, metrics: Any, suite: Suite, path: Path) -> list[str]:
-    """The metrics (by name, in order) that the tables show for one evaluation; results.json keeps them all."""
+    """The metrics (by name, in order) that the tables show for one evaluation entry, each ``METRIC`` or
+    ``NAME.METRIC``; results.json keeps them all."""
     where = f"{path}: columns.{name}"
     if name not in suite.evaluations:
         raise VitoError(f"{where}: {name!r} is not one of the suite's evaluations ({', '.join(suite.evaluations)})")
@@ -217,7 +268,12 @@ def _columns_entry(name: str, metrics: Any, suite: Suite, path: Path) -> list[st
         metrics = [metrics]
     if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
         raise VitoError(f"{where}: expected a list of metric names, e.g. [top1, top5]")
-    return metrics
+    shown = []
+    for metric in metrics:
+        if metric.startswith(f"{name}."):
+            metric = split_metric(metric, suite.evaluations, where)[1]
+        shown.append(metric)
+    return shown
 
 
 def make_settings(evaluation: str, options: dict[str, Any]) -> Any:

@@ -27,3 +27,7 @@ def test_cli_propagates_and_scores_a_toy_sequence(tmp_path) -> None:
                  "--out", str(rescored)]) == 0
     values = {name: metric.value for name, metric in report.metrics.items()}
     assert {name: m.value for name, m in read_result(rescored).metrics.items()} == pytest.approx(values)
+    # a picture like the other benchmarks': the scored masks over frames of the first sequence, the truth below
+    assert report.pictures == read_result(rescored).pictures == ["masks_toy.png"]
+    with Image.open(out / "masks_toy.png") as strip, Image.open(rescored / "masks_toy.png") as again:
+        assert strip.height == 2 * 120 + 4 and strip.width > 2 * 180 and strip.tobytes() == again.tobytes()

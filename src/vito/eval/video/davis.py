@@ -21,6 +21,7 @@ from vito.eval.core.encoders import Encoder
 from vito.eval.core.registry import Evaluation, register
 from vito.eval.core.result import Coverage, Metric, Result
 from vito.eval.video.davis_data import find_sequences, save_palette_png
+from vito.eval.video.davis_pictures import save_propagation_strip
 from vito.eval.video.davis_propagation import PropagationSettings, propagate_sequence
 from vito.eval.video.davis_scoring import score_results
 
@@ -112,4 +113,9 @@ class Davis(Evaluation):
             note += f" (only the first {settings.max_frames} frames of each sequence)"
         coverage = Coverage(scores["frames_scored"], scores["frames_annotated"], note)
         per_object = [{"object": key, **values} for key, values in scores["per_object"].items()]
-        return Result(self.name, metrics, extra, coverage, tables={"per object": per_object}, artifacts=artifacts)
+        results_dir = out_dir / "results" if encoder is not None else settings.results
+        out_dir.mkdir(parents=True, exist_ok=True)
+        picture = save_propagation_strip(settings.davis_root, results_dir, out_dir / "masks", settings.sequences,
+                                         settings.resolution, settings.layout)
+        return Result(self.name, metrics, extra, coverage, tables={"per object": per_object}, artifacts=artifacts,
+                      pictures=[picture] if picture else [])

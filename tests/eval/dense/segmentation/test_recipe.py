@@ -106,7 +106,7 @@ def test_ade20k_upernet_fine_tune_with_aux_head(shared_data: Path, tmp_path: Pat
     assert {"mIoU", "devkit_mIoU", "aAcc", "mAcc", "mIoU_sd"} <= set(result.metrics)
     assert result.metrics["mIoU_sd"].value is None  # one seed: undefined, not 0
     sd_label = result.metrics["devkit_mIoU_sd"].label  # named as its metric is, not by its key
-    assert sd_label == "mIoU over all 150 classes (official ADE20K devkit): sd over 1 seeds"
+    assert sd_label == "mIoU over all 150 classes (official ADE20K devkit): sd over 1 seed"  # never "1 seeds"
     assert result.settings["protocol"]["head"] == "upernet" and tuple(result.settings["protocol"]["test_size"]) == (128, 32)
     lines = [json.loads(line) for line in (tmp_path / "out/runs/lr0.01_seed0/metrics.jsonl").read_text().splitlines()]
     assert {"loss", "decode", "aux"} <= set(lines[-1])  # the auxiliary FCN head is trained with weight 0.4

@@ -102,7 +102,8 @@ def finetune_result(name: str, val: Annotations, outcomes: list[SeedOutcome], ou
     metrics: dict[str, Metric] = {}
     for key, label in labels.items():
         mean, sd = mean_and_sd([o.scores.metrics[key] for o in outcomes])
-        metrics[key] = Metric(mean, "proportion", f"bbox {label}, mean of {len(outcomes)} seeds")
+        seeds = f"{len(outcomes)} seed{'s' if len(outcomes) != 1 else ''}"  # never "1 seeds"
+        metrics[key] = Metric(mean, "proportion", f"bbox {label}, mean over {seeds}")
         metrics[f"{key}_sd"] = Metric(sd, "value", f"sd of {key} over seeds")
     per_seed = [{"seed": o.run_dir.name.removeprefix("seed_"), **o.scores.metrics, "final_loss": o.final_loss,
                  "reused": o.reused} for o in outcomes]

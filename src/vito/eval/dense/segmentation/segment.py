@@ -385,8 +385,9 @@ def _sweep_result(chosen: list[RunScores], protocol: Protocol, val: Segmentation
         if key in result.metrics:
             mean, sd = mean_and_sd([getattr(s, name) for s in scores])
             label = result.metrics[key].label  # the sd is named as its metric is: "devkit_mIoU" is no label
-            result.metrics[key].value, result.metrics[key].label = mean, f"{label}, mean of {len(chosen)} seeds"
-            result.metrics[f"{key}_sd"] = Metric(sd, "value", f"{label}: sd over {len(chosen)} seeds")
+            seeds = f"{len(chosen)} seed{'s' if len(chosen) != 1 else ''}"  # never "1 seeds"
+            result.metrics[key].value, result.metrics[key].label = mean, f"{label}, mean over {seeds}"
+            result.metrics[f"{key}_sd"] = Metric(sd, "value", f"{label}: sd over {seeds}")
     if len(chosen) > 1:  # per-class IoU: mean over the seeds where it is defined; the areas are the first seed's
         stacked = np.stack([s.iou for s in scores])
         defined = (~np.isnan(stacked)).sum(0)
