@@ -30,6 +30,7 @@ from vito.eval.core.registry import get, recorded_settings
 from vito.eval.core.result import RESULT_JSON, RESULT_MD, Result, read_result
 from vito.eval.core.running import NON_RESULT_SETTINGS, run_evaluation
 from vito.io import write_json
+from vito.report.launch.jobs import PENDING, WAITING, Job, Launcher, LocalLauncher
 from vito.report.suite import EncoderEntry, Suite, make_settings
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class GridRun:
     cells: list[Cell]
     computed: list[Cell] = field(default_factory=list)
     failed: list[Cell] = field(default_factory=list)
+    pending: list[Cell] = field(default_factory=list)  # queued, running or waiting in a launcher's jobs
 
 
 def plan_cells(suite: Suite, out: Path) -> list[Cell]:
@@ -231,10 +233,19 @@ def compute_cell(cell: Cell) -> None:
     cell.status = COMPUTED
 
 
+def cell_job(cell: Cell, source: Cell | None) -> Job:
+    """The launcher's job of a cell: ``compute_cell`` (picklable with the cell), after its head source's job."""
+    depends = (f"{CELLS_DIR}/{source.row}/{source.evaluation}",) if source is not None else ()
+    return Job(f"{CELLS_DIR}/{cell.row}/{cell.evaluation}", cell.folder, (compute_cell, (cell,)), depends)
+
+
 def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = False,
-             echo: Callable[[str], None] = print, loggers: list[str] | None = None) -> GridRun:
+             echo: Callable[[str], None] = print, loggers: list[str] | None = None,
+             launcher: Launcher | None = None) -> GridRun:
     """Bring the selected cells up to date (or, with ``dry_run``, say what that would compute). ``loggers``
-    (``--loggers``): the metrics loggers of every fine-tuning cell, in place of its suite's."""
+    (``--loggers``): the metrics loggers of every fine-tuning cell, in place of its suite's. ``launcher``: where
+    cells run (default: here, one after another; ``vito.report.launch``)."""
+    launcher = launcher or LocalLauncher()
     cells = plan_cells(suite, out)
     selected = select_cells(cells, suite, only)
     run = GridRun(cells)
@@ -243,6 +254,10 @@ def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = 
     for index, cell in enumerate(cells):
         chosen = index in selected
         source = by_key.get((cell.row, HEAD_SOURCE)) if cell.needs_head else None
+        if source is not None and source.status in PENDING and chosen:  # its head is still being computed
+            cell.status = WAITING
+            run.pending.append(cell)
+            continue
         if not _prepare(cell, source, identities, dry_run, loggers):
             if chosen:
                 run.failed.append(cell)
@@ -262,8 +277,13 @@ def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = 
             cell.status = PLANNED
             echo(f"{cell.label}: would compute -> {cell.folder}")
             continue
-        echo(f"{cell.label}: computing -> {cell.folder}")
-        compute_cell(cell)
+        if launcher.runs_here:
+            echo(f"{cell.label}: computing -> {cell.folder}")
+        state = launcher.submit(cell_job(cell, source))
+        if state in PENDING:  # a cluster holds it: a later vito report collects its result
+            cell.status = state
+            run.pending.append(cell)
+            continue
         if cell.status == FAILED:
             run.failed.append(cell)
             echo(f"{cell.label}: FAILED: {cell.error}")

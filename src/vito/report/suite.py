@@ -20,9 +20,10 @@ from vito.errors import VitoError
 from vito.eval.core.encoder_spec import EncoderSpec
 from vito.eval.core.encoders import is_outside
 from vito.eval.core.registry import REGISTRY, Evaluation, discover, get, settings_from_mapping
+from vito.report.launch.settings import LauncherSettings, parse_launcher
 from vito.schema import from_mapping, parse_yaml, refuse_unknown
 
-TOP_LEVEL_KEYS = ("encoders", "evaluations", "references", "columns")
+TOP_LEVEL_KEYS = ("encoders", "evaluations", "references", "columns", "launcher")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # row names become folder names under cells/
 OWN_CLASSIFIER = "own"
 
@@ -63,6 +64,7 @@ class Suite:
     evaluations: dict[str, EvaluationEntry] = field(default_factory=dict)
     references: dict[str, ReferenceEntry] = field(default_factory=dict)
     columns: dict[str, list[str]] = field(default_factory=dict)  # evaluation -> metrics the tables show
+    launcher: LauncherSettings | None = None  # the jobs' resources under --launcher submitit
 
     @property
     def row_names(self) -> list[str]:
@@ -102,6 +104,7 @@ def parse_suite(raw: Any, path: Path) -> Suite:
         suite.references[_row_name(name, path)] = _reference_entry(name, value, suite, folder, path)
     for name, metrics in _mapping(top.get("columns") or {}, f"{path}: columns").items():
         suite.columns[name] = _columns_entry(name, metrics, suite, path)
+    suite.launcher = parse_launcher(top.get("launcher"), f"{path}: launcher")
     if not suite.evaluations:
         raise VitoError(f"{path}: the suite names no evaluations (key 'evaluations')")
     if not suite.row_names:
