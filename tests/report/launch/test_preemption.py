@@ -1,0 +1,108 @@
+"""Preemption of a submitit job: SIGUSR2 (submitit's signal) to a pretraining job's process ends the step, writes
+a checkpoint and hands the signal back to submitit, which requeues the job; the requeued job resumes and finishes
+with every tensor equal to an uninterrupted run. Real job processes of submitit's local executor, no SLURM.
+
+Why the test signals the job's task process itself: that is what SLURM does. submitit's test hook for local jobs
+(``LocalJob._interrupt``) signals the controller process, which does not forward SIGUSR2 (it dies of it); the
+controller's own timeout signal fires at a wall-clock time, not after a step."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import tensors_equal, tiny_config
+from tests.report.launch.job_calls import tiny_pretraining
+from vito.engine.checkpoint import load_checkpoint
+from vito.engine.signals import STOP_SIGNALS, exit_status, stop_signals
+from vito.pretrain.loop import pretrain
+from vito.report.launch.cluster import SubmititLauncher, wait_for_submitted
+from vito.report.launch.jobs import DONE, Job
+from vito.report.launch.ledger import Ledger
+from vito.report.launch.preemption import set_torchrun_variables, torchrun_variables
+from vito.report.launch.settings import LauncherSettings
+
+pytest.importorskip("submitit")
+STEPS = 12
+OVERRIDES = [f"train.max_steps={STEPS}", "train.checkpoint_every=1000"]
+
+
+def _task_pid(controller: int, run: Path, deadline: float) -> int:
+    """The job's task process (the controller's child), once the run logged its first step."""
+    metrics = run / "metrics.jsonl"
+    while not (metrics.is_file() and metrics.read_text().strip()):
+        assert time.monotonic() < deadline, "no step logged in time"
+        time.sleep(0.05)
+    children = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+@pytest.mark.slow
+def test_a_preempted_pretraining_job_requeues_and_ends_bit_for_bit(videos: Path, tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the job's process: one thread, as the straight run below
+    run = tmp_path / "study" / "runs" / "tiny" / "seed-0"
+    launcher = SubmititLauncher(tmp_path / "study", LauncherSettings(cluster="local", timeout_min=10),
+                                echo=lambda _: None)
+    launcher.submit(Job("runs/tiny/seed-0", run, (tiny_pretraining, (OVERRIDES, videos, run)), distributed=True))
+    entry = launcher.ledger.entries["runs/tiny/seed-0"]
+    os.kill(_task_pid(int(entry.job_id), run, time.monotonic() + 180), signal.SIGUSR2)
+    wait_for_submitted(timeout_s=300)
+
+    log = (run / "train.log").read_text()
+    stopped = int(log.split("received SIGUSR2: finished step ")[1].split()[0].rstrip(","))
+    assert 1 <= stopped < STEPS, log
+    assert f"resuming run in {run}: steps {stopped}..{STEPS}" in log, log  # from the checkpoint, not afresh
+    job_log = Path(entry.stdout).read_text() + Path(entry.stderr).read_text()
+    assert f"Requeued job {entry.job_id}" in job_log, job_log
+    assert Ledger(tmp_path / "study").entries["runs/tiny/seed-0"].state == "queued"  # collected by the next call
+    assert SubmititLauncher(tmp_path / "study", echo=lambda _: None).ledger.entries["runs/tiny/seed-0"].state == DONE
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        straight = pretrain(tiny_config(*OVERRIDES), videos, tmp_path / "straight")
+    finally:
+        torch.set_num_threads(threads)
+    assert straight.step == STEPS
+    a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(run)
+    assert b["step"] == STEPS
+    a.pop("path"), b.pop("path")
+    for state in (a, b):  # numpy's and Python's global generators, which pretraining never draws from, hold each
+        del state["rng"]["numpy"], state["rng"]["python"]  # process's start-up entropy (the job is another process)
+    tensors_equal(a, b, "checkpoint")  # model, optimizer, torch's RNG state, config, data path: every tensor
+
+
+def test_sigusr2_is_a_stop_signal_in_a_submitit_job_only(monkeypatch) -> None:
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    assert stop_signals() == STOP_SIGNALS
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    assert stop_signals() == (*STOP_SIGNALS, signal.SIGUSR2) and exit_status("SIGUSR2") == 143
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "USR1")  # submitit's own setting: already a stop signal
+    assert stop_signals() == STOP_SIGNALS
+
+
+def test_torchrun_variables_from_submitit_job_environment(monkeypatch) -> None:
+    """A job of 2 nodes x 4 GPUs (SLURM's variables): rank, local rank, world size, the first node as master, one
+    port for every process of the job; variables torchrun already set are kept."""
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    for name, value in {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1",
+                        "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    set_torchrun_variables()
+    assert {n: os.environ[n] for n in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR")} == {
+        "RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4", "MASTER_ADDR": "gpu07"}
+    assert os.environ["MASTER_PORT"] == "29500"
+    ports = {torchrun_variables(r, r % 4, 8, ["a", "b"], "4242")["MASTER_PORT"] for r in range(8)}
+    assert len(ports) == 1 and ports != {torchrun_variables(0, 0, 8, ["a"], "4243")["MASTER_PORT"]}
+
+
