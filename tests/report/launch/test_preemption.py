@@ -92,7 +92,8 @@ def test_torchrun_variables_from_submitit_job_environment(monkeypatch) -> None:
     """A job of 2 nodes x 4 GPUs (SLURM's variables): rank, local rank, world size, the first node as master, one
     port for every process of the job; variables torchrun already set are kept."""
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded, so that what set_torchrun_variables sets is undone afterwards
+        monkeypatch.delenv(name)
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     for name, value in {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1",
                         "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]"}.items():

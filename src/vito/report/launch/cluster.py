@@ -11,6 +11,7 @@ submitit is imported here only: ``pip install 'vito[slurm]'``.
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ SLURM_RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING")
 SLURM_UNKNOWN = ("UNKNOWN", "READY")  # not in sacct yet: keep what the ledger says
 
 _SUBMITTED: dict[str, Any] = {}  # job id -> submitit job, for the jobs this process submitted (local: its children)
+atexit.register(_SUBMITTED.clear)  # submitit's jobs clean up when deleted: while the interpreter is still whole
 
 
 def require_submitit() -> Any:
