@@ -8,6 +8,7 @@ controller's own timeout signal fires at a wall-clock time, not after a step."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 from tests.helpers import tensors_equal, tiny_config
-from tests.report.launch.job_calls import tiny_pretraining
+from tests.report.launch.job_calls import join_process_group, tiny_pretraining
 from vito.engine.checkpoint import load_checkpoint
 from vito.engine.signals import STOP_SIGNALS, exit_status, stop_signals
 from vito.pretrain.loop import pretrain
@@ -77,6 +78,18 @@ def test_a_preempted_pretraining_job_requeues_and_ends_bit_for_bit(videos: Path,
     for state in (a, b):  # numpy's and Python's global generators, which pretraining never draws from, hold each
         del state["rng"]["numpy"], state["rng"]["python"]  # process's start-up entropy (the job is another process)
     tensors_equal(a, b, "checkpoint")  # model, optimizer, torch's RNG state, config, data path: every tensor
+
+
+def test_a_job_of_two_gpus_is_one_process_group_of_two(tmp_path: Path) -> None:
+    """gpus_per_node=2: a run's job has 2 processes (submitit's tasks), which join one process group through
+    vito.engine.distributed.setup (gloo here, on CPU) with torchrun's variables from submitit's job environment."""
+    launcher = SubmititLauncher(tmp_path, LauncherSettings(cluster="local", gpus_per_node=2, timeout_min=5),
+                                echo=lambda _: None)
+    launcher.submit(Job("runs/ddp/seed-0", tmp_path / "ddp", (join_process_group, (tmp_path / "ddp",)),
+                        distributed=True))
+    wait_for_submitted(timeout_s=180)
+    seen = sorted((json.loads(p.read_text()) for p in (tmp_path / "ddp").glob("rank*.json")), key=lambda r: r["rank"])
+    assert seen == [{"rank": r, "local_rank": r, "world_size": 2, "mean_rank": 0.5} for r in range(2)], seen
 
 
 def test_sigusr2_is_a_stop_signal_in_a_submitit_job_only(monkeypatch) -> None:
