@@ -49,10 +49,12 @@ def job_preemption_signal() -> signal.Signals | None:
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:
-    """The signals that ask this process to stop: ``STOP_SIGNALS``, and submitit's preemption signal in its jobs.
-    Every process of a job sees the same environment, so every rank has the same list (``stopping`` agrees on it)."""
+    """The signals that ask this process to stop: ``STOP_SIGNALS``, and submitit's preemption signal in its jobs,
+    first: when processes received different signals, the agreed one is the first of this list, and a preemption
+    must be named as such (the job is then requeued). Every process of a job sees the same environment, so every
+    rank has the same list (``stopping`` agrees on it)."""
     extra = job_preemption_signal()
-    return STOP_SIGNALS if extra is None or extra in STOP_SIGNALS else (*STOP_SIGNALS, extra)
+    return STOP_SIGNALS if extra is None else (extra, *(s for s in STOP_SIGNALS if s != extra))
 
 
 def exit_status(signal_name: str) -> int:
@@ -108,9 +110,12 @@ class StopSignal:
     def __init__(self) -> None:
         self.requested = False
         self.name: str | None = None
+        self.preemption = job_preemption_signal()
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if not self.requested:  # the first signal names the stop (SIGUSR1 then SIGTERM: still SIGUSR1)
+        # the first signal names the stop (SIGUSR1 then SIGTERM: still SIGUSR1), except that a submitit job's
+        # preemption signal names it whenever it comes (a cluster may send SIGTERM first): the job is requeued
+        if not self.requested or (signum == self.preemption and self.name != self.preemption.name):
             self.requested, self.name = True, signal.Signals(signum).name
         elif signum == signal.SIGINT:  # Ctrl-C twice: the user does not want to wait (schedulers never do this)
             raise KeyboardInterrupt

@@ -14,7 +14,7 @@ from tests.report.launch.job_calls import crash
 from vito.cli import main
 from vito.report.build import make_report
 from vito.report.launch.cluster import SubmititLauncher, wait_for_submitted
-from vito.report.launch.jobs import FAILED, QUEUED, RUNNING, Job
+from vito.report.launch.jobs import DONE, FAILED, QUEUED, RUNNING, Job
 from vito.report.launch.ledger import Ledger
 from vito.report.launch.settings import LauncherSettings
 
@@ -115,3 +115,27 @@ def test_a_crashing_job_is_failed_with_its_log_and_submitted_again(tmp_path: Pat
 def test_status_of_a_folder_without_jobs_is_one_line(tmp_path: Path, capsys) -> None:
     assert main(["report", str(tmp_path), "--status"]) == 2
     assert "no jobs were submitted here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("slurm", "result", "expected"), [
+    ("PENDING", None, (QUEUED, None)),
+    ("REQUEUED", "error", (QUEUED, None)),  # SLURM requeued it itself (preemption): an earlier attempt's error
+    ("RUNNING", None, (RUNNING, None)),
+    ("COMPLETED", "success", (DONE, None)),
+    ("FAILED", "error", (FAILED, "RuntimeError: boom")),
+    ("OUT_OF_MEMORY", None, (FAILED, "SLURM state OUT_OF_MEMORY, no result (see e.err)")),
+    ("UNKNOWN", None, ("running", "earlier")),  # not in sacct yet: what the ledger said
+])
+def test_slurm_job_states(tmp_path: Path, monkeypatch, slurm, result, expected) -> None:
+    from submitit.core.utils import JobPaths, cloudpickle_dump
+
+    from vito.report.launch import cluster
+    from vito.report.launch.ledger import Entry
+
+    monkeypatch.setattr(cluster, "_slurm_state", lambda entry: slurm)
+    entry = Entry("cells/a/knn", "77", "slurm", str(tmp_path), str(tmp_path), "e.out", "e.err", RUNNING, 0.0,
+                  "earlier")
+    if result is not None:
+        cloudpickle_dump((result, "Traceback ...\nRuntimeError: boom\n" if result == "error" else None),
+                         JobPaths(tmp_path, "77", 0).result_pickle)
+    assert cluster.job_state(entry) == expected

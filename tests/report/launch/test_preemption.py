@@ -20,7 +20,8 @@ import torch
 from tests.helpers import tensors_equal, tiny_config
 from tests.report.launch.job_calls import join_process_group, tiny_pretraining
 from vito.engine.checkpoint import load_checkpoint
-from vito.engine.signals import STOP_SIGNALS, exit_status, stop_signals
+from vito.engine.signals import STOP_SIGNALS, StopSignal, exit_status, stop_signals
+from vito.engine.stopping import stopped_by
 from vito.pretrain.loop import pretrain
 from vito.report.launch.cluster import SubmititLauncher, wait_for_submitted
 from vito.report.launch.jobs import DONE, Job
@@ -96,9 +97,16 @@ def test_sigusr2_is_a_stop_signal_in_a_submitit_job_only(monkeypatch) -> None:
     monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
     assert stop_signals() == STOP_SIGNALS
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
-    assert stop_signals() == (*STOP_SIGNALS, signal.SIGUSR2) and exit_status("SIGUSR2") == 143
+    assert stop_signals() == (signal.SIGUSR2, *STOP_SIGNALS) and exit_status("SIGUSR2") == 143
+    stop = StopSignal()
+    with stop.installed():  # a cluster that sends SIGTERM, then the preemption signal: a preemption
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        os.kill(os.getpid(), signal.SIGUSR1)
+    assert stop.name == "SIGUSR2"
+    assert stopped_by([0.0, 0.5, 0.0, 0.0]) == "SIGTERM" and stopped_by([0.5, 0.5, 0.0, 0.0]) == "SIGUSR2"
     monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "USR1")  # submitit's own setting: already a stop signal
-    assert stop_signals() == STOP_SIGNALS
+    assert stop_signals() == (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
 
 def test_torchrun_variables_from_submitit_job_environment(monkeypatch) -> None:

@@ -110,10 +110,16 @@ def collect(ledger: Ledger, save: bool = True) -> None:
 
 
 def job_state(entry: Entry) -> tuple[str, str | None]:
-    """A submitted job's state now, and why it failed: its result file first (written when the call returned or
-    raised), else the cluster's view of the job."""
+    """A submitted job's state now, and why it failed: SLURM's view first when it says queued or running (a job
+    that SLURM requeued itself, after a preemption, runs again whatever an earlier attempt left), then the
+    result file (written when the call returned or raised), else the cluster's view of the job."""
     from submitit.core.utils import JobPaths, pickle_load
 
+    slurm = _slurm_state(entry) if entry.cluster != "local" else None
+    if slurm in SLURM_QUEUED:
+        return QUEUED, None
+    if slurm in SLURM_RUNNING:
+        return RUNNING, None
     result = JobPaths(entry.log_folder, entry.job_id, task_id=0).result_pickle
     if result.exists():
         try:
@@ -123,16 +129,11 @@ def job_state(entry: Entry) -> tuple[str, str | None]:
         if outcome == "success":
             return DONE, None
         return FAILED, _last_line(str(value))
-    if entry.cluster == "local":
+    if slurm is None:
         return _local_state(entry)
-    state = _slurm_state(entry)
-    if state in SLURM_UNKNOWN:
+    if slurm in SLURM_UNKNOWN:
         return entry.state, entry.error
-    if state in SLURM_QUEUED:
-        return QUEUED, None
-    if state in SLURM_RUNNING:
-        return RUNNING, None
-    return FAILED, f"SLURM state {state}, no result (see {entry.stderr})"
+    return FAILED, f"SLURM state {slurm}, no result (see {entry.stderr})"
 
 
 def _local_state(entry: Entry) -> tuple[str, str | None]:
