@@ -128,3 +128,31 @@ def test_torchrun_variables_from_submitit_job_environment(monkeypatch) -> None:
     assert len(ports) == 1 and ports != {torchrun_variables(0, 0, 8, ["a"], "4243")["MASTER_PORT"]}
 
 
+
+
+def test_a_stop_that_is_not_a_preemption_fails_the_job_after_its_checkpoint(monkeypatch) -> None:
+    """SIGTERM (scancel) in a submitit job: no hand-back to submitit (no requeue), the job fails naming the stop;
+    an error that names the stop (a fine-tune's FinetuneStopped) is raised as it is."""
+    from types import SimpleNamespace
+
+    from vito.engine.finetune import FinetuneStopped
+    from vito.report.launch.preemption import JobStopped, Preemptible
+
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    for name, value in {"SUBMITIT_LOCAL_JOB_ID": "1", "SUBMITIT_LOCAL_NTASKS": "1", "SUBMITIT_LOCAL_GLOBALID": "0",
+                        "SUBMITIT_LOCAL_LOCALID": "0", "SUBMITIT_LOCAL_NODEID": "0",
+                        "SUBMITIT_LOCAL_JOB_NUM_NODES": "1"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    with pytest.raises(JobStopped, match="stopped by SIGTERM"):
+        Preemptible(lambda: SimpleNamespace(stopped_by="SIGTERM"))()
+
+    def stopped_fine_tune():
+        raise FinetuneStopped("stopped at step 3", "SIGTERM")
+
+    with pytest.raises(FinetuneStopped):
+        Preemptible(stopped_fine_tune)()
+    assert Preemptible((max, (2, 5)))() is None and Preemptible((max, (2, 5))).checkpoint().function.call == \
+        (max, (2, 5))

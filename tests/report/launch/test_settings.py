@@ -59,8 +59,8 @@ def test_the_local_launcher_runs_each_job_here_in_order(tmp_path) -> None:
     done = []
     launcher = LocalLauncher()
     assert launcher.submit(Job("a", tmp_path, (done.append, ("a",)))) == "done"
-    assert launcher.submit(Job("b", tmp_path, lambda: done.append("b"), depends_on=("a",))) == "done"
-    assert done == ["a", "b"] and launcher.waiting_on(("a",)) is None
+    assert launcher.submit(Job("b", tmp_path, lambda: done.append("b") or 7, depends_on=("a",))) == "done"
+    assert done == ["a", "b"] and launcher.waiting_on(("a",)) is None and launcher.outcomes == {"a": None, "b": 7}
 
 
 def test_a_missing_submitit_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys) -> None:

@@ -63,15 +63,20 @@ class Launcher:
 
 
 class LocalLauncher(Launcher):
-    """Each job in this process, at once, in the order submitted: a job's dependencies ran before it."""
+    """Each job in this process, at once, in the order submitted: a job's dependencies ran before it. What each
+    call returned is kept in ``outcomes`` by key (a pretraining run's ``RunResult``, say whether it stopped)."""
 
     name = "local"
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, Any] = {}
 
     def waiting_on(self, keys: tuple[str, ...]) -> str | None:
         return None
 
     def submit(self, job: Job) -> str:
-        job.run()  # a cell's evaluation records its own failure (error.json); an exception here is a bug or a stop
+        # a cell's evaluation records its own failure (error.json); an exception here is a bug or a stop request
+        self.outcomes[job.key] = job.run()
         return DONE
 
 

@@ -27,7 +27,6 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from vito.engine.finetune import FinetuneStopped
 from vito.engine.signals import JOB_EXECUTOR_ENV, exit_status, job_preemption_signal
 from vito.errors import VitoError
 
@@ -43,8 +42,8 @@ class Preemptible:
 
     ``call``: a zero-argument callable or ``(function, args)``, which must resume from its own folder when run
     again (the report's cells resume their fine-tunes; a pretraining run resumes from its checkpoint). A call that
-    stops on a signal returns an object with ``stopped_by`` set (``vito.pretrain.loop.RunResult``) or raises
-    ``FinetuneStopped``.
+    stops on a signal returns an object with ``stopped_by`` set (``vito.pretrain.loop.RunResult``) or raises an
+    error with ``stopped_by`` set (``vito.engine.finetune.FinetuneStopped``).
     """
 
     def __init__(self, call: Callable[[], Any] | tuple[Callable[..., Any], tuple[Any, ...]]) -> None:
@@ -54,8 +53,9 @@ class Preemptible:
         set_torchrun_variables()
         try:
             outcome = self.call[0](*self.call[1]) if isinstance(self.call, tuple) else self.call()
-        except FinetuneStopped as stopped:
-            self._stopped(stopped.stopped_by)
+        except Exception as error:  # FinetuneStopped, or any error that names the stop signal in ``stopped_by``
+            if isinstance(getattr(error, "stopped_by", None), str):
+                self._stopped(error.stopped_by)
             raise
         if getattr(outcome, "stopped_by", None):
             self._stopped(outcome.stopped_by)
