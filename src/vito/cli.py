@@ -13,6 +13,9 @@ from vito.engine.loggers import LOGGERS as LOGGER_NAMES
 from vito.engine.progress import end_bars
 from vito.errors import VitoError
 from vito.models.external import SPEC_HELP
+from vito.report.launch.jobs import LAUNCHERS
+from vito.report.launch.settings import LauncherSettings
+from vito.schema import add_arguments, from_namespace
 
 # --------------------------------------------------------------------------------------------------
 # Pretraining (issue: pretraining foundation)
@@ -282,9 +285,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from vito.report.build import make_report
     from vito.report.runs import PretrainStopped
 
+    if args.status:  # `vito report DIR --status` (or SUITE --out DIR --status): the jobs' states, nothing changed
+        from vito.report.launch.status import print_status
+
+        return print_status(args.out or args.suite)
+    if args.out is None:
+        raise VitoError("vito report: --out DIR is required (the report folder)")
     try:
         run = make_report(args.suite, args.out, only=args.only, dry_run=args.dry_run, break_lock=args.break_lock,
-                          loggers=args.loggers, overwrite=args.overwrite)
+                          loggers=args.loggers, overwrite=args.overwrite, launcher=args.launcher,
+                          launcher_settings=from_namespace(LauncherSettings, args))
     except (FinetuneStopped, PretrainStopped) as stopped:  # a stop signal during a fine-tune or a pretraining
         print(f"vito report: {stopped}", file=sys.stderr)  # run stops the report: the scheduler requeues it, and
         return exit_status(stopped.stopped_by)  # the rerun resumes that run
@@ -296,14 +306,15 @@ def _add_report_command(sub: argparse._SubParsersAction) -> None:
     report = sub.add_parser(
         "report",
         help="run a suite of evaluations for several encoders and write the paper's tables (HTML, markdown, JSON)",
-        description="Runs every evaluation of the suite YAML (keys: encoders, evaluations, references, columns, plots) "
-        "for every encoder, first training a study's pretraining rows (one run per seed under OUT/runs/), reusing each cell already computed for the same encoder and settings under OUT/cells/ "
+        description="Runs every evaluation of the suite YAML (keys: encoders, evaluations, references, columns, "
+        "plots, launcher) for every encoder, first training a study's pretraining rows (one run per seed under "
+        "OUT/runs/), reusing each cell already computed for the same encoder and settings under OUT/cells/ "
         "(also cells written there beforehand by `vito eval NAME ... --out OUT/cells/ROW/NAME`), and writes "
         "OUT/index.html, OUT/report.md and OUT/results.json. A failing cell is marked and the others complete; "
         "the exit status is then 1. See `vito docs report`.",
     )
-    report.add_argument("suite", type=Path, help="suite YAML file")
-    report.add_argument("--out", type=Path, required=True, help="report folder")
+    report.add_argument("suite", type=Path, help="suite YAML file (with --status: the report folder)")
+    report.add_argument("--out", type=Path, default=None, help="report folder (required, except with --status)")
     report.add_argument("--only", action="append", default=[], metavar="NAME",
                         help="only this row (encoder or reference) or evaluation; repeatable: rows and evaluations "
                         "combine as 'and', names of one kind as 'or' (the linear head a cell needs comes along)")
@@ -316,6 +327,16 @@ def _add_report_command(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--loggers", nargs="+", choices=LOGGER_NAMES, default=None,
                         help="where the fine-tuning cells' metrics go besides metrics.jsonl (default: the suite's, "
                         "else tensorboard); wandb and mlflow need pip install 'vito[wandb]' / 'vito[mlflow]'")
+    report.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                        help="local: every pretraining run and cell in this process, one after another (default); "
+                        "submitit: each run and each cell a submitit job (SLURM), its logs under OUT/jobs/; rerun to "
+                        "collect and submit what is ready (a run's cells once the run finished) "
+                        "(pip install 'vito[slurm]'; docs/cluster.md)")
+    report.add_argument("--status", action="store_true",
+                        help="list the submitted jobs (pretraining runs and cells: queued, running, done, failed) "
+                        "with job ids and log files")
+    add_arguments(report.add_argument_group("job resources (--launcher submitit; over the suite's launcher: block)"),
+                  LauncherSettings)
     report.set_defaults(handler=_cmd_report)
 
 

@@ -15,6 +15,12 @@ Exit status: 128 + the signal number, as a shell reports a process killed by tha
 scheduler never mistakes a stopped run for a finished one: SIGTERM -> 143, SIGINT -> 130, and SIGUSR1
 (an early warning, "stop soon") -> 143 like SIGTERM. A second SIGINT (Ctrl-C twice) stops at once, without
 a checkpoint (a save cut short leaves the previous one intact).
+
+submitit jobs (``vito report --launcher submitit``): submitit ignores SIGTERM in its jobs and announces a
+preemption or a time limit with SIGUSR2 (or the signal ``SUBMITIT_PREEMPT_SIGNAL`` names). Inside such a job
+(``SUBMITIT_EXECUTOR`` set) that signal is one more stop signal, answered like SIGTERM (finish the step,
+checkpoint, exit 143); the job's wrapper (``vito.report.launch.preemption``) then hands it back to submitit,
+which requeues the job.
 """
 
 from __future__ import annotations
@@ -23,17 +29,38 @@ import atexit
 import contextlib
 import multiprocessing
 import multiprocessing.util  # registers multiprocessing's exit handler, which must run after ours (below)
+import os
 import signal
 from collections.abc import Iterator
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+JOB_EXECUTOR_ENV = "SUBMITIT_EXECUTOR"  # set by submitit in every job it runs ("slurm", "local")
+JOB_PREEMPT_SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"  # submitit's own setting of its preemption signal
+
+
+def job_preemption_signal() -> signal.Signals | None:
+    """The signal submitit preempts (or times out) this job with: SIGUSR2 unless ``SUBMITIT_PREEMPT_SIGNAL`` names
+    another; None outside a submitit job."""
+    if not os.environ.get(JOB_EXECUTOR_ENV):
+        return None
+    name = "SIG" + os.environ.get(JOB_PREEMPT_SIGNAL_ENV, "USR2")
+    return signal.Signals[name] if name in signal.Signals.__members__ else None
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that ask this process to stop: ``STOP_SIGNALS``, and submitit's preemption signal in its jobs,
+    first: when processes received different signals, the agreed one is the first of this list, and a preemption
+    must be named as such (the job is then requeued). Every process of a job sees the same environment, so every
+    rank has the same list (``stopping`` agrees on it)."""
+    extra = job_preemption_signal()
+    return STOP_SIGNALS if extra is None else (extra, *(s for s in STOP_SIGNALS if s != extra))
 
 
 def exit_status(signal_name: str) -> int:
-    """The process exit status of a run stopped by ``signal_name`` ("SIGTERM", "SIGINT", "SIGUSR1")."""
+    """The process exit status of a run stopped by ``signal_name`` ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")."""
     signum = signal.Signals[signal_name]
-    if signum == signal.SIGUSR1:
+    if signum != signal.SIGINT:  # SIGUSR1 (SLURM's warning) and submitit's SIGUSR2 are requests to stop, like SIGTERM
         signum = signal.SIGTERM
     return 128 + int(signum)
 
@@ -44,9 +71,9 @@ def ignore_stop_signals_in_worker(worker_id: int | None = None) -> None:
     Also unblocks them again (a worker starts with them blocked, see :func:`blocked`); a signal that arrived
     while blocked is discarded, being ignored.
     """
-    for signum in STOP_SIGNALS:
+    for signum in stop_signals():
         signal.signal(signum, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals())
 
 
 def _kill_workers_left_at_exit() -> None:
@@ -68,7 +95,7 @@ atexit.register(_kill_workers_left_at_exit)
 @contextlib.contextmanager
 def blocked() -> Iterator[None]:
     """Hold stop signals back (delivered on exit) while DataLoader workers are started by fork."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals())
     try:
         yield
     finally:
@@ -76,14 +103,19 @@ def blocked() -> Iterator[None]:
 
 
 class StopSignal:
-    """While :meth:`installed`, SIGTERM, SIGINT and SIGUSR1 set ``requested`` (and ``name``) instead of killing."""
+    """While :meth:`installed`, the stop signals (:func:`stop_signals`) set ``requested`` (and ``name``) instead of
+    killing (or, in a submitit job, instead of submitit's own handler, which would requeue in the middle of a step:
+    it is put back afterwards)."""
 
     def __init__(self) -> None:
         self.requested = False
         self.name: str | None = None
+        self.preemption = job_preemption_signal()
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if not self.requested:  # the first signal names the stop (SIGUSR1 then SIGTERM: still SIGUSR1)
+        # the first signal names the stop (SIGUSR1 then SIGTERM: still SIGUSR1), except that a submitit job's
+        # preemption signal names it whenever it comes (a cluster may send SIGTERM first): the job is requeued
+        if not self.requested or (signum == self.preemption and self.name != self.preemption.name):
             self.requested, self.name = True, signal.Signals(signum).name
         elif signum == signal.SIGINT:  # Ctrl-C twice: the user does not want to wait (schedulers never do this)
             raise KeyboardInterrupt
@@ -91,7 +123,7 @@ class StopSignal:
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopSignal]:
         try:
-            previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+            previous = {s: signal.signal(s, self._handle) for s in stop_signals()}
         except ValueError:  # not the main thread: signals cannot be caught here
             previous = {}
         try:

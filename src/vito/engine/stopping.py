@@ -74,13 +74,13 @@ class LossWatch:
 
 
 def stop_flags(stop: StopSignal, device: torch.device) -> torch.Tensor:
-    """1.0 for the stop signal this process received, per ``signals.STOP_SIGNALS`` (averaged over processes)."""
-    return torch.tensor([float(stop.name == signum.name) for signum in signals.STOP_SIGNALS], device=device)
+    """1.0 for the stop signal this process received, per ``signals.stop_signals()`` (averaged over processes)."""
+    return torch.tensor([float(stop.name == signum.name) for signum in signals.stop_signals()], device=device)
 
 
 def stopped_by(flags: list[float]) -> str | None:
     """The first stop signal any process received, from the averaged flags."""
-    names = [signum.name for signum, v in zip(signals.STOP_SIGNALS, flags) if v > 0]
+    names = [signum.name for signum, v in zip(signals.stop_signals(), flags) if v > 0]
     return names[0] if names else None
 
 

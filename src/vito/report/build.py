@@ -12,6 +12,8 @@ from vito.report.document import FORMAT, build_document, write_document
 from vito.report.figures import plot_records
 from vito.report.grid import PLANNED, GridRun, RunStates, plan_cells, run_grid, select_cells
 from vito.report.html import write_html
+from vito.report.launch.jobs import check_launcher, make_launcher
+from vito.report.launch.settings import LauncherSettings
 from vito.report.markdown import write_markdown
 from vito.report.runs import RunCell, bring_runs_up_to_date, check_runs, plan_runs
 from vito.report.study import check_data
@@ -43,7 +45,8 @@ def _runs(suite: Suite, out: Path, only: Iterable[str], overwrite: bool) -> list
 
 def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (), dry_run: bool = False,
                 echo: Callable[[str], None] = print, break_lock: bool = False,
-                loggers: list[str] | None = None, overwrite: bool = False) -> GridRun:
+                loggers: list[str] | None = None, overwrite: bool = False, launcher: str = "local",
+                launcher_settings: LauncherSettings | None = None) -> GridRun:
     """Train the study's missing pretraining runs, compute the missing cells and write ``out/index.html``,
     ``out/report.md`` and ``out/results.json`` (with the plots under ``out/plots/``).
 
@@ -51,10 +54,15 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
     it computes, the folder holds the run-folder lock (``vito.engine.run_folder``): a second report into the
     same folder is refused instead of computing the same cells and writing over the first one's files.
     ``overwrite``: a run folder holding another run (another config or data) is trained afresh.
+
+    ``launcher`` ``submitit``: the cells are submitted as jobs (resources: ``launcher_settings`` over the suite's
+    ``launcher:`` block) and the report shows what is current; a later call collects and submits what is ready.
     """
     suite = load_suite(suite_path)
     out = Path(out)
     check_report_folder(out)
+    settings = (launcher_settings or LauncherSettings()).over(suite.launcher)
+    check_launcher(launcher, settings)
     only = list(only)
     check_data(suite.pretrain_rows, str(suite.path))
     select_cells(plan_cells(suite, out), suite, only)  # an unknown --only name stops before anything runs
@@ -73,7 +81,9 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
         for note in folder.notes:
             echo(note)
         failed, _ = bring_runs_up_to_date(runs, states, echo=echo)
-        run = run_grid(suite, out, only=only, dry_run=False, echo=echo, loggers=loggers, runs=RunStates(failed))
+        jobs = make_launcher(launcher, out, settings, echo)
+        run = run_grid(suite, out, only=only, dry_run=False, echo=echo, loggers=loggers, runs=RunStates(failed),
+                       launcher=jobs)
         run.failed_runs = failed
         document = build_document(suite, run, out)
         document["plots"] = plot_records(suite, document, out)
@@ -86,6 +96,7 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
             raise VitoError(f"cannot write the report in {out}: {error.strerror or error} (a rerun reuses the "
                             f"cells already computed under {out / 'cells'})") from None
     trained = f"{len(runs)} pretraining runs ({len(failed)} failed), " if runs else ""
+    pending = f", {len(run.pending)} queued, running or waiting (vito report {out} --status)" if run.pending else ""
     echo(f"{trained}{len(run.computed)} cells computed, {document['counts']['cached']} reused, {len(run.failed)} "
-         f"failed -> {', '.join(str(p) for p in paths)}")
+         f"failed{pending} -> {', '.join(str(p) for p in paths)}")
     return run

@@ -31,6 +31,7 @@ from vito.eval.core.registry import get, recorded_settings
 from vito.eval.core.result import RESULT_JSON, RESULT_MD, Result, read_result
 from vito.eval.core.running import NON_RESULT_SETTINGS, run_evaluation
 from vito.io import write_json
+from vito.report.launch.jobs import PENDING, WAITING, Job, Launcher, LocalLauncher
 from vito.report.study import folder_name, run_folder
 from vito.report.suite import EncoderEntry, Suite, make_settings
 
@@ -83,6 +84,7 @@ class GridRun:
     failed: list[Cell] = field(default_factory=list)
     failed_runs: dict[tuple[str, int], str] = field(default_factory=dict)  # (row, seed) -> the run's error
     plot_errors: list[str] = field(default_factory=list)  # a plot that cannot be drawn (e.g. no such metric)
+    pending: list[Cell] = field(default_factory=list)  # queued, running or waiting in a launcher's jobs
 
 
 def head_entry(suite: Suite) -> str | None:
@@ -272,11 +274,25 @@ class RunStates:
     pending: set[tuple[str, int]] = field(default_factory=set)
 
 
+def job_key(folder: Path, out: Path) -> str:
+    """A job's key in the launcher's ledger and on ``--status``: its folder under the report folder
+    (``cells/ROW/ENTRY``, ``cells/ROW/seed-S/ENTRY``, ``runs/ROW/seed-S``)."""
+    return folder.relative_to(out).as_posix()
+
+
+def cell_job(cell: Cell, source: Cell | None, out: Path) -> Job:
+    """The launcher's job of a cell: ``compute_cell`` (picklable with the cell), after its head source's job."""
+    depends = (job_key(source.folder, out),) if source is not None else ()
+    return Job(job_key(cell.folder, out), cell.folder, (compute_cell, (cell,)), depends)
+
+
 def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = False,
              echo: Callable[[str], None] = print, loggers: list[str] | None = None,
-             runs: RunStates | None = None) -> GridRun:
+             runs: RunStates | None = None, launcher: Launcher | None = None) -> GridRun:
     """Bring the selected cells up to date (or, with ``dry_run``, say what that would compute). ``loggers``
-    (``--loggers``): the metrics loggers of every fine-tuning cell, in place of its suite's."""
+    (``--loggers``): the metrics loggers of every fine-tuning cell, in place of its suite's. ``launcher``: where
+    cells run (default: here, one after another; ``vito.report.launch``)."""
+    launcher = launcher or LocalLauncher()
     cells = plan_cells(suite, out)
     selected = select_cells(cells, suite, only)
     run = GridRun(cells)
@@ -297,6 +313,10 @@ def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = 
             if chosen:
                 run.failed.append(cell)
             continue
+        if source is not None and source.status in PENDING and chosen:  # its head is still being computed
+            cell.status = WAITING
+            run.pending.append(cell)
+            continue
         if not _prepare(cell, source, identities, dry_run, loggers):
             if chosen:
                 run.failed.append(cell)
@@ -316,8 +336,13 @@ def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = 
             cell.status = PLANNED
             echo(f"{cell.label}: would compute -> {cell.folder}")
             continue
-        echo(f"{cell.label}: computing -> {cell.folder}")
-        compute_cell(cell)
+        if launcher.runs_here:
+            echo(f"{cell.label}: computing -> {cell.folder}")
+        state = launcher.submit(cell_job(cell, source, out))
+        if state in PENDING:  # a cluster holds it: a later vito report collects its result
+            cell.status = state
+            run.pending.append(cell)
+            continue
         if cell.status == FAILED:
             run.failed.append(cell)
             echo(f"{cell.label}: FAILED: {cell.error}")

@@ -21,6 +21,7 @@ from vito.errors import VitoError
 from vito.eval.core.encoder_spec import EncoderSpec
 from vito.eval.core.encoders import is_outside
 from vito.eval.core.registry import REGISTRY, Evaluation, discover, get, settings_from_mapping
+from vito.report.launch.settings import LauncherSettings, parse_launcher
 from vito.report.study import (
     PlotEntry,
     PretrainRow,
@@ -34,7 +35,8 @@ from vito.report.study import (
 )
 from vito.schema import from_mapping, parse_yaml, refuse_unknown
 
-TOP_LEVEL_KEYS = ("encoders", "evaluations", "references", "columns", "plots", "shared")  # shared: anchors only
+# shared: holds YAML anchors only; launcher: the jobs' resources under --launcher submitit
+TOP_LEVEL_KEYS = ("encoders", "evaluations", "references", "columns", "plots", "launcher", "shared")
 ENTRY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # entry names: folders, and NAME in NAME.METRIC
 OWN_CLASSIFIER = "own"
 STUDIES_DIR = PRESET_DIR / "studies"  # the paper's studies, shipped with vito (``vito report crop_scale``)
@@ -90,6 +92,7 @@ class Suite:
     references: dict[str, ReferenceEntry] = field(default_factory=dict)
     columns: dict[str, list[str]] = field(default_factory=dict)  # entry -> metrics the tables show
     plots: dict[str, PlotEntry] = field(default_factory=dict)
+    launcher: LauncherSettings | None = None  # the jobs' resources under --launcher submitit
 
     @property
     def row_names(self) -> list[str]:
@@ -137,6 +140,7 @@ def parse_suite(raw: Any, path: Path) -> Suite:
     _check_folders(suite, path)
     for name, metrics in _mapping(top.get("columns") or {}, f"{path}: columns").items():
         suite.columns[name] = _columns_entry(name, metrics, suite, path)
+    suite.launcher = parse_launcher(top.get("launcher"), f"{path}: launcher")
     if not suite.evaluations:
         raise VitoError(f"{path}: the suite names no evaluations (key 'evaluations')")
     if not suite.row_names:

@@ -1,0 +1,141 @@
+"""`vito report --launcher submitit` with submitit's local executor (real job processes, no SLURM): a tiny study
+submitted, watched with --status, collected and rendered with the numbers of an in-process report; a cell that
+fails inside its job, and a job that crashes, shown failed with their log files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.report.launch.job_calls import crash
+from vito.cli import main
+from vito.report.build import make_report
+from vito.report.launch.cluster import SubmititLauncher, wait_for_submitted
+from vito.report.launch.jobs import DONE, FAILED, QUEUED, RUNNING, Job
+from vito.report.launch.ledger import Ledger
+from vito.report.launch.settings import LauncherSettings
+
+pytest.importorskip("submitit")
+LOCAL = LauncherSettings(cluster="local", timeout_min=10)
+CLASSES = ("bear", "car", "clock", "knife")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, shared_data) -> Path:
+    """kNN on 4 classes of edge drawings (7 train, 3 val each) for a random-init ResNet-18 row, and a row whose
+    weights file is broken: its cell fails inside its job."""
+    root = tmp_path_factory.mktemp("study")
+    edges = shared_data / "texture-vs-shape" / "stimuli" / "edges"
+    for name in CLASSES:
+        for index, image in enumerate(sorted((edges / name).glob("*.png"))):
+            split = "train" if index < 7 else "val"
+            (root / "edges" / split / name).mkdir(parents=True, exist_ok=True)
+            (root / "edges" / split / name / image.name).symlink_to(image)
+    (root / "broken.pth").write_bytes(b"not a weights file")
+    suite = {"encoders": {"random": {"encoder": "timm:resnet18", "random_init": True},
+                          "broken": {"encoder": "timm:resnet18", "weights": "broken.pth"}},
+             "evaluations": {"knn": {"train": "edges/train", "val": "edges/val", "image_size": 64, "k": [5],
+                                     "num_workers": 0}},
+             "launcher": {"cluster": "local", "timeout_min": 10, "slurm_additional_parameters": {"exclusive": True}}}
+    (root / "suite.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
+    return root
+
+
+def _cells(out: Path) -> dict:
+    return {(c["row"], c["evaluation"]): c for c in json.loads((out / "results.json").read_text())["cells"]}
+
+
+def test_a_study_is_submitted_watched_collected_and_rendered(study: Path, tmp_path: Path, capsys,
+                                                             monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out, lines = tmp_path / "report", []
+    first = make_report(study / "suite.yaml", out, launcher="submitit", echo=lines.append)
+    assert {(c.row, c.status) for c in first.pending} == {("random", QUEUED), ("broken", QUEUED)}, lines
+    assert not first.computed and not first.failed
+    assert {c["status"] for c in _cells(out).values()} == {QUEUED}  # rendered, as not computed yet
+    ledger = Ledger(out).entries
+    assert set(ledger) == {"cells/random/knn", "cells/broken/knn"}
+    assert all(Path(e.log_folder).parent == out / "jobs" / "cells" / e.key.split("/")[1] for e in ledger.values())
+    assert any(f"cells/random/knn: submitted job {ledger['cells/random/knn'].job_id}" in line for line in lines)
+
+    again = make_report(study / "suite.yaml", out, launcher="submitit", echo=lines.append)  # still running
+    assert {c.status for c in again.pending} <= {QUEUED, RUNNING}
+    assert Ledger(out).entries["cells/random/knn"].job_id == ledger["cells/random/knn"].job_id  # not twice
+    capsys.readouterr()
+    assert main(["report", str(out), "--status"]) in (0, 1)
+    watched = capsys.readouterr().out
+    assert f"job {ledger['cells/random/knn'].job_id}" in watched and "2 jobs:" in watched, watched
+
+    wait_for_submitted(timeout_s=240)
+    collected = make_report(study / "suite.yaml", out, launcher="submitit", only=["random"], echo=lines.append)
+    assert not collected.pending and not collected.computed, lines
+    cells = _cells(out)
+    assert cells[("random", "knn")]["status"] == "cached"
+    assert cells[("broken", "knn")]["status"] == FAILED  # its job's error.json, not resubmitted (--only)
+
+    here = make_report(study / "suite.yaml", tmp_path / "here", only=["random"], echo=lines.append)  # in process
+    assert [c.label for c in here.computed] == ["random × knn"]
+    assert cells[("random", "knn")]["metrics"] == _cells(tmp_path / "here")[("random", "knn")]["metrics"]
+
+    capsys.readouterr()
+    assert main(["report", str(study / "suite.yaml"), "--out", str(out), "--status"]) == 1  # a failed job
+    status = capsys.readouterr().out
+    broken = Ledger(out).entries["cells/broken/knn"]
+    assert f"failed   cells/broken/knn  job {broken.job_id}" in status and broken.stderr in status, status
+    assert "broken.pth" in status  # the cell's error, under its line
+    assert f"done     cells/random/knn  job {ledger['cells/random/knn'].job_id}" in status, status
+    assert status.strip().splitlines()[-1] == "2 jobs: 0 queued, 0 running, 1 done, 1 failed"
+
+
+def test_a_crashing_job_is_failed_with_its_log_and_submitted_again(tmp_path: Path, capsys) -> None:
+    launcher = SubmititLauncher(tmp_path, LOCAL, echo=lambda _: None)
+    job = Job("runs/r/seed-0", tmp_path / "runs" / "r" / "seed-0", crash)
+    assert launcher.submit(job) == QUEUED
+    assert launcher.submit(job) in (QUEUED, RUNNING)  # never twice while it is queued or running
+    assert launcher.submit(Job("cells/r/knn", tmp_path / "c", crash, depends_on=("runs/r/seed-0",))) == "waiting"
+    wait_for_submitted(timeout_s=120)
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--status"]) == 1
+    status = capsys.readouterr().out
+    entry = Ledger(tmp_path).entries["runs/r/seed-0"]
+    assert entry.state == QUEUED  # --status only looks: the ledger is not written
+    assert f"failed   runs/r/seed-0  job {entry.job_id}" in status and entry.stderr in status, status
+    assert "RuntimeError: the node ran out of luck" in status
+    assert "RuntimeError: the node ran out of luck" in Path(entry.stderr).read_text()
+
+    rerun = SubmititLauncher(tmp_path, LOCAL, echo=lambda _: None)  # collects: failed, so submitted again
+    assert rerun.ledger.entries["runs/r/seed-0"].state == FAILED
+    assert rerun.submit(job) == QUEUED and rerun.ledger.entries["runs/r/seed-0"].job_id != entry.job_id
+    wait_for_submitted(timeout_s=120)
+
+
+def test_status_of_a_folder_without_jobs_is_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["report", str(tmp_path), "--status"]) == 2
+    assert "no jobs were submitted here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("slurm", "result", "expected"), [
+    ("PENDING", None, (QUEUED, None)),
+    ("REQUEUED", "error", (QUEUED, None)),  # SLURM requeued it itself (preemption): an earlier attempt's error
+    ("RUNNING", None, (RUNNING, None)),
+    ("COMPLETED", "success", (DONE, None)),
+    ("FAILED", "error", (FAILED, "RuntimeError: boom")),
+    ("OUT_OF_MEMORY", None, (FAILED, "SLURM state OUT_OF_MEMORY, no result (see e.err)")),
+    ("UNKNOWN", None, ("running", "earlier")),  # not in sacct yet: what the ledger said
+])
+def test_slurm_job_states(tmp_path: Path, monkeypatch, slurm, result, expected) -> None:
+    from submitit.core.utils import JobPaths, cloudpickle_dump
+
+    from vito.report.launch import cluster
+    from vito.report.launch.ledger import Entry
+
+    monkeypatch.setattr(cluster, "_slurm_state", lambda entry: slurm)
+    entry = Entry("cells/a/knn", "77", "slurm", str(tmp_path), str(tmp_path), "e.out", "e.err", RUNNING, 0.0,
+                  "earlier")
+    if result is not None:
+        cloudpickle_dump((result, "Traceback ...\nRuntimeError: boom\n" if result == "error" else None),
+                         JobPaths(tmp_path, "77", 0).result_pickle)
+    assert cluster.job_state(entry) == expected
