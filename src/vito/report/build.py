@@ -55,8 +55,9 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
     same folder is refused instead of computing the same cells and writing over the first one's files.
     ``overwrite``: a run folder holding another run (another config or data) is trained afresh.
 
-    ``launcher`` ``submitit``: the cells are submitted as jobs (resources: ``launcher_settings`` over the suite's
-    ``launcher:`` block) and the report shows what is current; a later call collects and submits what is ready.
+    ``launcher`` ``submitit``: the runs and cells are submitted as jobs (resources: ``launcher_settings`` over the
+    suite's ``launcher:`` block) and the report shows what is current; a later call collects and submits what is
+    ready (a run's cells once its run finished).
     """
     suite = load_suite(suite_path)
     out = Path(out)
@@ -69,7 +70,7 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
     runs = _runs(suite, out, only, overwrite)
     states = check_runs(runs)  # a run folder holding another run stops the report here, before anything runs
     if dry_run:
-        failed, pending = bring_runs_up_to_date(runs, states, dry_run=True, echo=echo)
+        failed, pending = bring_runs_up_to_date(runs, states, out, dry_run=True, echo=echo)
         run = run_grid(suite, out, only=only, dry_run=True, echo=echo, loggers=loggers,
                        runs=RunStates(failed, pending))
         planned = sum(cell.status == PLANNED for cell in run.cells)
@@ -80,10 +81,10 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
                    break_lock_hint="take it with vito report --break-lock") as folder:
         for note in folder.notes:
             echo(note)
-        failed, _ = bring_runs_up_to_date(runs, states, echo=echo)
-        jobs = make_launcher(launcher, out, settings, echo)
-        run = run_grid(suite, out, only=only, dry_run=False, echo=echo, loggers=loggers, runs=RunStates(failed),
-                       launcher=jobs)
+        jobs = make_launcher(launcher, out, settings, echo)  # submitit: collects what finished since the last call
+        failed, in_jobs = bring_runs_up_to_date(runs, states, out, echo=echo, launcher=jobs)
+        run = run_grid(suite, out, only=only, dry_run=False, echo=echo, loggers=loggers,
+                       runs=RunStates(failed, in_jobs), launcher=jobs)
         run.failed_runs = failed
         document = build_document(suite, run, out)
         document["plots"] = plot_records(suite, document, out)
@@ -95,7 +96,8 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
         except OSError as error:  # a full disk or a read-only folder; the atomic writes leave the old files whole
             raise VitoError(f"cannot write the report in {out}: {error.strerror or error} (a rerun reuses the "
                             f"cells already computed under {out / 'cells'})") from None
-    trained = f"{len(runs)} pretraining runs ({len(failed)} failed), " if runs else ""
+    in_jobs = f", {len(in_jobs)} in jobs" if in_jobs else ""
+    trained = f"{len(runs)} pretraining runs ({len(failed)} failed{in_jobs}), " if runs else ""
     pending = f", {len(run.pending)} queued, running or waiting (vito report {out} --status)" if run.pending else ""
     echo(f"{trained}{len(run.computed)} cells computed, {document['counts']['cached']} reused, {len(run.failed)} "
          f"failed{pending} -> {', '.join(str(p) for p in paths)}")

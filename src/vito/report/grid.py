@@ -268,7 +268,8 @@ def compute_cell(cell: Cell) -> None:
 @dataclass
 class RunStates:
     """What the study's pretraining runs left for the grid: failed runs (their cells fail with the run's
-    error) and, in a dry run, the runs that would train (their cells would be computed)."""
+    error) and runs not finished yet: in a dry run those that would train (their cells would be computed), else
+    those a cluster's launcher holds (their cells wait for a later call)."""
 
     failed: dict[tuple[str, int], str] = field(default_factory=dict)
     pending: set[tuple[str, int]] = field(default_factory=set)
@@ -281,8 +282,11 @@ def job_key(folder: Path, out: Path) -> str:
 
 
 def cell_job(cell: Cell, source: Cell | None, out: Path) -> Job:
-    """The launcher's job of a cell: ``compute_cell`` (picklable with the cell), after its head source's job."""
+    """The launcher's job of a cell: ``compute_cell`` (picklable with the cell), after its head source's job and
+    its pretraining run's job (a study's cell: its encoder is the run folder)."""
     depends = (job_key(source.folder, out),) if source is not None else ()
+    if cell.seed is not None and cell.encoder is not None:
+        depends += (job_key(run_folder(out, cell.encoder.folder, cell.seed), out),)
     return Job(job_key(cell.folder, out), cell.folder, (compute_cell, (cell,)), depends)
 
 
@@ -290,8 +294,9 @@ def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = 
              echo: Callable[[str], None] = print, loggers: list[str] | None = None,
              runs: RunStates | None = None, launcher: Launcher | None = None) -> GridRun:
     """Bring the selected cells up to date (or, with ``dry_run``, say what that would compute). ``loggers``
-    (``--loggers``): the metrics loggers of every fine-tuning cell, in place of its suite's. ``launcher``: where
-    cells run (default: here, one after another; ``vito.report.launch``)."""
+    (``--loggers``): the metrics loggers of every fine-tuning cell, in place of its suite's. ``runs``: what the
+    study's pretraining runs left (``vito.report.runs.bring_runs_up_to_date``). ``launcher``: where cells run
+    (default: here, one after another; ``vito.report.launch``)."""
     launcher = launcher or LocalLauncher()
     cells = plan_cells(suite, out)
     selected = select_cells(cells, suite, only)
@@ -303,10 +308,13 @@ def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = 
     for index, cell in enumerate(cells):
         chosen = index in selected
         source = by_key.get((cell.row, cell.seed, head)) if cell.needs_head else None
-        if (cell.row, cell.seed) in runs.pending:
-            if chosen:
+        if (cell.row, cell.seed) in runs.pending:  # no checkpoint yet, so no identity: nothing to prepare
+            if chosen and dry_run:
                 cell.status = PLANNED
                 echo(f"{cell.label}: would compute (after its pretraining run) -> {cell.folder}")
+            elif chosen:  # its run is a launcher's job: a later call submits the cell once the run finished
+                cell.status = WAITING
+                run.pending.append(cell)
             continue
         if (cell.row, cell.seed) in runs.failed:
             cell.status, cell.error = FAILED, f"its pretraining run failed: {runs.failed[(cell.row, cell.seed)]}"

@@ -9,8 +9,9 @@ unless ``--overwrite`` (then it is trained afresh, as ``vito pretrain --overwrit
 newest checkpoint at ``train.max_steps``) is reused; a run stopped or killed half-way is resumed from its newest
 intact checkpoint, so nothing half-written counts as done.
 
-:func:`train_run` takes one picklable :class:`RunCell` and does the whole job of one run, so that a launcher can
-run it elsewhere; here the runs execute in the report's process one after another.
+:func:`train_run` takes one picklable :class:`RunCell` and does the whole job of one run; the report's launcher
+runs it (:func:`run_job`): here, one run after another (``--launcher local``), or as a submitit job whose cells
+a later ``vito report`` submits once the run finished (``--launcher submitit``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from vito.engine.checkpoint import has_checkpoint, load_checkpoint
 from vito.engine.run_folder import holds_run
 from vito.errors import VitoError
 from vito.pretrain.resume import check_resumable, data_path
-from vito.report.grid import describe
+from vito.report.grid import describe, job_key
+from vito.report.launch.jobs import PENDING, Job, Launcher, LocalLauncher
 from vito.report.study import run_folder
 
 # What a run folder holds, against what the study asks of it.
@@ -123,25 +125,39 @@ def check_runs(runs: list[RunCell]) -> dict[tuple[str, int], str | None]:
     return states
 
 
-def bring_runs_up_to_date(runs: list[RunCell], states: dict[tuple[str, int], str | None], dry_run: bool = False,
-                          echo: Callable[[str], None] = print) -> tuple[dict[tuple[str, int], str], set[tuple[str, int]]]:
-    """Train every run that is not finished (``states``: :func:`check_runs`), one after another. Returns the
-    runs that failed (``(row, seed)`` -> error; their cells fail with it, the other runs go on) and, with
-    ``dry_run``, those that would train."""
+def run_job(run: RunCell, out: Path) -> Job:
+    """The launcher's job of a run: :func:`train_run` on all the job's GPUs, keyed ``runs/ROW/seed-S``."""
+    return Job(job_key(run.folder, out), run.folder, (train_run, (run,)), distributed=True)
+
+
+def bring_runs_up_to_date(runs: list[RunCell], states: dict[tuple[str, int], str | None], out: Path,
+                          dry_run: bool = False, echo: Callable[[str], None] = print,
+                          launcher: Launcher | None = None) -> tuple[dict[tuple[str, int], str], set[tuple[str, int]]]:
+    """Train every run that is not finished (``states``: :func:`check_runs`) through ``launcher`` (default: here,
+    one after another). Returns the runs that failed (``(row, seed)`` -> error; their cells fail with it, the
+    other runs go on) and those not finished yet: with ``dry_run`` the runs that would train, else the runs a
+    cluster's launcher holds (queued, running, or finished on disk while its job has not ended), whose cells wait
+    for a later call. A stop signal during a run here (:class:`PretrainStopped`) stops the report."""
+    launcher = launcher or LocalLauncher()
     failed: dict[tuple[str, int], str] = {}
     pending: set[tuple[str, int]] = set()
     for run in runs:
-        key = (run.row, run.seed)
+        key, job = (run.row, run.seed), run_job(run, out)
         try:
             state = states.get(key) or run_state(run)
-            if state == FINISHED:
+            if state == FINISHED and launcher.waiting_on((job.key,)) is None:
                 continue
             if dry_run:
                 pending.add(key)
                 echo(f"{run.label}: would {state} the pretraining run -> {run.folder}")
                 continue
-            echo(f"{run.label}: pretraining ({state}) -> {run.folder}")
-            train_run(run)
+            if launcher.runs_here:
+                echo(f"{run.label}: pretraining ({state}) -> {run.folder}")
+            submitted = launcher.submit(job)
+            if submitted in PENDING:  # a cluster holds it: a later vito report submits its cells
+                pending.add(key)
+                echo(f"{run.label}: pretraining {submitted} ({job.key}); its cells wait for a later vito report")
+                continue
             echo(f"{run.label}: pretraining done")
         except PretrainStopped:
             raise

@@ -1,6 +1,7 @@
 """`vito report --launcher submitit` with submitit's local executor (real job processes, no SLURM): a tiny study
-submitted, watched with --status, collected and rendered with the numbers of an in-process report; a cell that
-fails inside its job, and a job that crashes, shown failed with their log files."""
+with one pretraining row submitted (the run first, its cell by a later call once the run finished), watched with
+--status, collected and rendered with the numbers of an in-process report; a cell that fails inside its job, and a
+job that crashes, shown failed with their log files."""
 
 from __future__ import annotations
 
@@ -10,23 +11,28 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import TINY_OVERRIDES
 from tests.report.launch.job_calls import crash
 from vito.cli import main
+from vito.engine.checkpoint import load_checkpoint
 from vito.report.build import make_report
 from vito.report.launch.cluster import SubmititLauncher, wait_for_submitted
-from vito.report.launch.jobs import DONE, FAILED, QUEUED, RUNNING, Job
+from vito.report.launch.jobs import DONE, FAILED, QUEUED, RUNNING, WAITING, Job
 from vito.report.launch.ledger import Ledger
 from vito.report.launch.settings import LauncherSettings
 
 pytest.importorskip("submitit")
 LOCAL = LauncherSettings(cluster="local", timeout_min=10)
 CLASSES = ("bear", "car", "clock", "knife")
+TINY = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in TINY_OVERRIDES)}
+RUN, RUN_CELL = "runs/vito/seed-0", "cells/vito/seed-0/knn"
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, shared_data) -> Path:
-    """kNN on 4 classes of edge drawings (7 train, 3 val each) for a random-init ResNet-18 row, and a row whose
-    weights file is broken: its cell fails inside its job."""
+def study(tmp_path_factory, shared_data, videos) -> Path:
+    """kNN on 4 classes of edge drawings (7 train, 3 val each) for a pretraining row (one seed, the tiny config,
+    1 step, on the rendered videos), a random-init ResNet-18 row, and a row whose weights file is broken: its
+    cell fails inside its job."""
     root = tmp_path_factory.mktemp("study")
     edges = shared_data / "texture-vs-shape" / "stimuli" / "edges"
     for name in CLASSES:
@@ -35,7 +41,10 @@ def study(tmp_path_factory, shared_data) -> Path:
             (root / "edges" / split / name).mkdir(parents=True, exist_ok=True)
             (root / "edges" / split / name / image.name).symlink_to(image)
     (root / "broken.pth").write_bytes(b"not a weights file")
-    suite = {"encoders": {"random": {"encoder": "timm:resnet18", "random_init": True},
+    steps = {"train.max_steps": 1, "train.checkpoint_every": 100, "train.loggers": []}
+    suite = {"encoders": {"vito": {"pretrain": {"config": "demo", "data": str(videos), "set": {**TINY, **steps}},
+                                   "seeds": [0]},
+                          "random": {"encoder": "timm:resnet18", "random_init": True},
                           "broken": {"encoder": "timm:resnet18", "weights": "broken.pth"}},
              "evaluations": {"knn": {"train": "edges/train", "val": "edges/val", "image_size": 64, "k": [5],
                                      "num_workers": 0}},
@@ -53,28 +62,41 @@ def test_a_study_is_submitted_watched_collected_and_rendered(study: Path, tmp_pa
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out, lines = tmp_path / "report", []
     first = make_report(study / "suite.yaml", out, launcher="submitit", echo=lines.append)
-    assert {(c.row, c.status) for c in first.pending} == {("random", QUEUED), ("broken", QUEUED)}, lines
+    assert {(c.row, c.status) for c in first.pending} == {("vito", WAITING), ("random", QUEUED),
+                                                          ("broken", QUEUED)}, lines
     assert not first.computed and not first.failed
-    assert {c["status"] for c in _cells(out).values()} == {QUEUED}  # rendered, as not computed yet
+    assert {c["status"] for c in _cells(out).values()} == {QUEUED, WAITING}  # rendered, as not computed yet
     ledger = Ledger(out).entries
-    assert set(ledger) == {"cells/random/knn", "cells/broken/knn"}
-    assert all(Path(e.log_folder).parent == out / "jobs" / "cells" / e.key.split("/")[1] for e in ledger.values())
+    assert set(ledger) == {RUN, "cells/random/knn", "cells/broken/knn"}  # the run's cell: not before the run
+    assert all(Path(e.log_folder) == out / "jobs" / e.key for e in ledger.values())
     assert any(f"cells/random/knn: submitted job {ledger['cells/random/knn'].job_id}" in line for line in lines)
+    assert any(f"{RUN}: submitted job {ledger[RUN].job_id}" in line for line in lines)
+    assert "vito seed 0: pretraining queued (runs/vito/seed-0); its cells wait for a later vito report" in lines
 
     again = make_report(study / "suite.yaml", out, launcher="submitit", echo=lines.append)  # still running
-    assert {c.status for c in again.pending} <= {QUEUED, RUNNING}
-    assert Ledger(out).entries["cells/random/knn"].job_id == ledger["cells/random/knn"].job_id  # not twice
+    assert {c.status for c in again.pending} <= {QUEUED, RUNNING, WAITING}
+    assert {key: e.job_id for key, e in Ledger(out).entries.items()} == {k: e.job_id for k, e in ledger.items()}
     capsys.readouterr()
     assert main(["report", str(out), "--status"]) in (0, 1)
     watched = capsys.readouterr().out
-    assert f"job {ledger['cells/random/knn'].job_id}" in watched and "2 jobs:" in watched, watched
+    assert f"job {ledger[RUN].job_id}" in watched and "3 jobs:" in watched, watched
+
+    wait_for_submitted(timeout_s=240)  # the run has finished: this call submits its cell (broken: not chosen)
+    rows = ["vito", "random"]
+    collected = make_report(study / "suite.yaml", out, launcher="submitit", only=rows, echo=lines.append)
+    assert [(c.label, c.status) for c in collected.pending] == [("vito seed 0 × knn", QUEUED)], lines
+    assert not collected.computed and not collected.failed
+    assert load_checkpoint(out / RUN)["step"] == 1
+    assert Ledger(out).entries[RUN_CELL].job_id not in {e.job_id for e in ledger.values()}
 
     wait_for_submitted(timeout_s=240)
-    collected = make_report(study / "suite.yaml", out, launcher="submitit", only=["random"], echo=lines.append)
-    assert not collected.pending and not collected.computed, lines
+    done = make_report(study / "suite.yaml", out, launcher="submitit", only=rows, echo=lines.append)
+    assert not done.pending and not done.computed and not done.failed, lines
     cells = _cells(out)
-    assert cells[("random", "knn")]["status"] == "cached"
+    assert {cells[(row, "knn")]["status"] for row in rows} == {"cached"}
     assert cells[("broken", "knn")]["status"] == FAILED  # its job's error.json, not resubmitted (--only)
+    vito_row = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| **vito**"))
+    assert f"{100 * cells[('vito', 'knn')]['metrics']['top1_k5']:.1f}" in vito_row, vito_row
 
     here = make_report(study / "suite.yaml", tmp_path / "here", only=["random"], echo=lines.append)  # in process
     assert [c.label for c in here.computed] == ["random × knn"]
@@ -84,10 +106,11 @@ def test_a_study_is_submitted_watched_collected_and_rendered(study: Path, tmp_pa
     assert main(["report", str(study / "suite.yaml"), "--out", str(out), "--status"]) == 1  # a failed job
     status = capsys.readouterr().out
     broken = Ledger(out).entries["cells/broken/knn"]
-    assert f"failed   cells/broken/knn  job {broken.job_id}" in status and broken.stderr in status, status
+    assert f"failed   {'cells/broken/knn':<21}  job {broken.job_id}" in status and broken.stderr in status, status
     assert "broken.pth" in status  # the cell's error, under its line
-    assert f"done     cells/random/knn  job {ledger['cells/random/knn'].job_id}" in status, status
-    assert status.strip().splitlines()[-1] == "2 jobs: 0 queued, 0 running, 1 done, 1 failed"
+    for key in (RUN, RUN_CELL, "cells/random/knn"):
+        assert f"done     {key:<21}  job {Ledger(out).entries[key].job_id}" in status, status
+    assert status.strip().splitlines()[-1] == "4 jobs: 0 queued, 0 running, 3 done, 1 failed"
 
 
 def test_a_crashing_job_is_failed_with_its_log_and_submitted_again(tmp_path: Path, capsys) -> None:

@@ -83,7 +83,8 @@ class SubmititLauncher(Launcher):
         _SUBMITTED[submitted.job_id] = submitted
         self.ledger.add(Entry(job.key, submitted.job_id, self.cluster, str(job.folder), str(log_folder),
                               str(submitted.paths.stdout), str(submitted.paths.stderr), QUEUED, time.time()))
-        self.echo(f"{job.key}: submitted job {submitted.job_id} -> logs in {log_folder}")
+        again = f" (job {entry.job_id} failed: {entry.error})" if entry is not None and entry.state == FAILED else ""
+        self.echo(f"{job.key}: submitted job {submitted.job_id} -> logs in {log_folder}{again}")
         return QUEUED
 
 
