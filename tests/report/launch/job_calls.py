@@ -5,19 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import tiny_config
-
 
 def crash() -> None:
     raise RuntimeError("the node ran out of luck")
-
-
-def tiny_pretraining(overrides: list[str], data: Path, run_dir: Path):
-    """A pretraining run on the tiny config that continues its folder when it exists, as a study's run does when
-    its job is requeued."""
-    from vito.pretrain.loop import pretrain
-
-    return pretrain(tiny_config(*overrides), data, run_dir, resume=Path(run_dir).exists())
 
 
 def join_process_group(folder: Path) -> None:

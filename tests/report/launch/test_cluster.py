@@ -89,6 +89,8 @@ def test_a_study_is_submitted_watched_collected_and_rendered(study: Path, tmp_pa
     assert load_checkpoint(out / RUN)["step"] == 1
     assert Ledger(out).entries[RUN_CELL].job_id not in {e.job_id for e in ledger.values()}
 
+    here = make_report(study / "suite.yaml", tmp_path / "here", only=["random"], echo=lines.append)  # in process,
+    assert [c.label for c in here.computed] == ["random × knn"]  # while the run's cell computes in its job
     wait_for_submitted(timeout_s=240)
     done = make_report(study / "suite.yaml", out, launcher="submitit", only=rows, echo=lines.append)
     assert not done.pending and not done.computed and not done.failed, lines
@@ -97,9 +99,6 @@ def test_a_study_is_submitted_watched_collected_and_rendered(study: Path, tmp_pa
     assert cells[("broken", "knn")]["status"] == FAILED  # its job's error.json, not resubmitted (--only)
     vito_row = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| **vito**"))
     assert f"{100 * cells[('vito', 'knn')]['metrics']['top1_k5']:.1f}" in vito_row, vito_row
-
-    here = make_report(study / "suite.yaml", tmp_path / "here", only=["random"], echo=lines.append)  # in process
-    assert [c.label for c in here.computed] == ["random × knn"]
     assert cells[("random", "knn")]["metrics"] == _cells(tmp_path / "here")[("random", "knn")]["metrics"]
 
     capsys.readouterr()

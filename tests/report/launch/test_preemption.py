@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from tests.helpers import tensors_equal, tiny_config
-from tests.report.launch.job_calls import join_process_group, tiny_pretraining
+from tests.report.launch.job_calls import join_process_group
 from vito.engine.checkpoint import load_checkpoint
 from vito.engine.signals import STOP_SIGNALS, StopSignal, exit_status, stop_signals
 from vito.engine.stopping import stopped_by
@@ -28,6 +28,7 @@ from vito.report.launch.jobs import DONE, Job
 from vito.report.launch.ledger import Ledger
 from vito.report.launch.preemption import set_torchrun_variables, torchrun_variables
 from vito.report.launch.settings import LauncherSettings
+from vito.report.runs import RunCell, run_job
 
 pytest.importorskip("submitit")
 STEPS = 12
@@ -52,7 +53,10 @@ def test_a_preempted_pretraining_job_requeues_and_ends_bit_for_bit(videos: Path,
     run = tmp_path / "study" / "runs" / "tiny" / "seed-0"
     launcher = SubmititLauncher(tmp_path / "study", LauncherSettings(cluster="local", timeout_min=10),
                                 echo=lambda _: None)
-    launcher.submit(Job("runs/tiny/seed-0", run, (tiny_pretraining, (OVERRIDES, videos, run)), distributed=True))
+    # the study's own job of a run (train_run of a RunCell), as vito report submits it
+    job = run_job(RunCell("tiny", 0, run, tiny_config(*OVERRIDES).to_dict(), str(videos)), tmp_path / "study")
+    assert job.key == "runs/tiny/seed-0" and job.distributed
+    launcher.submit(job)
     entry = launcher.ledger.entries["runs/tiny/seed-0"]
     os.kill(_task_pid(int(entry.job_id), run, time.monotonic() + 180), signal.SIGUSR2)
     wait_for_submitted(timeout_s=300)
