@@ -83,7 +83,12 @@ def _assert_shown(out: Path, row: str, result: Result) -> None:
     assert cell["metrics"] == {name: metric.value for name, metric in result.metrics.items()}
     markdown, page = (out / "report.md").read_text(), (out / "index.html").read_text()
     line = _row_line(markdown, row, f"{result.evaluation} · ")
-    for name, metric in result.metrics.items():
+    document = json.loads((out / "results.json").read_text())
+    shown = [column["metric"] for group in document["groups"] for entry in group["evaluations"]
+             if entry["entry"] == result.evaluation for column in entry["columns"]]  # the headline by default
+    assert shown and set(shown) <= set(result.metrics)
+    for name in shown:
+        metric = result.metrics[name]
         assert f" {table_value(metric.value, metric.kind)} " in line, (name, line)
         if metric.value is not None:
             assert f'data-value="{metric.value!r}"' in page, name
