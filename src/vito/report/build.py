@@ -70,9 +70,10 @@ def make_report(suite_path: str | Path, out: str | Path, only: Iterable[str] = (
     runs = _runs(suite, out, only, overwrite)
     states = check_runs(runs)  # a run folder holding another run stops the report here, before anything runs
     if dry_run:
-        failed, pending = bring_runs_up_to_date(runs, states, out, dry_run=True, echo=echo)
+        queued = make_launcher(launcher, out, settings, echo, dry_run=True)  # what jobs already hold
+        failed, pending = bring_runs_up_to_date(runs, states, out, dry_run=True, echo=echo, launcher=queued)
         run = run_grid(suite, out, only=only, dry_run=True, echo=echo, loggers=loggers,
-                       runs=RunStates(failed, pending))
+                       runs=RunStates(failed, pending), launcher=queued)
         planned = sum(cell.status == PLANNED for cell in run.cells)
         echo(f"dry run: {len(pending)} of {len(runs)} pretraining runs would train, {planned} of {len(run.cells)} "
              "cells would be computed; nothing written")

@@ -342,7 +342,9 @@ def run_grid(suite: Suite, out: Path, only: Iterable[str] = (), dry_run: bool = 
             continue
         if dry_run:
             cell.status = PLANNED
-            echo(f"{cell.label}: would compute -> {cell.folder}")
+            held = launcher.waiting_on((job_key(cell.folder, out),)) is not None  # already in a job
+            echo(f"{cell.label}: {'computing in its job (queued or running)' if held else 'would compute'} "
+                 f"-> {cell.folder}")
             continue
         if launcher.runs_here:
             echo(f"{cell.label}: computing -> {cell.folder}")

@@ -149,7 +149,9 @@ def bring_runs_up_to_date(runs: list[RunCell], states: dict[tuple[str, int], str
                 continue
             if dry_run:
                 pending.add(key)
-                echo(f"{run.label}: would {state} the pretraining run -> {run.folder}")
+                held = launcher.waiting_on((job.key,)) is not None  # --launcher submitit: already in a job
+                echo(f"{run.label}: pretraining in its job ({job.key}: queued or running)" if held else
+                     f"{run.label}: would {state} the pretraining run -> {run.folder}")
                 continue
             if launcher.runs_here:
                 echo(f"{run.label}: pretraining ({state}) -> {run.folder}")

@@ -112,6 +112,27 @@ def test_a_study_is_submitted_watched_collected_and_rendered(study: Path, tmp_pa
     assert status.strip().splitlines()[-1] == "4 jobs: 0 queued, 0 running, 3 done, 1 failed"
 
 
+def test_a_dry_run_names_the_jobs_already_queued_or_running_and_writes_nothing(study: Path, tmp_path: Path) -> None:
+    """The ledger says the run's and the random row's jobs are running (their job id: a live process, this one):
+    the dry run says so instead of "would compute", and leaves the ledger as it was."""
+    import os
+
+    from vito.report.launch.ledger import Entry
+
+    out = tmp_path / "report"
+    ledger = Ledger(out)
+    for key in (RUN, "cells/random/knn"):
+        ledger.add(Entry(key, str(os.getpid()), "local", str(out / key), str(out / "jobs" / key), "o", "e", QUEUED,
+                         0.0))
+    before, lines = ledger.path.read_bytes(), []
+    make_report(study / "suite.yaml", out, launcher="submitit", dry_run=True, echo=lines.append)
+    assert "vito seed 0: pretraining in its job (runs/vito/seed-0: queued or running)" in lines, lines
+    assert f"vito seed 0 × knn: would compute (after its pretraining run) -> {out / RUN_CELL}" in lines
+    assert f"random × knn: computing in its job (queued or running) -> {out / 'cells/random/knn'}" in lines
+    assert f"broken × knn: would compute -> {out / 'cells/broken/knn'}" in lines
+    assert ledger.path.read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["jobs"]
+
+
 def test_a_crashing_job_is_failed_with_its_log_and_submitted_again(tmp_path: Path, capsys) -> None:
     launcher = SubmititLauncher(tmp_path, LOCAL, echo=lambda _: None)
     job = Job("runs/r/seed-0", tmp_path / "runs" / "r" / "seed-0", crash)

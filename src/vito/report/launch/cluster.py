@@ -41,20 +41,17 @@ def require_submitit() -> Any:
     return submitit
 
 
-class SubmititLauncher(Launcher):
-    """Submits jobs with submitit's ``AutoExecutor``; the ledger under ``out/jobs/`` remembers them."""
+class QueuedJobs(Launcher):
+    """The jobs of ``out/jobs/`` that are queued or running now (collected; the ledger is not written): what a
+    dry run asks (``vito report --dry-run --launcher submitit``). It submits nothing."""
 
     name = "submitit"
     runs_here = False
 
-    def __init__(self, out: Path, settings: LauncherSettings | None = None,
-                 echo: Callable[[str], None] = print) -> None:
-        self.submitit = require_submitit()
-        self.settings = settings or LauncherSettings()
-        self.cluster = self.settings.cluster or self.submitit.AutoExecutor.which()
-        self.echo = echo
+    def __init__(self, out: Path, save: bool = False) -> None:
+        require_submitit()
         self.ledger = Ledger(out)
-        collect(self.ledger)
+        collect(self.ledger, save=save)
 
     def waiting_on(self, keys: tuple[str, ...]) -> str | None:
         for key in keys:
@@ -62,6 +59,21 @@ class SubmititLauncher(Launcher):
             if entry is not None and entry.state in (QUEUED, RUNNING):
                 return key
         return None
+
+    def submit(self, job: Job) -> str:
+        raise VitoError(f"{job.key}: a dry run submits nothing")
+
+
+class SubmititLauncher(QueuedJobs):
+    """Submits jobs with submitit's ``AutoExecutor``; the ledger under ``out/jobs/`` remembers them."""
+
+    def __init__(self, out: Path, settings: LauncherSettings | None = None,
+                 echo: Callable[[str], None] = print) -> None:
+        super().__init__(out, save=True)
+        self.submitit = require_submitit()
+        self.settings = settings or LauncherSettings()
+        self.cluster = self.settings.cluster or self.submitit.AutoExecutor.which()
+        self.echo = echo
 
     def submit(self, job: Job) -> str:
         """Queue ``job`` unless it is queued or running already, or waits on a dependency."""

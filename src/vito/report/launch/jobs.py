@@ -94,10 +94,12 @@ def check_launcher(name: str, settings: Any = None) -> None:
             submitit_parameters(settings, distributed=True)
 
 
-def make_launcher(name: str, out: Path, settings: Any = None, echo: Callable[[str], None] = print) -> Launcher:
-    """The launcher ``--launcher`` names for the report folder ``out`` (``settings``: its LauncherSettings)."""
+def make_launcher(name: str, out: Path, settings: Any = None, echo: Callable[[str], None] = print,
+                  dry_run: bool = False) -> Launcher:
+    """The launcher ``--launcher`` names for the report folder ``out`` (``settings``: its LauncherSettings); with
+    ``dry_run`` one that only says which jobs are queued or running (submitit: the ledger, not written)."""
     if name == "local":
         return LocalLauncher()
-    from vito.report.launch.cluster import SubmititLauncher  # imports submitit, which only this launcher needs
+    from vito.report.launch.cluster import QueuedJobs, SubmititLauncher  # imports submitit, needed only here
 
-    return SubmititLauncher(out, settings, echo=echo)
+    return QueuedJobs(out) if dry_run else SubmititLauncher(out, settings, echo=echo)
