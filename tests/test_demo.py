@@ -182,6 +182,17 @@ def test_attention_is_drawn_where_its_cell_lies() -> None:
     assert even[39:41, 23:25].min() > 0.9  # the even tile's centre, (39.5, 23.5)
 
 
+def test_measure_refuses_videos_whose_frames_are_not_the_rendered_ones(tmp_path: Path) -> None:
+    """The subject masks come from the world, not the files: videos of other lengths are refused, not misread."""
+    from vito.demo import measure_frames
+
+    train, heldout = render_videos(tmp_path, num_videos=2)
+    frames = measure_frames(train, heldout, 32)
+    assert frames.query_subject.shape == (len(frames.queries), SIZE, SIZE)
+    with pytest.raises(ValueError, match="held-out frames decoded but"):
+        measure_frames(train, train, 32)
+
+
 def test_nearest_neighbour_accuracy() -> None:
     bank = torch.eye(3)
     queries = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.2, 0.8], [0.6, 0.5, 0.0]])
