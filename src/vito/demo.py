@@ -11,9 +11,9 @@
    positions beats chance (1 / number of videos); a random network, which mostly sees the background,
    stays near it. Pretraining on video should raise the score: what persists through a clip is the subject.
 4. Ask where each encoder looks: the share of its attention mass that falls on the subject of the held-out
-   frames (the world knows where it put the subject), against the subject's share of the frame, which is
-   what attention spread evenly would give (paper §B.1: attention should go to what is stable across time
-   and discriminative, here the subject).
+   frames (the world knows where it put the subject), against the subject's share of the frame, about what
+   attention spread evenly gets (paper §B.1: attention should go to what is stable across time and
+   discriminative, here the subject).
 """
 
 from __future__ import annotations
@@ -277,7 +277,7 @@ def run_demo(out_dir: str | Path = "runs/demo", max_steps: int | None = None,
           f"(chance {frames.chance:.1%}; {len(frames.queries)} held-out frames, {len(frames.bank)} training frames)")
     print(f"attention on subject (share of attention mass, per pooled stage {list(config.model.stages)}): random "
           f"init {_shares(looks['random_init'])} -> trained {_shares(looks['trained'])} (the subject covers "
-          f"{looks['subject_area']:.1%} of the frame: even attention)")
+          f"{looks['subject_area']:.1%} of the frame)")
     print(f"  run folder   {out}\n  checkpoint   {run.checkpoint}\n  loss curve   {curve}\n  attention    {attention}")
     print(f"  tensorboard  tensorboard --logdir {out / 'tb'}\n  result       {out / 'result.json'}")
     print(f"  CPU time     {result['cpu_seconds']:.0f} s (this process and its data-loader workers)")
