@@ -191,6 +191,9 @@ def test_measure_refuses_videos_whose_frames_are_not_the_rendered_ones(tmp_path:
     assert frames.query_subject.shape == (len(frames.queries), SIZE, SIZE)
     with pytest.raises(ValueError, match="held-out frames decoded but"):
         measure_frames(train, train, 32)
+    renamed = [path.rename(path.with_name(f"clip{k}.mp4")) for k, path in enumerate(heldout)]
+    with pytest.raises(ValueError, match="clip0.mp4: not a video of the demo's world"):
+        measure_frames([p.rename(p.with_name(f"clip{k}.mp4")) for k, p in enumerate(train)], renamed, 32)
 
 
 def test_nearest_neighbour_accuracy() -> None:

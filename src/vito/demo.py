@@ -87,11 +87,19 @@ def measure_frames(train_videos: list[Path], heldout_videos: list[Path], size: i
     if [p.name for p in train_videos] != [p.name for p in heldout_videos]:
         raise ValueError("training and held-out videos must be listed in the same order")
     queries, query_video = load_frames(heldout_videos, EVERY, size)
-    subjects = torch.from_numpy(np.stack([subject_mask(make_video(k), t) for k in range(len(heldout_videos))
+    subjects = torch.from_numpy(np.stack([subject_mask(make_video(video_index(path)), t) for path in heldout_videos
                                           for t in part_times(heldout=True)[::EVERY]]))
     if len(subjects) != len(queries):
         raise ValueError(f"{len(queries)} held-out frames decoded but {len(subjects)} rendered: not the demo's videos")
     return MeasureFrames(*load_frames(train_videos, EVERY, size), queries, query_video, subjects)
+
+
+def video_index(path: Path) -> int:
+    """The world's index of a rendered video, from its name (``video3.mp4`` -> 3): its subject masks follow."""
+    digits = path.stem.removeprefix("video")
+    if not digits.isdigit():
+        raise ValueError(f"{path.name}: not a video of the demo's world (named videoK.mp4)")
+    return int(digits)
 
 
 def _resize(frames: torch.Tensor, size: int) -> torch.Tensor:
