@@ -1,6 +1,7 @@
 """Why the demo's attention pictures looked "bottom-centre": where the ResNet's cells lie, and what it avoids.
 
     python -m benchmarks.bench_attention_geometry RUN_DIR     # RUN_DIR: a finished `vito demo --out RUN_DIR`
+    python -m benchmarks.bench_attention_geometry             # runs `vito demo` (seed 0) first, ~270 CPU s
 
 Four cheap diagnostics (no training), written to benchmarks/results/attention_geometry.{json,md}:
 
@@ -18,7 +19,9 @@ Four cheap diagnostics (no training), written to benchmarks/results/attention_ge
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -114,17 +117,25 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="a finished `vito demo --out RUN_DIR`")
+    parser.add_argument("run_dir", type=Path, nargs="?", help="a finished `vito demo --out RUN_DIR` (default: run one)")
     args = parser.parse_args()
+    if args.run_dir is None:
+        with tempfile.TemporaryDirectory(prefix="vito_demo_") as tmp:
+            subprocess.run([sys.executable, "-m", "vito", "demo", "--out", tmp], check=True, stdout=subprocess.DEVNULL)
+            analyse(Path(tmp), "python -m benchmarks.bench_attention_geometry (a fresh `vito demo`, seed 0)")
+    else:
+        analyse(args.run_dir, " ".join(["python -m benchmarks.bench_attention_geometry", *sys.argv[1:]]))
+
+
+def analyse(run_dir: Path, command: str) -> None:
     torch.set_num_threads(1)
-    config = load_config(args.run_dir / "config.yaml")
+    config = load_config(run_dir / "config.yaml")
     size = config.data.image_size
-    videos = [sorted((args.run_dir / "videos" / part).glob("*.mp4")) for part in ("train", "heldout")]
+    videos = [sorted((run_dir / "videos" / part).glob("*.mp4")) for part in ("train", "heldout")]
     frames = measure_frames(*videos, size)
     initial, trained = build_vito(config), build_vito(config)
-    trained.load_state_dict(load_checkpoint(args.run_dir)["model"])
-    report = {"run": str(args.run_dir), "command": " ".join(["python -m benchmarks.bench_attention_geometry",
-                                                              *sys.argv[1:]]),
+    trained.load_state_dict(load_checkpoint(run_dir)["model"])
+    report = {"run": str(run_dir), "command": command,
               "config": f"seed {config.train.seed}, {config.train.max_steps} steps, {size} px, "
                         f"stages {list(config.model.stages)}",
               "crop_min_scale": config.data.crop_min_scale,

@@ -166,26 +166,28 @@ def markdown(summary: dict[str, dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
-def write(runs: list[dict], meta: dict) -> None:
+def write(runs: list[dict], meta: dict, folder: Path, echo: bool = True) -> None:
     summary = summarise(runs)
-    save_report(NAME, {**meta, "settings": SETTINGS, "runs": runs, "summary": summary}, markdown(summary, meta))
+    save_report(NAME, {**meta, "settings": SETTINGS, "runs": runs, "summary": summary}, markdown(summary, meta),
+                folder, echo)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="+", choices=list(SETTINGS), metavar="SETTING", help="these settings only")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run (default 1)")
     parser.add_argument("--report", action="store_true", help="only rewrite the tables from the results file")
-    args = parser.parse_args()
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of calibration.json/.md")
+    args = parser.parse_args(argv)
     meta = {"benchmark": "calibration: the paper's ablations in the demo world", "threads": args.threads,
             "machine": f"{platform.machine()} {platform.processor() or ''}, {platform.system()}".strip(),
             "python": platform.python_version()}
-    runs = load_done(RESULTS / f"{NAME}.json")
+    runs = load_done(args.results / f"{NAME}.json")
     if args.report:
-        write(runs, meta)
-        return
+        write(runs, meta, args.results)
+        return runs
     done = {(r["setting"], r["seed"]) for r in runs}
     todo = [(setting, seed) for seed in args.seeds for setting in (args.only or SETTINGS)
             if (setting, seed) not in done]
@@ -202,14 +204,15 @@ def main() -> None:
             return
         with lock:  # record it at once: an interrupted benchmark keeps every finished run
             runs.append(row)
-            write(runs, meta)
+            write(runs, meta, args.results, echo=False)
         print(f"done {setting} seed {seed}: retrieval {row['trained']:.1%} (random init {row['random_init']:.1%}), "
               f"attention on subject {[round(v, 3) for v in row['attention_trained']]} vs area "
               f"{row['subject_area']:.3f}, {row['cpu_seconds']:.0f} CPU s", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="vito_calibration_") as tmp, ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda item: one(item, Path(tmp)), todo))
-    write(runs, meta)
+    write(runs, meta, args.results)
+    return runs
 
 
 if __name__ == "__main__":
