@@ -103,6 +103,17 @@ def load_done(path: Path) -> list[dict]:
     return [r for r in runs if SETTINGS.get(r["setting"]) == r["overrides"]]
 
 
+def merged(on_disk: list[dict], ours: list[dict]) -> list[dict]:
+    """Runs of the results file and of this process, one per (setting, seed), ours first: another instance
+    writing the same file (say, one started for a few settings) loses none of its runs to this one."""
+    seen, out = set(), []
+    for run in [*ours, *on_disk]:
+        if (run["setting"], run["seed"]) not in seen:
+            seen.add((run["setting"], run["seed"]))
+            out.append(run)
+    return out
+
+
 def flat(run: dict) -> dict[str, float]:
     """A run's numbers as the tables show them (attention: the trained encoder's, per pooled stage)."""
     attention = run["attention_trained"] + [float("nan")] * (2 - len(run["attention_trained"]))
@@ -203,7 +214,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"FAILED {setting} seed {seed}: {failure}", flush=True)
             return
         with lock:  # record it at once: an interrupted benchmark keeps every finished run
-            runs.append(row)
+            runs[:] = merged(load_done(args.results / f"{NAME}.json"), [*runs, row])
             write(runs, meta, args.results, echo=False)
         print(f"done {setting} seed {seed}: retrieval {row['trained']:.1%} (random init {row['random_init']:.1%}), "
               f"attention on subject {[round(v, 3) for v in row['attention_trained']]} vs area "
@@ -211,6 +222,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     with tempfile.TemporaryDirectory(prefix="vito_calibration_") as tmp, ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda item: one(item, Path(tmp)), todo))
+    runs = merged(load_done(args.results / f"{NAME}.json"), runs)
     write(runs, meta, args.results)
     return runs
 

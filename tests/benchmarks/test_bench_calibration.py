@@ -44,6 +44,15 @@ def test_resumes_and_records_each_run(tmp_path, fake_runs, monkeypatch) -> None:
     bench_calibration.main([*only, "--seeds", "0", "1"])
     assert fake_runs == [("2 views", 1)]  # only the failed one is tried again
 
+    # another instance recorded a run meanwhile: this one keeps it when it writes
+    stored = json.loads((tmp_path / "calibration.json").read_text())
+    other = {**stored["runs"][0], "setting": "T = 3.2 s", "overrides": bench_calibration.SETTINGS["T = 3.2 s"]}
+    (tmp_path / "calibration.json").write_text(json.dumps({**stored, "runs": [*stored["runs"], other]}))
+    fake_runs.clear()
+    bench_calibration.main([*only, "--seeds", "2"])
+    stored = json.loads((tmp_path / "calibration.json").read_text())
+    assert {(r["setting"], r["seed"]) for r in stored["runs"]} >= {("T = 3.2 s", 0), ("baseline (demo)", 2)}
+
     fake_runs.clear()
     monkeypatch.setitem(bench_calibration.SETTINGS, "2 views", ["data.num_views=2", "data.image_size=32"])
     bench_calibration.main([*only, "--seeds", "0"])
