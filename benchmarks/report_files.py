@@ -11,10 +11,12 @@ from vito.io import atomic_write, write_json
 RESULTS = Path(__file__).parent / "results"
 
 
-def save_report(name: str, report: dict[str, Any], table: str) -> None:
-    """Write ``report`` as ``results/NAME.json`` and ``table`` as ``results/NAME.md``, and print the table."""
-    RESULTS.mkdir(exist_ok=True)
-    write_json(RESULTS / f"{name}.json", report)
-    with atomic_write(RESULTS / f"{name}.md") as handle:
+def save_report(name: str, report: dict[str, Any], table: str, folder: Path = RESULTS, echo: bool = True) -> None:
+    """Write ``report`` as ``results/NAME.json`` and ``table`` as ``results/NAME.md`` (or into ``folder``), and
+    print the table unless ``echo`` is false."""
+    folder.mkdir(exist_ok=True)
+    write_json(folder / f"{name}.json", report)
+    with atomic_write(folder / f"{name}.md") as handle:
         handle.write(table)
-    print(table)
+    if echo:
+        print(table)

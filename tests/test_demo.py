@@ -13,7 +13,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vito.demo import EVERY, MeasureFrames, nearest_neighbour_accuracy, subject_retrieval
+from vito.demo import (
+    EVERY,
+    MeasureFrames,
+    cell_coordinates,
+    nearest_neighbour_accuracy,
+    on_frame,
+    subject_retrieval,
+    subject_share,
+)
 from vito.demo_world import (
     FPS,
     HELDOUT_SECONDS,
@@ -24,6 +32,7 @@ from vito.demo_world import (
     make_video,
     render_frame,
     render_videos,
+    subject_mask,
 )
 
 
@@ -85,6 +94,106 @@ def test_rendered_videos_are_h264_with_a_held_out_segment(tmp_path: Path) -> Non
             frames = sum(1 for _ in container.decode(stream))
             assert stream.codec_context.name == "h264" and (stream.width, stream.height) == (SIZE, SIZE)
         assert frames == int(seconds * FPS)
+
+
+def _rendered_subject(index: int, t: float) -> np.ndarray:
+    """The subject's opacity read back from a rendered frame: white subject on a black wall, light at 1."""
+    video = make_video(index)
+    video.subject.texture = np.ones_like(video.subject.texture)
+    for wall in video.walls:
+        wall[...] = 0.0
+    for knots in video.lights:
+        knots[...] = 1.0
+    return render_frame(video, t)[..., 0] / 255.0
+
+
+@pytest.mark.parametrize(("index", "t"), [(0, 0.0), (3, 2.5), (5, TRAIN_SECONDS + 1.25)])
+def test_subject_mask_is_where_the_frame_shows_the_subject(index: int, t: float) -> None:
+    mask = subject_mask(make_video(index), t)
+    assert mask.shape == (SIZE, SIZE) and mask.min() >= 0 and mask.max() <= 1
+    assert np.abs(mask - _rendered_subject(index, t)).max() <= 0.5 / 255 + 1e-6
+    assert mask.sum() == pytest.approx(make_video(index).subject.mask.sum(), rel=1e-5)  # never clipped by the edge
+
+
+def test_subject_share_on_hand_made_maps() -> None:
+    subject = torch.zeros(1, 8, 8)
+    subject[0, :4, :4] = 1.0  # the top-left quarter; a 4x4 map has 4 cells fully inside it
+    subject[0, 4:6, 4] = 0.5  # a half-transparent sliver: a quarter of cell (2, 2) at opacity 0.5
+    inside = torch.zeros(1, 4, 4)
+    inside[0, :2, :2] = 0.25
+    assert subject_share(inside, subject).item() == pytest.approx(1.0)
+    uniform = torch.full((1, 4, 4), 1 / 16)
+    assert subject_share(uniform, subject).item() == pytest.approx(float(subject.mean()))
+    outside = torch.zeros(1, 4, 4)
+    outside[0, 3, 3] = 1.0
+    assert subject_share(outside, subject).item() == 0.0
+    edge = torch.zeros(1, 4, 4)
+    edge[0, 2, 2] = 1.0
+    assert subject_share(edge, subject).item() == pytest.approx(0.5 * 2 / 4)
+    coarse = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])  # a 2x2 map: the top-left cell is the subject's quarter
+    assert subject_share(coarse, subject).item() == pytest.approx(1.0)
+
+
+def test_subject_share_on_the_stride_grid() -> None:
+    """A ResNet's 4x4 map of a 64-px input: cells centred on pixels 0, 16, 32, 48, so their footprints along an
+    axis are [0, 8), [8, 24), [24, 40), [40, 64)."""
+    subject = torch.zeros(1, 64, 64)
+    subject[0, 8:24, 8:24] = 1.0  # exactly the footprint of cell (1, 1)
+    cell = torch.zeros(1, 4, 4)
+    cell[0, 1, 1] = 1.0
+    assert subject_share(cell, subject, 64, grid="stride").item() == pytest.approx(1.0)
+    assert subject_share(cell, subject, 64, grid="even").item() == pytest.approx(0.25)  # even tile [16, 32)^2
+    corner = torch.zeros(1, 4, 4)
+    corner[0, 3, 3] = 1.0
+    subject[0, 52:64, 40:64] = 1.0  # half of the last cell's 24 x 24 footprint
+    assert subject_share(corner, subject, 64, grid="stride").item() == pytest.approx(0.5)
+    uniform = torch.full((1, 4, 4), 1 / 16)
+    big = torch.ones(1, 64, 64)
+    assert subject_share(uniform, big, 64, grid="stride").item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="grid"):
+        subject_share(uniform, big, 64, grid="diagonal")
+
+
+def test_the_networks_cells_are_centred_where_the_stride_grid_says() -> None:
+    """Gradient centroid of each cell row of the demo's random-init ResNet-18 at 64 px: the input rows it
+    depends on are centred on stride * row (the edge row is pulled inwards by the frame's edge)."""
+    from vito.config import load_config
+    from vito.models.vito import build_vito
+
+    network = build_vito(load_config("demo")).online.eval()
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    for fmap in network.backbone(images):
+        h = fmap.shape[-2]
+        for row in range(1, h):
+            (grad,) = torch.autograd.grad(fmap[:, :, row].abs().sum(), images, retain_graph=True)
+            weight = grad.abs().sum(dim=(0, 1, 3))
+            centroid = float((weight * torch.arange(64)).sum() / weight.sum())
+            assert centroid == pytest.approx(row * 64 / h, abs=1.0), (h, row)
+    # the measure's geometry puts those centres there: input pixel 16 is on cell 1's centre
+    assert cell_coordinates(4, 64, 64, "stride")[16].item() == pytest.approx(1.0)
+
+
+def test_attention_is_drawn_where_its_cell_lies() -> None:
+    mask = torch.zeros(1, 4, 4)
+    mask[0, 2, 1] = 1.0
+    drawn = on_frame(mask, 64, 64, grid="stride")[0]
+    assert divmod(int(drawn.argmax()), 64) == (32, 16)
+    even = on_frame(mask, 64, 64, grid="even")[0]
+    assert even[39:41, 23:25].min() > 0.9  # the even tile's centre, (39.5, 23.5)
+
+
+def test_measure_refuses_videos_whose_frames_are_not_the_rendered_ones(tmp_path: Path) -> None:
+    """The subject masks come from the world, not the files: videos of other lengths are refused, not misread."""
+    from vito.demo import measure_frames
+
+    train, heldout = render_videos(tmp_path, num_videos=2)
+    frames = measure_frames(train, heldout, 32)
+    assert frames.query_subject.shape == (len(frames.queries), SIZE, SIZE)
+    with pytest.raises(ValueError, match="held-out frames decoded but"):
+        measure_frames(train, train, 32)
+    renamed = [path.rename(path.with_name(f"clip{k}.mp4")) for k, path in enumerate(heldout)]
+    with pytest.raises(ValueError, match="clip0.mp4: not a video of the demo's world"):
+        measure_frames([p.rename(p.with_name(f"clip{k}.mp4")) for k, p in enumerate(train)], renamed, 32)
 
 
 def test_nearest_neighbour_accuracy() -> None:
@@ -153,6 +262,34 @@ def _independent_score(network: torch.nn.Module, videos: Path, size: int) -> flo
     return float(np.mean(bank_labels[np.argmax(queries @ bank.T, axis=1)] == query_labels))
 
 
+@torch.no_grad()
+def _independent_attention_on_subject(network: torch.nn.Module, videos: Path, size: int) -> tuple[list[float], float]:
+    """Attention mass on the subject per stage, from its definition: for each held-out frame and stage, the sum
+    over cells of (attention x the subject's area fraction in that cell's footprint), the subject read back
+    from frames rendered white on black; averaged over frames. Also the subject's mean share of the frame."""
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    network.eval()
+    shares, areas = [], []
+    for k, path in enumerate(sorted((videos / "heldout").glob("*.mp4"))):
+        _, masks = network.pool(network.backbone((_decoded(path, size) - mean) / std))
+        for i, frame in enumerate(range(0, int(HELDOUT_SECONDS * FPS), EVERY)):
+            subject = _rendered_subject(k, TRAIN_SECONDS + frame / FPS)
+            areas.append(subject.mean())
+            row = []
+            for stage in masks:
+                h = stage.shape[-1]
+                # the network's cell l is centred on input pixel l * size / h; a frame pixel belongs to the
+                # cell whose centre is nearest (ties to the later cell)
+                x = (np.arange(SIZE) + 0.5) * size / SIZE - 0.5
+                cell = np.clip(np.floor(x / (size / h) + 0.5), 0, h - 1).astype(int)
+                fraction = np.array([[subject[np.ix_(cell == a, cell == b)].mean() for b in range(h)]
+                                     for a in range(h)])
+                row.append(float((stage[i].numpy() * fraction).sum()))
+            shares.append(row)
+    return list(np.mean(shares, axis=0)), float(np.mean(areas))
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path, capsys) -> None:
     from vito.cli import main
@@ -182,5 +319,19 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys) -> None:
     assert line, printed
     assert [float(v) for v in line.groups()] == pytest.approx(
         [100 * random_init, 100 * after, 100 / NUM_VIDEOS], abs=0.051)
+
+    # attention on subject: stored, printed, and recomputed from the rendered frames
+    looks = result["attention_on_subject"]
+    for name, network in (("random_init", initial.online), ("trained", trained.online)):
+        shares, area = _independent_attention_on_subject(network, tmp_path / "videos", size)
+        assert len(looks[name]) == len(config.model.stages)
+        assert looks[name] == pytest.approx(shares, abs=2e-3), name
+        assert looks["subject_area"] == pytest.approx(area, abs=2e-3)
+    line = re.search(r"random init ([\d.]+)% / ([\d.]+)% -> trained ([\d.]+)% / ([\d.]+)% \(the subject covers "
+                     r"([\d.]+)%", printed)
+    assert line, printed
+    assert [float(v) for v in line.groups()] == pytest.approx(
+        [100 * v for v in (*looks["random_init"], *looks["trained"], looks["subject_area"])], abs=0.051)
+    assert 0 < looks["subject_area"] < 0.5 and all(0 <= v <= 1 for v in looks["trained"] + looks["random_init"])
     assert result["queries"] == NUM_VIDEOS * len(range(0, int(HELDOUT_SECONDS * FPS), EVERY))
     assert result["cpu_seconds"] > 0

@@ -10,22 +10,37 @@
    their subjects, so only an encoder that recognises the subject across new surroundings, light and
    positions beats chance (1 / number of videos); a random network, which mostly sees the background,
    stays near it. Pretraining on video should raise the score: what persists through a clip is the subject.
+4. Ask where each encoder looks: the share of its attention mass that falls on the subject of the held-out
+   frames (the world knows where it put the subject), against the subject's share of the frame, about what
+   attention spread evenly gets (paper §B.1: attention should go to what is stable across time and
+   discriminative, here the subject).
 """
 
 from __future__ import annotations
 
+import math
 import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from vito.config import load_config
 from vito.data.augment import normalize
 from vito.data.video import iter_frames
-from vito.demo_world import HELDOUT_SECONDS, NUM_VIDEOS, SIZE, TRAIN_SECONDS, render_videos
+from vito.demo_world import (
+    HELDOUT_SECONDS,
+    NUM_VIDEOS,
+    SIZE,
+    TRAIN_SECONDS,
+    make_video,
+    part_times,
+    render_videos,
+    subject_mask,
+)
 from vito.engine.checkpoint import load_checkpoint
 from vito.io import write_json
 from vito.models.vito import build_vito
@@ -49,6 +64,7 @@ class MeasureFrames:
     bank_video: torch.Tensor  # int64 [N]
     queries: torch.Tensor  # uint8 [M, S, S, 3]: frames of the held-out segments, never trained on
     query_video: torch.Tensor  # int64 [M]
+    query_subject: torch.Tensor | None = None  # float [M, SIZE, SIZE]: the subject's opacity in each query frame
 
     @property
     def chance(self) -> float:
@@ -70,7 +86,20 @@ def measure_frames(train_videos: list[Path], heldout_videos: list[Path], size: i
     """Training frames as the bank, held-out frames as the queries; video ``k`` is the same in both lists."""
     if [p.name for p in train_videos] != [p.name for p in heldout_videos]:
         raise ValueError("training and held-out videos must be listed in the same order")
-    return MeasureFrames(*load_frames(train_videos, EVERY, size), *load_frames(heldout_videos, EVERY, size))
+    queries, query_video = load_frames(heldout_videos, EVERY, size)
+    subjects = torch.from_numpy(np.stack([subject_mask(make_video(video_index(path)), t) for path in heldout_videos
+                                          for t in part_times(heldout=True)[::EVERY]]))
+    if len(subjects) != len(queries):
+        raise ValueError(f"{len(queries)} held-out frames decoded but {len(subjects)} rendered: not the demo's videos")
+    return MeasureFrames(*load_frames(train_videos, EVERY, size), queries, query_video, subjects)
+
+
+def video_index(path: Path) -> int:
+    """The world's index of a rendered video, from its name (``video3.mp4`` -> 3): its subject masks follow."""
+    digits = path.stem.removeprefix("video")
+    if not digits.isdigit():
+        raise ValueError(f"{path.name}: not a video of the demo's world (named videoK.mp4)")
+    return int(digits)
 
 
 def _resize(frames: torch.Tensor, size: int) -> torch.Tensor:
@@ -106,14 +135,88 @@ def subject_retrieval(network: torch.nn.Module, frames: MeasureFrames) -> float:
                                       embed(network, frames.bank), frames.bank_video)
 
 
+# Where a cell of an attention map lies on the frame. A ResNet's stride-2 layers (3x3, padding 1) keep the
+# input positions 0, 2, 4, ... of an even-sized input, so cell l of a stride-s map is centred on input pixel
+# s * l: its cells sit half a cell up and left of an even tiling of the image ("stride" grid). At 64 px that
+# is 8 px for the 4x4 map and 16 px for the 2x2 map; the top row and left column are centred on the frame's
+# edge. The "even" grid is the plain tiling (each cell centred in its tile), right for patch-based encoders.
+GRIDS = ("stride", "even")
+
+
+def cell_coordinates(cells: int, pixels: int, input_size: int, grid: str) -> torch.Tensor:
+    """For each of ``pixels`` frame pixels along one axis, its position in cell units (cell l is centred on l).
+
+    The frame is resized whole to ``input_size`` before the network sees it.
+    """
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {GRIDS}, not {grid!r}")
+    x = (torch.arange(pixels, dtype=torch.float64) + 0.5) * input_size / pixels - 0.5  # network input pixels
+    if grid == "even":
+        return (x + 0.5) * cells / input_size - 0.5
+    stride = 2 ** math.ceil(math.log2(input_size / cells))  # the stage's stride: cells = ceil(input_size / stride)
+    return x / stride
+
+
+def _nearest_cell(cells: int, pixels: int, input_size: int, grid: str) -> torch.Tensor:
+    """[cells, pixels] one-hot: the cell whose centre is nearest to each frame pixel (its footprint)."""
+    nearest = (cell_coordinates(cells, pixels, input_size, grid) + 0.5).floor().clamp(0, cells - 1).long()  # ties: up
+    return F.one_hot(nearest, cells).T.float()
+
+
+def subject_share(masks: torch.Tensor, subject: torch.Tensor, input_size: int | None = None,
+                  grid: str = "even") -> torch.Tensor:
+    """Per image, the share of attention mass on the subject: ``sum_cells mask[cell] * subject area in cell``.
+
+    ``masks [N, h, w]`` (each sums to 1); ``subject [N, H, W]``: the subject's opacity at frame resolution. A
+    cell's footprint is the frame pixels nearest to its centre (``grid``; ``input_size``: the side of the
+    network's input, needed by the "stride" grid), and it counts by the fraction of that footprint the subject
+    covers: all mass on cells inside the subject gives 1; on the even grid, attention spread evenly gives the
+    subject's share of the frame.
+    """
+    (h, w), (height, width) = masks.shape[-2:], subject.shape[-2:]
+    size = input_size or height
+    rows, cols = _nearest_cell(h, height, size, grid), _nearest_cell(w, width, size, grid)
+    covered = rows @ subject.float() @ cols.T  # [N, h, w]: subject area in each footprint
+    inside = covered / (rows.sum(1)[:, None] * cols.sum(1)[None, :])
+    return (masks.float() * inside).flatten(1).sum(dim=1)
+
+
+def on_frame(masks: torch.Tensor, pixels: int, input_size: int, grid: str = "stride") -> torch.Tensor:
+    """``masks [N, h, w]`` -> ``[N, pixels, pixels]``: bilinear between cell centres, each cell where it lies.
+
+    What the attention pictures draw: a plain resize would put a "stride" grid's cells half a cell too far
+    down and right (the "bottom-centre" look of the first demo pictures).
+    """
+    h, w = masks.shape[-2:]
+    v = cell_coordinates(h, pixels, input_size, grid) * 2 / max(h - 1, 1) - 1
+    u = cell_coordinates(w, pixels, input_size, grid) * 2 / max(w - 1, 1) - 1
+    where = torch.stack(torch.meshgrid(u, v, indexing="xy"), dim=-1).float().expand(len(masks), -1, -1, -1)
+    drawn = F.grid_sample(masks[:, None].float(), where, mode="bilinear", padding_mode="border", align_corners=True)
+    return drawn[:, 0]
+
+
+@torch.no_grad()
+def attention_on_subject(network: torch.nn.Module, frames: MeasureFrames, input_size: int, batch: int = 64,
+                         grid: str = "stride") -> list[float]:
+    """Mean share of attention mass on the subject over the held-out frames, one value per pooled stage."""
+    network.eval()
+    shares = []
+    for chunk, subject in zip(frames.queries.split(batch), frames.query_subject.split(batch), strict=True):
+        masks = network.attention_maps(normalize(chunk.permute(0, 3, 1, 2)))
+        shares.append(torch.stack([subject_share(m, subject, input_size, grid) for m in masks], dim=1))
+    return torch.cat(shares).mean(dim=0).tolist()
+
+
 def save_attention_examples(network: torch.nn.Module, heldout_videos: list[Path], size: int, path: Path) -> Path:
-    """Attention masks of the trained online network on one held-out frame per video."""
+    """Attention masks of the trained online network on one held-out frame per video, each cell drawn where
+    the network's cell lies on the frame (``on_frame``)."""
     frames, _ = load_frames(heldout_videos, every=10_000, size=SIZE)  # the first frame of each segment
     network.eval()
     with torch.no_grad():
         masks = network.attention_maps(normalize(_resize(frames, size).permute(0, 3, 1, 2)))
+    drawn = [on_frame(m, SIZE, size) for m in masks]
     titles = [p.stem for p in heldout_videos]
-    return save_attention_grid(list(frames), [list(m) for m in masks], path, titles)
+    return save_attention_grid(list(frames), [list(m) for m in drawn], path, titles)
 
 
 def cpu_seconds() -> float:
@@ -152,6 +255,9 @@ def run_demo(out_dir: str | Path = "runs/demo", max_steps: int | None = None,
     print(f"[3/4] {MEASURE}")
     frames = measure_frames(train_videos, heldout_videos, size)
     before, after = subject_retrieval(initial.online, frames), subject_retrieval(trained.online, frames)
+    looks = {"trained": attention_on_subject(trained.online, frames, size),
+             "random_init": attention_on_subject(initial.online, frames, size),
+             "subject_area": float(frames.query_subject.mean())}
 
     print("[4/4] pictures")
     curve = plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png")
@@ -161,6 +267,8 @@ def run_demo(out_dir: str | Path = "runs/demo", max_steps: int | None = None,
         "random_init": before,
         "trained": after,
         "chance": frames.chance,
+        "attention_on_subject": looks,
+        "stages": list(config.model.stages),
         "queries": len(frames.queries),
         "bank": len(frames.bank),
         "steps": run.step,
@@ -175,7 +283,14 @@ def run_demo(out_dir: str | Path = "runs/demo", max_steps: int | None = None,
     write_json(out / "result.json", result)
     print(f"\nsubject retrieval on held-out frames: random init {before:.1%} -> trained {after:.1%} "
           f"(chance {frames.chance:.1%}; {len(frames.queries)} held-out frames, {len(frames.bank)} training frames)")
+    print(f"attention on subject (share of attention mass, per pooled stage {list(config.model.stages)}): random "
+          f"init {_shares(looks['random_init'])} -> trained {_shares(looks['trained'])} (the subject covers "
+          f"{looks['subject_area']:.1%} of the frame)")
     print(f"  run folder   {out}\n  checkpoint   {run.checkpoint}\n  loss curve   {curve}\n  attention    {attention}")
     print(f"  tensorboard  tensorboard --logdir {out / 'tb'}\n  result       {out / 'result.json'}")
     print(f"  CPU time     {result['cpu_seconds']:.0f} s (this process and its data-loader workers)")
     return result
+
+
+def _shares(values: list[float]) -> str:
+    return " / ".join(f"{v:.1%}" for v in values)

@@ -190,11 +190,39 @@ def render_frame(video: Video, t: float) -> np.ndarray:
     frame = wall[oy : oy + SIZE, ox : ox + SIZE].copy()
     s = video.subject
     p = s.mask.shape[0]
-    cx = int(_bounce(s.start[0], s.velocity[0], t, p / 2, SIZE - p / 2) - p / 2)
-    cy = int(_bounce(s.start[1], s.velocity[1], t, p / 2, SIZE - p / 2) - p / 2)
+    top, left = subject_corner(video, t)
     alpha = s.mask[..., None]
-    frame[cy : cy + p, cx : cx + p] = alpha * s.texture + (1 - alpha) * frame[cy : cy + p, cx : cx + p]
+    frame[top : top + p, left : left + p] = alpha * s.texture + (1 - alpha) * frame[top : top + p, left : left + p]
     return np.clip(frame * light_at(knots, into_part) * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def subject_corner(video: Video, t: float) -> tuple[int, int]:
+    """(top, left) pixel of the subject's patch in the frame at time ``t``."""
+    s = video.subject
+    p = s.mask.shape[0]
+    left = int(_bounce(s.start[0], s.velocity[0], t, p / 2, SIZE - p / 2) - p / 2)
+    top = int(_bounce(s.start[1], s.velocity[1], t, p / 2, SIZE - p / 2) - p / 2)
+    return top, left
+
+
+def subject_mask(video: Video, t: float) -> np.ndarray:
+    """Where the subject is in the frame at time ``t``: float32 [SIZE, SIZE], its opacity in [0, 1].
+
+    The ground truth of "attention on subject" (``vito.demo``): the world places the subject itself, so no
+    segmentation is needed. Soft at the shape's edge exactly as the frame blends it.
+    """
+    mask = np.zeros((SIZE, SIZE), np.float32)
+    top, left = subject_corner(video, t)
+    p = video.subject.mask.shape[0]
+    mask[top : top + p, left : left + p] = video.subject.mask
+    return mask
+
+
+def part_times(heldout: bool) -> np.ndarray:
+    """The times (seconds) of the frames of a video's training part or of its held-out segment, in order."""
+    if heldout:
+        return TRAIN_SECONDS + np.arange(int(HELDOUT_SECONDS * FPS)) / FPS
+    return np.arange(int(TRAIN_SECONDS * FPS)) / FPS
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = FPS) -> Path:
@@ -218,9 +246,8 @@ def render_videos(folder: Path, num_videos: int = NUM_VIDEOS) -> tuple[list[Path
     train, heldout = [], []
     for k in range(num_videos):
         video = make_video(k)
-        train_times = np.arange(int(TRAIN_SECONDS * FPS)) / FPS
-        heldout_times = TRAIN_SECONDS + np.arange(int(HELDOUT_SECONDS * FPS)) / FPS
-        train.append(write_video(folder / "train" / f"video{k}.mp4", [render_frame(video, t) for t in train_times]))
+        train.append(write_video(folder / "train" / f"video{k}.mp4",
+                                 [render_frame(video, t) for t in part_times(heldout=False)]))
         heldout.append(write_video(folder / "heldout" / f"video{k}.mp4",
-                                   [render_frame(video, t) for t in heldout_times]))
+                                   [render_frame(video, t) for t in part_times(heldout=True)]))
     return train, heldout
