@@ -132,7 +132,7 @@ def summarise(runs: list[dict]) -> dict[str, dict]:
         stats = {}
         for key in METRICS:
             column = [v[key] for v in values if v[key] == v[key]]  # NaN: the stage does not exist
-            stats[key] = ({"mean": statistics.fmean(column), "sd": statistics.stdev(column) if len(column) > 1 else 0.0}
+            stats[key] = ({"mean": statistics.fmean(column), "sd": statistics.stdev(column) if len(column) > 1 else None}
                           if column else None)
         out[setting] = {"seeds": [r["seed"] for r in rows], "stages": rows[0]["stages"], **stats}
     return out
@@ -141,9 +141,11 @@ def summarise(runs: list[dict]) -> dict[str, dict]:
 def _cell(stat: dict | None, percent: bool = True) -> str:
     if stat is None:
         return "-"
-    if percent:
-        return f"{100 * stat['mean']:.1f} ± {100 * stat['sd']:.1f}"
-    return f"{stat['mean']:.0f} ± {stat['sd']:.0f}"
+    scale, digits = (100, 1) if percent else (1, 0)
+    mean = f"{scale * stat['mean']:.{digits}f}"
+    if stat["sd"] is None:  # one seed: no sd, never a made-up "± 0.0"
+        return mean
+    return f"{mean} ± {scale * stat['sd']:.{digits}f}"
 
 
 def table_rows(summary: dict[str, dict], settings: list[str]) -> list[str]:
@@ -163,7 +165,7 @@ def table_rows(summary: dict[str, dict], settings: list[str]) -> list[str]:
 def markdown(summary: dict[str, dict], meta: dict) -> str:
     lines = ["# Calibration: the paper's ablations in the demo world", "",
              f"Each row: `vito demo train.seed=S <overrides>` (200 steps, ResNet-18 at 64 px, {meta['threads']} "
-             "torch thread(s)); mean ± sd over the seeds listed. Subject retrieval: held-out frame -> nearest "
+             "torch thread(s)); mean ± sd over the seeds listed (one seed: its value, no sd). Subject retrieval: held-out frame -> nearest "
              "training frame from the same video (chance 12.5 %). Attention on subject: share of the trained "
              "encoder's attention mass on the subject per pooled stage, in `model.stages` order (stage 1 of a "
              "one-stage model is res5; average pooling gives about the subject's area by construction); compare "

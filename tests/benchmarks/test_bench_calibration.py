@@ -57,3 +57,11 @@ def test_resumes_and_records_each_run(tmp_path, fake_runs, monkeypatch) -> None:
     monkeypatch.setitem(bench_calibration.SETTINGS, "2 views", ["data.num_views=2", "data.image_size=32"])
     bench_calibration.main([*only, "--seeds", "0"])
     assert fake_runs == [("2 views", 0)]  # its overrides changed: its old result no longer counts
+
+
+def test_one_seed_shows_its_value_without_a_made_up_sd():
+    from benchmarks.bench_calibration import _cell
+
+    assert _cell({"mean": 0.5, "sd": None}) == "50.0"
+    assert _cell({"mean": 0.5, "sd": 0.1}) == "50.0 ± 10.0"
+    assert _cell({"mean": 301.4, "sd": None}, percent=False) == "301"
