@@ -36,7 +36,7 @@ def _document(out: Path) -> dict:
 
 
 def test_a_study_trains_each_seed_shows_mean_sd_and_plots_and_a_rerun_computes_nothing(
-        tmp_path, videos, fakes, plots_module, monkeypatch) -> None:
+        tmp_path, videos, fakes, monkeypatch) -> None:
     from vito.eval.core.registry import REGISTRY
 
     monkeypatch.setattr(REGISTRY["knn"], "headline", "top1", raising=False)  # the evaluation's headline metric
@@ -175,7 +175,7 @@ def test_a_bad_study_is_refused_before_anything_runs(tmp_path, fakes, capsys, ro
     assert not (tmp_path / "out").exists() and fakes.calls == []
 
 
-def test_a_plot_of_a_metric_no_entry_produces_is_one_line_and_status_1(tmp_path, fakes, plots_module,
+def test_a_plot_of_a_metric_no_entry_produces_is_one_line_and_status_1(tmp_path, fakes,
                                                                           capsys) -> None:
     study = _study(tmp_path, {"a+": {"encoder": "timm:resnet18", "random_init": True}},
                    plots={"p": {"rows": ["a+"], "x": "row", "metric": "knn.mIoU"}})
